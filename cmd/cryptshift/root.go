@@ -1,0 +1,91 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime/debug"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cryptshift/cryptshift/internal/exitcode"
+)
+
+// Set at build time: go build -ldflags "-X main.version=... -X main.commit=...".
+var (
+	version = "dev"
+	commit  = ""
+)
+
+// verbs registers every subcommand constructor; each verb file adds itself
+// in init(), so adding a verb touches only its own file.
+var verbs []func() *cobra.Command
+
+const exitStatusHelp = `Exit status:
+  0  success (verify: no check FAILed)
+  1  an operation failed (verify: at least one check FAILed)
+  2  usage error: unknown flag or bad argument
+  3  invalid input: the layout, inventory or plan file has errors
+  4  refused: a step would destroy data and --allow-destroy was not given
+  5  drift: the system changed since the reviewed plan was made
+  6  interrupted at a step boundary; rerun with --resume`
+
+func newRootCmd() *cobra.Command {
+	var verbose bool
+	root := &cobra.Command{
+		Use:   "cryptshift",
+		Short: "Put Linux mail servers and their KVM guests onto LUKS-on-LVM encryption, and prove it",
+		Long: `cryptshift plans LUKS-on-LVM layouts, applies them to block devices, migrates
+libvirt guest disks onto encrypted volumes and verifies that no plaintext leak
+path (swap, temp, dumps, leftover copies) remains.
+
+Nothing destructive happens without an explicit flag, and a dry-run writes
+nothing. Secrets are never taken from the command line.
+
+` + exitStatusHelp,
+		Version:       versionString(),
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRun: func(cmd *cobra.Command, args []string) {
+			level := slog.LevelWarn
+			if verbose {
+				level = slog.LevelDebug
+			}
+			slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+		},
+	}
+	root.PersistentFlags().BoolVarP(&verbose, "verbose", "v", false, "log every command run, with its duration")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		return exitcode.With(exitcode.Usage, err)
+	})
+	root.SetVersionTemplate("cryptshift {{.Version}}\n")
+	for _, v := range verbs {
+		root.AddCommand(v())
+	}
+	return root
+}
+
+func versionString() string {
+	c := commit
+	if c == "" {
+		if bi, ok := debug.ReadBuildInfo(); ok {
+			for _, s := range bi.Settings {
+				if s.Key == "vcs.revision" {
+					c = s.Value
+				}
+			}
+		}
+	}
+	if c == "" {
+		c = "unknown"
+	}
+	if len(c) > 12 {
+		c = c[:12]
+	}
+	return fmt.Sprintf("%s (commit %s)", version, c)
+}
+
+// usageError marks bad arguments so they exit with status 2.
+func usageError(format string, a ...any) error {
+	return exitcode.With(exitcode.Usage, fmt.Errorf(format, a...))
+}

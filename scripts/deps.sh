@@ -1,0 +1,26 @@
+#!/bin/bash
+# Installs the Debian packages cryptshift's test tiers need. Idempotent: it
+# only runs apt-get when a package is missing. Every install the project needs
+# is recorded here.
+set -euo pipefail
+
+PKGS=(
+  # tier 2: real tools on the host
+  cryptsetup-bin lvm2 e2fsprogs dosfstools util-linux fdisk
+  qemu-utils qemu-system-x86
+  libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
+  # tier 3: the throwaway VM (busybox initramfs, kernel modules)
+  busybox-static cpio kmod zstd
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "deps: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
