@@ -164,7 +164,7 @@ func (s *System) locate(p string, seen map[string]bool) Location {
 		inner := s.locate(up, seen)
 		loc.Class, loc.Reason, loc.Crypt, loc.Chain, loc.Plain, loc.Device = inner.Class, inner.Reason, inner.Crypt, inner.Chain, inner.Plain, inner.Device
 		loc.Hops = append([]string{"overlay upperdir " + up}, inner.Hops...)
-		loc.Evidence = mdesc + " → upperdir " + up + ": " + inner.Evidence
+		loc.Evidence = mdesc + " → upperdir " + inner.Evidence
 		return loc
 	case networkFS[m.FSType]:
 		loc.Class, loc.Reason, loc.Evidence = Unknown, "network filesystem "+m.FSType+" from "+m.Source+": encryption at rest is the server's", mdesc
@@ -218,21 +218,21 @@ func reason(n *Node, loc *Location) string {
 }
 
 func describeMount(m *Mount) string {
-	s := fmt.Sprintf("mount %s (%s, %s", m.MountPoint, m.FSType, m.Source)
+	s := fmt.Sprintf("%s: %s %s", m.MountPoint, m.FSType, m.Source)
 	if m.Major != 0 {
-		s += ", " + m.MajMin()
+		s += " [" + m.MajMin() + "]"
 	}
 	if m.Root != "/" && m.Root != "" {
-		s += ", bind of " + m.Root
+		s += " [bind " + m.Root + "]"
 	}
-	return s + ")"
+	return s
 }
 
 // Label describes a device for evidence: "vg0-root (dm-2, LVM)".
 func (d *Device) Label() string {
 	switch {
 	case d.CryptType() != "":
-		return fmt.Sprintf("%s (%s, crypt %s)", d.DMName, d.Name, d.CryptType())
+		return fmt.Sprintf("%s (%s, %s)", d.DMName, d.Name, d.CryptType())
 	case d.IsLVM():
 		role := "LVM"
 		if r := d.LVMRole(); r != "" {
@@ -242,7 +242,7 @@ func (d *Device) Label() string {
 	case d.Kind == KindDM:
 		return fmt.Sprintf("%s (%s, dm)", d.DMName, d.Name)
 	case d.Kind == KindPart:
-		return fmt.Sprintf("%s (partition %d of %s)", d.Name, d.Partition, d.Parent)
+		return fmt.Sprintf("%s (%s part %d)", d.Name, d.Parent, d.Partition)
 	default:
 		return fmt.Sprintf("%s (%s)", d.Name, d.Kind)
 	}
@@ -278,7 +278,7 @@ func (s *System) classify(d *Device, seen map[string]bool, loc *Location) *Node 
 		if d.ZramBackingDev != "" {
 			// zram writeback (Documentation/admin-guide/blockdev/zram.rst)
 			// writes idle or incompressible pages to backing_dev as they are.
-			n.Note = "(writeback to " + d.ZramBackingDev + ")"
+			n.Note = "(writeback " + d.ZramBackingDev + ")"
 			if bd := s.DeviceByPath(d.ZramBackingDev); bd != nil {
 				l := s.classify(bd, seen, loc)
 				n.Lower = []*Node{l}
@@ -296,7 +296,7 @@ func (s *System) classify(d *Device, seen map[string]bool, loc *Location) *Node 
 			n.Class, n.Note = Unknown, "(no backing file)"
 			return n
 		}
-		n.Note = "(backing file " + d.LoopBackingFile + ")"
+		n.Note = "(file " + d.LoopBackingFile + ")"
 		inner := s.locate(d.LoopBackingFile, seen)
 		loc.Hops = append(loc.Hops, "loop "+d.Name+" backing file "+d.LoopBackingFile)
 		loc.Hops = append(loc.Hops, inner.Hops...)

@@ -41,7 +41,7 @@ func TestLocate(t *testing.T) {
 				b.Swap("/dev/dm-3", "partition", 2<<20)
 			},
 			want: []want{
-				{path: "/var/spool/postfix", class: blockstack.Encrypted, crypt: []string{"dm-2"}, in: "root_crypt (dm-2, crypt LUKS2) → vg0-root (dm-0, LVM) → sda2 (partition 2 of sda) → sda (disk)"},
+				{path: "/var/spool/postfix", class: blockstack.Encrypted, crypt: []string{"dm-2"}, in: "/: ext4 /dev/mapper/root_crypt [253:2] → root_crypt (dm-2, LUKS2) → vg0-root (dm-0, LVM) → sda2 (sda part 2) → sda (disk)"},
 				{path: "/boot/initrd.img", class: blockstack.Plaintext, plain: []string{"sda"}},
 			},
 		},
@@ -57,7 +57,7 @@ func TestLocate(t *testing.T) {
 			},
 			want: []want{
 				{path: "/dev/vg0/swap", class: blockstack.Encrypted, crypt: []string{"dm-0"}},
-				{path: "/home", class: blockstack.Encrypted, crypt: []string{"dm-0"}, in: "nvme0n1p3 (partition 3 of nvme0n1)"},
+				{path: "/home", class: blockstack.Encrypted, crypt: []string{"dm-0"}, in: "nvme0n1p3 (nvme0n1 part 3)"},
 			},
 		},
 		{
@@ -87,9 +87,9 @@ func TestLocate(t *testing.T) {
 			},
 			want: []want{
 				{path: "/dev/loop0", class: blockstack.Plaintext, plain: []string{"vda"}}, // the device node lives on /
-				{path: "/var/spool/mail/bob", class: blockstack.Encrypted, crypt: []string{"dm-0"}, in: "bind of /mail"},
+				{path: "/var/spool/mail/bob", class: blockstack.Encrypted, crypt: []string{"dm-0"}, in: "[bind /mail]"},
 				{path: "/tmp/x", class: blockstack.RAM},
-				{path: "/var/lib/containers/x/etc", class: blockstack.Encrypted, crypt: []string{"dm-0"}, in: "upperdir /srv/ov/up"},
+				{path: "/var/lib/containers/x/etc", class: blockstack.Encrypted, crypt: []string{"dm-0"}, in: "upperdir /srv: ext4"},
 			},
 		},
 		{
@@ -113,7 +113,7 @@ func TestLocate(t *testing.T) {
 			},
 			want: []want{
 				{path: "/etc", class: blockstack.Encrypted, crypt: []string{"dm-0"}},
-				{path: "/mnt/nfs/a", class: blockstack.Unknown, in: "mount /mnt/nfs (nfs4"},
+				{path: "/mnt/nfs/a", class: blockstack.Unknown, in: "/mnt/nfs: nfs4 server:/export"},
 			},
 		},
 	}

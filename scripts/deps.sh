@@ -10,7 +10,7 @@ PKGS=(
   qemu-utils qemu-system-x86
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
   # tier 3: the throwaway VM (busybox initramfs, kernel modules)
-  busybox-static cpio kmod zstd
+  busybox-static cpio kmod zstd xz-utils
 )
 
 missing=()

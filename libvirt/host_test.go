@@ -1,0 +1,158 @@
+package libvirt_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"libvirt.org/go/libvirtxml"
+
+	"github.com/cryptshift/cryptshift/libvirt"
+	"github.com/cryptshift/cryptshift/libvirt/libvirttest"
+	"github.com/cryptshift/cryptshift/qemuimg"
+)
+
+// TestHostLiveMovePrimitives walks the live design on a real libvirtd and
+// qemu (TCG): an encrypted overlay snapshot freezes a raw disk, the frozen
+// base is copied into a LUKS image, a shallow copy moves the guest onto an
+// encrypted overlay above that image, and an active commit leaves it on the
+// LUKS image alone — without the guest ever stopping.
+func TestHostLiveMovePrimitives(t *testing.T) {
+	d := libvirttest.Start(t)
+	ctx := context.Background()
+	c := d.Dial(t)
+	q := qemuimg.New()
+	dir := t.TempDir()
+	src := filepath.Join(dir, "a.raw")
+	pool := filepath.Join(dir, "pool")
+	d.DefineDirPool(t, "enc", pool)
+	const size = 8 << 20
+	must(t, q.Create(ctx, qemuimg.CreateOptions{Path: src, Format: qemuimg.Raw, Size: size}))
+	f, err := os.OpenFile(src, os.O_RDWR, 0)
+	must(t, err)
+	_, err = f.WriteAt([]byte("mail from before the move"), 1<<20)
+	must(t, err)
+	f.Close()
+
+	d.Define(t, libvirttest.Domain("g1", libvirttest.FileDisk("vda", src, "raw")), true)
+	pid := d.QemuPID("g1")
+
+	uuid := "7d1c35a0-3a8e-4c8e-9d0e-5f1b8a7c6e01"
+	key := []byte("0123456789abcdef0123456789abcdef")
+	target := filepath.Join(pool, "g1-vda.luks")
+	must(t, c.DefineSecret(&libvirtxml.Secret{Ephemeral: "no", Private: "no", UUID: uuid,
+		Usage: &libvirtxml.SecretUsage{Type: "volume", Volume: target}}))
+	must(t, c.SetSecretValue(uuid, key))
+	got, err := c.SecretValue(uuid)
+	must(t, err)
+	if string(got) != string(key) {
+		t.Fatal("secret value did not round-trip")
+	}
+	enc := &libvirtxml.DomainDiskEncryption{Format: "luks", Secrets: []libvirtxml.DomainDiskSecret{{Type: "passphrase", UUID: uuid}}}
+	overlay := filepath.Join(pool, "g1-vda.overlay.qcow2")
+	pivot := filepath.Join(pool, "g1-vda.pivot.qcow2")
+	must(t, q.Create(ctx, qemuimg.CreateOptions{Path: target, Format: qemuimg.LUKS, Size: size, Secret: key, IterTimeMS: 10}))
+	must(t, q.Create(ctx, qemuimg.CreateOptions{Path: overlay, Format: qemuimg.QCOW2, Size: size, Secret: key, IterTimeMS: 10, BackingPath: src, BackingFormat: "raw"}))
+	must(t, q.Create(ctx, qemuimg.CreateOptions{Path: pivot, Format: qemuimg.QCOW2, Size: size, Secret: key, IterTimeMS: 10, BackingPath: target, BackingFormat: "luks"}))
+
+	live, err := c.DomainXML("g1", libvirt.XMLFlags{})
+	must(t, err)
+	if conf, conn := libvirt.AgentConnected(live); conf || conn {
+		t.Fatalf("agent: got configured=%v connected=%v, want neither", conf, conn)
+	}
+	snap := &libvirtxml.DomainSnapshot{Disks: &libvirtxml.DomainSnapshotDisks{Disks: []libvirtxml.DomainSnapshotDisk{{
+		Name: "vda", Snapshot: "external", Driver: &libvirtxml.DomainDiskDriver{Type: "qcow2"},
+		Source: &libvirtxml.DomainDiskSource{File: &libvirtxml.DomainDiskSourceFile{File: overlay}, Encryption: enc},
+	}}}}
+	must(t, c.SnapshotDisks("g1", snap, false))
+	live, err = c.DomainXML("g1", libvirt.XMLFlags{})
+	must(t, err)
+	if ch := libvirt.Chain(libvirt.FindDisk(live, "vda")); len(ch) != 2 || ch[0] != overlay || ch[1] != src {
+		t.Fatalf("after snapshot: chain %v, want [%s %s]", ch, overlay, src)
+	}
+
+	must(t, q.Convert(ctx, qemuimg.Image{Path: src, Format: "raw"}, qemuimg.Image{Path: target, Format: "luks", Secret: key}))
+	must(t, q.Compare(ctx, qemuimg.Image{Path: src, Format: "raw"}, qemuimg.Image{Path: target, Format: "luks", Secret: key}, false))
+
+	dest := &libvirtxml.DomainDisk{
+		Driver: &libvirtxml.DomainDiskDriver{Type: "qcow2"},
+		Source: &libvirtxml.DomainDiskSource{File: &libvirtxml.DomainDiskSourceFile{File: pivot}, Encryption: enc},
+		BackingStore: &libvirtxml.DomainDiskBackingStore{
+			Format: &libvirtxml.DomainDiskFormat{Type: "raw"},
+			Source: &libvirtxml.DomainDiskSource{File: &libvirtxml.DomainDiskSourceFile{File: target}, Encryption: enc},
+		},
+	}
+	must(t, c.BlockCopy("g1", "vda", dest, true))
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	must(t, c.WaitReady(wctx, "g1", "vda", nil))
+	must(t, c.Pivot("g1", "vda"))
+	must(t, c.BlockCommitActive("g1", "vda"))
+	must(t, c.WaitReady(wctx, "g1", "vda", nil))
+	must(t, c.Pivot("g1", "vda"))
+	if j, err := c.BlockJob("g1", "vda"); err != nil || j.Type != libvirt.JobNone {
+		t.Fatalf("after pivot: job %+v, %v", j, err)
+	}
+
+	live, err = c.DomainXML("g1", libvirt.XMLFlags{})
+	must(t, err)
+	x := libvirt.FindDisk(live, "vda")
+	if ch := libvirt.Chain(x); len(ch) != 1 || ch[0] != target {
+		t.Fatalf("after commit: chain %v, want [%s]", ch, target)
+	}
+	if x.Source.Encryption == nil || x.Source.Encryption.Format != "luks" {
+		t.Fatalf("after commit: the disk carries no luks encryption: %+v", x.Source)
+	}
+	if st, _ := c.DomainState("g1"); st != libvirt.Running || d.QemuPID("g1") != pid {
+		t.Fatalf("guest stopped: state %s, qemu pid %d, want running %d", st, d.QemuPID("g1"), pid)
+	}
+	if out := d.Virsh(t, "domblklist", "g1"); !strings.Contains(out, target) {
+		t.Fatalf("domblklist does not show %s:\n%s", target, out)
+	}
+	raw, err := os.ReadFile(target)
+	must(t, err)
+	if strings.Contains(string(raw), "mail from before") {
+		t.Fatal("plaintext in the LUKS image")
+	}
+
+	must(t, c.RefreshPool("enc"))
+	v, err := c.VolumeByPath(target)
+	must(t, err)
+	if v.Encryption != "luks" || v.Capacity != size {
+		t.Fatalf("volume: got %+v, want luks of %d bytes", v, size)
+	}
+	p, err := c.Pool("enc")
+	must(t, err)
+	if p.Type != "dir" || p.Path != pool || !p.Active || p.Available == 0 {
+		t.Fatalf("pool: got %+v", p)
+	}
+	if _, err := c.Pool("nope"); err == nil || !strings.Contains(err.Error(), "enc") {
+		t.Fatalf("unknown pool: got %v, want an error listing the pools", err)
+	}
+	if _, err := c.Domain("nope"); err == nil || !strings.Contains(err.Error(), "no such domain") {
+		t.Fatalf("unknown domain: got %v", err)
+	}
+	must(t, c.DestroyDomain("g1"))
+	must(t, c.UndefineSecret(uuid))
+	if ok, _ := c.SecretExists(uuid); ok {
+		t.Fatal("secret still defined")
+	}
+}
+
+func TestHostDialUnreachable(t *testing.T) {
+	libvirttest.Start(t) // gate and prerequisites only; the dial goes elsewhere
+	_, err := libvirt.Dial(filepath.Join(t.TempDir(), "no-such-sock"))
+	if err == nil || !strings.Contains(err.Error(), "is libvirtd (or virtqemud) running") {
+		t.Fatalf("got %v, want a connect error saying what to check", err)
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,400 @@
+// Package libvirttest starts a private libvirtd (with its own virtlogd) for
+// host-tier tests, following docs/ENVIRONMENT.md's recipe but touching none
+// of the system's libvirt state.
+//
+// libvirtd running as root takes its configuration, sockets and state from
+// fixed paths (/etc/libvirt, /run/libvirt, /var/lib/libvirt, ...). To keep
+// them private, the daemons run in their own mount namespace (unshare -m)
+// where a fresh per-test directory is bind-mounted over each of those paths;
+// the host's view never changes. The control socket is then reachable from
+// the host as DIR/run/libvirt-sock.
+//
+// Stop tears everything down by PID: every domain's qemu is destroyed
+// through libvirt, then libvirtd and virtlogd are terminated, and any qemu
+// whose pid file remains is killed.
+package libvirttest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"libvirt.org/go/libvirtxml"
+
+	"github.com/cryptshift/cryptshift/internal/testtier"
+	"github.com/cryptshift/cryptshift/libvirt"
+)
+
+// Programs the harness needs; tests pass them to testtier.Host.
+var Programs = []string{"unshare", "libvirtd", "virtlogd", "virsh", "qemu-img", "qemu-system-x86_64"}
+
+// The paths a privileged libvirtd uses; each gets a private directory.
+var privatePaths = []struct{ sub, path string }{
+	{"etc", "/etc/libvirt"},
+	{"run", "/run/libvirt"},
+	{"lib", "/var/lib/libvirt"},
+	{"log", "/var/log/libvirt"},
+	{"cache", "/var/cache/libvirt"},
+}
+
+// qemu.conf from ENVIRONMENT.md: without systemd, cgroups, namespaces and
+// an AppArmor/SELinux driver, qemu runs as root with nothing confining it.
+const qemuConf = `user = "root"
+group = "root"
+namespaces = []
+cgroup_controllers = []
+security_driver = "none"
+`
+
+const libvirtdConf = `unix_sock_rw_perms = "0700"
+auth_unix_rw = "none"
+auth_unix_ro = "none"
+log_outputs = "3:stderr"
+`
+
+// start.sh runs inside the new mount namespace: bind the private
+// directories, start virtlogd, then become libvirtd (exec keeps the PID the
+// harness knows).
+const startScript = `set -e
+D="$1"
+mount --make-rprivate /
+mount --bind "$D/etc" /etc/libvirt
+mount --bind "$D/run" /run/libvirt
+mount --bind "$D/lib" /var/lib/libvirt
+mount --bind "$D/log" /var/log/libvirt
+mount --bind "$D/cache" /var/cache/libvirt
+virtlogd >"$D/virtlogd.log" 2>&1 &
+echo $! >"$D/virtlogd.pid"
+exec libvirtd >"$D/libvirtd.log" 2>&1
+`
+
+// Daemon is a private libvirtd.
+type Daemon struct {
+	Dir    string // everything the daemon writes lives here
+	Socket string // its control socket
+	URI    string // qemu:///system?socket=... for virsh
+	pid    int
+	vlPid  int
+	stderr *bytes.Buffer
+}
+
+// Start starts a private libvirtd and registers its teardown with
+// t.Cleanup. It fails the test (or skips outside CI) when a prerequisite is
+// missing.
+func Start(t testing.TB) *Daemon {
+	t.Helper()
+	testtier.Host(t, Programs...)
+	if os.Geteuid() != 0 {
+		testtier.Unavailable(t, "a private libvirtd needs root (mount namespace, qemu as root)")
+	}
+	if err := EnsureUsers(); err != nil {
+		t.Fatal(err)
+	}
+	// Short path: a unix socket path must stay under 108 bytes.
+	dir, err := os.MkdirTemp("", "cs-lv-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &Daemon{Dir: dir, Socket: filepath.Join(dir, "run", "libvirt-sock")}
+	d.URI = "qemu:///system?socket=" + d.Socket
+	t.Cleanup(func() {
+		d.Stop(t)
+		if !t.Failed() || os.Getenv("CRYPTSHIFT_KEEP") == "" {
+			os.RemoveAll(dir)
+		} else {
+			t.Logf("kept %s (CRYPTSHIFT_KEEP is set)", dir)
+		}
+	})
+	if err := d.start(); err != nil {
+		t.Fatalf("cannot start a private libvirtd: %v\n%s", err, d.Logs())
+	}
+	return d
+}
+
+// EnsureUsers creates the users and groups Debian's libvirt expects, if
+// missing (ENVIRONMENT.md: the packages' maintainer scripts create them, a
+// minimal machine may not have run them).
+func EnsureUsers() error {
+	for _, g := range []string{"kvm", "libvirt-qemu"} {
+		if exec.Command("getent", "group", g).Run() != nil {
+			if out, err := exec.Command("groupadd", "-r", g).CombinedOutput(); err != nil {
+				return fmt.Errorf("cannot create group %s: %v: %s", g, err, out)
+			}
+		}
+	}
+	if exec.Command("getent", "passwd", "libvirt-qemu").Run() != nil {
+		if out, err := exec.Command("useradd", "-r", "-g", "libvirt-qemu", "-G", "kvm", "libvirt-qemu").CombinedOutput(); err != nil {
+			return fmt.Errorf("cannot create user libvirt-qemu: %v: %s", err, out)
+		}
+	}
+	return nil
+}
+
+func (d *Daemon) start() error {
+	for _, p := range privatePaths {
+		if err := os.MkdirAll(filepath.Join(d.Dir, p.sub), 0o755); err != nil {
+			return err
+		}
+		// The mount points must exist on the host; Debian's packages create
+		// them, a minimal install may not have. Empty directories only.
+		if err := os.MkdirAll(p.path, 0o755); err != nil {
+			return err
+		}
+	}
+	if err := os.WriteFile(filepath.Join(d.Dir, "etc", "qemu.conf"), []byte(qemuConf), 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(d.Dir, "etc", "libvirtd.conf"), []byte(libvirtdConf), 0o644); err != nil {
+		return err
+	}
+	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", startScript, "sh", d.Dir)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	d.stderr = &bytes.Buffer{}
+	cmd.Stdout, cmd.Stderr = d.stderr, d.stderr
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	d.pid = cmd.Process.Pid
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-exited:
+			d.pid = 0
+			return fmt.Errorf("libvirtd exited at start: %v", err)
+		case <-time.After(100 * time.Millisecond):
+		}
+		if d.vlPid == 0 {
+			if b, err := os.ReadFile(filepath.Join(d.Dir, "virtlogd.pid")); err == nil {
+				d.vlPid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+			}
+		}
+		if _, err := os.Stat(d.Socket); err != nil {
+			continue
+		}
+		c, err := libvirt.Dial(d.Socket)
+		if err != nil {
+			continue
+		}
+		c.Close()
+		return nil
+	}
+	return errors.New("libvirtd did not answer on its socket within 30s")
+}
+
+// Dial opens a connection to the daemon; it is closed at test cleanup.
+func (d *Daemon) Dial(t testing.TB) *libvirt.Conn {
+	t.Helper()
+	c, err := libvirt.Dial(d.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// Logs returns the daemons' logs, for failure messages.
+func (d *Daemon) Logs() string {
+	var b strings.Builder
+	for _, f := range []string{"libvirtd.log", "virtlogd.log"} {
+		if data, err := os.ReadFile(filepath.Join(d.Dir, f)); err == nil {
+			fmt.Fprintf(&b, "--- %s\n%s", f, tail(data, 4000))
+		}
+	}
+	if d.stderr != nil {
+		fmt.Fprintf(&b, "--- start\n%s", d.stderr.String())
+	}
+	return b.String()
+}
+
+// DomainLog returns the qemu log of a domain (what qemu printed, including
+// why a block job failed).
+func (d *Daemon) DomainLog(name string) string {
+	data, _ := os.ReadFile(filepath.Join(d.Dir, "log", "qemu", name+".log"))
+	return tail(data, 4000)
+}
+
+func tail(b []byte, n int) string {
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
+
+// QemuPID returns the PID of a running domain's qemu process, from
+// libvirt's pid file.
+func (d *Daemon) QemuPID(name string) int {
+	b, err := os.ReadFile(filepath.Join(d.Dir, "run", "qemu", name+".pid"))
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
+}
+
+// Virsh runs virsh against the daemon and returns its standard output.
+func (d *Daemon) Virsh(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := d.VirshErr(args...)
+	if err != nil {
+		t.Fatalf("virsh %s: %v", strings.Join(args, " "), err)
+	}
+	return out
+}
+
+// VirshErr runs virsh and returns its output and any failure.
+func (d *Daemon) VirshErr(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "virsh", append([]string{"-c", d.URI}, args...)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("%v: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.String(), nil
+}
+
+// DefineDirPool defines and starts a directory storage pool.
+func (d *Daemon) DefineDirPool(t testing.TB, name, dir string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	x := libvirtxml.StoragePool{Type: "dir", Name: name, Target: &libvirtxml.StoragePoolTarget{Path: dir}}
+	doc, err := x.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := filepath.Join(d.Dir, "pool-"+name+".xml")
+	if err := os.WriteFile(f, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.Virsh(t, "pool-define", f)
+	d.Virsh(t, "pool-start", name)
+}
+
+// Stop destroys every running domain and stops the daemons, by PID.
+func (d *Daemon) Stop(t testing.TB) {
+	if d.pid == 0 {
+		return
+	}
+	if c, err := libvirt.Dial(d.Socket); err == nil {
+		names, _ := c.DomainNames()
+		for _, n := range names {
+			if st, err := c.DomainState(n); err == nil && st != libvirt.ShutOff {
+				if err := c.DestroyDomain(n); err != nil {
+					t.Logf("cleanup: %v", err)
+				}
+			}
+		}
+		c.Close()
+	}
+	// A qemu whose domain libvirt could not destroy still has its pid file.
+	pids, _ := filepath.Glob(filepath.Join(d.Dir, "run", "qemu", "*.pid"))
+	for _, f := range pids {
+		b, _ := os.ReadFile(f)
+		if pid, _ := strconv.Atoi(strings.TrimSpace(string(b))); pid > 0 && alive(pid) {
+			t.Logf("cleanup: killing leftover qemu %d (%s)", pid, f)
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	stop(t, d.pid, "libvirtd")
+	if d.vlPid > 0 {
+		stop(t, d.vlPid, "virtlogd")
+	}
+	d.pid = 0
+}
+
+// alive reports whether pid runs; a zombie (exited, not yet reaped by its
+// parent) counts as gone.
+func alive(pid int) bool {
+	if syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the parenthesised command name.
+	if i := bytes.LastIndexByte(b, ')'); i >= 0 && i+2 < len(b) && b[i+2] == 'Z' {
+		return false
+	}
+	return true
+}
+
+// stop sends SIGTERM, then SIGKILL after a grace period, to one PID.
+func stop(t testing.TB, pid int, what string) {
+	if !alive(pid) {
+		return
+	}
+	_ = syscall.Kill(pid, syscall.SIGTERM)
+	for i := 0; i < 100; i++ {
+		if !alive(pid) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("cleanup: %s (%d) ignored SIGTERM, killing it", what, pid)
+	_ = syscall.Kill(pid, syscall.SIGKILL)
+}
+
+// FileDisk is a virtio disk element backed by an image file.
+func FileDisk(target, path, format string) libvirtxml.DomainDisk {
+	return libvirtxml.DomainDisk{
+		Device: "disk",
+		Driver: &libvirtxml.DomainDiskDriver{Name: "qemu", Type: format},
+		Source: &libvirtxml.DomainDiskSource{File: &libvirtxml.DomainDiskSourceFile{File: path}},
+		Target: &libvirtxml.DomainDiskTarget{Dev: target, Bus: "virtio"},
+	}
+}
+
+// Domain is a minimal TCG guest definition: no OS is needed for block jobs,
+// qemu runs the firmware, finds nothing to boot and idles.
+func Domain(name string, disks ...libvirtxml.DomainDisk) *libvirtxml.Domain {
+	return &libvirtxml.Domain{
+		Type:     "qemu", // TCG: nested KVM hangs on these machines (ENVIRONMENT.md)
+		Name:     name,
+		Memory:   &libvirtxml.DomainMemory{Value: 128, Unit: "MiB"},
+		VCPU:     &libvirtxml.DomainVCPU{Value: 1},
+		OS:       &libvirtxml.DomainOS{Type: &libvirtxml.DomainOSType{Arch: "x86_64", Machine: "pc", Type: "hvm"}},
+		OnReboot: "destroy",
+		Devices: &libvirtxml.DomainDeviceList{
+			Disks: disks,
+			// No graphics, no network: nothing the tests do not need.
+			Serials: []libvirtxml.DomainSerial{{Source: &libvirtxml.DomainChardevSource{
+				File: &libvirtxml.DomainChardevSourceFile{Path: "/var/log/libvirt/qemu/" + name + ".serial"}}}},
+			MemBalloon: &libvirtxml.DomainMemBalloon{Model: "none"},
+		},
+	}
+}
+
+// Define defines a domain and, if start is set, starts it.
+func (d *Daemon) Define(t testing.TB, dom *libvirtxml.Domain, start bool) {
+	t.Helper()
+	c := d.Dial(t)
+	if err := c.DefineDomain(dom); err != nil {
+		t.Fatal(err)
+	}
+	if start {
+		if err := c.StartDomain(dom.Name); err != nil {
+			t.Fatalf("%v\n%s", err, d.DomainLog(dom.Name))
+		}
+	}
+}
+
+// SerialLog is what a domain defined by Domain wrote to its serial port.
+func (d *Daemon) SerialLog(name string) string {
+	b, _ := os.ReadFile(filepath.Join(d.Dir, "log", "qemu", name+".serial"))
+	return string(b)
+}
