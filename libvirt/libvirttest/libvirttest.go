@@ -35,7 +35,7 @@ import (
 )
 
 // Programs the harness needs; tests pass them to testtier.Host.
-var Programs = []string{"unshare", "libvirtd", "virtlogd", "virsh", "qemu-img", "qemu-system-x86_64"}
+var Programs = []string{"unshare", "nsenter", "libvirtd", "virtlogd", "virsh", "qemu-img", "qemu-system-x86_64"}
 
 // The paths a privileged libvirtd uses; each gets a private directory.
 var privatePaths = []struct{ sub, path string }{
@@ -61,10 +61,11 @@ auth_unix_ro = "none"
 log_outputs = "3:stderr"
 `
 
-// start.sh runs inside the new mount namespace: bind the private
-// directories, start virtlogd, then become libvirtd (exec keeps the PID the
-// harness knows).
-const startScript = `set -e
+// mountScript runs inside the new mount namespace: it binds the private
+// directories, then becomes virtlogd (exec keeps the PID the harness knows).
+// libvirtd joins the same namespace with nsenter, so both daemons are direct
+// children of the test and are reaped by it.
+const mountScript = `set -e
 D="$1"
 mount --make-rprivate /
 mount --bind "$D/etc" /etc/libvirt
@@ -72,9 +73,7 @@ mount --bind "$D/run" /run/libvirt
 mount --bind "$D/lib" /var/lib/libvirt
 mount --bind "$D/log" /var/log/libvirt
 mount --bind "$D/cache" /var/cache/libvirt
-virtlogd >"$D/virtlogd.log" 2>&1 &
-echo $! >"$D/virtlogd.pid"
-exec libvirtd >"$D/libvirtd.log" 2>&1
+exec virtlogd
 `
 
 // Daemon is a private libvirtd.
@@ -82,9 +81,9 @@ type Daemon struct {
 	Dir    string // everything the daemon writes lives here
 	Socket string // its control socket
 	URI    string // qemu:///system?socket=... for virsh
-	pid    int
-	vlPid  int
-	stderr *bytes.Buffer
+	pid    int    // libvirtd
+	vlPid  int    // virtlogd, the first process in the namespace
+	exited map[int]chan struct{}
 }
 
 // Start starts a private libvirtd and registers its teardown with
@@ -150,46 +149,83 @@ func (d *Daemon) start() error {
 			return err
 		}
 	}
+	// libvirtd creates its qemu log directory lazily; serial log files in it
+	// must be creatable from the first domain start.
+	if err := os.MkdirAll(filepath.Join(d.Dir, "log", "qemu"), 0o755); err != nil {
+		return err
+	}
 	if err := os.WriteFile(filepath.Join(d.Dir, "etc", "qemu.conf"), []byte(qemuConf), 0o644); err != nil {
 		return err
 	}
 	if err := os.WriteFile(filepath.Join(d.Dir, "etc", "libvirtd.conf"), []byte(libvirtdConf), 0o644); err != nil {
 		return err
 	}
-	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", startScript, "sh", d.Dir)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	d.stderr = &bytes.Buffer{}
-	cmd.Stdout, cmd.Stderr = d.stderr, d.stderr
-	if err := cmd.Start(); err != nil {
+	d.exited = map[int]chan struct{}{}
+	vl, err := d.spawn(filepath.Join(d.Dir, "virtlogd.log"), "unshare", "--mount", "--propagation", "private", "--",
+		"/bin/sh", "-c", mountScript, "sh", d.Dir)
+	if err != nil {
 		return err
 	}
-	d.pid = cmd.Process.Pid
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	d.vlPid = vl
+	if err := d.waitFor(vl, filepath.Join(d.Dir, "run", "virtlogd-sock"), nil); err != nil {
+		return fmt.Errorf("virtlogd: %w", err)
+	}
+	lvd, err := d.spawn(filepath.Join(d.Dir, "libvirtd.log"), "nsenter", fmt.Sprintf("--mount=/proc/%d/ns/mnt", vl), "--", "libvirtd")
+	if err != nil {
+		return err
+	}
+	d.pid = lvd
+	return d.waitFor(lvd, d.Socket, func() bool {
+		c, err := libvirt.Dial(d.Socket)
+		if err != nil {
+			return false
+		}
+		c.Close()
+		return true
+	})
+}
+
+// spawn starts one daemon in the foreground as a child of the test, its
+// output going to logFile, and reaps it when it exits.
+func (d *Daemon) spawn(logFile, prog string, args ...string) (int, error) {
+	log, err := os.Create(logFile)
+	if err != nil {
+		return 0, err
+	}
+	cmd := exec.Command(prog, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		log.Close()
+		return 0, err
+	}
+	done := make(chan struct{})
+	d.exited[cmd.Process.Pid] = done
+	go func() {
+		_ = cmd.Wait()
+		log.Close()
+		close(done)
+	}()
+	return cmd.Process.Pid, nil
+}
+
+// waitFor waits until path exists and ready (if given) says yes.
+func (d *Daemon) waitFor(pid int, path string, ready func() bool) error {
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
-		case err := <-exited:
-			d.pid = 0
-			return fmt.Errorf("libvirtd exited at start: %v", err)
-		case <-time.After(100 * time.Millisecond):
+		case <-d.exited[pid]:
+			return errors.New("it exited at start")
+		case <-time.After(50 * time.Millisecond):
 		}
-		if d.vlPid == 0 {
-			if b, err := os.ReadFile(filepath.Join(d.Dir, "virtlogd.pid")); err == nil {
-				d.vlPid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
-			}
-		}
-		if _, err := os.Stat(d.Socket); err != nil {
+		if _, err := os.Stat(path); err != nil {
 			continue
 		}
-		c, err := libvirt.Dial(d.Socket)
-		if err != nil {
-			continue
+		if ready == nil || ready() {
+			return nil
 		}
-		c.Close()
-		return nil
 	}
-	return errors.New("libvirtd did not answer on its socket within 30s")
+	return fmt.Errorf("%s did not appear within 30s", path)
 }
 
 // Dial opens a connection to the daemon; it is closed at test cleanup.
@@ -206,13 +242,10 @@ func (d *Daemon) Dial(t testing.TB) *libvirt.Conn {
 // Logs returns the daemons' logs, for failure messages.
 func (d *Daemon) Logs() string {
 	var b strings.Builder
-	for _, f := range []string{"libvirtd.log", "virtlogd.log"} {
+	for _, f := range []string{"libvirtd.log", "virtlogd.log"} { // the daemons' stderr
 		if data, err := os.ReadFile(filepath.Join(d.Dir, f)); err == nil {
 			fmt.Fprintf(&b, "--- %s\n%s", f, tail(data, 4000))
 		}
-	}
-	if d.stderr != nil {
-		fmt.Fprintf(&b, "--- start\n%s", d.stderr.String())
 	}
 	return b.String()
 }
@@ -286,7 +319,7 @@ func (d *Daemon) DefineDirPool(t testing.TB, name, dir string) {
 
 // Stop destroys every running domain and stops the daemons, by PID.
 func (d *Daemon) Stop(t testing.TB) {
-	if d.pid == 0 {
+	if d.pid == 0 && d.vlPid == 0 {
 		return
 	}
 	if c, err := libvirt.Dial(d.Socket); err == nil {
@@ -303,17 +336,22 @@ func (d *Daemon) Stop(t testing.TB) {
 	// A qemu whose domain libvirt could not destroy still has its pid file.
 	pids, _ := filepath.Glob(filepath.Join(d.Dir, "run", "qemu", "*.pid"))
 	for _, f := range pids {
+		if filepath.Base(f) == "driver.pid" { // libvirtd's own qemu driver lock
+			continue
+		}
 		b, _ := os.ReadFile(f)
 		if pid, _ := strconv.Atoi(strings.TrimSpace(string(b))); pid > 0 && alive(pid) {
 			t.Logf("cleanup: killing leftover qemu %d (%s)", pid, f)
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
-	stop(t, d.pid, "libvirtd")
-	if d.vlPid > 0 {
-		stop(t, d.vlPid, "virtlogd")
+	if d.pid > 0 {
+		d.stop(t, d.pid, "libvirtd")
 	}
-	d.pid = 0
+	if d.vlPid > 0 {
+		d.stop(t, d.vlPid, "virtlogd")
+	}
+	d.pid, d.vlPid = 0, 0
 }
 
 // alive reports whether pid runs; a zombie (exited, not yet reaped by its
@@ -333,20 +371,19 @@ func alive(pid int) bool {
 	return true
 }
 
-// stop sends SIGTERM, then SIGKILL after a grace period, to one PID.
-func stop(t testing.TB, pid int, what string) {
-	if !alive(pid) {
-		return
-	}
+// stop sends SIGTERM, then SIGKILL after a grace period, to one of the
+// daemons the harness started, and waits until it is reaped.
+func (d *Daemon) stop(t testing.TB, pid int, what string) {
+	done := d.exited[pid]
 	_ = syscall.Kill(pid, syscall.SIGTERM)
-	for i := 0; i < 100; i++ {
-		if !alive(pid) {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
+	select {
+	case <-done:
+		return
+	case <-time.After(10 * time.Second):
 	}
 	t.Logf("cleanup: %s (%d) ignored SIGTERM, killing it", what, pid)
 	_ = syscall.Kill(pid, syscall.SIGKILL)
+	<-done
 }
 
 // FileDisk is a virtio disk element backed by an image file.
@@ -371,7 +408,8 @@ func Domain(name string, disks ...libvirtxml.DomainDisk) *libvirtxml.Domain {
 		OnReboot: "destroy",
 		Devices: &libvirtxml.DomainDeviceList{
 			Disks: disks,
-			// No graphics, no network: nothing the tests do not need.
+			// No graphics, no network: nothing the tests do not need. The
+			// serial port goes to a file the test can read.
 			Serials: []libvirtxml.DomainSerial{{Source: &libvirtxml.DomainChardevSource{
 				File: &libvirtxml.DomainChardevSourceFile{Path: "/var/log/libvirt/qemu/" + name + ".serial"}}}},
 			MemBalloon: &libvirtxml.DomainMemBalloon{Model: "none"},
