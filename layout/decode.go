@@ -28,8 +28,16 @@ func (s *Size) parseScalar(raw string) error {
 // every value by its path ($.volumes[2].size) and reporting type errors and
 // unknown keys into a Report instead of stopping at the first one.
 type decoder struct {
-	pos map[string]Pos
-	rep *Report
+	pos    map[string]Pos
+	rep    *Report
+	failed []string // paths whose value could not be decoded
+}
+
+// fail records a decode error at path; validation findings under it are
+// dropped later, since they would only repeat the same mistake.
+func (d *decoder) fail(path, fix, format string, a ...any) {
+	d.failed = append(d.failed, path)
+	d.rep.Errorf(path, fix, format, a...)
 }
 
 func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
@@ -49,11 +57,11 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 	}
 	if s, ok := v.Addr().Interface().(scalar); ok {
 		if n.Kind != yaml.ScalarNode {
-			d.rep.Errorf(path, "", "expected a single value, found %s", kindName(n))
+			d.fail(path, "", "expected a single value, found %s", kindName(n))
 			return
 		}
 		if err := s.parseScalar(n.Value); err != nil {
-			d.rep.Errorf(path, "", "%v", err)
+			d.fail(path, "", "%v", err)
 		}
 		return
 	}
@@ -64,24 +72,24 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		d.decodeSlice(n, v, path)
 	case reflect.String:
 		if n.Kind != yaml.ScalarNode {
-			d.rep.Errorf(path, "", "expected a text value, found %s", kindName(n))
+			d.fail(path, "", "expected a text value, found %s", kindName(n))
 			return
 		}
 		v.SetString(n.Value)
 	case reflect.Int:
 		if n.Kind != yaml.ScalarNode {
-			d.rep.Errorf(path, "", "expected a whole number, found %s", kindName(n))
+			d.fail(path, "", "expected a whole number, found %s", kindName(n))
 			return
 		}
 		i, err := strconv.Atoi(strings.ReplaceAll(n.Value, "_", ""))
 		if err != nil {
-			d.rep.Errorf(path, "write a whole number such as 512", "%q is not a whole number", n.Value)
+			d.fail(path, "write a whole number such as 512", "%q is not a whole number", n.Value)
 			return
 		}
 		v.SetInt(int64(i))
 	case reflect.Bool:
 		if n.Kind != yaml.ScalarNode {
-			d.rep.Errorf(path, "", "expected true or false, found %s", kindName(n))
+			d.fail(path, "", "expected true or false, found %s", kindName(n))
 			return
 		}
 		switch strings.ToLower(n.Value) {
@@ -90,7 +98,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		case "false", "no", "off":
 			v.SetBool(false)
 		default:
-			d.rep.Errorf(path, "write true or false", "%q is not true or false", n.Value)
+			d.fail(path, "write true or false", "%q is not true or false", n.Value)
 		}
 	default:
 		panic(fmt.Sprintf("layout: unsupported field kind %s at %s", v.Kind(), path))
@@ -117,7 +125,7 @@ func fieldsOf(t reflect.Type, index []int, out map[string][]int) {
 
 func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 	if n.Kind != yaml.MappingNode {
-		d.rep.Errorf(path, "", "expected a mapping of keys to values, found %s", kindName(n))
+		d.fail(path, "", "expected a mapping of keys to values, found %s", kindName(n))
 		return
 	}
 	fields := map[string][]int{}
@@ -161,7 +169,7 @@ func (d *decoder) decodeSlice(n *yaml.Node, v reflect.Value, path string) {
 		return
 	}
 	if n.Kind != yaml.SequenceNode {
-		d.rep.Errorf(path, "", "expected a list, found %s", kindName(n))
+		d.fail(path, "", "expected a list, found %s", kindName(n))
 		return
 	}
 	s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))

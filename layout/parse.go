@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"regexp"
 	"strconv"
+	"strings"
 
 	"gopkg.in/yaml.v3"
 )
@@ -58,12 +59,18 @@ func Parse(name string, data []byte) (*File, *Report) {
 	}
 	d := &decoder{pos: f.Pos, rep: rep}
 	d.decode(root, reflect.ValueOf(f.Layout).Elem(), "$")
-	if rep.HasErrors() {
-		rep.Sort()
-		return f, rep
-	}
+	decoded := len(rep.Problems)
 	f.Layout.Normalize()
 	Validate(f, rep)
+	// Keep validating after a decode error, so every problem shows at once,
+	// but drop findings about a value that could not be read at all.
+	kept := rep.Problems[:decoded]
+	for _, pr := range rep.Problems[decoded:] {
+		if !under(pr.Path, d.failed) {
+			kept = append(kept, pr)
+		}
+	}
+	rep.Problems = kept
 	rep.Sort()
 	f.Warnings = rep.Warnings()
 	return f, rep
@@ -76,4 +83,13 @@ func MustParse(name string, data []byte) *File {
 		panic(fmt.Sprintf("layout %s: %s", name, rep.Error()))
 	}
 	return f
+}
+
+func under(p string, roots []string) bool {
+	for _, r := range roots {
+		if p == r || strings.HasPrefix(p, r+".") || strings.HasPrefix(p, r+"[") {
+			return true
+		}
+	}
+	return false
 }

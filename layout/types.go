@@ -110,13 +110,13 @@ const (
 // Encryption says how one volume is encrypted. Unset LUKS parameters come
 // from the layout's luks defaults.
 type Encryption struct {
-	Type       string `yaml:"type" json:"type"`
-	Reason     string `yaml:"reason" json:"reason,omitempty"`
-	Key        string `yaml:"key" json:"key,omitempty"`
-	Name       string `yaml:"name" json:"name,omitempty"` // dm-crypt mapping name
-	Label      string `yaml:"label" json:"label,omitempty"`
-	Discard    *bool  `yaml:"discard" json:"discard,omitempty"`
-	LUKS       `yaml:",inline" json:",inline"`
+	Type    string `yaml:"type" json:"type"`
+	Reason  string `yaml:"reason" json:"reason,omitempty"`
+	Key     string `yaml:"key" json:"key,omitempty"`
+	Name    string `yaml:"name" json:"name,omitempty"` // dm-crypt mapping name
+	Label   string `yaml:"label" json:"label,omitempty"`
+	Discard *bool  `yaml:"discard" json:"discard,omitempty"`
+	LUKS    `yaml:",inline" json:",inline"`
 }
 
 // LUKS holds LUKS2 format parameters; at layout level they are the defaults.

@@ -222,6 +222,7 @@ func validateDisks(l *Layout, rep *Report, vgs map[string]int, mounts map[string
 			if part.Filesystem != "" && part.Filesystem != "vfat" && part.Filesystem != "ext4" && part.Filesystem != "xfs" {
 				rep.Errorf(pp+".filesystem", "use vfat, ext4 or xfs", "unsupported filesystem %q", part.Filesystem)
 			}
+			checkFSLabel(rep, pp+".label", part.Filesystem, part.Label)
 			if part.Type == PartESP && part.Filesystem != "vfat" {
 				rep.Errorf(pp+".filesystem", "use filesystem: vfat", "the firmware reads only FAT on an EFI system partition")
 			}
@@ -285,6 +286,7 @@ func validateVolumes(l *Layout, rep *Report, vgs map[string]int, mounts map[stri
 		}
 		switch v.Purpose {
 		case PurposeFilesystem:
+			checkFSLabel(rep, p+".label", v.Filesystem, v.Label)
 			if v.Filesystem != "ext4" && v.Filesystem != "xfs" {
 				rep.Errorf(p+".filesystem", "use ext4 or xfs", "unsupported filesystem %q for a volume", v.Filesystem)
 			}
@@ -484,6 +486,11 @@ func validateKeys(l *Layout, rep *Report) {
 		if o, ok := ownerOf(l, k.KeyFileDir); ok && !o.encrypted {
 			rep.Errorf("$.keys.keyFileDir", "keep key files on the encrypted root, e.g. "+DefaultKeyFileDir,
 				"key files in %s would be stored on %s, which is not encrypted (at %s)", k.KeyFileDir, o.what, o.path)
+		} else if ok && o.mount != "/" {
+			// At boot only the root is unlocked before the others; a key
+			// file on another volume could not open anything in time.
+			rep.Errorf("$.keys.keyFileDir", "keep key files on the root volume, e.g. "+DefaultKeyFileDir,
+				"key files in %s would be stored on %s, which is itself unlocked after the root", k.KeyFileDir, o.what)
 		}
 	}
 	if k.RecoveryKey != nil && !*k.RecoveryKey {
@@ -577,3 +584,13 @@ func validateTmp(l *Layout, rep *Report, mounts map[string]string) {
 }
 
 var tmpfsSizeRe = regexp.MustCompile(`^([0-9]+(\.[0-9]+)?\s*[A-Za-z]*|[0-9]{1,3}%)$`)
+
+// Filesystem label limits: ext4 s_volume_name is 16 bytes, XFS sb_fname 12,
+// FAT's volume label 11.
+var fsLabelMax = map[string]int{"ext4": 16, "xfs": 12, "vfat": 11}
+
+func checkFSLabel(rep *Report, p, fs, label string) {
+	if n, ok := fsLabelMax[fs]; ok && len(label) > n {
+		rep.Errorf(p, fmt.Sprintf("shorten it to at most %d characters", n), "%s label %q is %d characters; %s allows %d", fs, label, len(label), fs, n)
+	}
+}

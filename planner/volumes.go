@@ -356,10 +356,22 @@ func (p *planner) planContent(st *volState, dev string) {
 	if v.Purpose == layout.PurposeSwap {
 		want = "swap"
 	}
+	name := st.vg.vg.Name + "/" + v.Name
 	if !st.format && !st.isOpen && v.Encryption.Type == layout.EncLUKS2 {
 		// The container exists and is closed: its contents are invisible
-		// to an inventory, and cryptshift leaves them as they are.
-		p.note("%s: the LUKS2 container exists and is closed; its %s is not visible to the inventory and is left as it is", st.lvPath, want)
+		// to an inventory, and cryptshift leaves them as they are. A header
+		// with the planned UUID was made by cryptshift, so the filesystem
+		// inside carries the planned UUID too (that is what keeps fstab
+		// stable across a reboot and re-plan).
+		if st.luksUUID == p.ids.uuid("luks", name) {
+			kind := "fs"
+			if want == "swap" {
+				kind = "swap"
+			}
+			st.fsUUID = p.ids.uuid(kind, name)
+		} else {
+			p.note("%s: the LUKS2 container exists and is closed; its %s is not visible to the inventory and is left as it is", st.lvPath, want)
+		}
 		return
 	}
 	var existing *inventory.Content
@@ -377,7 +389,6 @@ func (p *planner) planContent(st *volState, dev string) {
 			return
 		}
 	}
-	name := st.vg.vg.Name + "/" + v.Name
 	if want == "swap" {
 		st.fsUUID = p.ids.uuid("swap", name)
 		args := []string{"mkswap", "-U", st.fsUUID}

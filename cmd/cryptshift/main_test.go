@@ -1,0 +1,167 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var binary string
+
+// TestMain builds the real binary once: the CLI contract (exit statuses,
+// stdout vs stderr) is tested on what users run.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "cryptshift-cli")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "cryptshift")
+	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+	if err != nil {
+		panic("cannot build cryptshift: " + string(out))
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+func run(t *testing.T, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return result{stdout.String(), stderr.String(), code}
+}
+
+func TestPlanDefaultIsTheMailHostExample(t *testing.T) {
+	r := run(t, "plan")
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	want, err := os.ReadFile("../../testdata/golden/plans/mail-host.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.stdout != string(want) {
+		t.Errorf("cryptshift plan differs from the mail-host golden table")
+	}
+}
+
+func TestPlanJSONContract(t *testing.T) {
+	a := run(t, "plan", "-o", "json")
+	b := run(t, "plan", "-o", "json")
+	if a.code != 0 || a.stdout != b.stdout {
+		t.Fatalf("exit %d; identical=%v", a.code, a.stdout == b.stdout)
+	}
+	var p struct {
+		Steps []struct {
+			ID          string   `json:"id"`
+			Action      string   `json:"action"`
+			Target      string   `json:"target"`
+			Command     []string `json:"command"`
+			Destructive *bool    `json:"destructive"`
+		} `json:"steps"`
+		Crypttab []json.RawMessage `json:"crypttab"`
+		Fstab    []json.RawMessage `json:"fstab"`
+	}
+	if err := json.Unmarshal([]byte(a.stdout), &p); err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Steps) == 0 || len(p.Crypttab) == 0 || len(p.Fstab) == 0 {
+		t.Fatalf("got %d steps, %d crypttab, %d fstab entries", len(p.Steps), len(p.Crypttab), len(p.Fstab))
+	}
+	for _, s := range p.Steps {
+		if s.ID == "" || s.Action == "" || s.Target == "" || len(s.Command) == 0 || s.Destructive == nil {
+			t.Errorf("step misses a contract field: %+v", s)
+		}
+	}
+}
+
+func TestPlanExamples(t *testing.T) {
+	r := run(t, "plan", "--example", "list")
+	for _, n := range []string{"mail-host", "minimal", "kvm-host", "hibernate"} {
+		if !strings.Contains(r.stdout, n) {
+			t.Errorf("--example list lacks %s:\n%s", n, r.stdout)
+		}
+	}
+	r = run(t, "plan", "--example", "kvm-host", "-o", "layout")
+	want, _ := os.ReadFile("../../playbooks/examples/kvm-host.yaml")
+	if r.code != 0 || r.stdout != string(want) {
+		t.Errorf("-o layout does not print the example file (exit %d)", r.code)
+	}
+	r = run(t, "plan", "--example", "hibernate", "-o", "script")
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "#!/bin/bash") {
+		t.Errorf("script output: exit %d, %q", r.code, r.stdout[:min(len(r.stdout), 40)])
+	}
+}
+
+func TestExitStatuses(t *testing.T) {
+	dir := t.TempDir()
+	layoutFile := filepath.Join(dir, "mail.yaml")
+	ex, _ := os.ReadFile("../../playbooks/examples/mail-host.yaml")
+	os.WriteFile(layoutFile, ex, 0o644)
+	inv, _ := os.ReadFile("../../playbooks/examples/mail-host.inventory.json")
+	used := strings.Replace(string(inv), `"path": "/dev/sdb",`, `"path": "/dev/sdb", "content": {"type": "ext4", "uuid": "0e3c9c1a-2c44-4f3a-9a51-6f1c52f0e001", "label": "old-mail"},`, 1)
+	usedFile := filepath.Join(dir, "used.json")
+	os.WriteFile(usedFile, []byte(used), 0o644)
+	invFile := filepath.Join(dir, "inv.json")
+	os.WriteFile(invFile, inv, 0o644)
+
+	tests := []struct {
+		name     string
+		args     []string
+		code     int
+		stderr   string
+		noStdout bool
+	}{
+		{"ok", []string{"plan", "-f", layoutFile, "--inventory", invFile}, 0, "", false},
+		{"unknown flag", []string{"plan", "--frobnicate"}, 2, "unknown flag", true},
+		{"bad output", []string{"plan", "-o", "yaml"}, 2, "unknown output format", true},
+		{"bad device flag", []string{"plan", "--device", "disk0"}, 2, "NAME=/dev/PATH", true},
+		{"unknown example", []string{"plan", "--example", "nope"}, 2, "mail-host", true},
+		{"invalid layout", []string{"plan", "-f", "../../testdata/layouts/invalid/04-mounts.yaml", "--inventory", invFile}, 3,
+			"error at ../../testdata/layouts/invalid/04-mounts.yaml $.volumes[1].mount, line 15 col 12", true},
+		{"missing inventory", []string{"plan", "-f", layoutFile, "--inventory", filepath.Join(dir, "none.json")}, 3, "cannot read inventory", true},
+		{"refused", []string{"plan", "-f", layoutFile, "--inventory", usedFile}, 4, `/dev/sdb: an ext4 filesystem UUID 0e3c9c1a-2c44-4f3a-9a51-6f1c52f0e001 label "old-mail"`, true},
+		{"allowed", []string{"plan", "-f", layoutFile, "--inventory", usedFile, "--allow-destroy"}, 0, "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := run(t, tt.args...)
+			if r.code != tt.code {
+				t.Fatalf("got exit %d, want %d; stderr: %s", r.code, tt.code, r.stderr)
+			}
+			if !strings.Contains(r.stderr, tt.stderr) {
+				t.Errorf("stderr %q lacks %q", r.stderr, tt.stderr)
+			}
+			if tt.noStdout && r.stdout != "" {
+				t.Errorf("a failing run printed on stdout: %q", r.stdout)
+			}
+		})
+	}
+}
+
+func TestVersion(t *testing.T) {
+	r := run(t, "--version")
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "cryptshift ") || !strings.Contains(r.stdout, "commit") {
+		t.Errorf("got %q", r.stdout)
+	}
+}
