@@ -83,14 +83,19 @@ func (t *Terminal) line(now time.Time, elapsed time.Duration) string {
 			fmt.Fprintf(&tail, "  ETA %s", clock(eta))
 		}
 	}
-	for _, c := range m.counters {
-		fmt.Fprintf(&tail, "  %s %s", c.Name, Bytes(c.Value))
-	}
 	head := fmt.Sprintf("%s %3.0f%% ", m.task, m.percent())
-	// The bar takes what is left of the width, between 10 and 40 columns;
-	// counters that do not fit are cut rather than wrapped, because a
-	// wrapped line cannot be redrawn with a carriage return.
-	barw := min(max(t.width-len(head)-tail.Len()-2, 10), 40)
+	// Counters come last and only as many as fit beside a bar of at least
+	// 10 columns: a line wider than the terminal wraps, and a wrapped line
+	// cannot be redrawn with a carriage return.
+	const minBar = 10
+	for _, c := range m.counters {
+		s := fmt.Sprintf("  %s %s", c.Name, Bytes(c.Value))
+		if t.width > 0 && len(head)+minBar+2+tail.Len()+len(s) > t.width {
+			break
+		}
+		tail.WriteString(s)
+	}
+	barw := min(max(t.width-len(head)-tail.Len()-2, minBar), 40)
 	fill := int(float64(barw) * m.percent() / 100)
 	line := head + "[" + strings.Repeat("#", fill) + strings.Repeat(".", barw-fill) + "]" + tail.String()
 	if t.width > 0 && len(line) > t.width {
