@@ -109,9 +109,28 @@ func (inv *Inventory) Sort() {
 	}
 }
 
-// Marshal renders the inventory as indented, deterministic JSON.
+// Marshal renders the inventory as indented, deterministic JSON; empty
+// lists are written as [] rather than null.
 func (inv *Inventory) Marshal() ([]byte, error) {
 	inv.Sort()
+	if inv.Devices == nil {
+		inv.Devices = []Device{}
+	}
+	if inv.PVs == nil {
+		inv.PVs = []PV{}
+	}
+	if inv.VGs == nil {
+		inv.VGs = []VG{}
+	}
+	if inv.LVs == nil {
+		inv.LVs = []LV{}
+	}
+	if inv.Mounts == nil {
+		inv.Mounts = []Mount{}
+	}
+	if inv.Swaps == nil {
+		inv.Swaps = []Swap{}
+	}
 	b, err := json.MarshalIndent(inv, "", "  ")
 	if err != nil {
 		return nil, err

@@ -82,6 +82,7 @@ type Content struct {
 	Label   string       `json:"label,omitempty"`
 	Version string       `json:"version,omitempty"`
 	LUKS    *luks.Header `json:"luks,omitempty"`
+	Note    string       `json:"note,omitempty"` // why a device is "unreadable"
 }
 
 // PV is an LVM physical volume.

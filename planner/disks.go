@@ -125,8 +125,11 @@ func contentText(inv *inventory.Inventory, devPath string, c *inventory.Content)
 		b.WriteString("a swap area")
 	case "gpt", "dos":
 		fmt.Fprintf(&b, "a %s partition table", strings.ToUpper(c.Type))
-	case "other":
-		b.WriteString("data with an unrecognised signature")
+	case "unknown":
+		b.WriteString("data with no recognised signature")
+	case "unreadable":
+		b.WriteString("data cryptshift could not read (" + c.Note + ")")
+		return b.String()
 	default:
 		fmt.Fprintf(&b, "an %s filesystem", c.Type)
 	}

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cryptshift/cryptshift/internal/exitcode"
+	"github.com/cryptshift/cryptshift/inventory"
+	"github.com/cryptshift/cryptshift/layout"
+	"github.com/cryptshift/cryptshift/planner"
+)
+
+func init() { verbs = append(verbs, newInventoryCmd) }
+
+type inventoryOptions struct {
+	output     string
+	target     string
+	layoutFile string
+}
+
+func newInventoryCmd() *cobra.Command {
+	var o inventoryOptions
+	cmd := &cobra.Command{
+		Use:   "inventory",
+		Short: "Record this machine's disks, partitions, LVM, LUKS headers and mounts (read-only)",
+		Long: `inventory reads what block storage exists: disks with their sizes, sector
+sizes and partition tables; the signature on every device (filesystem, LUKS
+header parameters, LVM PV); PVs, VGs and LVs (lvm --reportformat json);
+open dm-crypt mappings; mounts and swaps; and, under --target, the state of
+the new system's crypttab, fstab, key files and header backups (metadata
+only, never a key's bytes).
+
+It writes nothing. Save it as JSON to plan on another machine:
+  cryptshift inventory -o json > host.json
+  cryptshift plan -f layout.yaml --inventory host.json
+
+Reading device signatures needs root.`,
+		Example: `  sudo cryptshift inventory
+  sudo cryptshift inventory -o json --layout my-host.yaml > host.json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runInventory(cmd.Context(), cmd.OutOrStdout(), o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&o.output, "output", "o", "table", "output format: table or json")
+	f.StringVar(&o.target, "target", planner.DefaultRoot, "`DIR` the layout's root is mounted on (its crypttab, fstab and key files are recorded)")
+	f.StringVar(&o.layoutFile, "layout", "", "layout `FILE` whose key file and header backup directories to record")
+	return cmd
+}
+
+func runInventory(ctx context.Context, w io.Writer, o inventoryOptions) error {
+	if o.output != "table" && o.output != "json" {
+		return usageError("unknown output format %q: use table or json", o.output)
+	}
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	opt := inventory.Options{Target: o.target, KeyFileDir: layout.DefaultKeyFileDir}
+	if o.layoutFile != "" {
+		b, err := os.ReadFile(o.layoutFile)
+		if err != nil {
+			return exitcode.With(exitcode.Invalid, fmt.Errorf("cannot read layout: %w", err))
+		}
+		f, rep := layout.Parse(o.layoutFile, b)
+		if rep.HasErrors() {
+			return exitcode.With(exitcode.Invalid, rep)
+		}
+		opt.KeyFileDir, opt.HeaderBackupDir = f.Layout.Keys.KeyFileDir, f.Layout.Keys.HeaderBackupDir
+	}
+	inv, err := inventory.Gather(ctx, opt)
+	if err != nil && inv == nil {
+		return err
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "cryptshift: warning: %v\n", err)
+	}
+	if o.output == "json" {
+		b, err := inv.Marshal()
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(b)
+		return err
+	}
+	return inventoryTable(w, inv)
+}
+
+func inventoryTable(w io.Writer, inv *inventory.Inventory) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "DEVICE\tKIND\tSIZE\tCONTENT\tON")
+	for _, d := range inv.Devices {
+		content := "-"
+		if d.Content != nil {
+			content = d.Content.Type
+			if d.Content.LUKS != nil {
+				content += fmt.Sprintf(" (LUKS%d %s %d-bit, %d keyslot(s))", d.Content.LUKS.Version, d.Content.LUKS.Cipher, d.Content.LUKS.KeySize, len(d.Content.LUKS.Keyslots))
+			}
+			if d.Content.Label != "" {
+				content += fmt.Sprintf(" label %q", d.Content.Label)
+			}
+		}
+		if d.Table != nil {
+			content += fmt.Sprintf(" [%s, %d partitions]", d.Table.Type, len(d.Table.Partitions))
+		}
+		var on []string
+		for _, m := range inv.Mounts {
+			if m.Source == d.Path {
+				on = append(on, m.Target)
+			}
+		}
+		if inv.SwapOn(d.Path) {
+			on = append(on, "[swap]")
+		}
+		if pv := inv.PV(d.Path); pv != nil && pv.VG != "" {
+			on = append(on, "PV of "+pv.VG)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.Path, d.Kind, layout.FormatBytes(d.Size), content, strings.Join(on, ", "))
+	}
+	return tw.Flush()
+}
