@@ -382,7 +382,10 @@ func partOptions(part layout.Partition) []string {
 func mkfsArgs(fs, uuid, label, dev string) []string {
 	switch fs {
 	case "xfs":
-		args := []string{"mkfs.xfs", "-q", "-m", "uuid=" + uuid}
+		// -f: the planner has already established that the device is
+		// blank or approved for wiping; it lets a resumed apply redo a
+		// mkfs that a crash interrupted.
+		args := []string{"mkfs.xfs", "-q", "-f", "-m", "uuid=" + uuid}
 		if label != "" {
 			args = append(args, "-L", label)
 		}
@@ -390,7 +393,8 @@ func mkfsArgs(fs, uuid, label, dev string) []string {
 	default:
 		// -b 4096 keeps the block size at least the 4096-byte LUKS2 sector
 		// even on small volumes, where mke2fs would otherwise pick 1024.
-		args := []string{"mkfs.ext4", "-q", "-b", "4096", "-U", uuid}
+		// -F, as -f above.
+		args := []string{"mkfs.ext4", "-q", "-F", "-b", "4096", "-U", uuid}
 		if label != "" {
 			args = append(args, "-L", label)
 		}

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/cryptshift/cryptshift/layout"
+	"github.com/cryptshift/cryptshift/luks"
 	"github.com/cryptshift/cryptshift/plan"
 )
 
@@ -59,7 +60,7 @@ func (p *planner) planHeaderBackups() {
 		steps = append(steps, plan.Step{
 			Action: plan.ActHeaderBackup, Target: p.onRoot(f),
 			Description: fmt.Sprintf("back up the LUKS2 header of %s", st.lvPath),
-			Command:     []string{"cryptsetup", "luksHeaderBackup", "--batch-mode", st.lvPath, "--header-backup-file", p.onRoot(f)},
+			Command:     luks.HeaderBackupArgs(st.lvPath, p.onRoot(f)),
 			Undo:        []string{"cryptshift", "step", "remove", "--path", p.onRoot(f)},
 		})
 	}

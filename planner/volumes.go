@@ -9,6 +9,7 @@ import (
 
 	"github.com/cryptshift/cryptshift/inventory"
 	"github.com/cryptshift/cryptshift/layout"
+	"github.com/cryptshift/cryptshift/luks"
 	"github.com/cryptshift/cryptshift/plan"
 )
 
@@ -277,29 +278,23 @@ func (p *planner) planVolume(st *volState) {
 		}
 		keyArg, keySecrets = p.onRoot(st.keyFile), nil
 	}
+	params := luksParams(e)
 	if st.format {
 		st.luksUUID = p.ids.uuid("luks", st.vg.vg.Name+"/"+v.Name)
-		args := []string{"cryptsetup", "luksFormat", "--batch-mode", "--type", "luks2",
-			"--cipher", e.Cipher, "--key-size", strconv.Itoa(e.KeySize), "--hash", e.Hash}
-		args = append(args, pbkdfArgs(e)...)
-		args = append(args, "--sector-size", strconv.Itoa(e.SectorSize), "--label", e.Label,
-			"--uuid", st.luksUUID, "--key-file", keyArg, st.lvPath)
+		params.UUID = st.luksUUID
 		p.add(plan.Step{
 			Action: plan.ActLUKSFormat, Target: st.lvPath,
 			Description: fmt.Sprintf("format %s as LUKS2 (%s, %d-bit key, %s, %d-byte sectors), unlocked by %s",
 				st.lvPath, e.Cipher, e.KeySize, e.PBKDF, e.SectorSize, keyDesc(e, st.keyFile)),
-			Command: args, Secrets: keySecrets,
+			Command: luks.FormatArgs(params, keyArg, st.lvPath), Secrets: keySecrets,
 			Undo: []string{"wipefs", "--all", st.lvPath},
 		})
 	}
 	if *p.l.Keys.RecoveryKey && (st.format || st.dev.Content.LUKS == nil || len(st.dev.Content.LUKS.Keyslots) < 2) {
-		args := []string{"cryptsetup", "luksAddKey", "--batch-mode"}
-		args = append(args, pbkdfArgs(e)...)
-		args = append(args, "--key-file", keyArg, st.lvPath, "/dev/fd/3")
 		p.add(plan.Step{
 			Action: plan.ActAddRecovery, Target: st.lvPath,
 			Description: fmt.Sprintf("add the recovery key to a second keyslot of %s", st.lvPath),
-			Command:     args,
+			Command:     luks.AddKeyArgs(params, keyArg, st.lvPath, luks.FD3),
 			Secrets:     append(append([]plan.SecretRef{}, keySecrets...), plan.SecretRef{FD: 3, Secret: plan.SecretRecoveryKey}),
 		})
 	}
@@ -313,16 +308,12 @@ func (p *planner) planVolume(st *volState) {
 		}
 	}
 	if !st.isOpen {
-		args := []string{"cryptsetup", "open", "--type", "luks2", "--key-file", keyArg}
-		if *e.Discard {
-			args = append(args, "--allow-discards")
-		}
 		p.add(plan.Step{
 			Action: plan.ActOpen, Target: st.mapping,
 			Description: fmt.Sprintf("open %s as %s", st.lvPath, st.mapping),
-			Command:     append(args, st.lvPath, e.Name),
+			Command:     luks.OpenArgs(keyArg, st.lvPath, e.Name, *e.Discard),
 			Secrets:     keySecrets,
-			Undo:        []string{"cryptsetup", "close", e.Name},
+			Undo:        luks.CloseArgs(e.Name),
 		})
 	}
 	if st.grown && st.isOpen {
@@ -438,16 +429,11 @@ func (p *planner) planRandomSwap(st *volState) {
 				return
 			}
 		}
-		args := []string{"cryptsetup", "open", "--type", "plain", "--cipher", e.Cipher, "--key-size", strconv.Itoa(e.KeySize),
-			"--sector-size", strconv.Itoa(e.SectorSize), "--key-file", "/dev/urandom"}
-		if *e.Discard {
-			args = append(args, "--allow-discards")
-		}
 		p.add(plan.Step{
 			Action: plan.ActOpenPlain, Target: st.mapping,
 			Description: fmt.Sprintf("open %s as %s with a fresh random key (plain dm-crypt; nothing survives a reboot)", st.lvPath, st.mapping),
-			Command:     append(args, st.lvPath, e.Name),
-			Undo:        []string{"cryptsetup", "close", e.Name},
+			Command:     luks.OpenPlainArgs(e.Cipher, e.KeySize, e.SectorSize, st.lvPath, e.Name, *e.Discard),
+			Undo:        luks.CloseArgs(e.Name),
 		})
 	}
 	var content *inventory.Content
@@ -537,17 +523,11 @@ func contains(s []string, x string) bool {
 	return false
 }
 
-func pbkdfArgs(e layout.Encryption) []string {
-	args := []string{"--pbkdf", e.PBKDF}
-	if e.Iterations > 0 {
-		args = append(args, "--pbkdf-force-iterations", strconv.Itoa(e.Iterations))
-	} else {
-		args = append(args, "--iter-time", strconv.Itoa(e.IterTimeMs))
+func luksParams(e layout.Encryption) luks.Params {
+	return luks.Params{
+		Cipher: e.Cipher, KeySize: e.KeySize, Hash: e.Hash, PBKDF: e.PBKDF, IterTimeMs: e.IterTimeMs,
+		MemoryKiB: e.MemoryKiB, Parallel: e.Parallel, Iterations: e.Iterations, SectorSize: e.SectorSize, Label: e.Label,
 	}
-	if e.PBKDF != "pbkdf2" {
-		args = append(args, "--pbkdf-memory", strconv.Itoa(e.MemoryKiB), "--pbkdf-parallel", strconv.Itoa(e.Parallel))
-	}
-	return args
 }
 
 func keyDesc(e layout.Encryption, keyFile string) string {

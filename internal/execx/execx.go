@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -117,6 +118,10 @@ func (x Exec) Run(ctx context.Context, c Cmd) (Result, error) {
 	argv := c.Argv()
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Dir = c.Dir
+	// Own process group: a Ctrl-C on the terminal goes to cryptshift
+	// alone, which stops at the next step boundary instead of killing
+	// cryptsetup or mkfs halfway through a write.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if len(c.Env) > 0 {
 		cmd.Env = append(os.Environ(), c.Env...)
 	}

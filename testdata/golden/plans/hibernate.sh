@@ -33,7 +33,7 @@ cryptshift step partition --device /dev/nvme0n1 --table-uuid 6352f73e-7742-47d8-
 mkfs.vfat -F 32 -i DAAEA943 -n ESP /dev/nvme0n1p1
 
 # [3/33] mkfs:/dev/nvme0n1p2: create an ext4 filesystem on /dev/nvme0n1p2 (unencrypted: GRUB loads the kernel and initramfs from /boot)
-mkfs.ext4 -q -b 4096 -U da423772-20e4-4aff-bf0d-48cf1750d684 /dev/nvme0n1p2
+mkfs.ext4 -q -F -b 4096 -U da423772-20e4-4aff-bf0d-48cf1750d684 /dev/nvme0n1p2
 
 # [4/33] pvcreate:/dev/nvme0n1p3: make /dev/nvme0n1p3 an LVM physical volume
 lvm pvcreate /dev/nvme0n1p3
@@ -60,7 +60,7 @@ cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-mem
 cryptsetup open --type luks2 --key-file - /dev/vg0/root root_crypt < <(printf '%s' "$PASSPHRASE")
 
 # [12/33] mkfs:/dev/mapper/root_crypt: create an ext4 filesystem on /dev/mapper/root_crypt
-mkfs.ext4 -q -b 4096 -U 730a0ebc-9de6-4425-a104-be2ef2929ede /dev/mapper/root_crypt
+mkfs.ext4 -q -F -b 4096 -U 730a0ebc-9de6-4425-a104-be2ef2929ede /dev/mapper/root_crypt
 
 # [13/33] mount:/target: mount /dev/mapper/root_crypt on /target
 mount --mkdir -t ext4 /dev/mapper/root_crypt /target
@@ -78,7 +78,7 @@ cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-mem
 cryptsetup open --type luks2 --key-file /target/etc/cryptsetup-keys.d/home_crypt.key /dev/vg0/home home_crypt
 
 # [18/33] mkfs:/dev/mapper/home_crypt: create an ext4 filesystem on /dev/mapper/home_crypt
-mkfs.ext4 -q -b 4096 -U 5c361d46-4c2e-496e-9cef-4cac54e0669c /dev/mapper/home_crypt
+mkfs.ext4 -q -F -b 4096 -U 5c361d46-4c2e-496e-9cef-4cac54e0669c /dev/mapper/home_crypt
 
 # [19/33] luksFormat:/dev/vg0/swap: format /dev/vg0/swap as LUKS2 (aes-xts-plain64, 512-bit key, argon2id, 4096-byte sectors), unlocked by the passphrase
 cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 --key-size 512 --hash sha256 --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --sector-size 4096 --label swap --uuid a17515a5-04ef-45e0-b095-34e9988c2aba --key-file - /dev/vg0/swap < <(printf '%s' "$PASSPHRASE")

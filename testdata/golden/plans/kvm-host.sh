@@ -33,7 +33,7 @@ cryptshift step partition --device /dev/nvme0n1 --table-uuid b2eeac48-bf8d-48e6-
 mkfs.vfat -F 32 -i A040CCF8 -n ESP /dev/nvme0n1p1
 
 # [3/50] mkfs:/dev/nvme0n1p2: create an ext4 filesystem on /dev/nvme0n1p2 (unencrypted: GRUB loads the kernel and initramfs from /boot)
-mkfs.ext4 -q -b 4096 -U 28b46ec6-3695-4e63-a745-f1ba0db5b943 /dev/nvme0n1p2
+mkfs.ext4 -q -F -b 4096 -U 28b46ec6-3695-4e63-a745-f1ba0db5b943 /dev/nvme0n1p2
 
 # [4/50] pvcreate:/dev/nvme0n1p3: make /dev/nvme0n1p3 an LVM physical volume
 lvm pvcreate /dev/nvme0n1p3
@@ -75,7 +75,7 @@ cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-mem
 cryptsetup open --type luks2 --key-file - --allow-discards /dev/vg-sys/root root_crypt < <(printf '%s' "$PASSPHRASE")
 
 # [17/50] mkfs:/dev/mapper/root_crypt: create an ext4 filesystem on /dev/mapper/root_crypt
-mkfs.ext4 -q -b 4096 -U d450f210-bc8a-42a2-8677-b6a9364feb57 /dev/mapper/root_crypt
+mkfs.ext4 -q -F -b 4096 -U d450f210-bc8a-42a2-8677-b6a9364feb57 /dev/mapper/root_crypt
 
 # [18/50] mount:/target: mount /dev/mapper/root_crypt on /target
 mount --mkdir -t ext4 /dev/mapper/root_crypt /target
@@ -102,7 +102,7 @@ cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-mem
 cryptsetup open --type luks2 --key-file /target/etc/cryptsetup-keys.d/libvirt_crypt.key --allow-discards /dev/vg-sys/libvirt libvirt_crypt
 
 # [26/50] mkfs:/dev/mapper/libvirt_crypt: create an ext4 filesystem on /dev/mapper/libvirt_crypt
-mkfs.ext4 -q -b 4096 -U 30f6ce96-15c4-4bff-a9ee-01e974376bbf /dev/mapper/libvirt_crypt
+mkfs.ext4 -q -F -b 4096 -U 30f6ce96-15c4-4bff-a9ee-01e974376bbf /dev/mapper/libvirt_crypt
 
 # [27/50] openPlain:/dev/mapper/swap_crypt: open /dev/vg-sys/swap as /dev/mapper/swap_crypt with a fresh random key (plain dm-crypt; nothing survives a reboot)
 cryptsetup open --type plain --cipher aes-xts-plain64 --key-size 512 --sector-size 4096 --key-file /dev/urandom /dev/vg-sys/swap swap_crypt

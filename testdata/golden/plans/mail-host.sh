@@ -33,7 +33,7 @@ cryptshift step partition --device /dev/sda --table-uuid 0b252f0f-293d-45ee-b3a5
 mkfs.vfat -F 32 -i BBF2F66B -n ESP /dev/sda1
 
 # [3/51] mkfs:/dev/sda2: create an ext4 filesystem on /dev/sda2 (unencrypted: GRUB loads the kernel and initramfs from /boot; it holds no keys)
-mkfs.ext4 -q -b 4096 -U b21ce1eb-e3a6-4c68-bbc1-528b5b4761e2 /dev/sda2
+mkfs.ext4 -q -F -b 4096 -U b21ce1eb-e3a6-4c68-bbc1-528b5b4761e2 /dev/sda2
 
 # [4/51] pvcreate:/dev/sda3: make /dev/sda3 an LVM physical volume
 lvm pvcreate /dev/sda3
@@ -72,7 +72,7 @@ cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-mem
 cryptsetup open --type luks2 --key-file - /dev/vg0/root root_crypt < <(printf '%s' "$PASSPHRASE")
 
 # [16/51] mkfs:/dev/mapper/root_crypt: create an ext4 filesystem on /dev/mapper/root_crypt
-mkfs.ext4 -q -b 4096 -U 8faae2dc-24f3-4cd6-9de0-3a9c1e9daaa7 /dev/mapper/root_crypt
+mkfs.ext4 -q -F -b 4096 -U 8faae2dc-24f3-4cd6-9de0-3a9c1e9daaa7 /dev/mapper/root_crypt
 
 # [17/51] mount:/target: mount /dev/mapper/root_crypt on /target
 mount --mkdir -t ext4 /dev/mapper/root_crypt /target
@@ -99,7 +99,7 @@ cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-mem
 cryptsetup open --type luks2 --key-file /target/etc/cryptsetup-keys.d/var_crypt.key /dev/vg0/var var_crypt
 
 # [25/51] mkfs:/dev/mapper/var_crypt: create an ext4 filesystem on /dev/mapper/var_crypt
-mkfs.ext4 -q -b 4096 -U 28900994-afab-4f95-b373-a52fcf57e96d /dev/mapper/var_crypt
+mkfs.ext4 -q -F -b 4096 -U 28900994-afab-4f95-b373-a52fcf57e96d /dev/mapper/var_crypt
 
 # [26/51] luksFormat:/dev/vg0/vmail: format /dev/vg0/vmail as LUKS2 (aes-xts-plain64, 512-bit key, argon2id, 4096-byte sectors), unlocked by key file /etc/cryptsetup-keys.d/vmail_crypt.key
 cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 --key-size 512 --hash sha256 --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --sector-size 4096 --label vmail --uuid a11eb69d-8bc8-4d6f-afc4-3310691e5ce6 --key-file /target/etc/cryptsetup-keys.d/vmail_crypt.key /dev/vg0/vmail
@@ -111,7 +111,7 @@ cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-mem
 cryptsetup open --type luks2 --key-file /target/etc/cryptsetup-keys.d/vmail_crypt.key /dev/vg0/vmail vmail_crypt
 
 # [29/51] mkfs:/dev/mapper/vmail_crypt: create an ext4 filesystem on /dev/mapper/vmail_crypt
-mkfs.ext4 -q -b 4096 -U c6857538-9587-4d3d-b85c-501ab710151a /dev/mapper/vmail_crypt
+mkfs.ext4 -q -F -b 4096 -U c6857538-9587-4d3d-b85c-501ab710151a /dev/mapper/vmail_crypt
 
 # [30/51] openPlain:/dev/mapper/swap_crypt: open /dev/vg0/swap as /dev/mapper/swap_crypt with a fresh random key (plain dm-crypt; nothing survives a reboot)
 cryptsetup open --type plain --cipher aes-xts-plain64 --key-size 512 --sector-size 4096 --key-file /dev/urandom /dev/vg0/swap swap_crypt

@@ -33,7 +33,7 @@ cryptshift step partition --device /dev/vda --table-uuid 5fc49146-841c-4e88-9437
 mkfs.vfat -F 32 -i C88C0DDE -n ESP /dev/vda2
 
 # [3/22] mkfs:/dev/vda3: create an ext4 filesystem on /dev/vda3 (unencrypted: GRUB loads the kernel and initramfs from /boot)
-mkfs.ext4 -q -b 4096 -U 736cb6e6-df02-4452-823e-32a7cd9ccf32 /dev/vda3
+mkfs.ext4 -q -F -b 4096 -U 736cb6e6-df02-4452-823e-32a7cd9ccf32 /dev/vda3
 
 # [4/22] pvcreate:/dev/vda4: make /dev/vda4 an LVM physical volume
 lvm pvcreate /dev/vda4
@@ -57,7 +57,7 @@ cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-mem
 cryptsetup open --type luks2 --key-file - /dev/vg0/root root_crypt < <(printf '%s' "$PASSPHRASE")
 
 # [11/22] mkfs:/dev/mapper/root_crypt: create an ext4 filesystem on /dev/mapper/root_crypt
-mkfs.ext4 -q -b 4096 -U 674b19b9-6143-45d1-be5a-efdda9da6f90 /dev/mapper/root_crypt
+mkfs.ext4 -q -F -b 4096 -U 674b19b9-6143-45d1-be5a-efdda9da6f90 /dev/mapper/root_crypt
 
 # [12/22] mount:/target: mount /dev/mapper/root_crypt on /target
 mount --mkdir -t ext4 /dev/mapper/root_crypt /target
