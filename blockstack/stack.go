@@ -98,6 +98,10 @@ var networkFS = map[string]bool{
 	"ceph": true, "glusterfs": true, "fuse.sshfs": true, "fuse.glusterfs": true, "afs": true,
 }
 
+// IsNetworkFS reports whether a filesystem type stores data on another
+// machine.
+func IsNetworkFS(fstype string) bool { return networkFS[fstype] }
+
 // MountFor returns the mount that holds the resolved absolute path p: the
 // longest mount point that is a prefix of p; for mounts stacked on the same
 // point, the last one mounted (later lines of mountinfo hide earlier ones).

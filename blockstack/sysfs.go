@@ -208,6 +208,9 @@ func (s *System) scanSysfs() error {
 		return nil
 	}
 	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
 		d, err := s.readDevice(e.Name())
 		if err != nil {
 			s.Missing = append(s.Missing, path.Join(classBlock, e.Name())+": "+errText(err))
@@ -307,7 +310,11 @@ func (s *System) listDir(p string) []string {
 	}
 	var out []string
 	for _, e := range ents {
-		out = append(out, e.Name())
+		// Kernel device names never start with "."; captured trees keep
+		// empty directories alive with a ".keep" file.
+		if !strings.HasPrefix(e.Name(), ".") {
+			out = append(out, e.Name())
+		}
 	}
 	sort.Strings(out)
 	return out

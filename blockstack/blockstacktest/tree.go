@@ -344,7 +344,30 @@ func (t *Tree) Finish() error {
 		sw += l + "\n"
 	}
 	t.File("/proc/swaps", sw, 0o444)
+	t.fail(KeepEmptyDirs(t.Dir))
 	return t.err
+}
+
+// KeepName is the file put into otherwise empty directories: version
+// control keeps no empty directories, and a missing /var/crash means
+// something else than an empty one.
+const KeepName = ".keep"
+
+// KeepEmptyDirs puts a KeepName file into every empty directory under dir.
+func KeepEmptyDirs(dir string) error {
+	return filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return err
+		}
+		ents, err := os.ReadDir(p)
+		if err != nil {
+			return err
+		}
+		if len(ents) == 0 {
+			return os.WriteFile(filepath.Join(p, KeepName), nil, 0o644)
+		}
+		return nil
+	})
 }
 
 // Names returns the device names defined so far, sorted.
