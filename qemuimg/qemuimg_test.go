@@ -197,3 +197,26 @@ func writeAt(t *testing.T, path string, off int64, s string) {
 		t.Fatal(err)
 	}
 }
+
+func TestCreateRetriesFlakyPBKDFBenchmark(t *testing.T) {
+	calls := 0
+	d := &Driver{Runner: runnerFunc(func(ctx context.Context, c execx.Cmd) (execx.Result, error) {
+		calls++
+		if calls < 3 {
+			return execx.Result{ExitCode: 1}, &execx.Error{Cmd: c.String(), ExitCode: 1,
+				Stderr: "qemu-img: /x.luks: Unable to get accurate CPU usage", Err: errors.New("exit status 1")}
+		}
+		return execx.Result{}, nil
+	})}
+	if err := d.Create(context.Background(), CreateOptions{Path: "/x.luks", Format: LUKS, Size: 1, Secret: key}); err != nil || calls != 3 {
+		t.Fatalf("got %v after %d calls, want success after 3", err, calls)
+	}
+	calls = 0
+	d.Runner = runnerFunc(func(ctx context.Context, c execx.Cmd) (execx.Result, error) {
+		calls++
+		return execx.Result{ExitCode: 1}, &execx.Error{Cmd: c.String(), ExitCode: 1, Stderr: "No space left on device", Err: errors.New("exit status 1")}
+	})
+	if err := d.Create(context.Background(), CreateOptions{Path: "/x.luks", Format: LUKS, Size: 1, Secret: key}); err == nil || calls != 1 {
+		t.Fatalf("other errors: got %v after %d calls, want a failure after 1", err, calls)
+	}
+}
