@@ -1,0 +1,197 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/cryptshift/cryptshift/internal/exitcode"
+	"github.com/cryptshift/cryptshift/migrate"
+	"github.com/cryptshift/cryptshift/progress"
+)
+
+func init() { verbs = append(verbs, newMigrateCmd) }
+
+type migrateFlags struct {
+	o        migrate.Options
+	yes      bool
+	progress string
+}
+
+func newMigrateCmd() *cobra.Command {
+	var f migrateFlags
+	cmd := &cobra.Command{
+		Use:   "migrate DOMAIN --to pool:NAME --mode offline|live [--yes] [--dry-run]",
+		Short: "Move every disk of a libvirt guest onto encrypted storage: copy, verify, switch",
+		Long: `migrate moves the disks of a libvirt/KVM guest onto encrypted volumes, one
+encrypted target per disk, and switches the guest onto them only after each
+copy has been verified byte for byte against its frozen source.
+
+Targets:
+  pool:NAME  a LUKS-encrypted image per disk in the libvirt storage pool NAME
+             (a directory pool); qemu encrypts (LUKS1: qemu 7.2 reads no
+             other), the key is a random 256-bit value in a libvirt secret.
+  vg:NAME    an LV with LUKS2 per disk (not available yet).
+
+Modes:
+  offline  the guest must be shut off (or --shutdown shuts it down and starts
+           it again afterwards); each disk is copied with qemu-img.
+  live     the guest keeps running. Default engine "snapshot": an external
+           disk-only snapshot (quiesced through the guest agent when it
+           answers) onto an encrypted overlay freezes the base; the base is
+           copied and verified; a shallow block copy and an active block
+           commit move the guest onto the target; the guest never pauses.
+           --engine mirror: one full block copy per disk; the guest is
+           paused while its disks are compared, then pivoted.
+
+Nothing is written with --dry-run: it prints the ordered steps as JSON
+(the planner's step format) and creates no snapshot, volume or secret.
+
+Every step is journaled (default /var/lib/cryptshift/migrate/DOMAIN.journal);
+after a crash or Ctrl-C, --resume continues, and "cryptshift rollback
+JOURNAL" puts the guest back on its original disks with all its data.
+The plaintext source is kept unless --retire-source, which overwrites and
+removes source image files after the switch (see the note it prints about
+SSDs). Exit status 0 only when every disk is switched and verified.
+
+Progress goes to standard error: a bar on a terminal, or JSON lines with
+--progress=json.`,
+		Example: `  # Show what would happen, as JSON; changes nothing
+  cryptshift migrate mail --to pool:encrypted --mode live --dry-run
+
+  # Live migration, no questions
+  cryptshift migrate mail --to pool:encrypted --mode live --yes
+
+  # Offline: shut the guest down, migrate, start it again
+  cryptshift migrate mail --to pool:encrypted --mode offline --shutdown --yes
+
+  # After a crash or Ctrl-C
+  cryptshift migrate mail --to pool:encrypted --mode live --resume --yes
+
+  # Modular daemons
+  cryptshift migrate mail --connect /run/libvirt/virtqemud-sock --to pool:encrypted --mode live --yes`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usageError("cannot migrate: name exactly one domain (got %d arguments)", len(args))
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f.o.Domain = args[0]
+			return runMigrate(cmd.Context(), cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr(), f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVarP(&f.o.Connect, "connect", "c", "", "libvirt `URI` (default qemu:///system) or the path of a daemon socket, e.g. /run/libvirt/virtqemud-sock")
+	fl.StringVar(&f.o.To, "to", "", "where the encrypted disks go: pool:`NAME` (libvirt storage pool) or vg:NAME")
+	fl.StringVar(&f.o.Mode, "mode", "", "offline (guest shut off) or live (guest keeps running)")
+	fl.StringVar(&f.o.Engine, "engine", "", "live mode: snapshot (default; the guest never pauses) or mirror (full block copy; pauses to verify)")
+	fl.BoolVar(&f.o.Shutdown, "shutdown", false, "offline mode: shut a running guest down gracefully first and start it again afterwards")
+	fl.DurationVar(&f.o.ShutdownTimeout, "shutdown-timeout", 5*time.Minute, "how long --shutdown waits for the guest to power off")
+	fl.BoolVar(&f.o.ForceOff, "force-off", false, "with --shutdown: power the guest off when it does not shut down in time")
+	fl.BoolVar(&f.o.DryRun, "dry-run", false, "print the ordered steps as JSON and change nothing")
+	fl.BoolVar(&f.o.Resume, "resume", false, "continue the migration recorded in the journal")
+	fl.StringVar(&f.o.JournalPath, "journal", "", "journal `FILE` (default /var/lib/cryptshift/migrate/DOMAIN.journal)")
+	fl.BoolVar(&f.o.RetireSource, "retire-source", false, "after verify and switch, overwrite the plaintext source image files with zeros and remove them")
+	fl.StringVar(&f.o.PassphraseFile, "passphrase-file", "", "use the passphrase in `FILE` for the new targets instead of a random key per disk")
+	fl.IntVar(&f.o.IterTimeMS, "iter-time", 0, "LUKS PBKDF2 iteration time in `ms` for new targets (default: qemu's 2000)")
+	fl.BoolVarP(&f.yes, "yes", "y", false, "do not ask for confirmation")
+	fl.StringVar(&f.progress, "progress", "auto", "progress display on standard error: auto (a bar on a terminal), bar, json, none")
+	return cmd
+}
+
+func runMigrate(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, f migrateFlags) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	// Ctrl-C or SIGTERM stops at the next step boundary (a running qemu-img
+	// is killed; its step reruns on --resume) and exits with status 6.
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	o := f.o
+	if err := o.Validate(); err != nil {
+		return err
+	}
+	switch f.progress {
+	case "auto":
+		if isTerminal(stderr) {
+			o.Progress = progress.NewTerminal(stderr)
+		}
+	case "bar":
+		o.Progress = progress.NewTerminal(stderr)
+	case "json":
+		o.Progress = progress.NewJSON(stderr)
+	case "none":
+	default:
+		return usageError("cannot migrate: unknown --progress %q; use auto, bar, json or none", f.progress)
+	}
+	if o.DryRun {
+		res, err := migrate.Run(ctx, o)
+		if err != nil {
+			return err
+		}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(res.Plan)
+	}
+	if !f.yes {
+		// Show the plan and ask; a script must say --yes.
+		if !isTerminal(stdin) {
+			return usageError("cannot migrate %s without confirmation: pass --yes (or review the steps first with --dry-run)", o.Domain)
+		}
+		po := o
+		po.DryRun = true
+		if po.Resume {
+			po.Resume = false
+		}
+		if !o.Resume {
+			res, err := migrate.Run(ctx, po)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "migrate %s to %s (%s):\n", o.Domain, o.To, o.Mode)
+			for i, s := range res.Plan.Steps {
+				mark := ""
+				if s.Destructive {
+					mark = "  [DESTROYS DATA]"
+				}
+				fmt.Fprintf(stdout, "  %2d. %s%s\n", i+1, s.Description, mark)
+			}
+			for _, n := range res.Plan.Notes {
+				fmt.Fprintf(stdout, "  note: %s\n", n)
+			}
+		}
+		fmt.Fprint(stdout, "Proceed? [y/N] ")
+		line, _ := bufio.NewReader(stdin).ReadString('\n')
+		if a := strings.ToLower(strings.TrimSpace(line)); a != "y" && a != "yes" {
+			return exitcode.With(exitcode.Refused, fmt.Errorf("cannot migrate %s: not confirmed", o.Domain))
+		}
+	}
+	o.Out = stdout
+	res, err := migrate.Run(ctx, o)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "migrated %s: ", o.Domain)
+	var parts []string
+	for _, d := range res.Plan.Disks {
+		parts = append(parts, fmt.Sprintf("%s %s", d.Target, res.States[d.Target]))
+	}
+	fmt.Fprintf(stdout, "%s (journal %s)\n", strings.Join(parts, ", "), res.Journal)
+	return nil
+}
+
+func isTerminal(v any) bool {
+	f, ok := v.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}

@@ -1,0 +1,332 @@
+package migrate_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cryptshift/cryptshift/libvirt"
+	"github.com/cryptshift/cryptshift/libvirt/libvirttest"
+	"github.com/cryptshift/cryptshift/migrate"
+	"github.com/cryptshift/cryptshift/qemuimg"
+)
+
+// iterTime keeps LUKS key derivation cheap in tests; production keeps
+// qemu's 2000 ms.
+const iterTime = 10
+
+const diskSize = 24 << 20
+
+// env is one private libvirtd with a target pool and a source directory.
+type env struct {
+	d       *libvirttest.Daemon
+	c       *libvirt.Conn
+	dir     string // sources live here
+	pool    string // the target pool's directory
+	journal string
+}
+
+func newEnv(t *testing.T) *env {
+	d := libvirttest.Start(t)
+	e := &env{d: d, dir: t.TempDir()}
+	e.pool = filepath.Join(e.dir, "pool")
+	e.c = d.Dial(t)
+	d.DefineDirPool(t, "enc", e.pool)
+	e.journal = filepath.Join(e.dir, "journal", "j.journal")
+	return e
+}
+
+// guest is a domain with the two disks of the brief: a raw disk with data
+// and a qcow2 disk with a backing file, both with data in several places.
+type guest struct {
+	name       string
+	raw, qcow2 string
+	base       string
+	// want is a plaintext copy of each disk's guest-visible data, taken
+	// before the migration, to compare the targets with.
+	want map[string]string
+}
+
+func (e *env) newGuest(t *testing.T, name string, start bool) *guest {
+	t.Helper()
+	ctx := context.Background()
+	q := qemuimg.New()
+	g := &guest{name: name,
+		raw:   filepath.Join(e.dir, name+"-a.raw"),
+		base:  filepath.Join(e.dir, name+"-base.raw"),
+		qcow2: filepath.Join(e.dir, name+"-b.qcow2"),
+		want:  map[string]string{}}
+	must(t, q.Create(ctx, qemuimg.CreateOptions{Path: g.raw, Format: "raw", Size: diskSize}))
+	must(t, q.Create(ctx, qemuimg.CreateOptions{Path: g.base, Format: "raw", Size: diskSize}))
+	writeAt(t, g.raw, 0, "MBR-ish first sector of vda")
+	writeAt(t, g.raw, 1<<20, strings.Repeat("mail-vda ", 20000))
+	writeAt(t, g.raw, diskSize-4096, "last block of vda")
+	writeAt(t, g.base, 2<<20, strings.Repeat("base-vdb ", 20000))
+	must(t, q.Create(ctx, qemuimg.CreateOptions{Path: g.qcow2, Format: "qcow2", Size: diskSize, BackingPath: g.base, BackingFormat: "raw"}))
+	qemuIO(t, g.qcow2, "write -P 0x43 5M 256k", "write -z 2M 64k")
+	// Plaintext references for the comparisons afterwards.
+	for dev, src := range map[string]qemuimg.Image{"vda": {Path: g.raw, Format: "raw"}, "vdb": {Path: g.qcow2, Format: "qcow2"}} {
+		ref := filepath.Join(e.dir, name+"-"+dev+".want")
+		must(t, q.Create(ctx, qemuimg.CreateOptions{Path: ref, Format: "raw", Size: diskSize}))
+		must(t, q.Convert(ctx, src, qemuimg.Image{Path: ref, Format: "raw"}))
+		g.want[dev] = ref
+	}
+	e.d.Define(t, libvirttest.Domain(name,
+		libvirttest.FileDisk("vda", g.raw, "raw"),
+		libvirttest.FileDisk("vdb", g.qcow2, "qcow2")), start)
+	return g
+}
+
+func (e *env) options(g *guest, mode string) migrate.Options {
+	return migrate.Options{Domain: g.name, Connect: e.d.Socket, To: "pool:enc", Mode: mode,
+		JournalPath: filepath.Join(e.dir, "journal", g.name+".journal"), IterTimeMS: iterTime}
+}
+
+// checkMigrated asserts the brief's end state: each disk's decrypted
+// target equals the data before the migration, the domain (live and
+// persistent) uses the encrypted volumes, and no overlay or temporary file
+// is left in the pool.
+func (e *env) checkMigrated(t *testing.T, g *guest, running bool) {
+	t.Helper()
+	ctx := context.Background()
+	q := qemuimg.New()
+	for _, inactive := range []bool{false, true} {
+		if !running && !inactive {
+			continue
+		}
+		dom, err := e.c.DomainXML(g.name, libvirt.XMLFlags{Inactive: inactive})
+		must(t, err)
+		for _, dev := range []string{"vda", "vdb"} {
+			x := libvirt.FindDisk(dom, dev)
+			want := filepath.Join(e.pool, g.name+"-"+dev+".luks")
+			if chain := libvirt.Chain(x); len(chain) != 1 || chain[0] != want {
+				t.Fatalf("%s (inactive=%v): chain %v, want [%s]", dev, inactive, chain, want)
+			}
+			if x.Source.Encryption == nil || x.Source.Encryption.Format != "luks" || len(x.Source.Encryption.Secrets) != 1 {
+				t.Fatalf("%s (inactive=%v): no luks encryption in the definition: %+v", dev, inactive, x.Source)
+			}
+			if x.Driver == nil || x.Driver.Type != "raw" {
+				t.Fatalf("%s: driver %+v, want raw", dev, x.Driver)
+			}
+			if inactive {
+				key, err := e.c.SecretValue(x.Source.Encryption.Secrets[0].UUID)
+				must(t, err)
+				if err := q.Compare(ctx, qemuimg.Image{Path: g.want[dev], Format: "raw"},
+					qemuimg.Image{Path: want, Format: "luks", Secret: key}, running); err != nil {
+					t.Fatalf("%s: %v", dev, err)
+				}
+			}
+		}
+	}
+	if running {
+		out := e.d.Virsh(t, "domblklist", g.name)
+		for _, dev := range []string{"vda", "vdb"} {
+			if !strings.Contains(out, filepath.Join(e.pool, g.name+"-"+dev+".luks")) {
+				t.Fatalf("domblklist does not show the encrypted volume of %s:\n%s", dev, out)
+			}
+		}
+	}
+	e.checkPoolClean(t, g, []string{g.name + "-vda.luks", g.name + "-vdb.luks"})
+}
+
+// checkPoolClean asserts that the pool holds exactly want (of this guest)
+// and that no stray file appeared next to the sources.
+func (e *env) checkPoolClean(t *testing.T, g *guest, want []string) {
+	t.Helper()
+	got := listDir(t, e.pool, g.name+"-")
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("pool holds %v, want %v (a leftover overlay or temporary file?)", got, want)
+	}
+	src := listDir(t, e.dir, g.name+"-")
+	wantSrc := []string{g.name + "-a.raw", g.name + "-b.qcow2", g.name + "-base.raw", g.name + "-vda.want", g.name + "-vdb.want"}
+	if strings.Join(src, " ") != strings.Join(wantSrc, " ") {
+		t.Fatalf("source directory holds %v, want %v", src, wantSrc)
+	}
+}
+
+func listDir(t *testing.T, dir, prefix string) []string {
+	ents, err := os.ReadDir(dir)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), prefix) {
+			out = append(out, e.Name())
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// checkOriginal asserts that the guest is back on its original disks with
+// their original data and that the migration left nothing behind.
+func (e *env) checkOriginal(t *testing.T, g *guest, running bool) {
+	t.Helper()
+	ctx := context.Background()
+	q := qemuimg.New()
+	for _, inactive := range []bool{false, true} {
+		if !running && !inactive {
+			continue
+		}
+		dom, err := e.c.DomainXML(g.name, libvirt.XMLFlags{Inactive: inactive})
+		must(t, err)
+		for dev, path := range map[string]string{"vda": g.raw, "vdb": g.qcow2} {
+			x := libvirt.FindDisk(dom, dev)
+			if libvirt.SourcePath(x) != path || x.Source.Encryption != nil {
+				t.Fatalf("%s (inactive=%v): source %q encryption %+v, want plaintext %s", dev, inactive, libvirt.SourcePath(x), x.Source.Encryption, path)
+			}
+		}
+	}
+	must(t, q.Compare(ctx, qemuimg.Image{Path: g.want["vda"], Format: "raw"}, qemuimg.Image{Path: g.raw, Format: "raw"}, running))
+	must(t, q.Compare(ctx, qemuimg.Image{Path: g.want["vdb"], Format: "raw"}, qemuimg.Image{Path: g.qcow2, Format: "qcow2"}, running))
+	e.checkPoolClean(t, g, nil)
+	uuids, err := e.c.SecretUUIDs()
+	must(t, err)
+	if len(uuids) != 0 {
+		t.Fatalf("secrets left after rollback: %v", uuids)
+	}
+}
+
+func TestHostMigrateOffline(t *testing.T) {
+	e := newEnv(t)
+	g := e.newGuest(t, "off", false)
+	o := e.options(g, migrate.ModeOffline)
+	start := time.Now()
+	var out bytes.Buffer
+	o.Out = &out
+	res, err := migrate.Run(context.Background(), o)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	t.Logf("offline migration of 2 disks: %s", time.Since(start).Round(time.Millisecond))
+	for _, dev := range []string{"vda", "vdb"} {
+		if res.States[dev] != migrate.StateSwitched {
+			t.Fatalf("%s: state %s, want switched", dev, res.States[dev])
+		}
+	}
+	e.checkMigrated(t, g, false)
+	if !strings.Contains(out.String(), "plaintext remains") {
+		t.Fatalf("the output does not say which plaintext remains:\n%s", out.String())
+	}
+	// The guest boots on its encrypted disks: libvirt hands qemu the keys.
+	must(t, e.c.StartDomain(g.name))
+	e.checkMigrated(t, g, true)
+}
+
+func TestHostMigrateLive(t *testing.T) {
+	e := newEnv(t)
+	g := e.newGuest(t, "live", true)
+	pid := e.d.QemuPID(g.name)
+	o := e.options(g, migrate.ModeLive)
+	var out bytes.Buffer
+	o.Out = &out
+	start := time.Now()
+	res, err := migrate.Run(context.Background(), o)
+	if err != nil {
+		t.Fatalf("%v\n%s\n%s", err, out.String(), e.d.DomainLog(g.name))
+	}
+	t.Logf("live migration of 2 disks: %s", time.Since(start).Round(time.Millisecond))
+	if res.States["vda"] != migrate.StateSwitched || res.States["vdb"] != migrate.StateSwitched {
+		t.Fatalf("states %v", res.States)
+	}
+	if st, _ := e.c.DomainState(g.name); st != libvirt.Running || e.d.QemuPID(g.name) != pid {
+		t.Fatalf("the guest stopped: state %s, qemu pid %d, want running %d", st, e.d.QemuPID(g.name), pid)
+	}
+	e.checkMigrated(t, g, true)
+	if !strings.Contains(out.String(), "snapshot not quiesced: the domain has no guest agent channel") {
+		t.Fatalf("the output does not say why the snapshot was not quiesced:\n%s", out.String())
+	}
+}
+
+func TestHostMigrateDryRunTouchesNothing(t *testing.T) {
+	e := newEnv(t)
+	g := e.newGuest(t, "dry", true)
+	before := e.snapshotState(t, g)
+	o := e.options(g, migrate.ModeLive)
+	o.DryRun = true
+	res, err := migrate.Run(context.Background(), o)
+	must(t, err)
+	b, err := json.Marshal(res.Plan)
+	must(t, err)
+	var doc struct {
+		Steps []struct {
+			ID          string   `json:"id"`
+			Action      string   `json:"action"`
+			Target      string   `json:"target"`
+			Command     []string `json:"command"`
+			Destructive bool     `json:"destructive"`
+		} `json:"steps"`
+	}
+	must(t, json.Unmarshal(b, &doc))
+	if len(doc.Steps) == 0 {
+		t.Fatal("no steps")
+	}
+	for _, s := range doc.Steps {
+		if s.ID == "" || s.Action == "" || s.Target == "" || len(s.Command) == 0 {
+			t.Fatalf("incomplete step %+v", s)
+		}
+	}
+	if after := e.snapshotState(t, g); after != before {
+		t.Fatalf("dry-run changed something:\nbefore %s\nafter  %s", before, after)
+	}
+	if _, err := os.Stat(o.JournalPath); !os.IsNotExist(err) {
+		t.Fatalf("dry-run wrote a journal: %v", err)
+	}
+}
+
+// snapshotState summarises everything a migration could create or change:
+// the domain's definitions, the pool's files, the secrets.
+func (e *env) snapshotState(t *testing.T, g *guest) string {
+	t.Helper()
+	var b strings.Builder
+	for _, inactive := range []bool{false, true} {
+		dom, err := e.c.DomainXML(g.name, libvirt.XMLFlags{Inactive: inactive})
+		must(t, err)
+		for _, x := range dom.Devices.Disks {
+			b.WriteString(strings.Join(libvirt.Chain(&x), ",") + ";")
+		}
+	}
+	b.WriteString(strings.Join(listDir(t, e.pool, ""), ",") + ";")
+	b.WriteString(strings.Join(listDir(t, e.dir, ""), ",") + ";")
+	uuids, err := e.c.SecretUUIDs()
+	must(t, err)
+	b.WriteString(strings.Join(uuids, ","))
+	return b.String()
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func writeAt(t *testing.T, path string, off int64, s string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	must(t, err)
+	defer f.Close()
+	_, err = f.WriteAt([]byte(s), off)
+	must(t, err)
+}
+
+// qemuIO writes into an image through qemu's block layer (qcow2 clusters,
+// zero clusters), as a guest would.
+func qemuIO(t *testing.T, path string, cmds ...string) {
+	t.Helper()
+	args := []string{"-f", "qcow2"}
+	for _, c := range cmds {
+		args = append(args, "-c", c)
+	}
+	if out, err := exec.Command("qemu-io", append(args, path)...).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-io %v: %v\n%s", cmds, err, out)
+	}
+}

@@ -1,0 +1,145 @@
+// Package migrate moves every disk of a libvirt guest onto encrypted
+// storage: plan, copy, verify, switch, and only then retire the plaintext
+// source. Offline (the guest is shut off) or live (it keeps running).
+//
+// Everything migrate will do is first a plan: an ordered list of steps with
+// the exact qemu-img command lines and libvirt calls (printed by --dry-run,
+// which touches nothing). Running the plan writes a journal: a header record
+// that identifies it as a migrate journal and holds the plan's inputs, then
+// a record when each step starts and ends and each per-disk state
+//
+//	planned → target-created → snapshot → copied → verified → switched → source-retired
+//
+// is reached, all fsync'd. After a crash --resume rebuilds the same steps
+// from the header and continues; every step checks its postcondition (the
+// domain's live disk chain, the block job on the disk, the target's
+// existence) before acting, so repeating a half-done step is safe.
+// Rollback reads the same journal and puts the guest back on its original
+// disks with all its data.
+//
+// Secrets: each disk's key is a random 256-bit value held by libvirt as a
+// secret; cryptshift passes it to qemu-img on a pipe and never writes it to
+// argv, logs, the journal or the plan.
+package migrate
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Modes and engines.
+const (
+	ModeOffline = "offline"
+	ModeLive    = "live"
+
+	// EngineSnapshot: external snapshot onto an encrypted overlay, copy of
+	// the frozen base, shallow block copy and active commit. The guest never
+	// pauses.
+	EngineSnapshot = "snapshot"
+	// EngineMirror: one full block copy (qemu mirror) onto the target; the
+	// guest is paused while source and target are compared, then pivoted.
+	EngineMirror = "mirror"
+)
+
+// Per-disk states, in order. A disk's state is the last one the journal
+// records for it.
+const (
+	StatePlanned       = "planned"
+	StateTargetCreated = "target-created"
+	StateSnapshot      = "snapshot"
+	StateCopied        = "copied"
+	StateVerified      = "verified"
+	StateSwitched      = "switched"
+	StateRetired       = "source-retired"
+)
+
+// States lists the per-disk states in order.
+var States = []string{StatePlanned, StateTargetCreated, StateSnapshot, StateCopied, StateVerified, StateSwitched, StateRetired}
+
+func stateIndex(s string) int {
+	for i, x := range States {
+		if x == s {
+			return i
+		}
+	}
+	return -1
+}
+
+// JournalKind is the "kind" of a migrate journal's header record; the
+// rollback verb dispatches on it.
+const JournalKind = "migrate"
+
+// journalVersion changes when the header's meaning changes.
+const journalVersion = 1
+
+// Layer is one image of a disk's backing chain.
+type Layer struct {
+	Path   string `json:"path"`
+	Format string `json:"format"` // raw or qcow2
+	Type   string `json:"type"`   // file or block
+}
+
+// Disk is one disk to migrate: where it is, where it goes, and the
+// temporary images live mode needs. It is part of the journal header, so it
+// holds no secret (only the libvirt secret's UUID).
+type Disk struct {
+	Target      string  `json:"target"`      // guest device: vda
+	Chain       []Layer `json:"chain"`       // source backing chain, top first
+	VirtualSize int64   `json:"virtualSize"` // bytes the guest sees
+	Allocated   int64   `json:"allocated"`   // bytes allocated in the source chain (progress, estimates)
+	// OrigXML is the disk's element in the persistent definition before the
+	// migration; rollback puts it back.
+	OrigXML string `json:"origXML"`
+
+	TargetPath   string `json:"targetPath"`   // the encrypted image
+	TargetVolume string `json:"targetVolume"` // its name in the pool
+	SecretUUID   string `json:"secretUUID"`   // the libvirt secret holding its key
+	// Live mode (snapshot engine): the encrypted overlay that collects the
+	// guest's writes while the base is copied, and the encrypted overlay on
+	// top of the target that the guest is pivoted onto before the commit.
+	OverlayPath string `json:"overlayPath,omitempty"`
+	PivotPath   string `json:"pivotPath,omitempty"`
+	// Rollback of a switched live disk: the overlays of the reverse move.
+	BackOverlayPath string `json:"backOverlayPath,omitempty"`
+	BackPivotPath   string `json:"backPivotPath,omitempty"`
+}
+
+// Top is the image the guest writes to before the migration.
+func (d Disk) Top() Layer { return d.Chain[0] }
+
+// Skipped is a disk left alone, with the reason shown to the user.
+type Skipped struct {
+	Target string `json:"target"`
+	Reason string `json:"reason"`
+}
+
+// Header is the first journal record: everything needed to rebuild the
+// plan on resume and to roll back, and nothing secret.
+type Header struct {
+	Kind         string    `json:"kind"` // JournalKind
+	Version      int       `json:"version"`
+	Domain       string    `json:"domain"`
+	DomainUUID   string    `json:"domainUUID"`
+	Connect      string    `json:"connect"`
+	To           string    `json:"to"` // pool:NAME or vg:NAME
+	Mode         string    `json:"mode"`
+	Engine       string    `json:"engine,omitempty"`
+	IterTimeMS   int       `json:"iterTimeMS,omitempty"`
+	RetireSource bool      `json:"retireSource"`
+	Shutdown     bool      `json:"shutdown"` // offline: cryptshift shuts the guest down and starts it again
+	ForceOff     bool      `json:"forceOff,omitempty"`
+	Persistent   bool      `json:"persistent"`
+	WasRunning   bool      `json:"wasRunning"`
+	OrigXMLPath  string    `json:"origXMLPath"` // the saved definition (no secrets)
+	Disks        []Disk    `json:"disks"`
+	Skipped      []Skipped `json:"skipped,omitempty"`
+}
+
+// parseTo splits --to into kind and name.
+func parseTo(to string) (kind, name string, err error) {
+	kind, name, ok := strings.Cut(to, ":")
+	if !ok || name == "" || (kind != "pool" && kind != "vg") {
+		return "", "", fmt.Errorf("cannot parse --to %q: want pool:NAME (a libvirt storage pool) or vg:NAME (an LVM volume group)", to)
+	}
+	return kind, name, nil
+}
