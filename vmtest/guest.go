@@ -34,8 +34,8 @@ import (
 //	}
 //
 // Nothing is compiled: the guest runs the very binary `go test` built (a
-// hard link or copy of os.Executable(), shared read-write at the same path),
-// in the same working directory, so testdata/ resolves as on the host.
+// hard link or copy of os.Executable() staged in the cache directory), in
+// the same working directory, so testdata/ resolves as on the host.
 //
 // With CRYPTSHIFT_VM_BATCH=1 (scripts/test-vm.sh sets it) the first TestVM
 // test that calls InGuest boots one VM for every TestVM test the host's
@@ -194,11 +194,11 @@ func runTestsInVM(t *testing.T, names []string) (map[string]*guestTest, int, tim
 	if err != nil {
 		return nil, 0, 0, fmt.Errorf("cannot find the test binary: %w", err)
 	}
-	share := t.TempDir()
-	guestBin := filepath.Join(share, filepath.Base(bin))
-	if err := linkOrCopy(bin, guestBin); err != nil {
-		return nil, 0, 0, fmt.Errorf("cannot share the test binary with the VM: %w", err)
+	guestBin, cleanup, err := stageBinary(bin)
+	if err != nil {
+		return nil, 0, 0, err
 	}
+	defer cleanup()
 	timeout := 20 * time.Minute
 	if dl, ok := t.Deadline(); ok {
 		// Leave the host time to report; a stuck guest is killed first.
@@ -218,7 +218,7 @@ func runTestsInVM(t *testing.T, names []string) (map[string]*guestTest, int, tim
 	if testing.Short() {
 		args = append(args, "-test.short")
 	}
-	o := Options{Args: args, Share: share, Timeout: timeout}
+	o := Options{Args: args, Timeout: timeout}
 	if os.Getenv("CRYPTSHIFT_VM_CONSOLE") == "1" {
 		o.Console = os.Stderr
 	}
@@ -301,6 +301,33 @@ func parseTestOutput(out []byte) map[string]*guestTest {
 		credit(current, line)
 	}
 	return res
+}
+
+// stageBinary puts the test binary where the guest can read it fast.
+// `go test` builds it under /tmp, which the guest covers with its own
+// tmpfs; a read-write 9p share would do, but it is uncached and exec'ing a
+// binary from it cost about a second. The host root is mounted read-only
+// with cache=loose, so a hard link in the cache directory reads at page
+// cache speed.
+func stageBinary(bin string) (string, func(), error) {
+	cache, err := CacheDir()
+	if err != nil {
+		return "", nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(cache, "bin"), 0o755); err != nil {
+		return "", nil, fmt.Errorf("cannot stage the test binary: %w", err)
+	}
+	dir, err := os.MkdirTemp(filepath.Join(cache, "bin"), "")
+	if err != nil {
+		return "", nil, fmt.Errorf("cannot stage the test binary: %w", err)
+	}
+	cleanup := func() { os.RemoveAll(dir) }
+	staged := filepath.Join(dir, filepath.Base(bin))
+	if err := linkOrCopy(bin, staged); err != nil {
+		cleanup()
+		return "", nil, fmt.Errorf("cannot stage the test binary: %w", err)
+	}
+	return staged, cleanup, nil
 }
 
 // linkOrCopy hard-links src to dst, copying when they are on different

@@ -168,7 +168,7 @@ func kernelTree(ctx context.Context) (*kernelTreeInfo, error) {
 	if err := os.MkdirAll(cache, 0o755); err != nil {
 		return nil, fmt.Errorf("cannot create cache directory: %w", err)
 	}
-	name, version, err := resolveKernelPackage(ctx)
+	name, version, err := resolveKernelPackage(ctx, cache)
 	if err != nil {
 		// Offline with an empty apt cache: a kernel extracted earlier still
 		// boots, and a stale kernel beats no test tier.
@@ -351,10 +351,57 @@ func extractKernel(ctx context.Context, name, version string, kt *kernelTreeInfo
 	return os.RemoveAll(dl)
 }
 
+// aptListsDir holds apt's package lists; resolution is cached against it.
+var aptListsDir = "/var/lib/apt/lists"
+
 // resolveKernelPackage asks apt which kernel linux-image-amd64 depends on
-// and that package's candidate version, refreshing the package lists once if
-// they are empty (a fresh machine).
-func resolveKernelPackage(ctx context.Context) (name, version string, err error) {
+// and that package's candidate version. apt-cache takes about a second per
+// call here and every test binary asks, so the answer is cached until apt's
+// package lists change (apt-get update).
+func resolveKernelPackage(ctx context.Context, cache string) (name, version string, err error) {
+	stamp := aptListsStamp(aptListsDir)
+	memo := filepath.Join(cache, "kernel-package")
+	if b, err := os.ReadFile(memo); err == nil && stamp != "" {
+		if f := strings.Fields(string(b)); len(f) == 3 && f[0] == stamp {
+			return f[1], f[2], nil
+		}
+	}
+	name, version, err = queryKernelPackage(ctx)
+	if err != nil {
+		return "", "", err
+	}
+	if stamp = aptListsStamp(aptListsDir); stamp != "" {
+		_ = os.WriteFile(memo, []byte(stamp+" "+name+" "+version+"\n"), 0o644)
+	}
+	return name, version, nil
+}
+
+// aptListsStamp fingerprints apt's lists by name, size and mtime; empty
+// when there are none.
+func aptListsStamp(dir string) string {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return ""
+	}
+	h := sha256.New()
+	n := 0
+	for _, e := range entries {
+		fi, err := e.Info()
+		if err != nil || !fi.Mode().IsRegular() || !strings.HasSuffix(e.Name(), "_Packages") {
+			continue
+		}
+		fmt.Fprintf(h, "%s %d %d\n", e.Name(), fi.Size(), fi.ModTime().UnixNano())
+		n++
+	}
+	if n == 0 {
+		return ""
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+// queryKernelPackage runs apt-cache, refreshing the package lists once if
+// it finds nothing (a fresh machine).
+func queryKernelPackage(ctx context.Context) (name, version string, err error) {
 	for attempt := 0; ; attempt++ {
 		out, err := run(ctx, "apt-cache", "depends", kernelMeta)
 		if err == nil {
