@@ -199,9 +199,6 @@ type reader struct {
 	chunkSize int64
 	pool      pool
 	zero      []byte
-	// interrupted is set by plan when the context ends it; read it only
-	// after the pipe's goroutines are done.
-	interrupted bool
 }
 
 func newReader(s *dev, size int64, chunkSize, depth int) *reader {
@@ -212,18 +209,13 @@ func newReader(s *dev, size int64, chunkSize, depth int) *reader {
 	}
 }
 
-// plan sends the chunks from start to r.end, in order. It stops at a chunk
-// boundary when ctx ends (the chunks already sent still complete).
-func (r *reader) plan(ctx context.Context, p *pipe, start int64, out chan<- *chunk) {
+// plan sends the chunks from start to r.end, in order, until the pipe stops.
+func (r *reader) plan(p *pipe, start int64, out chan<- *chunk) {
 	defer close(out)
 	ext := &extents{fd: r.s.fd, size: r.size}
 	var seq int64
 	for off := start; off < r.end; seq++ {
-		if ctx.Err() != nil {
-			r.interrupted = true
-			return
-		}
-		if p.aborted() {
+		if p.stopped() {
 			return
 		}
 		next := (off/r.chunkSize + 1) * r.chunkSize
@@ -249,8 +241,7 @@ func (r *reader) plan(ctx context.Context, p *pipe, start int64, out chan<- *chu
 			c.kind, c.spans = kindData, spans
 			select {
 			case c.buf = <-r.pool:
-			case <-ctx.Done():
-				r.interrupted = true
+			case <-p.halt:
 				return
 			case <-p.abort:
 				return
@@ -334,32 +325,35 @@ func (c *copyRun) run(ctx context.Context) (Result, error) {
 	res.Checkpoint = c.durable
 
 	p := newPipe()
-	planned := make(chan *chunk, c.opt.Depth)
-	p.wg.Go(func() { c.plan(ctx, p, start, planned) })
+	defer context.AfterFunc(ctx, p.stop)()
+	planned := make(chan *chunk, chanCap)
+	p.wg.Go(func() { c.plan(p, start, planned) })
 	read := p.parallel(planned, c.opt.Readers, c.read)
-	hashed := p.serial(read, c.opt.Depth, c.hash)
+	hashed := p.serial(read, c.hash)
 	out := p.parallel(hashed, c.opt.Writers, c.write)
 	if c.opt.Verify {
 		c.vpool = newPool(c.opt.Readers+2, c.opt.ChunkSize+int(c.d.align))
-		take := p.serial(out, c.opt.Depth, func(ch *chunk) error {
+		take := p.serial(out, func(ch *chunk) error {
 			select {
 			case ch.vbuf = <-c.vpool:
 			case <-p.abort:
+			case <-p.halt:
 			}
 			return nil
 		})
 		vread := p.parallel(take, c.opt.Readers, c.verifyRead)
-		out = p.serial(vread, c.opt.Depth, c.verifyHash)
+		out = p.serial(vread, c.verifyHash)
 	}
 	c.progress(true)
 	for ch := range out {
 		c.finish(p, ch)
 	}
 	p.wg.Wait()
+	complete := !c.broken && c.off == c.end
 
 	res.SourceDirect, res.TargetDirect = c.s.direct.Load(), c.d.direct.Load()
 	res.DataBytes, res.ZeroBytes, res.HoleBytes, res.TailBytes = c.cnt.Data, c.cnt.Zero, c.cnt.Hole, c.cnt.Tail
-	if p.err != nil || c.interrupted {
+	if p.err != nil || !complete {
 		// Make what finished durable so that the checkpoint can be trusted;
 		// if even that fails, the last durable checkpoint stands.
 		if c.off > c.durable.Offset && c.d.sync() == nil {
@@ -456,6 +450,11 @@ func (c *copyRun) verifyRead(ch *chunk) error {
 	if ch.vbuf == nil {
 		return nil
 	}
+	if !c.d.direct.Load() {
+		if err := c.d.dropCache(ch.off, int64(ch.n)); err != nil {
+			return err
+		}
+	}
 	data, err := c.d.readAt(ch.vbuf, ch.off, ch.n)
 	if err != nil {
 		return err
@@ -467,6 +466,16 @@ func (c *copyRun) verifyRead(ch *chunk) error {
 // verifyHash hashes what was read back in a second SHA-256 and compares the
 // states after each chunk: equal states mean equal bytes so far, so the
 // first differing chunk is caught where it is, not at the end.
+//
+// Zero chunks are not hashed twice. The source hasher absorbed exactly the
+// shared zero buffer for them, starting from the state both hashes had
+// after the previous chunk (checked there); so when the bytes read back are
+// all zero, SHA-256 over them ends in the source's state, and the
+// verification hash takes it over. Comparing 4 MiB with zeros costs a tenth
+// of hashing it, and holes are most of a sparse disk. The comparison is with
+// the immutable zero buffer, never with a source buffer that a pipeline bug
+// could have changed between hashing and writing: data chunks are hashed
+// again from the bytes read back.
 func (c *copyRun) verifyHash(ch *chunk) error {
 	defer func() {
 		c.vpool.put(ch.vbuf)
@@ -475,11 +484,19 @@ func (c *copyRun) verifyHash(ch *chunk) error {
 	if ch.data == nil {
 		return nil
 	}
-	if ch.kind == kindTail {
+	switch ch.kind {
+	case kindTail:
 		if !allZero(ch.data, c.zero) {
 			return c.mismatch(ch)
 		}
-	} else {
+	case kindHole, kindZero:
+		if !allZero(ch.data, c.zero) {
+			return c.mismatch(ch)
+		}
+		if err := c.vh.(encoding.BinaryUnmarshaler).UnmarshalBinary(ch.state); err != nil {
+			return fmt.Errorf("cannot restore hash state: %w", err)
+		}
+	default:
 		c.vh.Write(ch.data)
 		st, err := c.vh.(encoding.BinaryMarshaler).MarshalBinary()
 		if err != nil {
@@ -524,7 +541,7 @@ func (c *copyRun) finish(p *pipe, ch *chunk) {
 		}
 	}
 	c.progress(c.off == c.end)
-	if c.opt.OnCheckpoint != nil && c.off-c.lastCp >= c.opt.CheckpointEvery && c.off < c.end && !p.aborted() {
+	if c.opt.OnCheckpoint != nil && c.off-c.lastCp >= c.opt.CheckpointEvery && c.off < c.end && !p.stopped() {
 		c.lastCp = c.off
 		if err := c.d.sync(); err != nil {
 			p.fail(err)

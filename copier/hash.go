@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // HashOptions tune Hash; the zero value is the fast default.
@@ -41,10 +43,20 @@ func Hash(ctx context.Context, path string, size int64, opt HashOptions) (string
 	if int64(o.ChunkSize)%s.align != 0 {
 		return "", fmt.Errorf("cannot hash %s: chunk size %d is not a multiple of its logical block size %d", path, o.ChunkSize, s.align)
 	}
+	if !s.direct.Load() && size > 0 {
+		// Read the device, not pages a buffered copy left in the cache.
+		if err := unix.Fdatasync(s.fd); err != nil {
+			return "", fmt.Errorf("cannot hash %s: cannot sync it: %w", path, err)
+		}
+		if err := s.dropCache(0, size); err != nil {
+			return "", fmt.Errorf("cannot hash %s: %w", path, err)
+		}
+	}
 	r := newReader(s, size, o.ChunkSize, o.Depth)
 	p := newPipe()
-	planned := make(chan *chunk, o.Depth)
-	p.wg.Go(func() { r.plan(ctx, p, 0, planned) })
+	defer context.AfterFunc(ctx, p.stop)()
+	planned := make(chan *chunk, chanCap)
+	p.wg.Go(func() { r.plan(p, 0, planned) })
 	read := p.parallel(planned, o.Readers, r.read)
 
 	h := sha256.New()
@@ -59,7 +71,7 @@ func Hash(ctx context.Context, path string, size int64, opt HashOptions) (string
 	}
 	report(true)
 	for c := range read {
-		if !p.aborted() && c.done&stRead != 0 {
+		if !p.stopped() && c.done&stRead != 0 {
 			h.Write(r.bytes(c))
 			pr.Done += int64(c.n)
 			pr.Data += c.dataB
@@ -73,7 +85,7 @@ func Hash(ctx context.Context, path string, size int64, opt HashOptions) (string
 	if p.err != nil {
 		return "", fmt.Errorf("cannot hash %s: %w", path, p.err)
 	}
-	if r.interrupted {
+	if pr.Done < size {
 		return "", fmt.Errorf("cannot hash %s: interrupted after %d of %d bytes: %w", path, pr.Done, size, context.Cause(ctx))
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil

@@ -60,7 +60,7 @@ func open(name string, target, wantDirect bool) (*dev, error) {
 	}
 	var err error
 	if wantDirect {
-		d.f, err = os.OpenFile(name, flags|excl|unix.O_DIRECT, 0)
+		d.f, err = openFile(name, flags|excl|unix.O_DIRECT, 0)
 		// tmpfs and some FUSE filesystems refuse O_DIRECT at open time
 		// with EINVAL; the copy is still correct through the page cache.
 		if err == nil {
@@ -70,13 +70,13 @@ func open(name string, target, wantDirect bool) (*dev, error) {
 		}
 	}
 	if d.f == nil {
-		if d.f, err = os.OpenFile(name, flags|excl, 0); err != nil {
+		if d.f, err = openFile(name, flags|excl, 0); err != nil {
 			return nil, openError(what, name, err)
 		}
 	}
 	// The second descriptor has no O_EXCL: the first one holds the claim,
 	// and a second exclusive open of the same device would fail.
-	if d.bf, err = os.OpenFile(name, flags, 0); err != nil {
+	if d.bf, err = openFile(name, flags, 0); err != nil {
 		d.f.Close()
 		return nil, openError(what, name, err)
 	}
@@ -124,6 +124,22 @@ func (d *dev) sync() error {
 	return nil
 }
 
+// dropCache writes back and evicts the page cache over [off, off+n), so that
+// a buffered read-back comes from the device and not from the pages the
+// copy just wrote: without O_DIRECT, that is what makes verification read
+// the disk (through dm-crypt, decrypting) instead of our own memory. On
+// tmpfs the pages are the storage and stay.
+func (d *dev) dropCache(off, n int64) error {
+	const wait = unix.SYNC_FILE_RANGE_WAIT_BEFORE | unix.SYNC_FILE_RANGE_WRITE | unix.SYNC_FILE_RANGE_WAIT_AFTER
+	if err := unix.SyncFileRange(d.bfd, off, n, wait); err != nil {
+		return fmt.Errorf("cannot write back %s at offset %d: %w", d.name, off, err)
+	}
+	if err := unix.Fadvise(d.bfd, off, n, unix.FADV_DONTNEED); err != nil {
+		return fmt.Errorf("cannot drop cached pages of %s: %w", d.name, err)
+	}
+	return nil
+}
+
 func (d *dev) aligned(off int64, p []byte) bool {
 	return d.direct.Load() && off%d.align == 0 && int64(len(p))%d.align == 0 &&
 		uintptr(unsafe.Pointer(unsafe.SliceData(p)))%uintptr(d.align) == 0
@@ -149,18 +165,18 @@ func (d *dev) readAt(buf []byte, off int64, n int) ([]byte, error) {
 		start := off &^ (d.align - 1)
 		end := (off + int64(n) + d.align - 1) &^ (d.align - 1)
 		if w := buf[:end-start]; d.aligned(start, w) {
-			got, err := d.readFull(d.fd, w, start, int(off+int64(n)-start))
+			_, err := d.readFull(d.fd, w, start, int(off+int64(n)-start))
 			if err == nil {
 				return buf[off-start : off-start+int64(n)], nil
 			}
 			if !d.refused(err) {
-				return nil, d.ioError("read", off, err, got)
+				return nil, d.ioError("read", off, err)
 			}
 		}
 	}
-	got, err := d.readFull(d.bfd, buf[:n], off, n)
+	_, err := d.readFull(d.bfd, buf[:n], off, n)
 	if err != nil {
-		return nil, d.ioError("read", off, err, got)
+		return nil, d.ioError("read", off, err)
 	}
 	return buf[:n], nil
 }
@@ -169,7 +185,7 @@ func (d *dev) readAt(buf []byte, off int64, n int) ([]byte, error) {
 func (d *dev) readFull(fd int, p []byte, off int64, need int) (int, error) {
 	got := 0
 	for got < need {
-		k, err := unix.Pread(fd, p[got:], off+int64(got))
+		k, err := pread(fd, p[got:], off+int64(got))
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
@@ -215,7 +231,7 @@ func (d *dev) writeAt(p []byte, off int64, n int, zero []byte) error {
 			fd = d.fd
 			piece = d.source(p, zero, off, end, lim)
 		}
-		k, err := unix.Pwrite(fd, piece, off)
+		k, err := pwrite(fd, piece, off)
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
@@ -223,10 +239,10 @@ func (d *dev) writeAt(p []byte, off int64, n int, zero []byte) error {
 			if fd == d.fd && d.refused(err) {
 				continue
 			}
-			return d.ioError("write", off, err, 0)
+			return d.ioError("write", off, err)
 		}
 		if k == 0 {
-			return d.ioError("write", off, io.ErrShortWrite, 0)
+			return d.ioError("write", off, io.ErrShortWrite)
 		}
 		off += int64(k)
 		if p != nil {
@@ -245,7 +261,7 @@ func (d *dev) source(p, zero []byte, off, end, lim int64) []byte {
 	return zero[:min(lim-off, int64(len(zero)))]
 }
 
-func (d *dev) ioError(verb string, off int64, err error, _ int) error {
+func (d *dev) ioError(verb string, off int64, err error) error {
 	return fmt.Errorf("cannot %s %s at offset %d: %w", verb, d.name, off, err)
 }
 
@@ -266,8 +282,12 @@ func alloc(n int) []byte {
 // bounds them on x86).
 const maxAlign = 64 << 10
 
-// errNoData says that SEEK_DATA found nothing at or after the offset.
-var errNoData = errors.New("no data")
+// Seams for tests that make the kernel refuse O_DIRECT.
+var (
+	openFile = os.OpenFile
+	pread    = unix.Pread
+	pwrite   = unix.Pwrite
+)
 
 // extents walks the data extents of a file with SEEK_DATA/SEEK_HOLE, forward
 // only. Filesystems without real support report the whole file as data

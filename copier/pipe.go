@@ -46,14 +46,30 @@ const (
 // pipe runs the stages of one copy or hash. The first error aborts it: every
 // stage then stops working but keeps draining its input, so no goroutine is
 // left blocked and every buffer returns to its pool.
+//
+// The caller's context ending halts it: chunks not yet worked on are skipped
+// as on an error, so a cancellation waits only for the system calls under
+// way, and the work that finished in order up to there is what counts.
 type pipe struct {
-	abort chan struct{}
-	once  sync.Once
-	err   error
-	wg    sync.WaitGroup
+	abort    chan struct{} // closed on the first error
+	halt     chan struct{} // closed when the context ends
+	once     sync.Once
+	haltOnce sync.Once
+	err      error
+	wg       sync.WaitGroup
 }
 
-func newPipe() *pipe { return &pipe{abort: make(chan struct{})} }
+// chanCap is the capacity of the channels between stages. Source data in
+// flight is bounded by the buffer pool; small channels keep zero and hole
+// chunks (which need no buffer) from piling up, which would delay a
+// cancellation without making anything faster.
+const chanCap = 2
+
+func newPipe() *pipe {
+	return &pipe{abort: make(chan struct{}), halt: make(chan struct{})}
+}
+
+func (p *pipe) stop() { p.haltOnce.Do(func() { close(p.halt) }) }
 
 func (p *pipe) fail(err error) {
 	p.once.Do(func() {
@@ -62,9 +78,12 @@ func (p *pipe) fail(err error) {
 	})
 }
 
-func (p *pipe) aborted() bool {
+// stopped reports whether the pipe failed or was halted.
+func (p *pipe) stopped() bool {
 	select {
 	case <-p.abort:
+		return true
+	case <-p.halt:
 		return true
 	default:
 		return false
@@ -73,16 +92,16 @@ func (p *pipe) aborted() bool {
 
 // parallel runs f on each chunk from in with the given number of workers
 // and delivers the chunks in sequence order, starting at sequence 0. Chunks
-// are delivered even when f fails or the pipe is aborted, so that later
+// are delivered even when f fails or the pipe is stopped, so that later
 // stages release their buffers.
 func (p *pipe) parallel(in <-chan *chunk, workers int, f func(*chunk) error) <-chan *chunk {
 	mid := make(chan *chunk, workers)
-	out := make(chan *chunk, workers)
+	out := make(chan *chunk, chanCap)
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
 			for c := range in {
-				if !p.aborted() {
+				if !p.stopped() {
 					if err := f(c); err != nil {
 						p.fail(err)
 					}
@@ -116,12 +135,12 @@ func (p *pipe) parallel(in <-chan *chunk, workers int, f func(*chunk) error) <-c
 }
 
 // serial runs f on each chunk in order in one goroutine.
-func (p *pipe) serial(in <-chan *chunk, depth int, f func(*chunk) error) <-chan *chunk {
-	out := make(chan *chunk, depth)
+func (p *pipe) serial(in <-chan *chunk, f func(*chunk) error) <-chan *chunk {
+	out := make(chan *chunk, chanCap)
 	p.wg.Go(func() {
 		defer close(out)
 		for c := range in {
-			if !p.aborted() {
+			if !p.stopped() {
 				if err := f(c); err != nil {
 					p.fail(err)
 				}

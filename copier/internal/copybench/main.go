@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"time"
 
 	"github.com/cryptshift/cryptshift/copier"
@@ -23,7 +24,17 @@ func main() {
 	flag.IntVar(&opt.Readers, "readers", 0, "concurrent reads (0: default)")
 	flag.IntVar(&opt.Writers, "writers", 0, "concurrent writes (0: default)")
 	flag.BoolVar(&opt.Buffered, "buffered", false, "no O_DIRECT")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile to this file")
 	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "copybench:", err)
+			os.Exit(1)
+		}
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
 	if flag.NArg() != 2 {
 		fmt.Fprintln(os.Stderr, "usage: copybench [flags] SRC DST")
 		os.Exit(2)
@@ -46,6 +57,7 @@ func main() {
 		}
 		if sum != res.SHA256 {
 			fmt.Fprintf(os.Stderr, "copybench: cannot verify %s: sha256 %s, source %s\n", dst, sum, res.SHA256)
+			pprof.StopCPUProfile()
 			os.Exit(1)
 		}
 		res.Verified = true
