@@ -1,0 +1,386 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"reflect"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/cryptshift/cryptshift/apply"
+	"github.com/cryptshift/cryptshift/internal/execx"
+	"github.com/cryptshift/cryptshift/internal/exitcode"
+	"github.com/cryptshift/cryptshift/inventory"
+	"github.com/cryptshift/cryptshift/layout"
+	"github.com/cryptshift/cryptshift/lvm"
+	"github.com/cryptshift/cryptshift/plan"
+	"github.com/cryptshift/cryptshift/planner"
+	"github.com/cryptshift/cryptshift/progress"
+	"github.com/cryptshift/cryptshift/secrets"
+)
+
+func init() { verbs = append(verbs, newApplyCmd) }
+
+type applyOptions struct {
+	layoutFile      string
+	planFile        string
+	resume          bool
+	root            string
+	devices         []string
+	allowDestroy    bool
+	yes             bool
+	passphraseFile  string
+	passphraseFD    int
+	recoveryKeyFile string
+	journal         string
+	progress        string
+	lvmConfig       string
+}
+
+// DefaultJournalDir holds apply journals unless --journal says otherwise.
+const DefaultJournalDir = "/var/lib/cryptshift"
+
+func newApplyCmd() *cobra.Command {
+	var o applyOptions
+	cmd := &cobra.Command{
+		Use:   "apply (-f LAYOUT | --plan PLAN.json | --resume)",
+		Short: "Carry a plan out on the block devices, with a journal, resume and rollback",
+		Long: `apply plans the layout against this machine (or takes a plan reviewed
+earlier with --plan, refusing if the system has drifted since) and runs its
+steps: partitioning, LVM, luksFormat with the planned parameters, a recovery
+keyslot, key files on the encrypted root, filesystems, mounts, swap,
+crypttab and fstab.
+
+Safety:
+  --allow-destroy  needed for any step that overwrites existing data; the
+                   plan names each device and what is on it.
+  --yes            skip the confirmation (needed without a terminal).
+  Every step is journalled before and after it runs. After a crash, kill or
+  Ctrl-C (which stops at the next step boundary), run apply --resume; undo
+  with cryptshift rollback --journal FILE.
+
+Secrets: the passphrase comes from a prompt without echo (asked twice),
+--passphrase-file or --passphrase-fd, never from the command line. A
+recovery key is generated, added to a second keyslot of every volume, and
+shown once or written to --recovery-key-file (mode 0400; keep it offline).
+Secrets go to cryptsetup on stdin or fd 3 and never into logs or journals.`,
+		Example: `  # Review, then apply exactly the reviewed plan
+  cryptshift plan -f host.yaml -o json > host.plan.json
+  sudo cryptshift apply --plan host.plan.json --passphrase-file /root/pass --recovery-key-file /media/usb/recovery.key
+
+  # Resume after an interruption
+  sudo cryptshift apply --resume --passphrase-file /root/pass --recovery-key-file /media/usb/recovery.key`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runApply(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&o.layoutFile, "file", "f", "", "layout `FILE` to plan and apply")
+	f.StringVar(&o.planFile, "plan", "", "apply exactly this reviewed plan `FILE` (JSON from plan -o json)")
+	f.BoolVar(&o.resume, "resume", false, "continue the apply recorded in the journal")
+	f.StringVar(&o.root, "root", planner.DefaultRoot, "`DIR` to mount the layout's root on")
+	f.StringArrayVar(&o.devices, "device", nil, "use device `NAME=PATH` for the layout's disk NAME (repeatable)")
+	f.BoolVar(&o.allowDestroy, "allow-destroy", false, "permit steps that overwrite existing data")
+	f.BoolVar(&o.yes, "yes", false, "do not ask for confirmation")
+	f.StringVar(&o.passphraseFile, "passphrase-file", "", "read the passphrase from `FILE` (mode 0600 or stricter)")
+	f.IntVar(&o.passphraseFD, "passphrase-fd", -1, "read the passphrase from file descriptor `N`")
+	f.StringVar(&o.recoveryKeyFile, "recovery-key-file", "", "write the new recovery key to `FILE` (on --resume: read it from there)")
+	f.StringVar(&o.journal, "journal", "", "journal `FILE` (default "+DefaultJournalDir+"/apply-LAYOUT.journal)")
+	f.StringVar(&o.progress, "progress", "auto", "progress output: auto (a line per step on stderr), json (events on stdout) or none")
+	f.StringVar(&o.lvmConfig, "lvm-config", "", "extra lvm --config `STRING` (e.g. for systems without udev)")
+	f.MarkHidden("lvm-config")
+	return cmd
+}
+
+func journalPath(o applyOptions, layoutName string) string {
+	if o.journal != "" {
+		return o.journal
+	}
+	return filepath.Join(DefaultJournalDir, "apply-"+layoutName+".journal")
+}
+
+func runApply(ctx context.Context, stdout, stderr io.Writer, o applyOptions) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	modes := 0
+	for _, b := range []bool{o.layoutFile != "", o.planFile != "", o.resume} {
+		if b {
+			modes++
+		}
+	}
+	if modes != 1 {
+		return usageError("give exactly one of -f LAYOUT, --plan PLAN.json or --resume")
+	}
+	if o.progress != "auto" && o.progress != "json" && o.progress != "none" {
+		return usageError("--progress must be auto, json or none")
+	}
+	if o.passphraseFile != "" && o.passphraseFD >= 0 {
+		return usageError("give either --passphrase-file or --passphrase-fd")
+	}
+	lv := lvm.LVM{Run: execx.Exec{}, Config: o.lvmConfig}
+	opt := apply.Options{Run: execx.Exec{}, LVM: lv, Out: stderr}
+
+	var p *plan.Plan
+	if o.resume {
+		if o.journal == "" {
+			return usageError("--resume needs --journal FILE (the one the interrupted apply wrote)")
+		}
+		var err error
+		if p, err = apply.PlanOf(o.journal); err != nil {
+			return err
+		}
+	} else {
+		var err error
+		if p, err = planForApply(ctx, o, lv); err != nil {
+			return err
+		}
+		if len(p.Steps) == 0 {
+			fmt.Fprintln(stderr, "Nothing to do: the system already matches the layout.")
+			return nil
+		}
+		if !o.yes {
+			if err := confirm(stderr, p); err != nil {
+				return err
+			}
+		}
+	}
+	opt.JournalPath = journalPath(o, p.Layout)
+	var err error
+	if opt.Secrets, err = applySecrets(p, o, stderr); err != nil {
+		return err
+	}
+	defer secrets.Wipe(opt.Secrets.Passphrase)
+	defer secrets.Wipe(opt.Secrets.RecoveryKey)
+
+	var stop atomic.Bool
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	go func() {
+		for range sig {
+			if !stop.Swap(true) {
+				fmt.Fprintln(stderr, "\ncryptshift: stopping after the current step (it is not interrupted halfway)")
+			}
+		}
+	}()
+	opt.Stop = stop.Load
+	opt.Report = newStepReporter(o.progress, stdout, stderr)
+
+	if o.resume {
+		err = apply.Resume(ctx, opt)
+	} else {
+		if err := os.MkdirAll(filepath.Dir(opt.JournalPath), 0o700); err != nil {
+			return fmt.Errorf("cannot create journal directory: %w", err)
+		}
+		err = apply.Run(ctx, p, opt)
+	}
+	if errors.Is(err, apply.ErrInterrupted) {
+		return exitcode.With(exitcode.Interrupted, fmt.Errorf("%w; continue with: cryptshift apply --resume --journal %s", err, opt.JournalPath))
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "Applied %d step(s). Journal: %s\n", len(p.Steps), opt.JournalPath)
+	return nil
+}
+
+// planForApply plans against the live system; with --plan it also checks
+// that re-planning the reviewed plan's layout gives the very same steps.
+func planForApply(ctx context.Context, o applyOptions, lv lvm.LVM) (*plan.Plan, error) {
+	gather := func(l *layout.Layout, root string) (*inventory.Inventory, error) {
+		return inventory.Gather(ctx, inventory.Options{Target: root, KeyFileDir: l.Keys.KeyFileDir, HeaderBackupDir: l.Keys.HeaderBackupDir, LVM: &lv})
+	}
+	if o.planFile != "" {
+		b, err := os.ReadFile(o.planFile)
+		if err != nil {
+			return nil, exitcode.With(exitcode.Invalid, fmt.Errorf("cannot read plan: %w", err))
+		}
+		reviewed, err := plan.Parse(o.planFile, b)
+		if err != nil {
+			return nil, exitcode.With(exitcode.Invalid, err)
+		}
+		inv, err := gather(reviewed.Spec, reviewed.Root)
+		if err != nil {
+			return nil, err
+		}
+		f := &layout.File{Name: o.planFile, Layout: reviewed.Spec, Pos: map[string]layout.Pos{}}
+		fresh, _, err := planner.Plan(f, inv, planner.Options{Root: reviewed.Root, AllowDestroy: reviewed.AllowDestroy || o.allowDestroy, Devices: reviewed.Devices})
+		var refused *planner.RefusedError
+		if err != nil && !errors.As(err, &refused) {
+			return nil, exitcode.With(exitcode.Drift, fmt.Errorf("the system has drifted since %s was made: re-planning it fails: %w", o.planFile, err))
+		}
+		if d := planDiff(reviewed, fresh); d != "" {
+			return nil, exitcode.With(exitcode.Drift, fmt.Errorf("the system has drifted since %s was made; nothing was changed. Re-plan and review again. First difference: %s", o.planFile, d))
+		}
+		if len(reviewed.Destructive()) > 0 && !reviewed.AllowDestroy && !o.allowDestroy {
+			return nil, exitcode.With(exitcode.Refused, &planner.RefusedError{Steps: reviewed.Destructive()})
+		}
+		return reviewed, nil
+	}
+	devices, err := parseDeviceFlags(o.devices)
+	if err != nil {
+		return nil, err
+	}
+	f, inv, rep, err := planner.Load(planner.Inputs{LayoutFile: o.layoutFile, Gather: func(l *layout.Layout) (*inventory.Inventory, error) { return gather(l, o.root) }})
+	if err != nil {
+		if rep != nil && rep.HasErrors() {
+			printProblems(os.Stderr, rep)
+		}
+		return nil, err
+	}
+	p, rep, err := planner.Plan(f, inv, planner.Options{Root: o.root, AllowDestroy: o.allowDestroy, Devices: devices})
+	var refused *planner.RefusedError
+	switch {
+	case errors.As(err, &refused):
+		return nil, exitcode.With(exitcode.Refused, err)
+	case err != nil:
+		printProblems(os.Stderr, rep)
+		return nil, exitcode.With(exitcode.Invalid, fmt.Errorf("cannot plan %s; nothing was changed", f.Name))
+	}
+	return p, nil
+}
+
+// planDiff names the first difference between two plans' steps and files.
+func planDiff(a, b *plan.Plan) string {
+	if len(a.Steps) != len(b.Steps) {
+		return fmt.Sprintf("the reviewed plan has %d steps, a fresh one %d", len(a.Steps), len(b.Steps))
+	}
+	for i := range a.Steps {
+		if !reflect.DeepEqual(a.Steps[i], b.Steps[i]) {
+			ja, _ := json.Marshal(a.Steps[i])
+			jb, _ := json.Marshal(b.Steps[i])
+			return fmt.Sprintf("step %d was %s, is now %s", i+1, ja, jb)
+		}
+	}
+	if !reflect.DeepEqual(a.Crypttab, b.Crypttab) {
+		return "the crypttab entries differ"
+	}
+	if !reflect.DeepEqual(a.Fstab, b.Fstab) {
+		return "the fstab entries differ"
+	}
+	return ""
+}
+
+func confirm(w io.Writer, p *plan.Plan) error {
+	tty, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
+	if err != nil || !term.IsTerminal(int(tty.Fd())) {
+		return usageError("refusing to apply without confirmation: there is no terminal to ask on; review the plan and pass --yes")
+	}
+	defer tty.Close()
+	p.Table(w)
+	fmt.Fprintf(tty, "\nApply these %d step(s) to this machine? Type yes to continue: ", len(p.Steps))
+	var answer string
+	fmt.Fscanln(tty, &answer)
+	if answer != "yes" {
+		return fmt.Errorf("not confirmed; nothing was changed")
+	}
+	return nil
+}
+
+func applySecrets(p *plan.Plan, o applyOptions, w io.Writer) (apply.Secrets, error) {
+	var s apply.Secrets
+	var err error
+	if apply.NeedsSecret(p, plan.SecretPassphrase) {
+		switch {
+		case o.passphraseFile != "":
+			s.Passphrase, err = secrets.FromFile(o.passphraseFile)
+		case o.passphraseFD >= 0:
+			s.Passphrase, err = secrets.FromFD(o.passphraseFD)
+		default:
+			s.Passphrase, err = secrets.Prompt("Passphrase for the LUKS2 volumes: ", !o.resume)
+		}
+		if err != nil {
+			return s, exitcode.With(exitcode.Usage, err)
+		}
+	}
+	if !apply.NeedsSecret(p, plan.SecretRecoveryKey) {
+		return s, nil
+	}
+	if o.resume {
+		if o.recoveryKeyFile != "" {
+			s.RecoveryKey, err = secrets.FromFile(o.recoveryKeyFile)
+		} else {
+			s.RecoveryKey, err = secrets.Prompt("Recovery key shown when this apply started: ", false)
+		}
+		if err != nil {
+			return s, exitcode.With(exitcode.Usage, err)
+		}
+		return s, nil
+	}
+	if s.RecoveryKey, err = secrets.NewRecoveryKey(); err != nil {
+		return s, err
+	}
+	if o.recoveryKeyFile != "" {
+		// Written before any keyslot uses it, so a crash cannot lose it.
+		if err := secrets.WriteNew(o.recoveryKeyFile, s.RecoveryKey); err != nil {
+			return s, exitcode.With(exitcode.Usage, fmt.Errorf("%w; choose a path that does not exist yet", err))
+		}
+		fmt.Fprintf(w, "The recovery key was written to %s (mode 0400). Keep it offline; it opens every volume.\n", o.recoveryKeyFile)
+		return s, nil
+	}
+	tty, terr := os.OpenFile("/dev/tty", os.O_RDWR, 0)
+	if terr != nil || !term.IsTerminal(int(tty.Fd())) {
+		return s, usageError("cannot show the recovery key: there is no terminal; pass --recovery-key-file FILE")
+	}
+	defer tty.Close()
+	fmt.Fprintf(tty, "\nRecovery key (shown once; write it down and keep it offline):\n\n    %s\n\nType yes once it is written down: ", s.RecoveryKey)
+	var answer string
+	fmt.Fscanln(tty, &answer)
+	fmt.Fprint(tty, "\033[2J\033[H") // clear the screen so the key does not linger
+	if answer != "yes" {
+		return s, fmt.Errorf("the recovery key was not confirmed; nothing was changed")
+	}
+	return s, nil
+}
+
+// stepReporter prints a line per step, or JSON progress events.
+type stepReporter struct {
+	json progress.Reporter
+	w    io.Writer
+}
+
+func newStepReporter(mode string, stdout, stderr io.Writer) apply.Reporter {
+	switch mode {
+	case "none":
+		return nil
+	case "json":
+		return &stepReporter{json: progress.NewJSON(stdout)}
+	}
+	return &stepReporter{w: stderr}
+}
+
+func (r *stepReporter) StepStart(n, total int, s plan.Step) {
+	if r.json != nil {
+		r.json.Start(s.ID, 0)
+		return
+	}
+	fmt.Fprintf(r.w, "[%*d/%d] %s %s ... ", len(fmt.Sprint(total)), n, total, s.Action, s.Target)
+}
+
+func (r *stepReporter) StepDone(n, total int, s plan.Step, took time.Duration, skipped bool, err error) {
+	if r.json != nil {
+		r.json.Done(err)
+		return
+	}
+	switch {
+	case err != nil:
+		fmt.Fprintln(r.w, "FAILED")
+	case skipped:
+		fmt.Fprintf(r.w, "already done (%s)\n", took.Round(time.Millisecond))
+	default:
+		fmt.Fprintf(r.w, "ok (%s)\n", took.Round(time.Millisecond))
+	}
+}
+

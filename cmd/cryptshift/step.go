@@ -1,0 +1,26 @@
+package main
+
+import (
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cryptshift/cryptshift/apply"
+	"github.com/cryptshift/cryptshift/internal/execx"
+)
+
+func init() { verbs = append(verbs, newStepCmd) }
+
+// step runs one in-process action of a plan; the script form of a plan
+// calls it, apply runs the same code without a subprocess.
+func newStepCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:                "step ACTION [ARGS]",
+		Short:              "Run one cryptshift-internal plan step (used by plan -o script)",
+		Hidden:             true,
+		DisableFlagParsing: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return apply.Internal(cmd.Context(), execx.Exec{}, args, os.Stdin, cmd.OutOrStdout())
+		},
+	}
+}

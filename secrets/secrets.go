@@ -1,0 +1,159 @@
+// Package secrets obtains the secrets apply and migrate need, from the
+// sources an admin trusts: a terminal without echo, a file, or an inherited
+// file descriptor; and generates recovery keys. Secrets are []byte, never
+// strings in logs, and are wiped from memory by Wipe when done.
+package secrets
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"golang.org/x/term"
+)
+
+// MaxLen bounds what is read from a file or descriptor: cryptsetup's key
+// files may be 8 MiB, a passphrase never needs that much.
+const MaxLen = 8 << 20
+
+// trimNewlines drops trailing CR/LF: a passphrase file written by an editor
+// or echo ends in a newline that is not part of the passphrase (what you
+// type at the boot prompt has none).
+func trimNewlines(b []byte) []byte { return bytes.TrimRight(b, "\r\n") }
+
+// FromFile reads a passphrase from a file (trailing newlines dropped).
+func FromFile(path string) ([]byte, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read passphrase file: %w", err)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("cannot use passphrase file %s: its mode %04o lets other users read it; chmod 600 it", path, st.Mode().Perm())
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read passphrase file: %w", err)
+	}
+	defer f.Close()
+	return readAll(f, "passphrase file "+path)
+}
+
+// FromFD reads a passphrase from an inherited descriptor until EOF.
+func FromFD(fd int) ([]byte, error) {
+	f := os.NewFile(uintptr(fd), fmt.Sprintf("fd %d", fd))
+	if f == nil {
+		return nil, fmt.Errorf("cannot read passphrase from fd %d: not open", fd)
+	}
+	defer f.Close()
+	return readAll(f, fmt.Sprintf("fd %d", fd))
+}
+
+func readAll(r io.Reader, what string) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, MaxLen+1))
+	if err != nil {
+		return nil, fmt.Errorf("cannot read %s: %w", what, err)
+	}
+	if len(b) > MaxLen {
+		return nil, fmt.Errorf("cannot use %s: longer than %d bytes", what, MaxLen)
+	}
+	b = trimNewlines(b)
+	if len(b) == 0 {
+		return nil, fmt.Errorf("cannot use %s: it is empty", what)
+	}
+	return b, nil
+}
+
+// ErrNoTerminal is returned when a prompt is needed but there is no tty.
+var ErrNoTerminal = errors.New("no terminal to ask on; pass --passphrase-file FILE or --passphrase-fd N")
+
+// Prompt asks on the controlling terminal without echo. With confirm it
+// asks twice and insists on equal answers.
+func Prompt(prompt string, confirm bool) ([]byte, error) {
+	tty, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
+	if err != nil {
+		return nil, ErrNoTerminal
+	}
+	defer tty.Close()
+	fd := int(tty.Fd())
+	if !term.IsTerminal(fd) {
+		return nil, ErrNoTerminal
+	}
+	for {
+		fmt.Fprint(tty, prompt)
+		a, err := term.ReadPassword(fd)
+		fmt.Fprintln(tty)
+		if err != nil {
+			return nil, fmt.Errorf("cannot read passphrase: %w", err)
+		}
+		if len(a) == 0 {
+			fmt.Fprintln(tty, "The passphrase is empty; try again.")
+			continue
+		}
+		if !confirm {
+			return a, nil
+		}
+		fmt.Fprint(tty, "Repeat it: ")
+		b, err := term.ReadPassword(fd)
+		fmt.Fprintln(tty)
+		if err != nil {
+			return nil, fmt.Errorf("cannot read passphrase: %w", err)
+		}
+		if bytes.Equal(a, b) {
+			Wipe(b)
+			return a, nil
+		}
+		Wipe(a)
+		Wipe(b)
+		fmt.Fprintln(tty, "The passphrases differ; try again.")
+	}
+}
+
+// Wipe overwrites a secret in memory.
+func Wipe(b []byte) {
+	for i := range b {
+		b[i] = 0
+	}
+}
+
+// Crockford's base32 alphabet: no I, L, O or U to misread or mistype.
+const recoveryAlphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+// NewRecoveryKey returns a recovery key of 8 groups of 5 characters
+// (200 bits from the kernel's CSPRNG), e.g. 7K2QH-...; easy to write down.
+func NewRecoveryKey() ([]byte, error) {
+	raw := make([]byte, 40)
+	if _, err := rand.Read(raw); err != nil {
+		return nil, fmt.Errorf("cannot generate a recovery key: %w", err)
+	}
+	var b strings.Builder
+	for i, v := range raw {
+		if i > 0 && i%5 == 0 {
+			b.WriteByte('-')
+		}
+		b.WriteByte(recoveryAlphabet[int(v)%32]) // 256 is a multiple of 32: no bias
+	}
+	Wipe(raw)
+	return []byte(b.String()), nil
+}
+
+// WriteNew writes a secret to a new file with mode 0400, refusing to
+// overwrite, and syncs it before returning.
+func WriteNew(path string, secret []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o400)
+	if err != nil {
+		return fmt.Errorf("cannot write %s: %w", path, err)
+	}
+	if _, err := f.Write(append(append([]byte{}, secret...), '\n')); err != nil {
+		f.Close()
+		return fmt.Errorf("cannot write %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("cannot write %s: %w", path, err)
+	}
+	return f.Close()
+}

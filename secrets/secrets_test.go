@@ -1,0 +1,71 @@
+package secrets
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+func TestFromFile(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		content string
+		mode    os.FileMode
+		want    string
+		err     string
+	}{
+		{"s3cret pass\n", 0o600, "s3cret pass", ""},
+		{"s3cret\r\n\n", 0o400, "s3cret", ""},
+		{"two\nlines\n", 0o600, "two\nlines", ""},
+		{"\n", 0o600, "", "empty"},
+		{"x", 0o644, "", "chmod 600"},
+	}
+	for i, tt := range tests {
+		p := filepath.Join(dir, string(rune('a'+i)))
+		os.WriteFile(p, []byte(tt.content), tt.mode)
+		os.Chmod(p, tt.mode)
+		got, err := FromFile(p)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("%q: got %v, want an error with %q", tt.content, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || string(got) != tt.want {
+			t.Errorf("%q: got %q, %v; want %q", tt.content, got, err, tt.want)
+		}
+	}
+}
+
+func TestRecoveryKey(t *testing.T) {
+	seen := map[string]bool{}
+	re := regexp.MustCompile(`^[0-9A-HJKMNP-TV-Z]{5}(-[0-9A-HJKMNP-TV-Z]{5}){7}$`)
+	for i := 0; i < 100; i++ {
+		k, err := NewRecoveryKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !re.Match(k) {
+			t.Fatalf("got %q", k)
+		}
+		if seen[string(k)] {
+			t.Fatal("a recovery key repeated")
+		}
+		seen[string(k)] = true
+	}
+}
+
+func TestWriteNewRefusesOverwrite(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "rk")
+	if err := WriteNew(p, []byte("K")); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := os.Stat(p); st.Mode().Perm() != 0o400 {
+		t.Errorf("mode %v", st.Mode())
+	}
+	if err := WriteNew(p, []byte("K2")); err == nil {
+		t.Fatal("overwrote an existing secret file")
+	}
+}
