@@ -135,14 +135,19 @@ func (e *env) initramfsMembers(img string) ([]sysconf.InitramfsEntry, error) {
 	return sysconf.ListInitramfs(f)
 }
 
-// headerBackupDirs are searched (not recursively beyond one level) for
+// HeaderBackupDirs are searched (and their direct subdirectories) for
 // LUKS header backups: where `cryptsetup luksHeaderBackup` files usually
-// end up.
-var headerBackupDirs = []string{"/boot", "/root", "/etc", "/etc/luks", "/etc/cryptsetup-keys.d", "/var/backups", "/home"}
+// end up. `capture` copies only what this search finds from them.
+var HeaderBackupDirs = []string{"/boot", "/root", "/etc", "/etc/luks", "/etc/cryptsetup-keys.d", "/var/backups", "/home"}
 
-// maxHeaderBackupSize: LUKS2 headers with the default 16 MiB metadata plus
-// keyslot area; bigger files are images, not header backups.
-const maxHeaderBackupSize = 64 << 20
+// Header backup sizes: `cryptsetup luksHeaderBackup` writes everything up
+// to the data offset: at least the two 16 KiB LUKS2 metadata copies plus the
+// keyslot area (LUKS1: about 1 MiB), usually 16 MiB. Smaller files are not
+// backups; much bigger ones are images.
+const (
+	minHeaderBackupSize = 64 << 10
+	maxHeaderBackupSize = 64 << 20
+)
 
 // keys.header-backup: a header backup keeps every keyslot as it was: a
 // passphrase revoked later still opens the volume with the backup.
@@ -160,7 +165,7 @@ func checkHeaderBackups(e *env) {
 		}
 	}
 	if len(found) == 0 {
-		e.add(id, Pass, strings.Join(headerBackupDirs, " "), e.t("ev.keys.nohdr", strings.Join(headerBackupDirs, " ")))
+		e.add(id, Pass, strings.Join(HeaderBackupDirs, " "), e.t("ev.keys.nohdr", strings.Join(HeaderBackupDirs, " ")))
 		return
 	}
 	paths := make([]string, 0, len(found))
@@ -179,7 +184,7 @@ func checkHeaderBackups(e *env) {
 }
 
 // findLUKSFiles returns small regular files starting with the LUKS magic
-// in headerBackupDirs and their direct subdirectories.
+// in HeaderBackupDirs and their direct subdirectories.
 func (e *env) findLUKSFiles() []string {
 	var out []string
 	seen := map[string]bool{}
@@ -206,7 +211,7 @@ func (e *env) findLUKSFiles() []string {
 				continue
 			}
 			fi, err := ent.Info()
-			if err != nil || fi.Size() < 6 || fi.Size() > maxHeaderBackupSize {
+			if err != nil || fi.Size() < minHeaderBackupSize || fi.Size() > maxHeaderBackupSize {
 				continue
 			}
 			f, err := e.fs.Open(p)
@@ -221,7 +226,7 @@ func (e *env) findLUKSFiles() []string {
 			}
 		}
 	}
-	for _, d := range headerBackupDirs {
+	for _, d := range HeaderBackupDirs {
 		scan(d, 0)
 	}
 	return out

@@ -11,7 +11,7 @@ import (
 	"strings"
 
 	"github.com/cryptshift/cryptshift/blockstack/blockstacktest"
-	"github.com/cryptshift/cryptshift/capture"
+	"github.com/cryptshift/cryptshift/capture/manifest"
 	"github.com/cryptshift/cryptshift/luks"
 	"github.com/cryptshift/cryptshift/sysconf"
 )
@@ -22,7 +22,7 @@ const G = uint64(1) << 30
 // capture manifest (LUKS metadata, image sizes, initramfs listings).
 type fx struct {
 	*blockstacktest.Tree
-	m   capture.Manifest
+	m   manifest.Manifest
 	ct  []string // /etc/crypttab lines
 	fst []string // /etc/fstab lines
 	// drop lists files removed after the tree is written: a capture that
@@ -31,10 +31,10 @@ type fx struct {
 }
 
 func newFx(dir, host, comment string) *fx {
-	return &fx{Tree: blockstacktest.New(dir), m: capture.Manifest{
-		Schema: capture.Schema, Host: host, Date: "2026-11-22", Tool: "cryptshift fixture",
+	return &fx{Tree: blockstacktest.New(dir), m: manifest.Manifest{
+		Schema: manifest.Schema, Host: host, Date: "2026-11-22", Tool: "cryptshift fixture",
 		Kernel: "6.1.0-28-amd64", Comment: comment,
-		LUKS: map[string]*luks.Header{}, Files: map[string]capture.FileInfo{},
+		LUKS: map[string]*luks.Header{}, Files: map[string]manifest.FileInfo{},
 		Signatures: map[string]string{}, Initramfs: map[string][]sysconf.InitramfsEntry{},
 		Modes: map[string]uint32{},
 	}}
@@ -51,7 +51,7 @@ func (f *fx) finish() error {
 	if err != nil {
 		return err
 	}
-	f.File(capture.ManifestPath, string(b)+"\n", 0o644)
+	f.File(manifest.ManifestPath, string(b)+"\n", 0o644)
 	if err := f.Finish(); err != nil {
 		return err
 	}
@@ -176,7 +176,7 @@ func fileDisk(file, format, target string) string {
 // nothing for raw images, with the real size in the manifest.
 func (f *fx) image(p string, size int64, header []byte, format string) {
 	f.Bytes(p, header, 0o600)
-	f.m.Files[p] = capture.FileInfo{Size: size, Format: format}
+	f.m.Files[p] = manifest.FileInfo{Size: size, Format: format}
 }
 
 // qcow2Header writes a qcow2 v3 header as qemu-img 7.2 does: 104-byte

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/cryptshift/cryptshift/blockstack"
-	"github.com/cryptshift/cryptshift/capture"
+	"github.com/cryptshift/cryptshift/capture/manifest"
 	"github.com/cryptshift/cryptshift/rootfs"
 	"github.com/cryptshift/cryptshift/sysconf"
 )
@@ -24,6 +24,9 @@ type Options struct {
 	Date    string // report date override, YYYY-MM-DD
 	Version string // tool version for the report header
 	Now     func() time.Time
+	// FS, when set, is read instead of the directory Root (capture passes
+	// a recorder wrapping the live root).
+	FS rootfs.FS
 }
 
 // Run verifies the system and returns the report. An error means the
@@ -65,8 +68,11 @@ func Run(o Options) (*Report, error) {
 			return nil, fmt.Errorf("cannot verify %s: not a directory (use --image for disk images)", root)
 		}
 		e.fs = rootfs.Dir(root)
+		if o.FS != nil {
+			e.fs = o.FS
+		}
 		hdr.Root = root
-		m, captured, err := capture.ReadManifest(e.fs)
+		m, captured, err := manifest.ReadManifest(e.fs)
 		if err != nil {
 			return nil, err
 		}
@@ -124,7 +130,7 @@ type env struct {
 	fs       rootfs.FS
 	sys      *blockstack.System // nil for images
 	image    *guestImage        // nil unless --image
-	manifest *capture.Manifest  // nil unless a captured tree
+	manifest *manifest.Manifest // nil unless a captured tree
 	lang     string
 
 	fstab       []sysconf.FstabEntry

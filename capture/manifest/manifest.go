@@ -1,4 +1,5 @@
-package capture
+// Package manifest describes a tree captured by `cryptshift capture`.
+package manifest
 
 import (
 	"encoding/json"
