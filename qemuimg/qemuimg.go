@@ -153,7 +153,7 @@ func CreateCmd(o CreateOptions) execx.Cmd {
 // Create makes a new image.
 func (d *Driver) Create(ctx context.Context, o CreateOptions) error {
 	var err error
-	for attempt := 0; attempt < 5; attempt++ {
+	for attempt := 0; attempt < 20; attempt++ {
 		if _, err = d.Runner.Run(ctx, CreateCmd(o)); err == nil {
 			return nil
 		}
