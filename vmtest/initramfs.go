@@ -109,6 +109,12 @@ EOF
 chroot $N /bin/sh /run/vmtest/run.sh || fail "the run script failed with status $?"
 `
 
+// GuestCmdline is the kernel command line for guests built with
+// BuildInitramfs: console on the first serial port, and a panic (the script
+// or /init failing) ends the machine instead of hanging it; under libvirt,
+// put on_crash/on_reboot to destroy. cryptomgr.notests: see qemuArgs.
+const GuestCmdline = "console=ttyS0 quiet panic=-1 cryptomgr.notests"
+
 // BuildInitramfs writes dir/initrd.cpio: a busybox initramfs for the kit's
 // kernel whose /init mounts /proc, /sys, /dev (devtmpfs) and /run, loads
 // GuestModules plus extraModules (with their dependencies), runs script with

@@ -245,3 +245,50 @@ func run(t *testing.T, stdin []byte, prog string, args ...string) (string, error
 	t.Logf("%s %s (%.2fs)", prog, strings.Join(args, " "), time.Since(start).Seconds())
 	return string(out), err
 }
+
+// TestVMGuestKit boots the kit's kernel with an initramfs from
+// BuildInitramfs and a virtio-blk disk, the way the migrate tests boot a
+// tiny libvirt guest, and checks the script's pattern landed on the disk.
+func TestVMGuestKit(t *testing.T) {
+	testtier.VM(t, "qemu-system-x86_64")
+	if testtier.InVM() {
+		t.Skip("host-side test")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	kernel, err := vmtest.Kernel(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	script := `i=0
+while [ $i -lt 1000 ]; do printf 'block %06d\n' $i; i=$((i+1)); done >/dev/vda
+echo pattern-written
+`
+	initrd, err := vmtest.BuildInitramfs(ctx, dir, script, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	disk := filepath.Join(dir, "disk.raw")
+	if err := os.WriteFile(disk, make([]byte, vmtest.MiB), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.CommandContext(ctx, vmtest.Qemu, "-nodefaults", "-no-user-config", "-no-reboot",
+		"-accel", "tcg", "-cpu", "max", "-m", "256", "-display", "none", "-monitor", "none", "-serial", "stdio",
+		"-kernel", kernel, "-initrd", initrd, "-append", vmtest.GuestCmdline,
+		"-drive", "file="+disk+",format=raw,if=virtio").CombinedOutput()
+	if err != nil {
+		t.Fatalf("qemu: %v\n%s", err, out)
+	}
+	if !bytes.Contains(out, []byte("pattern-written")) {
+		t.Errorf("console lacks the script's output:\n%s", out)
+	}
+	got, _ := os.ReadFile(disk)
+	for _, i := range []int{0, 1, 999} {
+		want := fmt.Sprintf("block %06d\n", i)
+		off := i * len(want)
+		if off+len(want) > len(got) || string(got[off:off+len(want)]) != want {
+			t.Errorf("disk at %d: got %q, want %q", off, got[off:min(off+len(want), len(got))], want)
+		}
+	}
+}
