@@ -1,0 +1,122 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+const fixtures = "../../testdata/verify/"
+
+func TestVerifyExitStatuses(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		code int
+	}{
+		{"reference host passes", []string{"verify", "--root", fixtures + "mailhost-luks-on-lvm/root"}, 0},
+		{"plaintext swap fails", []string{"verify", "--root", fixtures + "swap-plain-partition/root"}, 1},
+		{"warnings pass", []string{"verify", "--root", fixtures + "swap-lv-in-luks-pv/root", "-o", "json"}, 0},
+		{"warnings fail with --strict", []string{"verify", "--root", fixtures + "swap-lv-in-luks-pv/root", "--strict"}, 1},
+		{"unknown format", []string{"verify", "-o", "pdf"}, 2},
+		{"unknown language", []string{"verify", "--lang", "fr"}, 2},
+		{"bad date", []string{"verify", "--date", "22.11.2026"}, 2},
+		{"root and image", []string{"verify", "--root", "/", "--image", "x.raw"}, 2},
+		{"unknown flag", []string{"verify", "--nope"}, 2},
+		{"missing root", []string{"verify", "--root", "/nonexistent/x"}, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := run(t, tt.args...)
+			if r.code != tt.code {
+				t.Errorf("got exit %d, want %d; stderr: %s", r.code, tt.code, r.stderr)
+			}
+		})
+	}
+}
+
+func TestVerifyJSONIsDeterministic(t *testing.T) {
+	args := []string{"verify", "--root", fixtures + "libvirt-backing-plain/root", "-o", "json", "--date", "2026-12-01"}
+	a, b := run(t, args...), run(t, args...)
+	if a.stdout != b.stdout {
+		t.Fatal("two runs gave different JSON")
+	}
+	var r struct {
+		Header struct{ Date, Host string }
+		Checks []struct {
+			ID, Status, Subject, Explanation string
+			Evidence                         []string
+		}
+		Summary struct{ Fail int }
+	}
+	if err := json.Unmarshal([]byte(a.stdout), &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Header.Date != "2026-12-01" || r.Header.Host != "kvm2" || r.Summary.Fail == 0 {
+		t.Errorf("header %+v, %d FAIL", r.Header, r.Summary.Fail)
+	}
+	for _, c := range r.Checks {
+		if c.ID == "" || c.Status == "" || c.Subject == "" || c.Explanation == "" || c.Evidence == nil {
+			t.Errorf("result misses a contract field: %+v", c)
+		}
+	}
+}
+
+// TestVerifyReportsSelfContained checks the HTML and Markdown evidence
+// reports in both languages: no external assets, no scripts, the German
+// one in German.
+func TestVerifyReportsSelfContained(t *testing.T) {
+	external := regexp.MustCompile(`(?i)(src|href)\s*=\s*["']?(https?:|//)|<script|<link|@import|url\(`)
+	for _, lang := range []string{"en", "de"} {
+		for _, format := range []string{"html", "markdown"} {
+			out := filepath.Join(t.TempDir(), "report."+format)
+			r := run(t, "verify", "--root", fixtures+"libvirt-leftover/root", "-o", format, "--lang", lang, "--out", out)
+			if r.code != 1 {
+				t.Fatalf("%s/%s: exit %d, want 1: %s", lang, format, r.code, r.stderr)
+			}
+			b, err := os.ReadFile(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := string(b)
+			if m := external.FindString(s); m != "" {
+				t.Errorf("%s/%s: external reference %q", lang, format, m)
+			}
+			word := map[string]string{"en": "Residual risks", "de": "Restrisiken"}[lang]
+			if !strings.Contains(s, word) || !strings.Contains(s, "libvirt.leftover") || !strings.Contains(s, "/var/lib/libvirt/images/mx.qcow2") {
+				t.Errorf("%s/%s: report lacks %q, the check id or the leftover image", lang, format, word)
+			}
+		}
+	}
+}
+
+func TestCaptureAndInspect(t *testing.T) {
+	dest := filepath.Join(t.TempDir(), "cap")
+	r := run(t, "capture", "--root", fixtures+"zram-writeback-plain/root", dest)
+	if r.code != 0 {
+		t.Fatalf("capture: exit %d: %s", r.code, r.stderr)
+	}
+	a := run(t, "verify", "--root", fixtures+"zram-writeback-plain/root", "-o", "json")
+	b := run(t, "verify", "--root", dest, "-o", "json")
+	strip := regexp.MustCompile(`"root": "[^"]*"`)
+	if strip.ReplaceAllString(a.stdout, "") != strip.ReplaceAllString(b.stdout, "") || a.code != b.code {
+		t.Errorf("verify on the capture differs from verify on the tree")
+	}
+	if r := run(t, "capture", "--root", fixtures+"zram-writeback-plain/root", dest); r.code == 0 {
+		t.Error("capture into a non-empty directory succeeded")
+	}
+	tree := run(t, "inspect", "--root", fixtures+"tmp-plain/root")
+	if tree.code != 0 || !strings.Contains(tree.stdout, "/tmp (ext4)  <-- PLAINTEXT") || !strings.Contains(tree.stdout, "root_crypt (dm-4, LUKS2)") {
+		t.Errorf("inspect tree (exit %d):\n%s", tree.code, tree.stdout)
+	}
+	hdr := run(t, "inspect", "-o", "json", "../../sysconf/testdata/v2.qcow2.hdr")
+	if hdr.code != 0 || !strings.Contains(hdr.stdout, `"backingFile": "/srv/old/plain.raw"`) {
+		t.Errorf("inspect qcow2 (exit %d): %s %s", hdr.code, hdr.stdout, hdr.stderr)
+	}
+	if r := run(t, "inspect", "../../go.mod"); r.code != 1 {
+		t.Errorf("inspect of a non-header: exit %d, want 1", r.code)
+	}
+}
