@@ -262,6 +262,17 @@ var catalog = map[string]msg{
 	"luks.discard.fix": {"A conscious trade-off: keep it for SSDs if the usage pattern is not sensitive and document that; otherwise remove `discard` from crypttab and `cryptsetup refresh --persistent` without --allow-discards.",
 		"Eine bewusste Abwägung: für SSDs beibehalten, wenn das Belegungsmuster nicht schutzbedürftig ist, und dokumentieren; sonst `discard` aus der crypttab entfernen und `cryptsetup refresh --persistent` ohne --allow-discards."},
 
+	// guest images
+	"image.partitions.title": {"Partitions of the guest image", "Partitionen des Gast-Abbilds"},
+	"image.partitions.why": {"Inside the image, every partition that is not a LUKS container holds the guest's data as it was written.",
+		"Im Abbild enthält jede Partition, die kein LUKS-Container ist, die Daten des Gasts so, wie sie geschrieben wurden."},
+	"image.partitions.fix": {"Store the image only on encrypted host storage (check with verify on the host), or encrypt inside the guest.",
+		"Das Abbild nur auf verschlüsseltem Host-Speicher ablegen (mit verify auf dem Host prüfen) oder im Gast verschlüsseln."},
+	"ev.image.noroot": {"no readable root filesystem (ext4 with etc/fstab) in the image", "kein lesbares Root-Dateisystem (ext4 mit etc/fstab) im Abbild"},
+	"ev.image.boot":   {"boot partition or no filesystem: no guest data expected", "Boot-Partition oder kein Dateisystem: keine Gastdaten zu erwarten"},
+	"ev.image.plain":  {"a plaintext filesystem or swap area inside the image", "ein unverschlüsseltes Dateisystem oder Swap im Abbild"},
+	"ui.area.image":   {"Guest image", "Gast-Abbild"},
+
 	// evidence phrases
 	"ev.absent":                  {"%s does not exist", "%s existiert nicht"},
 	"ev.unreadable":              {"cannot read %s: %v", "%s nicht lesbar: %v"},

@@ -143,7 +143,7 @@ func (r *Report) finish() {
 }
 
 // Areas group check ids in reports, in this order.
-var Areas = []string{"swap", "hibernate", "tmp", "coredump", "kdump", "logs", "libvirt", "lvm", "mail", "keys", "luks"}
+var Areas = []string{"image", "swap", "hibernate", "tmp", "coredump", "kdump", "logs", "libvirt", "lvm", "mail", "keys", "luks"}
 
 // Area returns the group of a check id: the part before the first dot.
 func Area(id string) string {
