@@ -95,7 +95,11 @@ func EnsureKit(ctx context.Context) (*Kit, error) {
 		return nil, err
 	}
 	defer unlock()
-	if _, err := os.Stat(filepath.Join(dir, "kit.json")); err == nil {
+	manifestPath := filepath.Join(dir, "kit.json")
+	if _, err := os.Stat(manifestPath); err == nil {
+		// Marks the kit as in use for pruneKits.
+		now := time.Now()
+		_ = os.Chtimes(manifestPath, now, now)
 		kitCached = k
 		return k, nil
 	}
@@ -106,11 +110,29 @@ func EnsureKit(ctx context.Context) (*Kit, error) {
 		return nil, err
 	}
 	manifest, _ := json.MarshalIndent(k, "", "  ")
-	if err := os.WriteFile(filepath.Join(dir, "kit.json"), append(manifest, '\n'), 0o644); err != nil {
+	if err := os.WriteFile(manifestPath, append(manifest, '\n'), 0o644); err != nil {
 		return nil, fmt.Errorf("cannot write kit manifest: %w", err)
 	}
+	pruneKits(filepath.Join(cache, "kit"), key, 7*24*time.Hour)
 	kitCached = k
 	return k, nil
+}
+
+// pruneKits removes kits (13 MB each) other than keep that no process has
+// used for maxAge; another checkout with other module lists may still want
+// a recent one.
+func pruneKits(dir, keep string, maxAge time.Duration) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if e.Name() == keep {
+			continue
+		}
+		fi, err := os.Stat(filepath.Join(dir, e.Name(), "kit.json"))
+		if err == nil && time.Since(fi.ModTime()) < maxAge {
+			continue
+		}
+		os.RemoveAll(filepath.Join(dir, e.Name()))
+	}
 }
 
 // Kernel returns the path of the kit's kernel image (downloading and
@@ -198,6 +220,14 @@ func kernelTree(ctx context.Context) (*kernelTreeInfo, error) {
 		}
 		if err := os.WriteFile(done, []byte(kt.Package+"\n"), 0o644); err != nil {
 			return nil, fmt.Errorf("cannot mark kernel tree complete: %w", err)
+		}
+		// apt moved on to this kernel, so every process on this machine
+		// will; the old trees (about 470 MB each) are dead weight.
+		olds, _ := filepath.Glob(filepath.Join(cache, "kernel", "*"))
+		for _, old := range olds {
+			if old != filepath.Dir(kt.Root) {
+				os.RemoveAll(old)
+			}
 		}
 	}
 	if err := pickBootImage(ctx, kt); err != nil {
@@ -387,7 +417,7 @@ func aptListsStamp(dir string) string {
 	n := 0
 	for _, e := range entries {
 		fi, err := e.Info()
-		if err != nil || !fi.Mode().IsRegular() || !strings.HasSuffix(e.Name(), "_Packages") {
+		if err != nil || !fi.Mode().IsRegular() || !strings.Contains(e.Name(), "_Packages") {
 			continue
 		}
 		fmt.Fprintf(h, "%s %d %d\n", e.Name(), fi.Size(), fi.ModTime().UnixNano())

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseShowDepends(t *testing.T) {
@@ -471,5 +472,51 @@ func TestMountsOf(t *testing.T) {
 		if err != nil || !reflect.DeepEqual(got, tt.want) {
 			t.Errorf("mountsOf(%s): got %q, %v; want %q", tt.devno, got, err, tt.want)
 		}
+	}
+}
+
+func TestPruneKits(t *testing.T) {
+	dir := t.TempDir()
+	old := time.Now().Add(-8 * 24 * time.Hour)
+	for name, mtime := range map[string]time.Time{"current": old, "stale": old, "recent": time.Now(), "broken": {}} {
+		os.MkdirAll(filepath.Join(dir, name), 0o755)
+		if !mtime.IsZero() {
+			m := filepath.Join(dir, name, "kit.json")
+			os.WriteFile(m, []byte("{}"), 0o644)
+			os.Chtimes(m, mtime, mtime)
+		}
+	}
+	pruneKits(dir, "current", 7*24*time.Hour)
+	tests := []struct {
+		name string
+		kept bool
+	}{{"current", true}, {"recent", true}, {"stale", false}, {"broken", false}}
+	for _, tt := range tests {
+		_, err := os.Stat(filepath.Join(dir, tt.name))
+		if kept := err == nil; kept != tt.kept {
+			t.Errorf("%s: kept %v, want %v", tt.name, kept, tt.kept)
+		}
+	}
+}
+
+func TestAptListsStamp(t *testing.T) {
+	dir := t.TempDir()
+	if got := aptListsStamp(dir); got != "" {
+		t.Errorf("empty lists: got stamp %q, want none", got)
+	}
+	// bookworm's apt stores lists lz4-compressed.
+	list := filepath.Join(dir, "deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages.lz4")
+	os.WriteFile(list, []byte("a"), 0o644)
+	os.WriteFile(filepath.Join(dir, "deb.debian.org_debian_dists_bookworm_InRelease"), []byte("x"), 0o644)
+	first := aptListsStamp(dir)
+	if first == "" {
+		t.Fatal("got no stamp for a Packages list")
+	}
+	if again := aptListsStamp(dir); again != first {
+		t.Errorf("unchanged lists: got %q, want %q", again, first)
+	}
+	os.WriteFile(list, []byte("ab"), 0o644) // apt-get update
+	if changed := aptListsStamp(dir); changed == first {
+		t.Errorf("changed list kept stamp %q", first)
 	}
 }
