@@ -222,7 +222,10 @@ func runTestsInVM(t *testing.T, names []string) (map[string]*guestTest, int, tim
 	if os.Getenv("CRYPTSHIFT_VM_CONSOLE") == "1" {
 		o.Console = os.Stderr
 	}
-	res, err := Run(context.Background(), o)
+	// Queueing for a VM slot eats into the same budget.
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	res, err := Run(ctx, o)
 	results := parseTestOutput(res.Output)
 	if err != nil {
 		// Hand every test what the guest managed to say.

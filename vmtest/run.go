@@ -34,9 +34,10 @@ type Options struct {
 	// MemoryMiB defaults to 2048, CPUs to 2 (the machines have 2 cores).
 	MemoryMiB int
 	CPUs      int
-	// Timeout bounds the whole boot-run-poweroff; default 10 minutes. On
-	// timeout or cancellation qemu is killed and Run returns an error with
-	// whatever output the guest had written.
+	// Timeout bounds the whole boot-run-poweroff, not the wait for a VM
+	// slot (see vmSlot); default 10 minutes. On timeout or cancellation of
+	// ctx qemu is killed and Run returns an error with whatever output the
+	// guest had written.
 	Timeout time.Duration
 	// CPU is qemu's -cpu model; default "max", which emulates AES-NI so
 	// dm-crypt uses aesni-intel (measured faster under TCG than the
@@ -99,17 +100,17 @@ func Run(ctx context.Context, o Options) (Result, error) {
 			return Result{}, fmt.Errorf("cannot resolve share %s: %w", o.Share, err)
 		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
-	defer cancel()
-
 	// Two VMs on two shared cores slow each other into timeouts; by default
-	// one VM runs at a time machine-wide and others queue (within their
-	// timeout).
+	// one VM runs at a time machine-wide and others queue, bounded by the
+	// caller's ctx only: o.Timeout is for the VM itself and starts once it
+	// has its slot.
 	release, err := vmSlot(ctx)
 	if err != nil {
 		return Result{}, fmt.Errorf("cannot get a VM slot: %w", err)
 	}
 	defer release()
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
 
 	runDir, err := os.MkdirTemp("", "cryptshift-vmtest-")
 	if err != nil {
