@@ -15,6 +15,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/cryptshift/cryptshift/internal/testtier"
 )
 
 // Options describe one command run in a fresh VM.
@@ -82,6 +84,12 @@ const consoleCap = 1 << 20
 func Run(ctx context.Context, o Options) (Result, error) {
 	if len(o.Args) == 0 {
 		return Result{}, errors.New("cannot run a command in the VM: no command given")
+	}
+	if testtier.InVM() {
+		// A batch boot runs every selected TestVM test in the guest,
+		// host-side ones included; TCG inside TCG would crawl, so they must
+		// skip there (if testtier.InVM() { t.Skip(...) }).
+		return Result{}, errors.New("cannot boot a VM inside the test VM: skip host-side tests when testtier.InVM()")
 	}
 	kit, err := EnsureKit(ctx)
 	if err != nil {
