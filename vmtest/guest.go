@@ -40,7 +40,9 @@ import (
 // With CRYPTSHIFT_VM_BATCH=1 (scripts/test-vm.sh sets it) the first TestVM
 // test that calls InGuest boots one VM for every TestVM test the host's
 // -test.run selects, and each test then reports its own result from that
-// run: one boot per package instead of one per test.
+// run: one boot per package instead of one per test. That runs host-side
+// TestVM tests (ones that call Run themselves) in the guest too, so they
+// must skip there: if testtier.InVM() { t.Skip("host-side test") }.
 func InGuest(t *testing.T) bool {
 	t.Helper()
 	if testtier.InVM() {
