@@ -64,14 +64,17 @@ func (c *Conn) BlockCopy(name, disk string, dest *libvirtxml.DomainDisk, shallow
 }
 
 // BlockCommitActive starts merging the active (top) image of a running
-// domain's disk into its backing image; after the pivot the guest runs on
-// the backing image alone.
+// domain's disk into its immediate backing image; after the pivot the guest
+// runs on that image and whatever lies below it.
+//
+// SHALLOW: without it, libvirt takes a NULL base to mean the bottom of the
+// chain and would merge every layer of a qcow2 chain into its base file.
 func (c *Conn) BlockCommitActive(name, disk string) error {
 	d, err := c.lookup(name)
 	if err != nil {
 		return err
 	}
-	if err := c.l.DomainBlockCommit(d, disk, nil, nil, 0, lv.DomainBlockCommitActive); err != nil {
+	if err := c.l.DomainBlockCommit(d, disk, nil, nil, 0, lv.DomainBlockCommitActive|lv.DomainBlockCommitShallow); err != nil {
 		return fmt.Errorf("cannot start merging the top image of disk %s of domain %q: %w", disk, name, err)
 	}
 	return nil
