@@ -49,18 +49,16 @@ func InGuest(t *testing.T) bool {
 		return true
 	}
 	var gt *guestTest
-	var code int
-	var runErr error
-	var boot time.Duration
+	var vm vmRun
 	if os.Getenv("CRYPTSHIFT_VM_BATCH") == "1" {
-		gt, code, boot, runErr = batchResult(t)
+		gt, vm = batchResult(t)
 	}
-	if gt == nil && runErr == nil {
+	if gt == nil && vm.err == nil {
 		var res map[string]*guestTest
-		res, code, boot, runErr = runTestsInVM(t, []string{t.Name()})
+		res, vm = runTestsInVM(t, []string{t.Name()})
 		gt = res[t.Name()]
 	}
-	report(t, gt, code, boot, runErr)
+	report(t, gt, vm)
 	return false
 }
 
@@ -70,24 +68,37 @@ type guestTest struct {
 	Output []byte
 }
 
-func report(t *testing.T, gt *guestTest, code int, boot time.Duration, runErr error) {
+// vmRun is what one boot of the test binary reported as a whole.
+type vmRun struct {
+	code   int // the guest test binary's exit status
+	queued time.Duration
+	boot   time.Duration
+	total  time.Duration
+	err    error
+}
+
+func (v vmRun) timing() string {
+	return fmt.Sprintf("waited %.1fs for a VM slot, booted to the test binary in %.1fs, VM ran %.1fs", v.queued.Seconds(), v.boot.Seconds(), v.total.Seconds())
+}
+
+func report(t *testing.T, gt *guestTest, vm vmRun) {
 	t.Helper()
 	var out []byte
 	if gt != nil {
 		out = gt.Output
 	}
-	if runErr != nil {
-		t.Fatalf("cannot run %s in the VM: %v\nguest output:\n%s", t.Name(), runErr, out)
+	if vm.err != nil {
+		t.Fatalf("cannot run %s in the VM: %v\nguest output:\n%s", t.Name(), vm.err, out)
 	}
 	switch {
 	case gt == nil || gt.Status == "":
-		t.Fatalf("the VM reported no result for %s (test binary exit status %d); was the test renamed or did the binary crash?\nguest output:\n%s", t.Name(), code, out)
+		t.Fatalf("the VM reported no result for %s (test binary exit status %d); was the test renamed or did the binary crash?\nguest output:\n%s", t.Name(), vm.code, out)
 	case gt.Status == "SKIP":
 		t.Skipf("skipped in the VM:\n%s", out)
 	case gt.Status == "FAIL":
-		t.Fatalf("failed in the VM (test binary exit status %d):\n%s", code, out)
+		t.Fatalf("failed in the VM (test binary exit status %d; %s):\n%s", vm.code, vm.timing(), out)
 	default:
-		t.Logf("passed in the VM (guest booted to the test in %.2fs):\n%s", boot.Seconds(), out)
+		t.Logf("passed in the VM (%s):\n%s", vm.timing(), out)
 	}
 }
 
@@ -95,9 +106,7 @@ var batch struct {
 	sync.Mutex
 	done    bool
 	results map[string]*guestTest
-	code    int
-	boot    time.Duration
-	err     error
+	vm      vmRun
 	names   map[string]bool
 }
 
@@ -105,7 +114,7 @@ var batch struct {
 // first time it is called and hands out each test's own result. A test not
 // in the batch (a subtest, or a filter the batch could not reproduce) gets
 // gt == nil and boots its own VM.
-func batchResult(t *testing.T) (*guestTest, int, time.Duration, error) {
+func batchResult(t *testing.T) (*guestTest, vmRun) {
 	batch.Lock()
 	defer batch.Unlock()
 	if !batch.done {
@@ -113,19 +122,19 @@ func batchResult(t *testing.T) (*guestTest, int, time.Duration, error) {
 		names, err := batchNames(t.Name())
 		if err != nil {
 			t.Logf("cannot batch the VM tests, running one VM per test: %v", err)
-			return nil, 0, 0, nil
+			return nil, vmRun{}
 		}
 		batch.names = map[string]bool{}
 		for _, n := range names {
 			batch.names[n] = true
 		}
 		t.Logf("running %d VM tests in one boot: %s", len(names), strings.Join(names, " "))
-		batch.results, batch.code, batch.boot, batch.err = runTestsInVM(t, names)
+		batch.results, batch.vm = runTestsInVM(t, names)
 	}
 	if !batch.names[t.Name()] {
-		return nil, 0, 0, nil
+		return nil, vmRun{}
 	}
-	return batch.results[t.Name()], batch.code, batch.boot, batch.err
+	return batch.results[t.Name()], batch.vm
 }
 
 // batchNames lists the top-level TestVM tests the host's -test.run and
@@ -190,15 +199,15 @@ func flagValue(name string) string {
 
 // runTestsInVM boots the VM once and runs the named tests of this binary
 // in it, bounded by the host test's own deadline.
-func runTestsInVM(t *testing.T, names []string) (map[string]*guestTest, int, time.Duration, error) {
+func runTestsInVM(t *testing.T, names []string) (map[string]*guestTest, vmRun) {
 	t.Helper()
 	bin, err := os.Executable()
 	if err != nil {
-		return nil, 0, 0, fmt.Errorf("cannot find the test binary: %w", err)
+		return nil, vmRun{err: fmt.Errorf("cannot find the test binary: %w", err)}
 	}
 	guestBin, cleanup, err := stageBinary(bin)
 	if err != nil {
-		return nil, 0, 0, err
+		return nil, vmRun{err: err}
 	}
 	defer cleanup()
 	timeout := 20 * time.Minute
@@ -207,7 +216,7 @@ func runTestsInVM(t *testing.T, names []string) (map[string]*guestTest, int, tim
 		timeout = time.Until(dl) - 15*time.Second
 	}
 	if timeout < time.Minute {
-		return nil, 0, 0, fmt.Errorf("only %s left before the test deadline", timeout.Round(time.Second))
+		return nil, vmRun{err: fmt.Errorf("only %s left before the test deadline", timeout.Round(time.Second))}
 	}
 	args := []string{guestBin,
 		"-test.run", runPattern(names),
@@ -229,6 +238,7 @@ func runTestsInVM(t *testing.T, names []string) (map[string]*guestTest, int, tim
 	defer cancel()
 	res, err := Run(ctx, o)
 	results := parseTestOutput(res.Output)
+	vm := vmRun{code: res.ExitCode, queued: res.Queued, boot: res.Boot, total: res.Duration}
 	if err != nil {
 		// Hand every test what the guest managed to say.
 		for _, n := range names {
@@ -239,9 +249,10 @@ func runTestsInVM(t *testing.T, names []string) (map[string]*guestTest, int, tim
 				results[n].Output = res.Output
 			}
 		}
-		return results, res.ExitCode, res.Boot, fmt.Errorf("%w; console tail: %s", err, lastLines(res.Console, 10))
+		vm.err = fmt.Errorf("%w (%s); console tail: %s", err, vm.timing(), lastLines(res.Console, 10))
+		return results, vm
 	}
-	return results, res.ExitCode, res.Boot, nil
+	return results, vm
 }
 
 // runPattern selects exactly the named tests: "^(A|B)$", with subtest

@@ -60,8 +60,10 @@ type Result struct {
 	Output []byte
 	// Console is the serial console (last 1 MiB), for diagnosing failures.
 	Console []byte
-	// Boot is the guest's uptime when the command started; Duration the
-	// wall time of the whole run, qemu start to exit.
+	// Queued is how long Run waited for a VM slot; Boot the guest's uptime
+	// when the command started; Duration the wall time of the VM, qemu
+	// start to exit.
+	Queued   time.Duration
 	Boot     time.Duration
 	Duration time.Duration
 	// ModulesFailed lists kit modules that did not load (CPU-specific
@@ -112,10 +114,12 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	// one VM runs at a time machine-wide and others queue, bounded by the
 	// caller's ctx only: o.Timeout is for the VM itself and starts once it
 	// has its slot.
+	queueStart := time.Now()
 	release, err := vmSlot(ctx)
 	if err != nil {
 		return Result{}, fmt.Errorf("cannot get a VM slot: %w", err)
 	}
+	queued := time.Since(queueStart)
 	defer release()
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
@@ -156,7 +160,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		<-waitErr
 		werr = ctx.Err()
 	}
-	res := Result{Duration: time.Since(start), Console: console.Bytes()}
+	res := Result{Queued: queued, Duration: time.Since(start), Console: console.Bytes()}
 	res.Output, _ = os.ReadFile(filepath.Join(runDir, "output"))
 	res.Boot = readUptime(filepath.Join(runDir, "uptime-start"))
 	if b, err := os.ReadFile(filepath.Join(runDir, "modules-failed")); err == nil {

@@ -62,7 +62,7 @@ func realMain(ctx context.Context, args []string) int {
 		}
 		res, err := vmtest.Run(ctx, o)
 		os.Stdout.Write(res.Output)
-		fmt.Fprintf(os.Stderr, "vmkit: boot %.2fs, total %.2fs, exit status %d\n", res.Boot.Seconds(), res.Duration.Seconds(), res.ExitCode)
+		fmt.Fprintf(os.Stderr, "vmkit: queued %.2fs, boot %.2fs, total %.2fs, exit status %d\n", res.Queued.Seconds(), res.Boot.Seconds(), res.Duration.Seconds(), res.ExitCode)
 		if len(res.ModulesFailed) > 0 {
 			fmt.Fprintf(os.Stderr, "vmkit: modules that did not load: %v\n", res.ModulesFailed)
 		}
