@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cryptshift/cryptshift/journal"
 	"github.com/cryptshift/cryptshift/libvirt"
 	"github.com/cryptshift/cryptshift/libvirt/libvirttest"
 	"github.com/cryptshift/cryptshift/migrate"
@@ -188,10 +189,14 @@ func (e *env) checkOriginal(t *testing.T, g *guest, running bool) {
 	must(t, q.Compare(ctx, qemuimg.Image{Path: g.want["vda"], Format: "raw"}, qemuimg.Image{Path: g.raw, Format: "raw"}, running))
 	must(t, q.Compare(ctx, qemuimg.Image{Path: g.want["vdb"], Format: "raw"}, qemuimg.Image{Path: g.qcow2, Format: "qcow2"}, running))
 	e.checkPoolClean(t, g, nil)
-	uuids, err := e.c.SecretUUIDs()
+	recs, err := journal.Read(e.journalOf(g))
 	must(t, err)
-	if len(uuids) != 0 {
-		t.Fatalf("secrets left after rollback: %v", uuids)
+	var h migrate.Header
+	must(t, json.Unmarshal(recs[0].Data, &h))
+	for _, d := range h.Disks {
+		if ok, err := e.c.SecretExists(d.SecretUUID); err != nil || ok {
+			t.Fatalf("secret %s of %s left after rollback (%v)", d.SecretUUID, d.Target, err)
+		}
 	}
 }
 

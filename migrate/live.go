@@ -3,6 +3,7 @@ package migrate
 import (
 	"context"
 	"fmt"
+	"os"
 	"time"
 
 	"libvirt.org/go/libvirtxml"
@@ -28,16 +29,7 @@ import (
 // so P's backing chain shows the guest the same disk as O's did.
 
 func (rt *runtime) pivotOverlayStep(d *Disk) *Step {
-	s := rt.t.OverlayStep(rt.h, d, d.Target+".pivot-overlay", d.PivotPath, Layer{Path: d.TargetPath, Format: qemuimg.LUKS, Type: "file"})
-	run := s.Run
-	s.Run = func(ctx context.Context) error {
-		if err := run(ctx); err != nil {
-			return err
-		}
-		rt.fresh[d.PivotPath] = true
-		return nil
-	}
-	return s
+	return rt.t.OverlayStep(rt.h, d, d.Target+".pivot-overlay", d.PivotPath, Layer{Path: d.TargetPath, Format: qemuimg.LUKS, Type: "file"})
 }
 
 func (rt *runtime) snapshotStep(all []string) *Step {
@@ -184,6 +176,7 @@ func (rt *runtime) liveMove(ctx context.Context, d *Disk) error {
 			if err := rt.hv.BlockCommitActive(h.Domain, d.Target); err != nil {
 				return err
 			}
+			rt.failpoint("job:" + d.Target + ":commit")
 			if err := rt.waitPivot(ctx, d, "commit"); err != nil {
 				return err
 			}
@@ -192,17 +185,19 @@ func (rt *runtime) liveMove(ctx context.Context, d *Disk) error {
 				return err
 			}
 		case top == d.OverlayPath && job.Type == libvirt.JobNone:
-			if !rt.fresh[d.PivotPath] {
-				// After a crash the overlay may hold part of an aborted
-				// copy: start from an empty one.
+			if _, err := os.Stat(d.PivotPath); rt.copyStarted[d.Target] || err != nil {
+				// A copy that was started and then aborted (or a crash)
+				// may have left part of its data: start from an empty one.
 				if err := rt.pivotOverlayStep(d).Run(ctx); err != nil {
 					return err
 				}
 			}
-			delete(rt.fresh, d.PivotPath)
+			rt.copyStarted[d.Target] = true
+			rt.event(map[string]any{"event": "pivot-copy", "disk": d.Target})
 			if err := rt.hv.BlockCopy(h.Domain, d.Target, rt.copyDest(d), true); err != nil {
 				return err
 			}
+			rt.failpoint("job:" + d.Target + ":copy")
 			if err := rt.waitPivot(ctx, d, "shallow copy"); err != nil {
 				return err
 			}

@@ -96,7 +96,10 @@ type runtime struct {
 	prog       progress.Reporter
 	keys       map[string][]byte // secret UUID → key, in memory only
 	passphrase []byte
-	fresh      map[string]bool // overlays made by this process, still empty
+	// copyStarted: a shallow copy onto the disk's pivot overlay was
+	// started (by this or an earlier process), so the overlay may not be
+	// empty any more.
+	copyStarted map[string]bool
 
 	states     map[string]string // disk → last recorded state
 	verified   map[string]bool
@@ -105,6 +108,7 @@ type runtime struct {
 	notes      []string
 
 	shutdownTimeout time.Duration
+	lockWait        time.Duration // how long whenUnlocked waits
 	failpoint       func(string)
 }
 
@@ -159,9 +163,13 @@ func usage(err error) error { return exitcode.With(exitcode.Usage, err) }
 
 func newRuntime(o *Options) (*runtime, func(), error) {
 	rt := &runtime{hv: o.Hypervisor, img: o.Images, out: o.Out, prog: o.Progress,
-		keys: map[string][]byte{}, fresh: map[string]bool{}, states: map[string]string{},
-		verified: map[string]bool{}, noted: map[string]bool{}, shutdownTimeout: o.ShutdownTimeout}
+		keys: map[string][]byte{}, copyStarted: map[string]bool{}, states: map[string]string{},
+		verified: map[string]bool{}, noted: map[string]bool{}, shutdownTimeout: o.ShutdownTimeout,
+		lockWait: 30 * time.Minute}
 	rt.failpoint = failpointFromEnv()
+	if testFailpoint != nil {
+		rt.failpoint = testFailpoint
+	}
 	closeFn := func() {}
 	if rt.hv == nil {
 		c, err := libvirt.Dial(o.Connect)
@@ -281,6 +289,12 @@ func (rt *runtime) resume(ctx context.Context, o *Options) (*Result, error) {
 	if rt.rolledBack(recs) {
 		return nil, fmt.Errorf("cannot resume: journal %s was rolled back; remove it (and %s) to migrate again", o.JournalPath, h.OrigXMLPath)
 	}
+	// Operational choices the user may add when continuing: power a guest
+	// off that will not shut down, retire the sources after all.
+	if o.ForceOff && !h.ForceOff {
+		h.ForceOff = true
+		rt.event(map[string]any{"event": "force-off-requested"})
+	}
 	if o.RetireSource && !h.RetireSource {
 		h.RetireSource = true
 		rt.event(map[string]any{"event": "retire-requested"})
@@ -368,9 +382,12 @@ func (rt *runtime) replay(recs []journal.Record) map[string]bool {
 		case "event":
 			var e struct {
 				Event string `json:"event"`
+				Disk  string `json:"disk"`
 			}
 			if json.Unmarshal(r.Data, &e) == nil {
 				switch e.Event {
+				case "pivot-copy":
+					rt.copyStarted[e.Disk] = true
 				case "paused":
 					rt.pausedByUs = true
 				case "resumed":
@@ -401,6 +418,10 @@ func (rt *runtime) execute(ctx context.Context, steps []*Step, done map[string]b
 	total := len(steps)
 	for i, s := range steps {
 		if done[s.ID] {
+			// Journals written before states preceded done records.
+			for _, d := range s.stateDisks() {
+				rt.recordState(d, s.State)
+			}
 			continue
 		}
 		if err := ctx.Err(); err != nil {
@@ -416,10 +437,12 @@ func (rt *runtime) execute(ctx context.Context, steps []*Step, done map[string]b
 			}
 			return rt.result(doc), fmt.Errorf("cannot finish step %s of the migration of %s: %w; fix the cause and continue with --resume, or roll back with cryptshift rollback %s", s.ID, rt.h.Domain, err, rt.j.Path())
 		}
-		rt.append("step", stepRecord{ID: s.ID, Status: "done"})
+		// States first: a crash between them and the step's done record
+		// reruns the (idempotent) step, never skips a disk's state.
 		for _, d := range s.stateDisks() {
 			rt.recordState(d, s.State)
 		}
+		rt.append("step", stepRecord{ID: s.ID, Status: "done"})
 	}
 	if err := rt.t.Finish(ctx); err != nil {
 		return rt.result(doc), err
@@ -563,6 +586,9 @@ func failpointFromEnv() func(string) {
 		}
 	}
 }
+
+// testFailpoint replaces the environment's failpoint in unit tests.
+var testFailpoint func(string)
 
 // recoverJournal turns a journal write failure (raised by append) into an
 // error.

@@ -175,7 +175,7 @@ func (rt *runtime) copyStep(d *Disk) *Step {
 			return err
 		}
 		stop := rt.watchCopy(ctx, d)
-		err = rt.img.Convert(ctx, d.sourceImage(), dst)
+		err = rt.whenUnlocked(ctx, d.TargetPath, func() error { return rt.img.Convert(ctx, d.sourceImage(), dst) })
 		stop(err)
 		return err
 	}
@@ -195,11 +195,35 @@ func (rt *runtime) verifyStep(d *Disk) *Step {
 			return err
 		}
 		rt.prog.Start("verify "+d.Target, 0)
-		err = rt.img.Compare(ctx, d.sourceImage(), dst, false)
+		err = rt.whenUnlocked(ctx, d.TargetPath, func() error { return rt.img.Compare(ctx, d.sourceImage(), dst, false) })
 		rt.prog.Done(err)
 		return err
 	}
 	return s
+}
+
+// whenUnlocked runs op, and runs it again while qemu's image locking says
+// another process holds the image: after a kill -9 of cryptshift, the
+// qemu-img it started may still be writing the target (it is not killed
+// with its parent) and finishes within a copy's time.
+func (rt *runtime) whenUnlocked(ctx context.Context, path string, op func() error) error {
+	deadline := time.Now().Add(rt.lockWait)
+	said := false
+	for {
+		err := op()
+		if err == nil || !strings.Contains(err.Error(), "Failed to get") || !strings.Contains(err.Error(), "lock") || time.Now().After(deadline) {
+			return err
+		}
+		if !said {
+			rt.printf("waiting for another process (an interrupted cryptshift's qemu-img?) to release %s\n", path)
+			said = true
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // guestDisk returns the persistent disk element for a disk on its target:

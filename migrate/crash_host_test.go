@@ -1,0 +1,159 @@
+package migrate_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cryptshift/cryptshift/migrate"
+)
+
+var (
+	cliOnce sync.Once
+	cliPath string
+	cliErr  error
+	cliDir  string
+)
+
+// cli builds the cryptshift binary once per test run: the crash matrix
+// kills a real process.
+func cli(t *testing.T) string {
+	t.Helper()
+	cliOnce.Do(func() {
+		cliDir, cliErr = os.MkdirTemp("", "cs-cli-")
+		if cliErr != nil {
+			return
+		}
+		cliPath = filepath.Join(cliDir, "cryptshift")
+		out, err := exec.Command("go", "build", "-o", cliPath, "github.com/cryptshift/cryptshift/cmd/cryptshift").CombinedOutput()
+		if err != nil {
+			cliErr = errors.New(string(out))
+		}
+	})
+	if cliErr != nil {
+		t.Fatalf("cannot build cryptshift: %v", cliErr)
+	}
+	return cliPath
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if cliDir != "" {
+		os.RemoveAll(cliDir)
+	}
+	os.Exit(code)
+}
+
+// runCLI runs `cryptshift migrate` for g; with a failpoint it expects the
+// process to die of SIGKILL there and reports whether it did.
+func (e *env) runCLI(t *testing.T, g *guest, mode, failpoint string, extra ...string) (killed bool, out string, err error) {
+	t.Helper()
+	args := append([]string{"migrate", g.name, "--connect", e.d.Socket, "--to", "pool:enc", "--mode", mode,
+		"--yes", "--journal", e.journalOf(g), "--iter-time", "10", "--progress", "none"}, extra...)
+	cmd := exec.Command(cli(t), args...)
+	cmd.Env = append(os.Environ(), "CRYPTSHIFT_FAILPOINT="+failpoint)
+	var buf bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL {
+			return true, buf.String(), nil
+		}
+	}
+	return false, buf.String(), err
+}
+
+func (e *env) journalOf(g *guest) string { return filepath.Join(e.dir, "journal", g.name+".journal") }
+
+type crashCounts struct{ injected, resumed, rolledBack atomic.Int32 }
+
+// TestHostCrashMatrix kills cryptshift with SIGKILL at every journal state
+// (and during a copy and while a block job runs), then either resumes
+// (the result must be the complete, verified migration) or rolls back (the
+// guest must be back on its original disks with identical data and
+// nothing of the migration left).
+func TestHostCrashMatrix(t *testing.T) {
+	e := newEnv(t)
+	cli(t)
+	points := map[string][]string{
+		migrate.ModeOffline: {
+			"state:vda:target-created", "copy:vda", "state:vda:copied", "state:vda:verified",
+			"state:vdb:verified", "begin:domain.switch", "state:vda:switched",
+		},
+		migrate.ModeLive: {
+			"state:vda:target-created", "begin:domain.snapshot", "state:vda:snapshot", "copy:vdb",
+			"state:vda:copied", "state:vdb:verified", "job:vda:copy", "job:vda:commit",
+			"state:vda:switched", "state:vdb:switched",
+		},
+	}
+	var n crashCounts
+	start := time.Now()
+	t.Run("matrix", func(t *testing.T) {
+		i := 0
+		for _, mode := range []string{migrate.ModeOffline, migrate.ModeLive} {
+			for _, fp := range points[mode] {
+				for _, then := range []string{"resume", "rollback"} {
+					i++
+					name := mode[:3] + "-" + then[:3] + "-" + itoa(i)
+					t.Run(mode+"/"+fp+"/"+then, func(t *testing.T) {
+						t.Parallel()
+						e.crashOnce(t, &n, name, mode, fp, then)
+					})
+				}
+			}
+		}
+	})
+	t.Logf("crash matrix: %d crashes injected, %d resumed to a verified migration, %d rolled back to identical originals, in %s",
+		n.injected.Load(), n.resumed.Load(), n.rolledBack.Load(), time.Since(start).Round(time.Second))
+}
+
+func (e *env) crashOnce(t *testing.T, n *crashCounts, name, mode, fp, then string) {
+	live := mode == migrate.ModeLive
+	g := e.newGuest(t, name, live)
+	pid := e.d.QemuPID(g.name)
+	killed, out, err := e.runCLI(t, g, mode, fp)
+	if !killed {
+		t.Fatalf("failpoint %s did not fire (err %v):\n%s", fp, err, out)
+	}
+	n.injected.Add(1)
+	switch then {
+	case "resume":
+		killed, out, err := e.runCLI(t, g, mode, "", "--resume")
+		if killed || err != nil {
+			t.Fatalf("resume after %s: %v\n%s\n%s", fp, err, out, e.d.DomainLog(g.name))
+		}
+		e.checkMigrated(t, g, live)
+		n.resumed.Add(1)
+	case "rollback":
+		var buf bytes.Buffer
+		if err := migrate.Rollback(context.Background(), e.journalOf(g), migrate.RollbackOptions{Out: &buf}); err != nil {
+			t.Fatalf("rollback after %s: %v\n%s\n%s", fp, err, buf.String(), e.d.DomainLog(g.name))
+		}
+		if !live {
+			// The guest boots its original disks.
+			must(t, e.c.StartDomain(g.name))
+		}
+		e.checkOriginal(t, g, true)
+		n.rolledBack.Add(1)
+	}
+	if live && e.d.QemuPID(g.name) != pid {
+		t.Fatalf("the live guest was restarted (qemu pid %d, was %d)", e.d.QemuPID(g.name), pid)
+	}
+}
+
+func itoa(i int) string {
+	const digits = "0123456789"
+	if i < 10 {
+		return digits[i : i+1]
+	}
+	return itoa(i/10) + digits[i%10:i%10+1]
+}
