@@ -156,7 +156,7 @@ func TestCopy(t *testing.T) {
 		opt  Options
 	}{
 		{"64k chunks", Options{ChunkSize: 64 * kiB}},
-		{"4k chunks, depth 1, serial", Options{ChunkSize: 4 * kiB, Depth: 1, Readers: 1, Writers: 1}},
+		{"4k chunks, depth 1, serial, verify", Options{ChunkSize: 4 * kiB, Depth: 1, Readers: 1, Writers: 1, Verify: true}},
 		{"64k chunks, verify, 3 writers", Options{ChunkSize: 64 * kiB, Verify: true, Writers: 3, Readers: 3}},
 		{"defaults, buffered", Options{Buffered: true, Verify: true}},
 	}
@@ -445,6 +445,25 @@ func TestCopyVerifyCatchesDamage(t *testing.T) {
 			}
 			t.Log(err)
 		})
+	}
+}
+
+// TestCopyVerifyCatchesChangedBuffer changes a source buffer after it was
+// hashed, as a pipeline bug would: the target then equals the changed
+// buffer, and only the check against what was hashed can notice.
+func TestCopyVerifyCatchesChangedBuffer(t *testing.T) {
+	dir := t.TempDir()
+	src, _ := image(t, dir, "src", 2*miB, []seg{{0, 2 * miB, 'r'}}, 5)
+	dst, _ := oldPlaintext(t, dir, "dst", 2*miB)
+	testHookAfterHash = func(off int64, data []byte) {
+		if off == miB {
+			data[100] ^= 0xFF
+		}
+	}
+	defer func() { testHookAfterHash = nil }()
+	_, err := Copy(context.Background(), src, dst, Options{ChunkSize: 64 * kiB, Verify: true})
+	if err == nil || !strings.Contains(err.Error(), "bytes 1048576 to 1114112 read back differ") {
+		t.Fatalf("Copy = %v, want a verification error for the changed chunk", err)
 	}
 }
 

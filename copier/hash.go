@@ -57,7 +57,7 @@ func Hash(ctx context.Context, path string, size int64, opt HashOptions) (string
 	defer context.AfterFunc(ctx, p.stop)()
 	planned := make(chan *chunk, chanCap)
 	p.wg.Go(func() { r.plan(p, 0, planned) })
-	read := p.parallel(planned, o.Readers, r.read)
+	read := p.parallel(planned, o.Readers, chanCap, r.read)
 
 	h := sha256.New()
 	var pr Progress

@@ -19,6 +19,8 @@ type chunk struct {
 	buf   []byte // a pool buffer while the chunk holds source data
 	data  []byte // the chunk's bytes inside buf
 	vbuf  []byte // a pool buffer for verification
+	back  []byte // the chunk's bytes read back from the target, in vbuf
+	sum   uint64 // maphash of data, taken when it was hashed
 	// Byte accounting: data + zero + hole == n for source chunks.
 	dataB, zeroB, holeB int64
 	state               []byte // source hash state after this chunk
@@ -94,9 +96,9 @@ func (p *pipe) stopped() bool {
 // and delivers the chunks in sequence order, starting at sequence 0. Chunks
 // are delivered even when f fails or the pipe is stopped, so that later
 // stages release their buffers.
-func (p *pipe) parallel(in <-chan *chunk, workers int, f func(*chunk) error) <-chan *chunk {
+func (p *pipe) parallel(in <-chan *chunk, workers, outCap int, f func(*chunk) error) <-chan *chunk {
 	mid := make(chan *chunk, workers)
-	out := make(chan *chunk, chanCap)
+	out := make(chan *chunk, outCap)
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
