@@ -225,11 +225,11 @@ func (d *dev) writeAt(p []byte, off int64, n int, zero []byte) error {
 				lim = min(end, (off+a-1)&^(a-1))
 			}
 			fd = d.bfd
-			piece = d.source(p, zero, off, end, lim)
+			piece = d.source(p, zero, off, lim)
 		default:
 			lim := off + (end-off)&^(a-1)
 			fd = d.fd
-			piece = d.source(p, zero, off, end, lim)
+			piece = d.source(p, zero, off, lim)
 		}
 		k, err := pwrite(fd, piece, off)
 		if errors.Is(err, unix.EINTR) {
@@ -254,7 +254,7 @@ func (d *dev) writeAt(p []byte, off int64, n int, zero []byte) error {
 
 // source returns the bytes to write at [off, lim): from p (whose first byte
 // belongs at off) or from the zero buffer, at most len(zero) at a time.
-func (d *dev) source(p, zero []byte, off, end, lim int64) []byte {
+func (d *dev) source(p, zero []byte, off, lim int64) []byte {
 	if p != nil {
 		return p[:lim-off]
 	}
