@@ -81,9 +81,11 @@
 //     2.7-3.5 s); a whole `true` run 3.6-4.5 s. PVH vmlinux instead of the
 //     bzImage saved ~3 s, cryptomgr.notests ~0.5 s, not preloading xfs ~1 s.
 //   - TestVMHarness (two 64 MiB loops, LUKS2 argon2id at minimum cost, LVM,
-//     ext4, write, close, reopen, read, cleanup): 37.6 s host-side at load ~3,
-//     of which 3.5 s boot and 27.9 s in the guest test; each cryptsetup
-//     open costs ~1 s of argon2 under TCG.
+//     ext4, 24 MiB written, close, reopen, read back, cleanup): VM 30.3 s
+//     (boot 5.4 s, guest test 23.3 s) at load 13; 37.6 s host-side at load
+//     ~3 before the apt-cache memo and binary staging saved ~3.5 s. Each
+//     cryptsetup open costs ~1 s of argon2 under TCG. Queueing for the VM
+//     slot behind other packages' VM tests can add minutes (logged).
 //   - dm-crypt (aes-xts-plain64, 128 MiB, O_DIRECT): -cpu max (AES-NI
 //     emulated, xts-aes-aesni) writes 38-40 MB/s and reads 56-67 MB/s;
 //     -cpu qemu64 (xts(ecb(aes-generic))) writes 23-29 MB/s and reads

@@ -28,7 +28,9 @@ type Options struct {
 	// overriding the defaults (see guestEnv).
 	Env []string
 	// Dir is the guest working directory; default: the host's current
-	// directory, which exists in the guest at the same path.
+	// directory, which exists in the guest at the same path, except under
+	// /tmp: the guest has its own tmpfs there, so host files under /tmp
+	// (t.TempDir()) reach the guest only through Share.
 	Dir string
 	// Share, if set, is a host directory mounted read-write in the guest at
 	// the same path; the only way for the guest to leave files on the host.
