@@ -84,15 +84,18 @@ type crashCounts struct{ injected, resumed, rolledBack atomic.Int32 }
 func TestHostCrashMatrix(t *testing.T) {
 	e := newEnv(t)
 	cli(t)
+	// Every state boundary is covered against the fake libvirt
+	// (TestCrashResumeAndRollback); here each kind of boundary is crossed
+	// once for real: a target half made, a running qemu-img, a snapshot
+	// taken, both copies verified, a block job left running by the dead
+	// process (copy and commit), one disk switched and the other not.
 	points := map[string][]string{
 		migrate.ModeOffline: {
-			"state:vda:target-created", "copy:vda", "state:vda:copied", "state:vda:verified",
-			"state:vdb:verified", "begin:domain.switch", "state:vda:switched",
+			"state:vda:target-created", "copy:vda", "state:vdb:verified", "begin:domain.switch", "state:vda:switched",
 		},
 		migrate.ModeLive: {
-			"state:vda:target-created", "begin:domain.snapshot", "state:vda:snapshot", "copy:vdb",
-			"state:vda:copied", "state:vdb:verified", "job:vda:copy", "job:vda:commit",
-			"state:vda:switched", "state:vdb:switched",
+			"state:vda:target-created", "state:vda:snapshot", "copy:vdb", "state:vdb:verified",
+			"job:vda:copy", "job:vda:commit", "state:vda:switched",
 		},
 	}
 	var n crashCounts

@@ -73,7 +73,7 @@ mount --bind "$D/run" /run/libvirt
 mount --bind "$D/lib" /var/lib/libvirt
 mount --bind "$D/log" /var/log/libvirt
 mount --bind "$D/cache" /var/cache/libvirt
-exec virtlogd
+exec virtlogd --pid-file "$D/virtlogd.pid"
 `
 
 // Daemon is a private libvirtd.
@@ -170,7 +170,10 @@ func (d *Daemon) start() error {
 	if err := d.waitFor(vl, filepath.Join(d.Dir, "run", "virtlogd-sock"), nil); err != nil {
 		return fmt.Errorf("virtlogd: %w", err)
 	}
-	lvd, err := d.spawn(filepath.Join(d.Dir, "libvirtd.log"), "nsenter", fmt.Sprintf("--mount=/proc/%d/ns/mnt", vl), "--", "libvirtd")
+	lvd, err := d.spawn(filepath.Join(d.Dir, "libvirtd.log"), "nsenter", fmt.Sprintf("--mount=/proc/%d/ns/mnt", vl), "--",
+		// The default pid files (/run/libvirtd.pid, /run/virtlogd.pid) are
+		// outside the private directories; two harnesses would collide.
+		"libvirtd", "--pid-file", filepath.Join(d.Dir, "libvirtd.pid"))
 	if err != nil {
 		return err
 	}
