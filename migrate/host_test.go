@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"libvirt.org/go/libvirtxml"
+
 	"github.com/cryptshift/cryptshift/journal"
 	"github.com/cryptshift/cryptshift/libvirt"
 	"github.com/cryptshift/cryptshift/libvirt/libvirttest"
@@ -333,5 +335,87 @@ func qemuIO(t *testing.T, path string, cmds ...string) {
 	}
 	if out, err := exec.Command("qemu-io", append(args, path)...).CombinedOutput(); err != nil {
 		t.Fatalf("qemu-io %v: %v\n%s", cmds, err, out)
+	}
+}
+
+// TestHostBadInput: each refused migration says what is wrong and what to
+// do, and changes nothing: no volume, no secret, no snapshot, no journal.
+func TestHostBadInput(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	run := e.newGuest(t, "bad", true)
+	off := e.newGuest(t, "badoff", false)
+	// A guest whose disk is far larger than any pool (qcow2 allocates
+	// nothing up front, so 64 TiB costs a few KiB).
+	huge := filepath.Join(e.dir, "huge.qcow2")
+	must(t, qemuimg.New().Create(ctx, qemuimg.CreateOptions{Path: huge, Format: "qcow2", Size: 64 << 40}))
+	e.d.Define(t, libvirttest.Domain("big", libvirttest.FileDisk("vda", huge, "qcow2")), true)
+	shared := libvirttest.FileDisk("vdc", filepath.Join(e.dir, "bad-a.raw"), "raw")
+	shared.Target.Dev = "vdc"
+	sh := libvirttest.Domain("sh", libvirttest.FileDisk("vda", off.raw, "raw"), shared)
+	sh.Devices.Disks[1].Shareable = &libvirtxml.DomainDiskShareable{}
+	e.d.Define(t, sh, false)
+
+	tests := []struct {
+		name   string
+		domain string
+		adjust func(o *migrate.Options)
+		want   []string
+	}{
+		{name: "unknown domain", domain: "nope", want: []string{`cannot find domain "nope"`, "virsh list --all"}},
+		{name: "running domain offline", domain: run.name, adjust: func(o *migrate.Options) { o.Mode = migrate.ModeOffline },
+			want: []string{"domain bad is running", "--shutdown", "--mode live"}},
+		{name: "target too small", domain: "big", want: []string{`storage pool "enc" is too small`, "missing", "free space in the pool"}},
+		{name: "shareable disk", domain: "sh", adjust: func(o *migrate.Options) { o.Mode = migrate.ModeOffline },
+			want: []string{"disk vdc", "shareable"}},
+		{name: "wrong pool", domain: run.name, adjust: func(o *migrate.Options) { o.To = "pool:nope" },
+			want: []string{`cannot find storage pool "nope"`, "enc"}},
+		{name: "libvirtd unreachable", domain: run.name, adjust: func(o *migrate.Options) { o.Connect = filepath.Join(e.dir, "no-sock") },
+			want: []string{"cannot connect to libvirt", "is libvirtd (or virtqemud) running"}},
+	}
+	doms := []*guest{run, off}
+	before := map[string]string{}
+	for _, g := range doms {
+		before[g.name] = e.snapshotState(t, g)
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := migrate.Options{Domain: tt.domain, Connect: e.d.Socket, To: "pool:enc", Mode: migrate.ModeLive,
+				JournalPath: filepath.Join(e.dir, "journal", tt.domain+".journal"), IterTimeMS: iterTime}
+			if tt.adjust != nil {
+				tt.adjust(&o)
+			}
+			_, err := migrate.Run(ctx, o)
+			if err == nil {
+				t.Fatal("got nil error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+			if _, serr := os.Stat(o.JournalPath); !os.IsNotExist(serr) {
+				t.Errorf("a refused migration wrote a journal")
+			}
+			t.Logf("%s: %v", tt.name, err)
+		})
+	}
+	for _, g := range doms {
+		if after := e.snapshotState(t, g); after != before[g.name] {
+			t.Errorf("%s changed:\nbefore %s\nafter  %s", g.name, before[g.name], after)
+		}
+	}
+	if got := listDir(t, e.pool, ""); len(got) != 0 {
+		t.Errorf("the pool holds %v", got)
+	}
+	if uuids, err := e.c.SecretUUIDs(); err != nil || len(uuids) != 0 {
+		t.Errorf("secrets: %v, %v", uuids, err)
+	}
+	for _, name := range []string{"big", "sh"} {
+		dom, err := e.c.DomainXML(name, libvirt.XMLFlags{})
+		must(t, err)
+		if top := libvirt.Chain(libvirt.FindDisk(dom, "vda"))[0]; strings.HasPrefix(top, e.pool) {
+			t.Errorf("%s: vda moved to %s", name, top)
+		}
 	}
 }
