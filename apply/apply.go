@@ -97,6 +97,9 @@ type Options struct {
 	Report      Reporter
 	Out         io.Writer   // notices (e.g. from the initramfs step)
 	Stop        func() bool // true: stop at the next step boundary
+	// AfterStep is called once a step's completion is in the journal
+	// (fault injection in tests uses it to die at an exact boundary).
+	AfterStep func(n int, id string)
 }
 
 // ErrInterrupted is returned when Stop asked to stop between steps.
@@ -333,6 +336,9 @@ func (e *engine) execute(ctx context.Context, inFlight string) error {
 			return jerr
 		}
 		e.done[s.ID] = true
+		if e.opt.AfterStep != nil {
+			e.opt.AfterStep(i+1, s.ID)
+		}
 	}
 	_, err := e.j.Append(recFinished, nil)
 	return err

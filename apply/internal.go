@@ -17,6 +17,7 @@ import (
 
 	diskfs "github.com/diskfs/go-diskfs"
 	"github.com/diskfs/go-diskfs/partition/gpt"
+	"golang.org/x/sys/unix"
 
 	"github.com/cryptshift/cryptshift/internal/execx"
 	"github.com/cryptshift/cryptshift/secrets"
@@ -36,6 +37,7 @@ func Internal(ctx context.Context, run execx.Runner, args []string, stdin io.Rea
 		parts                                            multi
 		wipeParts                                        bool
 		n                                                int
+		head, tail                                       int64
 	)
 	fl.StringVar(&device, "device", "", "")
 	fl.StringVar(&tableUUID, "table-uuid", "", "")
@@ -47,6 +49,8 @@ func Internal(ctx context.Context, run execx.Runner, args []string, stdin io.Rea
 	fl.StringVar(&block, "block", "", "")
 	fl.StringVar(&mode, "mode", "0700", "")
 	fl.StringVar(&root, "root", "", "")
+	fl.Int64Var(&head, "head", 0, "")
+	fl.Int64Var(&tail, "tail", 0, "")
 	if err := fl.Parse(args[1:]); err != nil {
 		return fmt.Errorf("cannot run step %s: %w", args[0], err)
 	}
@@ -55,6 +59,8 @@ func Internal(ctx context.Context, run execx.Runner, args []string, stdin io.Rea
 		return Partition(device, tableUUID, parts, wipeParts)
 	case "keyfile":
 		return KeyFile(path, n)
+	case "zero":
+		return Zero(device, head, tail)
 	case "mkdir":
 		m, err := strconv.ParseUint(mode, 8, 32)
 		if err != nil {
@@ -370,4 +376,50 @@ func Initramfs(ctx context.Context, run execx.Runner, root string, w io.Writer) 
 	}
 	_, err := run.Run(ctx, cmd)
 	return err
+}
+
+// Zero writes zeros over the first head and last tail bytes of a device:
+// the undo of writing a partition table (primary and backup GPT) or an LVM
+// label and metadata area onto a device that was blank. For a block device
+// it then has the kernel re-read the (now absent) partition table.
+func Zero(device string, head, tail int64) error {
+	f, err := os.OpenFile(device, os.O_WRONLY, 0)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // the device is gone: nothing of ours is on it
+		}
+		return fmt.Errorf("cannot open %s: %w", device, err)
+	}
+	defer f.Close()
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return fmt.Errorf("cannot size %s: %w", device, err)
+	}
+	zero := make([]byte, 1<<20)
+	write := func(off, n int64) error {
+		for n > 0 {
+			c := min(n, int64(len(zero)))
+			if _, err := f.WriteAt(zero[:c], off); err != nil {
+				return fmt.Errorf("cannot clear %s: %w", device, err)
+			}
+			off, n = off+c, n-c
+		}
+		return nil
+	}
+	if err := write(0, min(head, size)); err != nil {
+		return err
+	}
+	if tail > 0 {
+		if err := write(max(size-tail, 0), min(tail, size)); err != nil {
+			return err
+		}
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("cannot sync %s: %w", device, err)
+	}
+	if st, err := f.Stat(); err == nil && st.Mode()&os.ModeDevice != 0 {
+		// BLKRRPART; EINVAL for devices without partitions is fine.
+		_ = unix.IoctlSetInt(int(f.Fd()), unix.BLKRRPART, 0)
+	}
+	return nil
 }

@@ -1,6 +1,7 @@
 package inventory
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -95,7 +96,16 @@ func Gather(ctx context.Context, opt Options) (*Inventory, error) {
 		}
 		inv.Devices = append(inv.Devices, dev)
 	}
-	for _, m := range sys.Mounts {
+	// This process's own mount table: apply mounts in its own namespace
+	// (and, in a rescue or test system, its own chroot), where PID 1's
+	// view would show other paths.
+	mounts := sys.Mounts
+	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
+		if ms, err := blockstack.ParseMountInfo(bytes.NewReader(b)); err == nil {
+			mounts = ms
+		}
+	}
+	for _, m := range mounts {
 		src := m.Source
 		if d := sys.DeviceByMajMin(m.MajMin()); d != nil {
 			src = paths[d.Name]

@@ -27,10 +27,12 @@ type Params struct {
 }
 
 // Stdin is the key-file argument that makes cryptsetup read a key from
-// standard input; FD3 names the first extra descriptor.
+// standard input; FD3 names the first extra descriptor. It is spelled with
+// /proc/self/fd because /dev/fd is a symlink that udev or systemd create,
+// absent from initramfs and rescue environments.
 const (
 	Stdin = "-"
-	FD3   = "/dev/fd/3"
+	FD3   = "/proc/self/fd/3"
 )
 
 // PBKDFArgs renders the key-stretching options.

@@ -301,7 +301,9 @@ func (p *planner) planGPT(lp string, d layout.Disk, dev *inventory.Device) {
 			Action: plan.ActPartition, Target: dev.Path,
 			Description: fmt.Sprintf("write a GPT with %d partition(s) to %s", len(d.Partitions), dev.Path),
 			Command:     args,
-			Undo:        []string{"wipefs", "--all", dev.Path},
+			// The disk was blank (or wiped with consent): clearing the
+			// primary and backup GPT puts it back.
+			Undo: []string{"cryptshift", "step", "zero", "--device", dev.Path, "--head", "1048576", "--tail", "1048576"},
 		})
 	}
 	children := p.inv.Children(dev.Path)
@@ -410,12 +412,7 @@ func (p *planner) addPV(lp, device string, size int64, vg string, fresh bool) {
 	pv := &pvState{device: device, layoutPath: lp, size: size, fresh: fresh}
 	vs.pvs = append(vs.pvs, pv)
 	if fresh {
-		p.add(plan.Step{
-			Action: plan.ActPVCreate, Target: device,
-			Description: fmt.Sprintf("make %s an LVM physical volume", device),
-			Command:     []string{"lvm", "pvcreate", device},
-			Undo:        []string{"lvm", "pvremove", device},
-		})
+		p.addPVCreate(device)
 		return
 	}
 	if existing := p.inv.PV(device); existing != nil {
@@ -431,11 +428,16 @@ func (p *planner) addPV(lp, device string, size int64, vg string, fresh bool) {
 			return
 		}
 	}
+	p.addPVCreate(device)
+}
+
+func (p *planner) addPVCreate(device string) {
 	p.add(plan.Step{
 		Action: plan.ActPVCreate, Target: device,
 		Description: fmt.Sprintf("make %s an LVM physical volume", device),
 		Command:     []string{"lvm", "pvcreate", device},
-		Undo:        []string{"lvm", "pvremove", device},
+		// The label and metadata area live before pe_start (1 MiB).
+		Undo: []string{"cryptshift", "step", "zero", "--device", device, "--head", "1048576"},
 	})
 }
 

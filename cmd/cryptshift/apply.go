@@ -10,6 +10,8 @@ import (
 	"os/signal"
 	"path/filepath"
 	"reflect"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -177,6 +179,7 @@ func runApply(ctx context.Context, stdout, stderr io.Writer, o applyOptions) err
 	}()
 	opt.Stop = stop.Load
 	opt.Report = newStepReporter(o.progress, stdout, stderr)
+	opt.AfterStep = faultInjection()
 
 	if o.resume {
 		err = apply.Resume(ctx, opt)
@@ -384,3 +387,21 @@ func (r *stepReporter) StepDone(n, total int, s plan.Step, took time.Duration, s
 	}
 }
 
+// faultInjection reads CRYPTSHIFT_FAULT, a test hook for crash matrices:
+// "kill-after:N" makes this process SIGKILL itself right after step N is
+// journalled as done, exactly as an external kill -9 at that boundary.
+func faultInjection() func(int, string) {
+	v, ok := strings.CutPrefix(os.Getenv("CRYPTSHIFT_FAULT"), "kill-after:")
+	if !ok {
+		return nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return nil
+	}
+	return func(step int, _ string) {
+		if step == n {
+			syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		}
+	}
+}

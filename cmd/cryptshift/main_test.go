@@ -4,51 +4,68 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/cryptshift/cryptshift/internal/testtier"
 )
 
 var binary string
 
 // TestMain builds the real binary once: the CLI contract (exit statuses,
-// stdout vs stderr) is tested on what users run.
+// stdout vs stderr) is tested on what users run. It goes under the
+// repository's .cache/, which the VM tier's guest sees at the same path
+// (the host root is shared read-only), so guest tests run it too.
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "cryptshift-cli")
-	if err != nil {
-		panic(err)
+	abs, _ := filepath.Abs("../../.cache/bin")
+	binary = filepath.Join(abs, "cryptshift")
+	if !testtier.InVM() {
+		if err := os.MkdirAll(abs, 0o755); err != nil {
+			panic(err)
+		}
+		tmp := fmt.Sprintf("%s.%d", binary, os.Getpid())
+		out, err := exec.Command("go", "build", "-o", tmp, ".").CombinedOutput()
+		if err != nil {
+			panic("cannot build cryptshift: " + string(out))
+		}
+		if err := os.Rename(tmp, binary); err != nil {
+			panic(err)
+		}
 	}
-	binary = filepath.Join(dir, "cryptshift")
-	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
-	if err != nil {
-		panic("cannot build cryptshift: " + string(out))
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(m.Run())
 }
 
 type result struct {
 	stdout, stderr string
-	code           int
+	code           int    // -1 when killed by a signal
+	signal         string // e.g. "signal: killed"
 }
 
 func run(t *testing.T, args ...string) result {
 	t.Helper()
+	return runEnv(t, nil, args...)
+}
+
+func runEnv(t *testing.T, env []string, args ...string) result {
+	t.Helper()
 	cmd := exec.Command(binary, args...)
+	cmd.Env = append(os.Environ(), env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
-	code := 0
+	r := result{stdout: stdout.String(), stderr: stderr.String()}
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
-		code = ee.ExitCode()
+		r.code = ee.ExitCode()
+		r.signal = ee.Error()
 	} else if err != nil {
 		t.Fatal(err)
 	}
-	return result{stdout.String(), stderr.String(), code}
+	return r
 }
 
 func TestPlanDefaultIsTheMailHostExample(t *testing.T) {

@@ -121,7 +121,11 @@ func (x Exec) Run(ctx context.Context, c Cmd) (Result, error) {
 	// Own process group: a Ctrl-C on the terminal goes to cryptshift
 	// alone, which stops at the next step boundary instead of killing
 	// cryptsetup or mkfs halfway through a write.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Pdeathsig: if cryptshift is killed (kill -9, OOM), the tool dies with
+	// it rather than running on as an orphan that a resumed apply would
+	// race; for the step, that is the same as a power loss, which resume
+	// handles.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if len(c.Env) > 0 {
 		cmd.Env = append(os.Environ(), c.Env...)
 	}

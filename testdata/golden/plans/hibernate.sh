@@ -54,7 +54,7 @@ lvm lvcreate --yes --wipesignatures y --zero y --name swap --extents 8192 vg0
 cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 --key-size 512 --hash sha256 --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --sector-size 4096 --label root --uuid 63b2e816-10fa-4b74-a9e5-1d74e535e8b1 --key-file - /dev/vg0/root < <(printf '%s' "$PASSPHRASE")
 
 # [10/33] addRecoveryKey:/dev/vg0/root: add the recovery key to a second keyslot of /dev/vg0/root
-cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --key-file - /dev/vg0/root /dev/fd/3 < <(printf '%s' "$PASSPHRASE") 3< <(printf '%s' "$RECOVERY_KEY")
+cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --key-file - /dev/vg0/root /proc/self/fd/3 < <(printf '%s' "$PASSPHRASE") 3< <(printf '%s' "$RECOVERY_KEY")
 
 # [11/33] open:/dev/mapper/root_crypt: open /dev/vg0/root as /dev/mapper/root_crypt
 cryptsetup open --type luks2 --key-file - /dev/vg0/root root_crypt < <(printf '%s' "$PASSPHRASE")
@@ -72,7 +72,7 @@ cryptshift step keyfile --path /target/etc/cryptsetup-keys.d/home_crypt.key --by
 cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 --key-size 512 --hash sha256 --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --sector-size 4096 --label home --uuid 01bf0c83-dc9b-4370-9d3f-f6f58b28a26e --key-file /target/etc/cryptsetup-keys.d/home_crypt.key /dev/vg0/home
 
 # [16/33] addRecoveryKey:/dev/vg0/home: add the recovery key to a second keyslot of /dev/vg0/home
-cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --key-file /target/etc/cryptsetup-keys.d/home_crypt.key /dev/vg0/home /dev/fd/3 3< <(printf '%s' "$RECOVERY_KEY")
+cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --key-file /target/etc/cryptsetup-keys.d/home_crypt.key /dev/vg0/home /proc/self/fd/3 3< <(printf '%s' "$RECOVERY_KEY")
 
 # [17/33] open:/dev/mapper/home_crypt: open /dev/vg0/home as /dev/mapper/home_crypt
 cryptsetup open --type luks2 --key-file /target/etc/cryptsetup-keys.d/home_crypt.key /dev/vg0/home home_crypt
@@ -84,7 +84,7 @@ mkfs.ext4 -q -F -b 4096 -U 5c361d46-4c2e-496e-9cef-4cac54e0669c /dev/mapper/home
 cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 --key-size 512 --hash sha256 --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --sector-size 4096 --label swap --uuid a17515a5-04ef-45e0-b095-34e9988c2aba --key-file - /dev/vg0/swap < <(printf '%s' "$PASSPHRASE")
 
 # [20/33] addRecoveryKey:/dev/vg0/swap: add the recovery key to a second keyslot of /dev/vg0/swap
-cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --key-file - /dev/vg0/swap /dev/fd/3 < <(printf '%s' "$PASSPHRASE") 3< <(printf '%s' "$RECOVERY_KEY")
+cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --key-file - /dev/vg0/swap /proc/self/fd/3 < <(printf '%s' "$PASSPHRASE") 3< <(printf '%s' "$RECOVERY_KEY")
 
 # [21/33] open:/dev/mapper/swap_crypt: open /dev/vg0/swap as /dev/mapper/swap_crypt
 cryptsetup open --type luks2 --key-file - /dev/vg0/swap swap_crypt < <(printf '%s' "$PASSPHRASE")

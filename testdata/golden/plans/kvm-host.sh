@@ -69,7 +69,7 @@ lvm lvcreate --yes --wipesignatures y --zero y --name dns-vda --extents 1280 vg-
 cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 --key-size 512 --hash sha256 --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --sector-size 4096 --label root --uuid 702b35ed-6420-4aa7-ac9e-582d3608aee1 --key-file - /dev/vg-sys/root < <(printf '%s' "$PASSPHRASE")
 
 # [15/50] addRecoveryKey:/dev/vg-sys/root: add the recovery key to a second keyslot of /dev/vg-sys/root
-cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --key-file - /dev/vg-sys/root /dev/fd/3 < <(printf '%s' "$PASSPHRASE") 3< <(printf '%s' "$RECOVERY_KEY")
+cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --key-file - /dev/vg-sys/root /proc/self/fd/3 < <(printf '%s' "$PASSPHRASE") 3< <(printf '%s' "$RECOVERY_KEY")
 
 # [16/50] open:/dev/mapper/root_crypt: open /dev/vg-sys/root as /dev/mapper/root_crypt
 cryptsetup open --type luks2 --key-file - --allow-discards /dev/vg-sys/root root_crypt < <(printf '%s' "$PASSPHRASE")
@@ -96,7 +96,7 @@ cryptshift step keyfile --path /target/etc/cryptsetup-keys.d/dns-vda_crypt.key -
 cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 --key-size 512 --hash sha256 --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --sector-size 4096 --label libvirt --uuid 8210a4c5-6988-499a-bae6-6dec4123d896 --key-file /target/etc/cryptsetup-keys.d/libvirt_crypt.key /dev/vg-sys/libvirt
 
 # [24/50] addRecoveryKey:/dev/vg-sys/libvirt: add the recovery key to a second keyslot of /dev/vg-sys/libvirt
-cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --key-file /target/etc/cryptsetup-keys.d/libvirt_crypt.key /dev/vg-sys/libvirt /dev/fd/3 3< <(printf '%s' "$RECOVERY_KEY")
+cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --key-file /target/etc/cryptsetup-keys.d/libvirt_crypt.key /dev/vg-sys/libvirt /proc/self/fd/3 3< <(printf '%s' "$RECOVERY_KEY")
 
 # [25/50] open:/dev/mapper/libvirt_crypt: open /dev/vg-sys/libvirt as /dev/mapper/libvirt_crypt
 cryptsetup open --type luks2 --key-file /target/etc/cryptsetup-keys.d/libvirt_crypt.key --allow-discards /dev/vg-sys/libvirt libvirt_crypt
@@ -114,7 +114,7 @@ mkswap /dev/mapper/swap_crypt
 cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 --key-size 512 --hash sha256 --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --sector-size 4096 --label mail-vda --uuid c402d19b-674b-4685-9ee7-2f7422a68a34 --key-file /target/etc/cryptsetup-keys.d/mail-vda_crypt.key /dev/vg-guests/mail-vda
 
 # [30/50] addRecoveryKey:/dev/vg-guests/mail-vda: add the recovery key to a second keyslot of /dev/vg-guests/mail-vda
-cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --key-file /target/etc/cryptsetup-keys.d/mail-vda_crypt.key /dev/vg-guests/mail-vda /dev/fd/3 3< <(printf '%s' "$RECOVERY_KEY")
+cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --key-file /target/etc/cryptsetup-keys.d/mail-vda_crypt.key /dev/vg-guests/mail-vda /proc/self/fd/3 3< <(printf '%s' "$RECOVERY_KEY")
 
 # [31/50] open:/dev/mapper/mail-vda_crypt: open /dev/vg-guests/mail-vda as /dev/mapper/mail-vda_crypt
 cryptsetup open --type luks2 --key-file /target/etc/cryptsetup-keys.d/mail-vda_crypt.key /dev/vg-guests/mail-vda mail-vda_crypt
@@ -123,7 +123,7 @@ cryptsetup open --type luks2 --key-file /target/etc/cryptsetup-keys.d/mail-vda_c
 cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 --key-size 512 --hash sha256 --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --sector-size 4096 --label mail-vdb --uuid 3443e3a2-c2db-4e5a-975c-6205fcb99990 --key-file /target/etc/cryptsetup-keys.d/mail-vdb_crypt.key /dev/vg-guests/mail-vdb
 
 # [33/50] addRecoveryKey:/dev/vg-guests/mail-vdb: add the recovery key to a second keyslot of /dev/vg-guests/mail-vdb
-cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --key-file /target/etc/cryptsetup-keys.d/mail-vdb_crypt.key /dev/vg-guests/mail-vdb /dev/fd/3 3< <(printf '%s' "$RECOVERY_KEY")
+cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --key-file /target/etc/cryptsetup-keys.d/mail-vdb_crypt.key /dev/vg-guests/mail-vdb /proc/self/fd/3 3< <(printf '%s' "$RECOVERY_KEY")
 
 # [34/50] open:/dev/mapper/mail-vdb_crypt: open /dev/vg-guests/mail-vdb as /dev/mapper/mail-vdb_crypt
 cryptsetup open --type luks2 --key-file /target/etc/cryptsetup-keys.d/mail-vdb_crypt.key /dev/vg-guests/mail-vdb mail-vdb_crypt
@@ -132,7 +132,7 @@ cryptsetup open --type luks2 --key-file /target/etc/cryptsetup-keys.d/mail-vdb_c
 cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 --key-size 512 --hash sha256 --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --sector-size 4096 --label dns-vda --uuid 2d197811-6805-4ef0-8466-ab9837326169 --key-file /target/etc/cryptsetup-keys.d/dns-vda_crypt.key /dev/vg-guests/dns-vda
 
 # [36/50] addRecoveryKey:/dev/vg-guests/dns-vda: add the recovery key to a second keyslot of /dev/vg-guests/dns-vda
-cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --key-file /target/etc/cryptsetup-keys.d/dns-vda_crypt.key /dev/vg-guests/dns-vda /dev/fd/3 3< <(printf '%s' "$RECOVERY_KEY")
+cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --key-file /target/etc/cryptsetup-keys.d/dns-vda_crypt.key /dev/vg-guests/dns-vda /proc/self/fd/3 3< <(printf '%s' "$RECOVERY_KEY")
 
 # [37/50] open:/dev/mapper/dns-vda_crypt: open /dev/vg-guests/dns-vda as /dev/mapper/dns-vda_crypt
 cryptsetup open --type luks2 --key-file /target/etc/cryptsetup-keys.d/dns-vda_crypt.key /dev/vg-guests/dns-vda dns-vda_crypt

@@ -66,7 +66,7 @@ lvm lvcreate --yes --wipesignatures y --zero y --name guest-web --extents 22873 
 cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 --key-size 512 --hash sha256 --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --sector-size 4096 --label root --uuid f1197c4e-8383-4b63-bb6a-d15708c044fc --key-file - /dev/vg0/root < <(printf '%s' "$PASSPHRASE")
 
 # [14/51] addRecoveryKey:/dev/vg0/root: add the recovery key to a second keyslot of /dev/vg0/root
-cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --key-file - /dev/vg0/root /dev/fd/3 < <(printf '%s' "$PASSPHRASE") 3< <(printf '%s' "$RECOVERY_KEY")
+cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --key-file - /dev/vg0/root /proc/self/fd/3 < <(printf '%s' "$PASSPHRASE") 3< <(printf '%s' "$RECOVERY_KEY")
 
 # [15/51] open:/dev/mapper/root_crypt: open /dev/vg0/root as /dev/mapper/root_crypt
 cryptsetup open --type luks2 --key-file - /dev/vg0/root root_crypt < <(printf '%s' "$PASSPHRASE")
@@ -93,7 +93,7 @@ cryptshift step keyfile --path /target/etc/cryptsetup-keys.d/guest-web_crypt.key
 cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 --key-size 512 --hash sha256 --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --sector-size 4096 --label var --uuid 729ad46d-f4c0-4afb-9f6a-63b5a4493783 --key-file /target/etc/cryptsetup-keys.d/var_crypt.key /dev/vg0/var
 
 # [23/51] addRecoveryKey:/dev/vg0/var: add the recovery key to a second keyslot of /dev/vg0/var
-cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --key-file /target/etc/cryptsetup-keys.d/var_crypt.key /dev/vg0/var /dev/fd/3 3< <(printf '%s' "$RECOVERY_KEY")
+cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --key-file /target/etc/cryptsetup-keys.d/var_crypt.key /dev/vg0/var /proc/self/fd/3 3< <(printf '%s' "$RECOVERY_KEY")
 
 # [24/51] open:/dev/mapper/var_crypt: open /dev/vg0/var as /dev/mapper/var_crypt
 cryptsetup open --type luks2 --key-file /target/etc/cryptsetup-keys.d/var_crypt.key /dev/vg0/var var_crypt
@@ -105,7 +105,7 @@ mkfs.ext4 -q -F -b 4096 -U 28900994-afab-4f95-b373-a52fcf57e96d /dev/mapper/var_
 cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 --key-size 512 --hash sha256 --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --sector-size 4096 --label vmail --uuid a11eb69d-8bc8-4d6f-afc4-3310691e5ce6 --key-file /target/etc/cryptsetup-keys.d/vmail_crypt.key /dev/vg0/vmail
 
 # [27/51] addRecoveryKey:/dev/vg0/vmail: add the recovery key to a second keyslot of /dev/vg0/vmail
-cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --key-file /target/etc/cryptsetup-keys.d/vmail_crypt.key /dev/vg0/vmail /dev/fd/3 3< <(printf '%s' "$RECOVERY_KEY")
+cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --key-file /target/etc/cryptsetup-keys.d/vmail_crypt.key /dev/vg0/vmail /proc/self/fd/3 3< <(printf '%s' "$RECOVERY_KEY")
 
 # [28/51] open:/dev/mapper/vmail_crypt: open /dev/vg0/vmail as /dev/mapper/vmail_crypt
 cryptsetup open --type luks2 --key-file /target/etc/cryptsetup-keys.d/vmail_crypt.key /dev/vg0/vmail vmail_crypt
@@ -123,7 +123,7 @@ mkswap /dev/mapper/swap_crypt
 cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 --key-size 512 --hash sha256 --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --sector-size 4096 --label guest-mx --uuid f1441150-3286-42dd-8344-11620f11aafe --key-file /target/etc/cryptsetup-keys.d/guest-mx_crypt.key /dev/vg0/guest-mx
 
 # [33/51] addRecoveryKey:/dev/vg0/guest-mx: add the recovery key to a second keyslot of /dev/vg0/guest-mx
-cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --key-file /target/etc/cryptsetup-keys.d/guest-mx_crypt.key /dev/vg0/guest-mx /dev/fd/3 3< <(printf '%s' "$RECOVERY_KEY")
+cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --key-file /target/etc/cryptsetup-keys.d/guest-mx_crypt.key /dev/vg0/guest-mx /proc/self/fd/3 3< <(printf '%s' "$RECOVERY_KEY")
 
 # [34/51] open:/dev/mapper/guest-mx_crypt: open /dev/vg0/guest-mx as /dev/mapper/guest-mx_crypt
 cryptsetup open --type luks2 --key-file /target/etc/cryptsetup-keys.d/guest-mx_crypt.key /dev/vg0/guest-mx guest-mx_crypt
@@ -132,7 +132,7 @@ cryptsetup open --type luks2 --key-file /target/etc/cryptsetup-keys.d/guest-mx_c
 cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 --key-size 512 --hash sha256 --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --sector-size 4096 --label guest-web --uuid f007b321-abba-4a71-956d-2faa449f07a8 --key-file /target/etc/cryptsetup-keys.d/guest-web_crypt.key /dev/vg0/guest-web
 
 # [36/51] addRecoveryKey:/dev/vg0/guest-web: add the recovery key to a second keyslot of /dev/vg0/guest-web
-cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --key-file /target/etc/cryptsetup-keys.d/guest-web_crypt.key /dev/vg0/guest-web /dev/fd/3 3< <(printf '%s' "$RECOVERY_KEY")
+cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --key-file /target/etc/cryptsetup-keys.d/guest-web_crypt.key /dev/vg0/guest-web /proc/self/fd/3 3< <(printf '%s' "$RECOVERY_KEY")
 
 # [37/51] open:/dev/mapper/guest-web_crypt: open /dev/vg0/guest-web as /dev/mapper/guest-web_crypt
 cryptsetup open --type luks2 --key-file /target/etc/cryptsetup-keys.d/guest-web_crypt.key /dev/vg0/guest-web guest-web_crypt
