@@ -197,7 +197,7 @@ func (d *Driver) Convert(ctx context.Context, src, dst Image) error {
 // CompareCmd returns the command Compare runs. forceShare (-U) reads images
 // that a running (paused) guest holds open.
 func CompareCmd(a, b Image, forceShare bool) execx.Cmd {
-	var objs objects
+	objs := objects{share: forceShare}
 	aSpec, bSpec := objs.spec(a), objs.spec(b)
 	args := append([]string{"compare"}, objs.args()...)
 	if forceShare {
@@ -274,6 +274,11 @@ func (d *Driver) RebaseUnsafe(ctx context.Context, img Image, backingPath, backi
 // passed on that inherited descriptor (execx.Cmd.ExtraFiles: fd 3, 4, ...).
 type objects struct {
 	secrets [][]byte
+	// share opens every node with force-share=on. -U alone reaches only
+	// the top node of an --image-opts image; the protocol node below still
+	// asks for a "consistent read" lock, which a running mirror job's
+	// target does not grant.
+	share bool
 }
 
 func (o *objects) add(secret []byte) string {
@@ -315,6 +320,9 @@ func (o *objects) fields(prefix string, im Image) []string {
 		}
 	}
 	f = append(f, prefix+"file.filename="+escape(im.Path))
+	if o.share {
+		f = append(f, prefix+"force-share=on", prefix+"file.force-share=on")
+	}
 	if im.Backing != nil {
 		f = append(f, o.fields(prefix+"backing.", *im.Backing)...)
 	}
