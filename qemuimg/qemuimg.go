@@ -274,10 +274,10 @@ func (d *Driver) RebaseUnsafe(ctx context.Context, img Image, backingPath, backi
 // passed on that inherited descriptor (execx.Cmd.ExtraFiles: fd 3, 4, ...).
 type objects struct {
 	secrets [][]byte
-	// share opens every node with force-share=on. -U alone reaches only
-	// the top node of an --image-opts image; the protocol node below still
-	// asks for a "consistent read" lock, which a running mirror job's
-	// target does not grant.
+	// share turns qemu's image locking off on every file node. -U
+	// (force-share) still asks for a shared "consistent read" lock, which
+	// a running mirror job's target does not grant; the caller knows the
+	// image is quiescent (the guest is paused and the job in sync).
 	share bool
 }
 
@@ -321,7 +321,7 @@ func (o *objects) fields(prefix string, im Image) []string {
 	}
 	f = append(f, prefix+"file.filename="+escape(im.Path))
 	if o.share {
-		f = append(f, prefix+"force-share=on", prefix+"file.force-share=on")
+		f = append(f, prefix+"file.locking=off")
 	}
 	if im.Backing != nil {
 		f = append(f, o.fields(prefix+"backing.", *im.Backing)...)

@@ -46,7 +46,7 @@ func TestCommandLines(t *testing.T) {
 			cmd: CompareCmd(
 				Image{Path: "/pool/o2.qcow2", Format: QCOW2, Secret: key, Backing: &Image{Path: "/pool/t.luks", Format: LUKS, Secret: key}},
 				Image{Path: "/src/a,b.raw", Format: Raw}, true),
-			want: "qemu-img compare --object secret,id=sec0,file=/dev/fd/3 -U --image-opts driver=qcow2,encrypt.format=luks,encrypt.key-secret=sec0,file.filename=/pool/o2.qcow2,force-share=on,file.force-share=on,backing.driver=luks,backing.key-secret=sec0,backing.file.filename=/pool/t.luks,backing.force-share=on,backing.file.force-share=on driver=raw,file.filename=/src/a,,b.raw,force-share=on,file.force-share=on", files: 1,
+			want: "qemu-img compare --object secret,id=sec0,file=/dev/fd/3 -U --image-opts driver=qcow2,encrypt.format=luks,encrypt.key-secret=sec0,file.filename=/pool/o2.qcow2,file.locking=off,backing.driver=luks,backing.key-secret=sec0,backing.file.filename=/pool/t.luks,backing.file.locking=off driver=raw,file.filename=/src/a,,b.raw,file.locking=off", files: 1,
 		},
 		{
 			name: "compare two keys",
