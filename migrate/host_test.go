@@ -230,26 +230,35 @@ func TestHostMigrateOffline(t *testing.T) {
 
 func TestHostMigrateLive(t *testing.T) {
 	e := newEnv(t)
-	g := e.newGuest(t, "live", true)
-	pid := e.d.QemuPID(g.name)
-	o := e.options(g, migrate.ModeLive)
-	var out bytes.Buffer
-	o.Out = &out
-	start := time.Now()
-	res, err := migrate.Run(context.Background(), o)
-	if err != nil {
-		t.Fatalf("%v\n%s\n%s", err, out.String(), e.d.DomainLog(g.name))
-	}
-	t.Logf("live migration of 2 disks: %s", time.Since(start).Round(time.Millisecond))
-	if res.States["vda"] != migrate.StateSwitched || res.States["vdb"] != migrate.StateSwitched {
-		t.Fatalf("states %v", res.States)
-	}
-	if st, _ := e.c.DomainState(g.name); st != libvirt.Running || e.d.QemuPID(g.name) != pid {
-		t.Fatalf("the guest stopped: state %s, qemu pid %d, want running %d", st, e.d.QemuPID(g.name), pid)
-	}
-	e.checkMigrated(t, g, true)
-	if !strings.Contains(out.String(), "snapshot not quiesced: the domain has no guest agent channel") {
-		t.Fatalf("the output does not say why the snapshot was not quiesced:\n%s", out.String())
+	for _, engine := range []string{migrate.EngineSnapshot, migrate.EngineMirror} {
+		t.Run(engine, func(t *testing.T) {
+			g := e.newGuest(t, "live-"+engine, true)
+			pid := e.d.QemuPID(g.name)
+			o := e.options(g, migrate.ModeLive)
+			o.Engine = engine
+			var out bytes.Buffer
+			o.Out = &out
+			start := time.Now()
+			res, err := migrate.Run(context.Background(), o)
+			if err != nil {
+				t.Fatalf("%v\n%s\n%s", err, out.String(), e.d.DomainLog(g.name))
+			}
+			t.Logf("live migration (%s engine) of 2 disks: %s", engine, time.Since(start).Round(time.Millisecond))
+			if res.States["vda"] != migrate.StateSwitched || res.States["vdb"] != migrate.StateSwitched {
+				t.Fatalf("states %v", res.States)
+			}
+			if st, _ := e.c.DomainState(g.name); st != libvirt.Running || e.d.QemuPID(g.name) != pid {
+				t.Fatalf("the guest stopped: state %s, qemu pid %d, want running %d", st, e.d.QemuPID(g.name), pid)
+			}
+			e.checkMigrated(t, g, true)
+			want := "snapshot not quiesced: the domain has no guest agent channel"
+			if engine == migrate.EngineMirror {
+				want = "the guest was paused for"
+			}
+			if !strings.Contains(out.String(), want) {
+				t.Fatalf("the output does not say %q:\n%s", want, out.String())
+			}
+		})
 	}
 }
 
