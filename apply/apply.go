@@ -268,6 +268,12 @@ func (e *engine) checkResumable(ctx context.Context) error {
 				return fmt.Errorf("cannot resume: %s, which step %s already changed, is gone (%v); reattach it and run --resume again, or roll back", s.Target, s.ID, err)
 			}
 		}
+		if s.Action == plan.ActKeyFile {
+			path := argAfter(s.Command, "--path")
+			if _, err := os.Stat(path); err != nil {
+				return fmt.Errorf("cannot resume: key file %s, made by step %s, is missing; restore it from a backup (a volume may already use it), or roll back and apply again", path, s.ID)
+			}
+		}
 		var secret string
 		switch {
 		case s.Action == plan.ActLUKSFormat && len(s.Secrets) > 0:
