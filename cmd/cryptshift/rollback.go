@@ -18,7 +18,7 @@ func init() { verbs = append(verbs, newRollbackCmd) }
 func newRollbackCmd() *cobra.Command {
 	var journalFile, connect, lvmConfig string
 	cmd := &cobra.Command{
-		Use:   "rollback --journal FILE",
+		Use:   "rollback [--journal] FILE",
 		Short: "Undo an interrupted or unwanted apply or migrate, from its journal",
 		Long: `rollback reads an apply or migrate journal and undoes what it recorded,
 newest step first.
@@ -30,11 +30,18 @@ step that wiped existing data (only possible with --allow-destroy) cannot be
 undone, and rollback says so.
 
 For migrate it puts the guest back on its original disks with all its data.`,
-		Example: `  sudo cryptshift rollback --journal /var/lib/cryptshift/apply-mail-host.journal`,
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Example: `  sudo cryptshift rollback --journal /var/lib/cryptshift/apply-mail-host.journal
+  sudo cryptshift rollback /var/lib/cryptshift/migrate/mail.journal`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 {
+				if journalFile != "" && journalFile != args[0] {
+					return usageError("give the journal once, as an argument or with --journal")
+				}
+				journalFile = args[0]
+			}
 			if journalFile == "" {
-				return usageError("rollback needs --journal FILE")
+				return usageError("rollback needs the journal FILE")
 			}
 			return runRollback(cmd.Context(), cmd.ErrOrStderr(), journalFile, connect, lvmConfig)
 		},
