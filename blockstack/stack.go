@@ -89,7 +89,9 @@ type Location struct {
 
 // ramFS are filesystems that keep their data in memory only; their pages
 // can still be swapped out (tmpfs) which is why RAM is not Encrypted.
-var ramFS = map[string]bool{"tmpfs": true, "ramfs": true, "devtmpfs": true, "hugetlbfs": true}
+// rootfs is the initramfs' ramfs/tmpfs, visible as "/" in a chroot or a
+// system that never pivoted.
+var ramFS = map[string]bool{"tmpfs": true, "ramfs": true, "devtmpfs": true, "hugetlbfs": true, "rootfs": true}
 
 // networkFS store data on another machine; encryption at rest is that
 // machine's business and cannot be seen from here.
@@ -168,6 +170,13 @@ func (s *System) locate(p string, seen map[string]bool) Location {
 		inner := s.locate(up, seen)
 		loc.Class, loc.Reason, loc.Crypt, loc.Chain, loc.Plain, loc.Device = inner.Class, inner.Reason, inner.Crypt, inner.Chain, inner.Plain, inner.Device
 		loc.Hops = append([]string{"overlay upperdir " + up}, inner.Hops...)
+		if inner.Mount == nil || inner.Mount.ID == m.ID {
+			// The upper layer lies outside this root (an overlay set up
+			// before a chroot, a container's root): nothing to follow.
+			loc.Class, loc.Reason = Unknown, "overlay upper layer "+up+" is outside this root"
+			loc.Evidence = mdesc + " → upperdir " + up + " (outside this root)"
+			return loc
+		}
 		loc.Evidence = mdesc + " → upperdir " + inner.Evidence
 		return loc
 	case networkFS[m.FSType]:

@@ -325,9 +325,13 @@ func atou(s string) uint64 {
 	return v
 }
 
-// Mountinfo sources, best first: PID 1 sees the system's mount namespace;
-// this process may sit in a private one (systemd PrivateTmp=, containers).
-var mountinfoPaths = []string{"/proc/1/mountinfo", "/proc/self/mountinfo"}
+// Mountinfo sources, best first. Mount points in /proc/PID/mountinfo are
+// relative to that process's root (proc(5)), so this process's own view is
+// the one that matches the paths verify resolves, also in a chroot (a
+// rescue system, the VM test tier), where PID 1's view would name every
+// mount from outside the chroot. PID 1 is the fallback for trees that
+// only hold its file.
+var mountinfoPaths = []string{"/proc/self/mountinfo", "/proc/1/mountinfo"}
 
 func (s *System) scanMounts() {
 	for _, p := range mountinfoPaths {

@@ -1,0 +1,95 @@
+package verify
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+var verbRE = regexp.MustCompile(`%[-+# 0-9.]*[vsdqxXfgT%]`)
+
+// TestCatalogComplete checks that every text exists in both languages with
+// the same format verbs, that every key the code names is in the catalog,
+// and that every check id has a title, an explanation and a fix.
+func TestCatalogComplete(t *testing.T) {
+	for k, m := range catalog {
+		if m.en == "" || m.de == "" {
+			t.Errorf("%s: empty text (en %q, de %q)", k, m.en, m.de)
+		}
+		if a, b := verbRE.FindAllString(m.en, -1), verbRE.FindAllString(m.de, -1); strings.Join(a, " ") != strings.Join(b, " ") {
+			t.Errorf("%s: format verbs differ: en %v, de %v", k, a, b)
+		}
+	}
+	files, _ := filepath.Glob("*.go")
+	keyRE := regexp.MustCompile(`(?:e\.t|tr\(l|tr\(r\.Header\.Lang|t \$l)\(?,?\s*"([a-z][a-z0-9.\-]*)"`)
+	idRE := regexp.MustCompile(`(?:const id = |e\.(?:add|skip|addFix|locationCheck)\()"([a-z]+\.[a-z0-9.\-]+)"`)
+	fixRE := regexp.MustCompile(`"([a-z]+\.[a-z0-9.\-]+\.fix\.[a-z]+)"`)
+	ids := map[string]bool{}
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range keyRE.FindAllStringSubmatch(string(b), -1) {
+			if k := m[1]; !strings.HasSuffix(k, ".") {
+				if _, ok := catalog[k]; !ok {
+					t.Errorf("%s: key %q is not in the catalog", f, k)
+				}
+			}
+		}
+		for _, m := range fixRE.FindAllStringSubmatch(string(b), -1) {
+			if _, ok := catalog[m[1]]; !ok {
+				t.Errorf("%s: fix %q is not in the catalog", f, m[1])
+			}
+		}
+		for _, m := range idRE.FindAllStringSubmatch(string(b), -1) {
+			ids[m[1]] = true
+		}
+	}
+	for _, id := range []string{"tmp.tmp", "tmp.var-tmp"} { // named in a table, not a call
+		ids[id] = true
+	}
+	if len(ids) < 40 {
+		t.Errorf("found %d check ids in the code, expected at least 40: %v", len(ids), ids)
+	}
+	for id := range ids {
+		for _, part := range []string{".title", ".why", ".fix"} {
+			if _, ok := catalog[id+part]; !ok {
+				t.Errorf("check %s has no %s text", id, part)
+			}
+		}
+		if !strings.Contains(strings.Join(Areas, " "), Area(id)) {
+			t.Errorf("check %s is in no report area", id)
+		}
+		if _, ok := catalog["ui.area."+Area(id)]; !ok {
+			t.Errorf("area %s has no title", Area(id))
+		}
+	}
+	for _, c := range []string{"encrypted", "ram", "plaintext", "unknown"} {
+		if _, ok := catalog["class."+c]; !ok {
+			t.Errorf("class %s has no text", c)
+		}
+	}
+}
+
+// TestGermanReportIsGerman renders a failing fixture in German and checks
+// that the explanations and fixes are the German ones.
+func TestGermanReportIsGerman(t *testing.T) {
+	r, err := Run(Options{Root: filepath.Join(fixtureDir, "swap-plain-partition", "root"), Lang: "de", Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range r.Checks {
+		if c.Explanation != catalog[c.ID+".why"].de {
+			t.Errorf("%s: explanation not German: %q", c.ID, c.Explanation)
+		}
+		if (c.Status == Fail || c.Status == Warn) && c.Fix == catalog[c.ID+".fix"].en {
+			t.Errorf("%s: fix in English: %q", c.ID, c.Fix)
+		}
+	}
+}
