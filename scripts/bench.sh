@@ -3,3 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 go test -run '^$' -bench . -benchmem ./...
+# Copier against qemu-img and dd on real images (prints ratio/limit lines).
+scripts/bench-copy.sh
