@@ -190,6 +190,8 @@ var htmlTemplate = template.Must(template.New("report").Funcs(template.FuncMap{
 	"src":    sourceText,
 	"sum":    summaryText,
 	"groups": groups,
+	"code":   codeSpans,
+	"ev":     func(lang, s string) template.HTML { return evidenceHTML(lang, s) },
 	"params": func(v Volume) string {
 		if v.Cipher == "" {
 			return v.Header
@@ -213,6 +215,9 @@ table{border-collapse:collapse;width:100%;margin:4px 0 8px}
 th,td{text-align:left;vertical-align:top;padding:5px 8px;border-bottom:1px solid #e4e7ee}
 th{background:#f3f5f9;font-weight:600}
 table.meta{width:auto}
+table.checks{table-layout:fixed}
+table.checks td{overflow-wrap:anywhere}
+.cls-plaintext{color:#c62828;font-weight:700}.cls-encrypted{color:#2e7d32;font-weight:700}.cls-ram{color:#1565c0;font-weight:700}.cls-unknown{color:#b26a00;font-weight:700}
 table.meta th{background:none;padding-left:0;color:#5a6478;font-weight:normal}
 code,.ev{font-family:"DejaVu Sans Mono",Menlo,Consolas,monospace;font-size:11.5px}
 .ev div{margin:1px 0;word-break:break-word}
@@ -231,7 +236,7 @@ footer{margin-top:30px;padding-top:10px;border-top:1px solid #d8dde6;color:#5a64
 <h1>{{t $l "ui.title"}}</h1>
 <p class="sub">{{t $l "ui.subtitle"}}</p>
 <table class="meta">
-<tr><th>{{t $l "ui.host"}}</th><td>{{.Header.Host}}</td></tr>
+<tr><th>{{t $l "ui.host"}}</th><td><b>{{.Header.Host}}</b></td></tr>
 <tr><th>{{t $l "ui.date"}}</th><td>{{.Header.Date}}</td></tr>
 <tr><th>{{t $l "ui.source"}}</th><td>{{src .}}</td></tr>
 {{- if .Header.Kernel}}<tr><th>{{t $l "ui.kernel"}}</th><td>{{.Header.Kernel}}</td></tr>{{end}}
@@ -251,18 +256,19 @@ footer{margin-top:30px;padding-top:10px;border-top:1px solid #d8dde6;color:#5a64
 <h2>{{t $l "ui.checks"}}</h2>
 {{- range groups .}}
 <h3>{{t $l (printf "ui.area.%s" (area (index . 0).ID))}}</h3>
-<table>
-<tr><th style="width:52px">{{t $l "ui.status"}}</th><th style="width:230px">{{t $l "ui.check"}}</th><th style="width:190px">{{t $l "ui.subject"}}</th><th>{{t $l "ui.evidence"}}</th></tr>
+<table class="checks">
+<colgroup><col style="width:64px"><col style="width:230px"><col style="width:200px"><col></colgroup>
+<tr><th>{{t $l "ui.status"}}</th><th>{{t $l "ui.check"}}</th><th>{{t $l "ui.subject"}}</th><th>{{t $l "ui.evidence"}}</th></tr>
 {{- range .}}
 <tr><td><span class="badge {{.Status}}">{{.Status}}</span></td><td>{{title $l .ID}}<br><code>{{.ID}}</code></td><td><code>{{.Subject}}</code></td>
-<td><div class="ev">{{range .Evidence}}<div>{{.}}</div>{{end}}</div>
-{{- if or (eq .Status "FAIL") (eq .Status "WARN")}}<div class="fix"><b>{{t $l "ui.why"}}:</b> {{.Explanation}}</div>{{if and .Fix (ne .Fix "-")}}<div class="fix"><b>{{t $l "ui.fix"}}:</b> {{.Fix}}</div>{{end}}{{end}}</td></tr>
+<td><div class="ev">{{range .Evidence}}<div>{{ev $l .}}</div>{{end}}</div>
+{{- if or (eq .Status "FAIL") (eq .Status "WARN")}}<div class="fix"><b>{{t $l "ui.why"}}:</b> {{.Explanation}}</div>{{if and .Fix (ne .Fix "-")}}<div class="fix"><b>{{t $l "ui.fix"}}:</b> {{code .Fix}}</div>{{end}}{{end}}</td></tr>
 {{- end}}
 </table>
 {{- end}}
 
 <h2>{{t $l "ui.risks"}}</h2>
-<ul>{{range .Risks}}<li>{{.}}</li>{{end}}</ul>
+<ul>{{range .Risks}}<li>{{code .}}</li>{{end}}</ul>
 <footer><p>{{t $l "ui.nosecrets"}}</p><p>{{t $l "ui.art32"}}</p><p>{{.Schema}}</p></footer>
 </main></body></html>
 `))
@@ -274,4 +280,32 @@ func renderHTML(w io.Writer, r *Report) error {
 	}
 	_, err := w.Write(b.Bytes())
 	return err
+}
+
+// codeSpans escapes s and renders `backquoted` parts as <code>.
+func codeSpans(s string) template.HTML {
+	parts := strings.Split(s, "`")
+	var b strings.Builder
+	for i, p := range parts {
+		if i%2 == 1 && i < len(parts)-1 {
+			b.WriteString("<code>" + template.HTMLEscapeString(p) + "</code>")
+			continue
+		}
+		if i%2 == 1 {
+			b.WriteString("`")
+		}
+		b.WriteString(template.HTMLEscapeString(p))
+	}
+	return template.HTML(b.String())
+}
+
+// evidenceHTML escapes an evidence line and colours its storage verdict
+// ("⇒ PLAINTEXT").
+func evidenceHTML(lang, s string) template.HTML {
+	out := template.HTMLEscapeString(s)
+	for _, c := range []string{"plaintext", "encrypted", "ram", "unknown"} {
+		word := template.HTMLEscapeString(tr(lang, "class."+c))
+		out = strings.Replace(out, "⇒ "+word, `⇒ <span class="cls-`+c+`">`+word+`</span>`, 1)
+	}
+	return template.HTML(out)
 }
