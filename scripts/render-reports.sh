@@ -48,3 +48,5 @@ for lang in en de; do
     --screenshot="$out/report.$lang.png" "file://$(realpath "$html")" 2>/dev/null
   echo "render-reports: $out/report.$lang.png"
 done
+echo "== render-reports: automated check of the rendering (width, text, FAIL banner)"
+CRYPTSHIFT_TEST_HOST=1 CRYPTSHIFT_TEST_RENDER=1 go test -count=1 -run '^TestHostRenderReports$' ./verify
