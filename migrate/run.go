@@ -110,6 +110,7 @@ type runtime struct {
 	shutdownTimeout time.Duration
 	lockWait        time.Duration // how long whenUnlocked waits
 	failpoint       func(string)
+	failpointsOn    bool
 }
 
 func (o *Options) normalize() error {
@@ -167,6 +168,7 @@ func newRuntime(o *Options) (*runtime, func(), error) {
 		verified: map[string]bool{}, noted: map[string]bool{}, shutdownTimeout: o.ShutdownTimeout,
 		lockWait: 30 * time.Minute}
 	rt.failpoint = failpointFromEnv()
+	rt.failpointsOn = os.Getenv("CRYPTSHIFT_FAILPOINT") != ""
 	if testFailpoint != nil {
 		rt.failpoint = testFailpoint
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -343,12 +345,12 @@ func (rt *runtime) watchCopy(ctx context.Context, d *Disk) func(error) {
 			case <-tick.C:
 				n := allocated(d.TargetPath) - base
 				rt.prog.Update(min(max(n, 0), d.VirtualSize))
-				if n > 0 {
-					rt.failpoint("copy:" + d.Target)
-				}
 			}
 		}
 	}()
+	if rt.failpointsOn {
+		go rt.failWhileChildRuns("copy:"+d.Target, done)
+	}
 	return func(err error) {
 		close(done)
 		<-finished
@@ -368,4 +370,34 @@ func allocated(path string) int64 {
 		return sys.Blocks * 512 // st_blocks counts 512-byte units (stat(2))
 	}
 	return st.Size()
+}
+
+// failWhileChildRuns fires a failpoint as soon as this process has a
+// qemu-img child: the crash tests kill cryptshift while its copy runs,
+// which a timer could miss on a small, fast copy.
+func (rt *runtime) failWhileChildRuns(point string, done <-chan struct{}) {
+	me := strconv.Itoa(os.Getpid())
+	for {
+		select {
+		case <-done:
+			return
+		case <-time.After(2 * time.Millisecond):
+		}
+		stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+		for _, f := range stats {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				continue
+			}
+			// pid (comm) state ppid ...
+			s := string(b)
+			i := strings.LastIndexByte(s, ')')
+			if i < 0 || !strings.Contains(s[:i], "(qemu-img") {
+				continue
+			}
+			if fields := strings.Fields(s[i+1:]); len(fields) > 1 && fields[1] == me {
+				rt.failpoint(point)
+			}
+		}
+	}
 }
