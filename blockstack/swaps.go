@@ -43,6 +43,9 @@ func ParseSwaps(r io.Reader) ([]Swap, error) {
 			s.Filename = strings.TrimSuffix(s.Filename, " (deleted)")
 			s.Deleted = true
 		}
+		if s.Filename == "" {
+			return nil, fmt.Errorf("cannot parse swaps line %d: empty file name", n)
+		}
 		var err error
 		if s.SizeKiB, err = strconv.ParseUint(f[2], 10, 64); err != nil {
 			return nil, fmt.Errorf("cannot parse swaps line %d: bad size %q", n, f[2])
