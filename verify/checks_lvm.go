@@ -38,6 +38,10 @@ func checkLVMSnapshots(e *env) {
 // Inactive LVs have no device-mapper device and are invisible in sysfs.
 func checkLVMLeftovers(e *env) {
 	const id = "lvm.leftover"
+	if !e.sys.HaveSysfs() {
+		e.skip(id, "LVM", e.t("ev.nosysfs"))
+		return
+	}
 	guest := map[string]bool{}
 	doms, _ := e.readDomains()
 	for _, d := range doms {

@@ -136,15 +136,24 @@ func checkZram(e *env) {
 func checkResume(e *env) {
 	const id = "hibernate.resume"
 	var targets []resumeTarget
-	if mm, ok := e.read("/sys/power/resume"); ok && e.sys != nil {
-		mm = strings.TrimSpace(mm)
-		if mm != "" && mm != "0:0" {
+	none := e.t("ev.resume.none")
+	if e.sys != nil {
+		mm, ok := e.read("/sys/power/resume")
+		switch {
+		case ok && strings.TrimSpace(mm) != "" && strings.TrimSpace(mm) != "0:0":
+			mm = strings.TrimSpace(mm)
 			targets = append(targets, resumeTarget{"/sys/power/resume = " + mm, "", e.sys.DeviceByMajMin(mm), mm})
+		case !ok && !e.sys.HaveSysfs():
+			e.skip(id, "/sys/power/resume", e.t("ev.nosysfs"))
+			return
+		case !ok:
+			// CONFIG_HIBERNATION off: the kernel cannot write an image.
+			none = e.t("ev.resume.nokernel")
 		}
 	}
 	targets = append(targets, e.resumeConfig()...)
 	if len(targets) == 0 {
-		e.add(id, Pass, e.t("subj.noresume"), e.t("ev.resume.none"))
+		e.add(id, Pass, e.t("subj.noresume"), none)
 		return
 	}
 	for _, t := range targets {

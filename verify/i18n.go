@@ -293,6 +293,7 @@ var catalog = map[string]msg{
 	"ev.zram.nowb":               {"%s: backing_dev none (no writeback)", "%s: backing_dev none (kein Writeback)"},
 	"ev.zram.none":               {"not applicable: no zram devices", "entfällt: keine zram-Geräte"},
 	"ev.resume.none":             {"no resume device configured (/sys/power/resume 0:0, no resume= or RESUME=); a hibernation image would go to swap, checked under swap.device", "kein Resume-Gerät eingerichtet (/sys/power/resume 0:0, kein resume= oder RESUME=); ein Ruhezustand-Abbild ginge in den Swap, geprüft unter swap.device"},
+	"ev.resume.nokernel":         {"the kernel cannot hibernate (no /sys/power/resume) and no resume device is configured", "der Kernel kann keinen Ruhezustand (kein /sys/power/resume), und kein Resume-Gerät ist eingerichtet"},
 	"ev.core.kerneldefault":      {"kernel default (no sysctl setting)", "Kernel-Voreinstellung (keine sysctl-Einstellung)"},
 	"ev.core.systemd":            {"dumps go to systemd-coredump: storage checked under coredump.systemd", "Abzüge gehen an systemd-coredump: Ablage geprüft unter coredump.systemd"},
 	"ev.core.discard":            {"dumps are piped to %s and discarded", "Abzüge werden an %s geleitet und verworfen"},

@@ -45,7 +45,7 @@ type Result struct {
 	Subject     string   `json:"subject"`
 	Evidence    []string `json:"evidence"`
 	Explanation string   `json:"explanation"`
-	Fix         string   `json:"fix,omitempty"`
+	Fix         string   `json:"fix"` // empty for PASS and SKIP
 }
 
 // Header says what was verified, when and by what.
