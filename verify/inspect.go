@@ -77,8 +77,8 @@ func Inspect(root string) ([]*StackNode, error) {
 	}
 	var out []*StackNode
 	for _, d := range sys.Disks() {
-		if d.Size == 0 && d.Kind == blockstack.KindLoop {
-			continue // unbound loop device
+		if d.Size == 0 && (d.Kind == blockstack.KindLoop || d.Kind == blockstack.KindZram) {
+			continue // an unbound loop device or an unconfigured zram device
 		}
 		out = append(out, build(d))
 	}
