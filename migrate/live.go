@@ -3,7 +3,6 @@ package migrate
 import (
 	"context"
 	"fmt"
-	"os"
 	"time"
 
 	"libvirt.org/go/libvirtxml"
@@ -15,22 +14,22 @@ import (
 
 // Live mode, snapshot engine, per disk:
 //
-//	source chain B (plaintext)            guest writes to
+//	source chain B (plaintext)                        guest runs on
 //	1. snapshot onto O (encrypted qcow2, backing B)   O → B   (B frozen)
 //	2. copy B into T (LUKS), compare B with T         O → B
-//	3. shallow block copy O onto P (encrypted qcow2, backing T), pivot
-//	                                                  P → T   (B unused)
-//	4. active block commit P into T, pivot            T
-//	5. remove O and P, define the domain on T
+//	3. shallow block copy of O onto T itself, pivot   T       (B unused)
+//	4. remove O, define the domain on T
 //
-// O and P are encrypted with the target's key and live in the target pool:
+// O is encrypted with the target's key and lives in the target pool, so
 // nothing the guest writes during the migration lands on plaintext storage.
-// Step 3 is correct because T holds exactly B's data (verified in step 2),
-// so P's backing chain shows the guest the same disk as O's did.
-
-func (rt *runtime) pivotOverlayStep(d *Disk) *Step {
-	return rt.t.OverlayStep(rt.h, d, d.Target+".pivot-overlay", d.PivotPath, Layer{Path: d.TargetPath, Format: qemuimg.LUKS, Type: "file"})
-}
+// Step 3 is correct because T holds exactly B's data (verified in step 2):
+// a shallow copy writes only what O holds, and everywhere else T already
+// shows what B showed. (The textbook variant pivots onto a second encrypted
+// overlay on top of T and then commits it into T; libvirt 9.0 and qemu 7.2
+// accept T itself as the shallow copy's destination, which gives the same
+// disk with one block job, one overlay and one LUKS header fewer.)
+// A copy that is aborted half-way leaves T equal to B outside O's
+// clusters, so repeating it is as correct as the first attempt.
 
 func (rt *runtime) snapshotStep(all []string) *Step {
 	h := rt.h
@@ -99,6 +98,20 @@ func (rt *runtime) snapshotStep(all []string) *Step {
 			}
 		}
 		rt.event(map[string]any{"event": "snapshot", "quiesced": quiesced, "reason": reason})
+		// libvirt 9.0 writes the overlay into the persistent definition
+		// with an <encryption> that lacks engine='qemu', and then refuses to
+		// start the domain ("Unexpected enum value 0 for
+		// virStorageEncryptionEngine"). Defining it back lets libvirt fill
+		// in the default, so the guest can restart mid-migration.
+		if h.Persistent {
+			dom, err := rt.hv.DomainXML(h.Domain, libvirt.XMLFlags{Inactive: true, Secure: true})
+			if err != nil {
+				return err
+			}
+			if err := rt.hv.DefineDomain(dom); err != nil {
+				return err
+			}
+		}
 		if quiesced {
 			rt.note("snapshot quiesced through the guest agent: the frozen base is filesystem-consistent")
 		} else {
@@ -109,38 +122,28 @@ func (rt *runtime) snapshotStep(all []string) *Step {
 	return s
 }
 
-func (rt *runtime) copyDest(d *Disk) *libvirtxml.DomainDisk {
+// targetDisk is the target as a block copy's destination.
+func (rt *runtime) targetDisk(d *Disk) *libvirtxml.DomainDisk {
 	format, src := rt.t.GuestDisk(d)
-	return &libvirtxml.DomainDisk{
-		Driver: &libvirtxml.DomainDiskDriver{Type: qemuimg.QCOW2},
-		Source: rt.t.OverlaySource(d, d.PivotPath),
-		BackingStore: &libvirtxml.DomainDiskBackingStore{
-			Format: &libvirtxml.DomainDiskFormat{Type: format},
-			Source: src,
-		},
-	}
+	return &libvirtxml.DomainDisk{Driver: &libvirtxml.DomainDiskDriver{Type: format}, Source: src}
 }
 
 func (rt *runtime) liveSwitchStep(d *Disk) *Step {
 	h := rt.h
 	s := &Step{Step: plan.Step{ID: d.Target + ".switch", Action: "switch", Target: d.TargetPath,
-		Description: fmt.Sprintf("move the running guest's %s onto the target: shallow block copy of the overlay onto %s (backed by the target) and pivot, then active block commit into the target and pivot; remove both overlays and define the domain on the target", d.Target, d.PivotPath),
+		Description: fmt.Sprintf("move the running guest's %s onto the target: shallow block copy of the encrypted overlay onto the verified target and pivot; remove the overlay and define the domain on the target", d.Target),
 		Command: []string{
-			"libvirt:DomainBlockCopy", "domain=" + h.Domain, "disk=" + d.Target, "dest=" + d.PivotPath + " (backing " + d.TargetPath + ")", "flags=shallow,reuse-external,transient-job",
+			"libvirt:DomainBlockCopy", "domain=" + h.Domain, "disk=" + d.Target, "dest=" + d.TargetPath + " (luks, secret " + d.SecretUUID + ")", "flags=shallow,reuse-external,transient-job",
 			"libvirt:DomainBlockJobAbort", "flags=pivot",
-			"libvirt:DomainBlockCommit", "disk=" + d.Target, "flags=active",
-			"libvirt:DomainBlockJobAbort", "flags=pivot",
-			"rm", d.OverlayPath, d.PivotPath,
+			"rm", d.OverlayPath,
 			"libvirt:DomainDefineXML", d.Target + "=" + d.TargetPath,
 		}}, Disk: d.Target, State: StateSwitched}
 	s.Run = func(ctx context.Context) error {
 		if err := rt.liveMove(ctx, d); err != nil {
 			return err
 		}
-		for _, f := range []string{d.OverlayPath, d.PivotPath} {
-			if err := rt.t.RemoveOverlay(ctx, d, f); err != nil {
-				return err
-			}
+		if err := rt.t.RemoveOverlay(ctx, d, d.OverlayPath); err != nil {
+			return err
 		}
 		return rt.defineDisks([]string{d.Target}, rt.guestDisk)
 	}
@@ -148,11 +151,11 @@ func (rt *runtime) liveSwitchStep(d *Disk) *Step {
 }
 
 // liveMove drives one disk from its snapshot overlay onto the target. It
-// reads where the guest is now (the live chain and any block job left by a
-// crashed run) and continues from there.
+// reads where the guest is now (the live chain and any block job a crashed
+// run left running in qemu) and continues from there.
 func (rt *runtime) liveMove(ctx context.Context, d *Disk) error {
 	h := rt.h
-	for round := 0; round < 6; round++ {
+	for round := 0; round < 4; round++ {
 		live, err := rt.hv.DomainXML(h.Domain, libvirt.XMLFlags{})
 		if err != nil {
 			return err
@@ -168,33 +171,12 @@ func (rt *runtime) liveMove(ctx context.Context, d *Disk) error {
 		switch top := chain[0]; {
 		case top == d.TargetPath && len(chain) == 1 && job.Type == libvirt.JobNone:
 			return nil
-		case top == d.PivotPath && job.Type == libvirt.JobActiveCommit:
-			if err := rt.waitPivot(ctx, d, "commit"); err != nil {
-				return err
-			}
-		case top == d.PivotPath && job.Type == libvirt.JobNone:
-			if err := rt.hv.BlockCommitActive(h.Domain, d.Target); err != nil {
-				return err
-			}
-			rt.failpoint("job:" + d.Target + ":commit")
-			if err := rt.waitPivot(ctx, d, "commit"); err != nil {
-				return err
-			}
 		case top == d.OverlayPath && job.Type == libvirt.JobCopy:
 			if err := rt.waitPivot(ctx, d, "shallow copy"); err != nil {
 				return err
 			}
 		case top == d.OverlayPath && job.Type == libvirt.JobNone:
-			if _, err := os.Stat(d.PivotPath); rt.copyStarted[d.Target] || err != nil {
-				// A copy that was started and then aborted (or a crash)
-				// may have left part of its data: start from an empty one.
-				if err := rt.pivotOverlayStep(d).Run(ctx); err != nil {
-					return err
-				}
-			}
-			rt.copyStarted[d.Target] = true
-			rt.event(map[string]any{"event": "pivot-copy", "disk": d.Target})
-			if err := rt.hv.BlockCopy(h.Domain, d.Target, rt.copyDest(d), true); err != nil {
+			if err := rt.hv.BlockCopy(h.Domain, d.Target, rt.targetDisk(d), true); err != nil {
 				return err
 			}
 			rt.failpoint("job:" + d.Target + ":copy")
@@ -245,9 +227,7 @@ func (rt *runtime) mirrorStep(d *Disk) *Step {
 			return err
 		}
 		if job.Type == libvirt.JobNone {
-			format, src := rt.t.GuestDisk(d)
-			dest := &libvirtxml.DomainDisk{Driver: &libvirtxml.DomainDiskDriver{Type: format}, Source: src}
-			if err := rt.hv.BlockCopy(h.Domain, d.Target, dest, false); err != nil {
+			if err := rt.hv.BlockCopy(h.Domain, d.Target, rt.targetDisk(d), false); err != nil {
 				return err
 			}
 		} else if job.Type != libvirt.JobCopy {

@@ -170,8 +170,8 @@ func TestValidationErrors(t *testing.T) {
 			adjust: func(f *fixture) { f.opts.To = "pool:nope" }, want: []string{`cannot find storage pool "nope"`, "enc"}, code: exitcode.Invalid},
 		{name: "pool too small", state: libvirt.Running, mode: ModeLive,
 			adjust: func(f *fixture) { f.hv.pool.Available = 40 << 20 },
-			// 2×(32 MiB + 2 MiB header) + 4 overlays×3 MiB = 80 MiB; 40 available.
-			want: []string{`storage pool "enc" is too small`, "need 80.0 MiB", "has 40.0 MiB available", "40.0 MiB missing"}, code: exitcode.Invalid},
+			// 2×(32 MiB + 2 MiB header) + 2 overlays×3 MiB = 74 MiB; 40 available.
+			want: []string{`storage pool "enc" is too small`, "need 74.0 MiB", "has 40.0 MiB available", "34.0 MiB missing"}, code: exitcode.Invalid},
 		{name: "inactive pool of the wrong type", state: libvirt.Running, mode: ModeLive,
 			adjust: func(f *fixture) { f.hv.pool.Active, f.hv.pool.Type = false, "logical" },
 			want:   []string{"not active", "virsh pool-start enc", "type logical", "vg:NAME"}, code: exitcode.Invalid},
@@ -355,14 +355,13 @@ func TestLiveRun(t *testing.T) {
 				}
 			}
 			want := []string{
-				"BlockCopy mail vda -> $DIR/pool/mail-vda.pivot.qcow2 backing $DIR/pool/mail-vda.luks shallow=true",
-				"Pivot mail vda",
-				"BlockCommitActive mail vda",
+				// The persistent definition is defined back after the
+				// snapshot (libvirt 9.0 encryption-engine bug).
+				"DefineDomain mail vda=$DIR/pool/mail-vda.overlay.qcow2<$DIR/src/mail-a.raw+luks vdb=$DIR/pool/mail-vdb.overlay.qcow2<$DIR/src/mail-b.qcow2+luks sda=$DIR/src/debian.iso",
+				"BlockCopy mail vda -> $DIR/pool/mail-vda.luks shallow=true",
 				"Pivot mail vda",
 				"DefineDomain mail vda=$DIR/pool/mail-vda.luks+luks vdb=$DIR/pool/mail-vdb.overlay.qcow2<$DIR/src/mail-b.qcow2+luks sda=$DIR/src/debian.iso",
-				"BlockCopy mail vdb -> $DIR/pool/mail-vdb.pivot.qcow2 backing $DIR/pool/mail-vdb.luks shallow=true",
-				"Pivot mail vdb",
-				"BlockCommitActive mail vdb",
+				"BlockCopy mail vdb -> $DIR/pool/mail-vdb.luks shallow=true",
 				"Pivot mail vdb",
 				"DefineDomain mail vda=$DIR/pool/mail-vda.luks+luks vdb=$DIR/pool/mail-vdb.luks+luks sda=$DIR/src/debian.iso",
 			}

@@ -95,13 +95,11 @@ type Disk struct {
 	TargetVolume string `json:"targetVolume"` // its name in the pool
 	SecretUUID   string `json:"secretUUID"`   // the libvirt secret holding its key
 	// Live mode (snapshot engine): the encrypted overlay that collects the
-	// guest's writes while the base is copied, and the encrypted overlay on
-	// top of the target that the guest is pivoted onto before the commit.
+	// guest's writes while the base is copied.
 	OverlayPath string `json:"overlayPath,omitempty"`
-	PivotPath   string `json:"pivotPath,omitempty"`
-	// Rollback of a switched live disk: the overlays of the reverse move.
+	// Live rollback of a disk the guest already runs on the target: the
+	// encrypted overlay that freezes the target while it is copied back.
 	BackOverlayPath string `json:"backOverlayPath,omitempty"`
-	BackPivotPath   string `json:"backPivotPath,omitempty"`
 }
 
 // Top is the image the guest writes to before the migration.

@@ -60,7 +60,7 @@ func TestCrashResumeAndRollback(t *testing.T) {
 		ModeOffline: {"state:vda:planned", "begin:vda.key", "state:vda:target-created", "begin:vdb.target", "state:vda:copied",
 			"state:vda:verified", "state:vdb:verified", "begin:domain.switch", "state:vda:switched"},
 		ModeLive: {"state:vda:target-created", "begin:vda.overlay", "begin:domain.snapshot", "state:vda:snapshot",
-			"state:vda:copied", "state:vdb:verified", "begin:vda.switch", "job:vda:copy", "job:vda:commit",
+			"state:vda:copied", "state:vdb:verified", "begin:vda.switch", "job:vda:copy",
 			"state:vda:switched", "job:vdb:copy", "state:vdb:switched"},
 		"mirror": {"state:vda:target-created", "state:vda:copied", "begin:domain.verify-switch", "state:vda:verified",
 			"state:vdb:verified", "state:vda:switched"},

@@ -141,11 +141,11 @@ func (rt *runtime) origDisk(d *Disk) (*libvirtxml.DomainDisk, error) {
 	return &x, nil
 }
 
-// sourceDest is the libvirt element of the original chain as the
-// destination backing chain of a shallow copy.
-func (d *Disk) sourceBacking() *libvirtxml.DomainDiskBackingStore {
+// sourceBacking is the original chain from layer from down, as the
+// backing chain of a block copy's destination.
+func (d *Disk) sourceBacking(from int) *libvirtxml.DomainDiskBackingStore {
 	var top, cur *libvirtxml.DomainDiskBackingStore
-	for _, l := range d.Chain {
+	for _, l := range d.Chain[from:] {
 		b := &libvirtxml.DomainDiskBackingStore{Format: &libvirtxml.DomainDiskFormat{Type: l.Format}, Source: layerSource(l)}
 		if top == nil {
 			top = b
@@ -167,11 +167,11 @@ func layerSource(l Layer) *libvirtxml.DomainDiskSource {
 // rollbackLive moves a running guest's disk back onto its original chain,
 // from wherever the migration (or an earlier rollback) left it.
 //
-//	O → B   (snapshot taken)           active commit O into B, pivot
-//	BP → B  (reverse copy pivoted)     active commit BP into B, pivot
-//	F       (T, or P → T: the guest    snapshot onto BO (encrypted), copy the
-//	         writes the target)        frozen F into B, compare, shallow copy
-//	BO → F                             BO onto BP (backing B), pivot, commit
+//	O → B   (snapshot taken)        active commit of O into B, pivot
+//	T       (switched: the guest    snapshot onto BO (encrypted, in the pool)
+//	         writes the target)     to freeze T, then as below
+//	BO → T                          copy T back into B, compare, shallow block
+//	                                copy of BO onto B itself, pivot
 //
 // Any block job still running is cancelled first: cancelling leaves the
 // guest where it is, with its data intact.
@@ -199,17 +199,17 @@ func (rt *runtime) rollbackLive(ctx context.Context, d *Disk) error {
 		switch top := chain[0]; {
 		case top == d.Top().Path:
 			return nil
-		case top == d.OverlayPath || top == d.BackPivotPath:
+		case top == d.OverlayPath:
 			if err := rt.hv.BlockCommitActive(h.Domain, d.Target); err != nil {
 				return err
 			}
 			if err := rt.waitPivot(ctx, d, "merge back"); err != nil {
 				return err
 			}
-		case top == d.TargetPath || top == d.PivotPath:
+		case top == d.TargetPath:
 			// The guest writes data the source does not have: freeze it on
 			// an encrypted overlay and copy it back.
-			if err := rt.t.OverlayStep(h, d, d.Target+".back-overlay", d.BackOverlayPath, Layer{Path: top, Format: formatOf(d, top), Type: "file"}).Run(ctx); err != nil {
+			if err := rt.t.OverlayStep(h, d, d.Target+".back-overlay", d.BackOverlayPath, Layer{Path: top, Format: qemuimg.LUKS, Type: "file"}).Run(ctx); err != nil {
 				return err
 			}
 			snap := &libvirtxml.DomainSnapshot{Disks: &libvirtxml.DomainSnapshotDisks{}}
@@ -236,13 +236,11 @@ func (rt *runtime) rollbackLive(ctx context.Context, d *Disk) error {
 			if err := rt.copyBack(ctx, d, frozen); err != nil {
 				return err
 			}
-			if err := rt.t.OverlayStep(h, d, d.Target+".back-pivot", d.BackPivotPath, d.Top()).Run(ctx); err != nil {
-				return err
-			}
-			dest := &libvirtxml.DomainDisk{
-				Driver:       &libvirtxml.DomainDiskDriver{Type: qemuimg.QCOW2},
-				Source:       rt.t.OverlaySource(d, d.BackPivotPath),
-				BackingStore: d.sourceBacking(),
+			// The destination is the original top image with its own
+			// backing chain, now holding exactly what T holds.
+			dest := &libvirtxml.DomainDisk{Driver: &libvirtxml.DomainDiskDriver{Type: d.Top().Format}, Source: layerSource(d.Top())}
+			if len(d.Chain) > 1 {
+				dest.BackingStore = d.sourceBacking(1)
 			}
 			if err := rt.hv.BlockCopy(h.Domain, d.Target, dest, true); err != nil {
 				return err
@@ -257,15 +255,8 @@ func (rt *runtime) rollbackLive(ctx context.Context, d *Disk) error {
 	return fmt.Errorf("the disk did not get back to its source after several block jobs")
 }
 
-func formatOf(d *Disk, path string) string {
-	if path == d.TargetPath {
-		return qemuimg.LUKS
-	}
-	return qemuimg.QCOW2
-}
-
 // chainImage builds how qemu-img opens a chain of images this migration
-// made (P over T, or T alone), each with its key.
+// made (an overlay over T, or T alone), each with its key.
 func (rt *runtime) chainImage(ctx context.Context, d *Disk, chain []string) (qemuimg.Image, error) {
 	if len(chain) == 0 {
 		return qemuimg.Image{}, fmt.Errorf("empty backing chain")
@@ -273,9 +264,9 @@ func (rt *runtime) chainImage(ctx context.Context, d *Disk, chain []string) (qem
 	switch chain[0] {
 	case d.TargetPath:
 		return rt.t.Image(ctx, d)
-	case d.PivotPath, d.OverlayPath, d.BackOverlayPath:
+	case d.OverlayPath, d.BackOverlayPath:
 		var backing *qemuimg.Image
-		if len(chain) > 1 && (chain[1] == d.TargetPath || chain[1] == d.PivotPath) {
+		if len(chain) > 1 && chain[1] == d.TargetPath {
 			b, err := rt.chainImage(ctx, d, chain[1:])
 			if err != nil {
 				return qemuimg.Image{}, err
@@ -317,7 +308,7 @@ func (rt *runtime) rollbackOffline(ctx context.Context, d *Disk) error {
 	switch top {
 	case d.Top().Path:
 		return nil
-	case d.OverlayPath, d.BackPivotPath:
+	case d.OverlayPath:
 		// The overlay sits on the untouched source chain: merge it down.
 		img, err := rt.t.OverlayImage(ctx, d, top, nil)
 		if err != nil {
@@ -326,7 +317,7 @@ func (rt *runtime) rollbackOffline(ctx context.Context, d *Disk) error {
 		if err := rt.img.Commit(ctx, img); err != nil {
 			return err
 		}
-	case d.TargetPath, d.PivotPath, d.BackOverlayPath:
+	case d.TargetPath, d.BackOverlayPath:
 		chain, err := rt.ourChain(ctx, d, top)
 		if err != nil {
 			return err
@@ -344,31 +335,14 @@ func (rt *runtime) rollbackOffline(ctx context.Context, d *Disk) error {
 	return rt.defineDisks([]string{d.Target}, rt.origDisk)
 }
 
-// ourChain follows the backing files of an image this migration made as
-// far as they are images it made (the persistent definition may not list
-// the chain).
+// ourChain is the chain below an image this migration made, as far as it
+// consists of images it made (the persistent definition may not list it).
 func (rt *runtime) ourChain(ctx context.Context, d *Disk, top string) ([]string, error) {
-	chain := []string{top}
-	for cur := top; cur != d.TargetPath; {
-		var next string
-		switch cur {
-		case d.PivotPath:
-			next = d.TargetPath
-		case d.BackOverlayPath:
-			// Made on T or on P (see rollbackLive).
-			info, err := rt.img.InfoChain(ctx, cur, qemuimg.QCOW2)
-			if err != nil {
-				return nil, err
-			}
-			if len(info) < 2 {
-				return nil, fmt.Errorf("%s has no backing file", cur)
-			}
-			next = absolute(info[1].Filename, cur)
-		default:
-			return nil, fmt.Errorf("%s is not an image this migration made", cur)
-		}
-		chain = append(chain, next)
-		cur = next
+	switch top {
+	case d.TargetPath:
+		return []string{top}, nil
+	case d.BackOverlayPath:
+		return []string{top, d.TargetPath}, nil
 	}
-	return chain, nil
+	return nil, fmt.Errorf("%s is not an image this migration made", top)
 }

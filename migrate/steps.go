@@ -64,9 +64,7 @@ func buildSteps(rt *runtime) []*Step {
 	case h.Engine == EngineSnapshot:
 		for i := range h.Disks {
 			d := &h.Disks[i]
-			steps = append(steps,
-				t.OverlayStep(h, d, d.Target+".overlay", d.OverlayPath, d.Top()),
-				rt.pivotOverlayStep(d))
+			steps = append(steps, t.OverlayStep(h, d, d.Target+".overlay", d.OverlayPath, d.Top()))
 		}
 		steps = append(steps, rt.snapshotStep(all))
 		for i := range h.Disks {

@@ -127,10 +127,8 @@ func (p *poolTarget) Assign(h *Header, d *Disk) error {
 	d.TargetPath = filepath.Join(p.path, d.TargetVolume)
 	if h.Mode == ModeLive {
 		d.BackOverlayPath = filepath.Join(p.path, base+".back-overlay.qcow2")
-		d.BackPivotPath = filepath.Join(p.path, base+".back-pivot.qcow2")
 		if h.Engine == EngineSnapshot {
 			d.OverlayPath = filepath.Join(p.path, base+".overlay.qcow2")
-			d.PivotPath = filepath.Join(p.path, base+".pivot.qcow2")
 		}
 	}
 	return nil
@@ -140,7 +138,7 @@ func (p *poolTarget) Check(ctx context.Context, h *Header) []string {
 	var problems []string
 	var need int64
 	for _, d := range h.Disks {
-		for _, f := range []string{d.TargetPath, d.OverlayPath, d.PivotPath, d.BackOverlayPath, d.BackPivotPath} {
+		for _, f := range []string{d.TargetPath, d.OverlayPath, d.BackOverlayPath} {
 			if f == "" {
 				continue
 			}
@@ -150,7 +148,7 @@ func (p *poolTarget) Check(ctx context.Context, h *Header) []string {
 		}
 		need += d.VirtualSize + luksHeaderBytes
 		if h.Mode == ModeLive && h.Engine == EngineSnapshot {
-			need += 2 * overlayReserve
+			need += overlayReserve
 		}
 	}
 	// libvirt's figure is only as fresh as the last refresh.
@@ -326,7 +324,7 @@ func (p *poolTarget) RemoveOverlay(ctx context.Context, d *Disk, path string) er
 }
 
 func (p *poolTarget) Remove(ctx context.Context, d *Disk) error {
-	for _, f := range []string{d.OverlayPath, d.PivotPath, d.BackOverlayPath, d.BackPivotPath, d.TargetPath} {
+	for _, f := range []string{d.OverlayPath, d.BackOverlayPath, d.TargetPath} {
 		if f != "" {
 			if err := removeIfExists(f); err != nil {
 				return err
