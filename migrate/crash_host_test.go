@@ -3,6 +3,7 @@ package migrate_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
@@ -159,4 +160,45 @@ func itoa(i int) string {
 		return digits[i : i+1]
 	}
 	return itoa(i/10) + digits[i%10:i%10+1]
+}
+
+// TestHostCLIOfflineProgressJSON runs the CLI as a user would, with
+// --progress=json: the events on standard error are JSON lines with a
+// start and a done event for each disk's copy, and stdout says what was
+// migrated.
+func TestHostCLIOfflineProgressJSON(t *testing.T) {
+	e := newEnv(t)
+	g := e.newGuest(t, "cli", false)
+	cmd := exec.Command(cli(t), "migrate", g.name, "--connect", e.d.Socket, "--to", "pool:enc", "--mode", "offline",
+		"--yes", "--journal", e.journalOf(g), "--iter-time", "10", "--progress", "json")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%v\n%s\n%s", err, stdout.String(), stderr.String())
+	}
+	events := map[string]bool{}
+	for _, line := range bytes.Split(bytes.TrimSpace(stderr.Bytes()), []byte("\n")) {
+		var ev struct {
+			Event string `json:"event"`
+			Task  string `json:"task"`
+			Done  int64  `json:"done"`
+			Total int64  `json:"total"`
+		}
+		if err := json.Unmarshal(line, &ev); err != nil {
+			t.Fatalf("not a JSON event on stderr: %q", line)
+		}
+		events[ev.Event+" "+ev.Task] = true
+		if ev.Event == "done" && ev.Task == "copy vda" && ev.Done != ev.Total {
+			t.Errorf("copy vda done at %d of %d", ev.Done, ev.Total)
+		}
+	}
+	for _, want := range []string{"start copy vda", "done copy vda", "start copy vdb", "done copy vdb", "done verify vdb"} {
+		if !events[want] {
+			t.Errorf("no %q event; got %v", want, events)
+		}
+	}
+	if !bytes.Contains(stdout.Bytes(), []byte("migrated cli: vda switched, vdb switched")) {
+		t.Errorf("stdout:\n%s", stdout.String())
+	}
+	e.checkMigrated(t, g, false)
 }
