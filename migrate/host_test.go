@@ -121,6 +121,13 @@ func (e *env) checkMigrated(t *testing.T, g *guest, running bool) {
 			if inactive {
 				key, err := e.c.SecretValue(x.Source.Encryption.Secrets[0].UUID)
 				must(t, err)
+				// The key is in libvirt only: not in the journal, not in
+				// the saved definition.
+				for _, f := range []string{e.journalOf(g), strings.TrimSuffix(e.journalOf(g), ".journal") + ".orig.xml"} {
+					if b, err := os.ReadFile(f); err != nil || bytes.Contains(b, key) {
+						t.Fatalf("%s: unreadable (%v) or holds the key of %s", f, err, dev)
+					}
+				}
 				if err := q.Compare(ctx, qemuimg.Image{Path: g.want[dev], Format: "raw"},
 					qemuimg.Image{Path: want, Format: "luks", Secret: key}, running); err != nil {
 					t.Fatalf("%s: %v", dev, err)
@@ -427,4 +434,68 @@ func TestHostBadInput(t *testing.T) {
 			t.Errorf("%s: vda moved to %s", name, top)
 		}
 	}
+}
+
+// TestHostMigrateBlockAndVolumeDisks covers the other disk kinds discovery
+// must understand: a block device (a loop device here) and a volume of a
+// libvirt storage pool.
+func TestHostMigrateBlockAndVolumeDisks(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	q := qemuimg.New()
+	img := filepath.Join(e.dir, "blk-backing.raw")
+	must(t, q.Create(ctx, qemuimg.CreateOptions{Path: img, Format: "raw", Size: diskSize}))
+	writeAt(t, img, 3<<20, strings.Repeat("block device mail ", 1000))
+	out, err := exec.Command("losetup", "--find", "--show", img).CombinedOutput()
+	if err != nil {
+		t.Fatalf("losetup: %v: %s", err, out)
+	}
+	loop := strings.TrimSpace(string(out))
+	t.Cleanup(func() {
+		if out, err := exec.Command("losetup", "-d", loop).CombinedOutput(); err != nil {
+			t.Errorf("losetup -d %s: %v: %s", loop, err, out)
+		}
+	})
+	srcPool := filepath.Join(e.dir, "srcpool")
+	e.d.DefineDirPool(t, "src", srcPool)
+	vol := filepath.Join(srcPool, "spool.qcow2")
+	must(t, q.Create(ctx, qemuimg.CreateOptions{Path: vol, Format: "qcow2", Size: diskSize}))
+	qemuIO(t, vol, "write -P 0x6d 7M 128k")
+	must(t, e.c.RefreshPool("src"))
+
+	blk := libvirtxml.DomainDisk{Device: "disk", Driver: &libvirtxml.DomainDiskDriver{Name: "qemu", Type: "raw"},
+		Source: &libvirtxml.DomainDiskSource{Block: &libvirtxml.DomainDiskSourceBlock{Dev: loop}},
+		Target: &libvirtxml.DomainDiskTarget{Dev: "vda", Bus: "virtio"}}
+	vd := libvirtxml.DomainDisk{Device: "disk", Driver: &libvirtxml.DomainDiskDriver{Name: "qemu", Type: "qcow2"},
+		Source: &libvirtxml.DomainDiskSource{Volume: &libvirtxml.DomainDiskSourceVolume{Pool: "src", Volume: "spool.qcow2"}},
+		Target: &libvirtxml.DomainDiskTarget{Dev: "vdb", Bus: "virtio"}}
+	e.d.Define(t, libvirttest.Domain("kinds", blk, vd), false)
+
+	o := migrate.Options{Domain: "kinds", Connect: e.d.Socket, To: "pool:enc", Mode: migrate.ModeOffline,
+		JournalPath: filepath.Join(e.dir, "journal", "kinds.journal"), IterTimeMS: iterTime}
+	res, err := migrate.Run(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := map[string]qemuimg.Image{"vda": {Path: loop, Format: "raw"}, "vdb": {Path: vol, Format: "qcow2"}}
+	for _, d := range res.Plan.Disks {
+		if d.Target == "vda" && (d.Chain[0].Type != "block" || d.Chain[0].Path != loop) {
+			t.Errorf("vda: chain %+v, want the block device %s", d.Chain, loop)
+		}
+		if d.Target == "vdb" && d.Chain[0].Path != vol {
+			t.Errorf("vdb: chain %+v, want the volume's path %s", d.Chain, vol)
+		}
+	}
+	dom, err := e.c.DomainXML("kinds", libvirt.XMLFlags{Inactive: true})
+	must(t, err)
+	for dev, s := range src {
+		x := libvirt.FindDisk(dom, dev)
+		key, err := e.c.SecretValue(x.Source.Encryption.Secrets[0].UUID)
+		must(t, err)
+		if err := q.Compare(ctx, s, qemuimg.Image{Path: libvirt.SourcePath(x), Format: "luks", Secret: key}, false); err != nil {
+			t.Errorf("%s: %v", dev, err)
+		}
+	}
+	must(t, e.c.StartDomain("kinds"))
+	must(t, e.c.DestroyDomain("kinds"))
 }
