@@ -233,6 +233,28 @@ func TestHostMigrateOffline(t *testing.T) {
 	// The guest boots on its encrypted disks: libvirt hands qemu the keys.
 	must(t, e.c.StartDomain(g.name))
 	e.checkMigrated(t, g, true)
+
+	// Retire the plaintext later, as the leftovers note says.
+	out.Reset()
+	o.Resume, o.RetireSource = true, true
+	res, err = migrate.Run(context.Background(), o)
+	if err != nil {
+		t.Fatalf("retire: %v\n%s", err, out.String())
+	}
+	for _, f := range []string{g.raw, g.qcow2, g.base} {
+		if _, err := os.Stat(f); !os.IsNotExist(err) {
+			t.Errorf("%s was not retired", f)
+		}
+	}
+	if res.States["vda"] != migrate.StateRetired || res.States["vdb"] != migrate.StateRetired {
+		t.Errorf("states %v, want source-retired", res.States)
+	}
+	if !strings.Contains(out.String(), "SSDs") || strings.Contains(out.String(), "plaintext remains") {
+		t.Errorf("the output does not say what retiring does not guarantee, or still lists leftovers:\n%s", out.String())
+	}
+	if err := migrate.Rollback(context.Background(), o.JournalPath, migrate.RollbackOptions{}); err == nil || !strings.Contains(err.Error(), "retired") {
+		t.Errorf("rollback after retirement: got %v", err)
+	}
 }
 
 func TestHostMigrateLive(t *testing.T) {

@@ -498,3 +498,28 @@ func TestInterruptedExitsResumable(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestPassphraseFile(t *testing.T) {
+	f := newFixture(t, libvirt.ShutOff, ModeOffline)
+	pf := filepath.Join(f.dir, "pass")
+	if err := os.WriteFile(pf, []byte("correct horse battery staple\n"), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	f.opts.PassphraseFile = pf
+	if _, err := Run(context.Background(), f.opts); err != nil {
+		t.Fatal(err)
+	}
+	for uuid, v := range f.hv.secrets {
+		if string(v) != "correct horse battery staple" {
+			t.Errorf("secret %s holds %q, want the file's passphrase without its newline", uuid, v)
+		}
+	}
+	f.checkNoSecret(t)
+
+	short := newFixture(t, libvirt.ShutOff, ModeOffline)
+	os.WriteFile(pf, []byte("short\n"), 0o400)
+	short.opts.PassphraseFile = pf
+	if _, err := Run(context.Background(), short.opts); err == nil || !strings.Contains(err.Error(), "shorter than 16") {
+		t.Errorf("short passphrase: got %v", err)
+	}
+}
