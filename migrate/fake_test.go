@@ -421,10 +421,6 @@ func (f *fakeHV) Pool(name string) (libvirt.Pool, error) {
 
 func (f *fakeHV) RefreshPool(name string) error { return nil }
 
-func (f *fakeHV) VolumeByPath(path string) (libvirt.Volume, error) {
-	return libvirt.Volume{}, lv.Error{Code: uint32(lv.ErrNoStorageVol), Message: "no volume"}
-}
-
 func (f *fakeHV) ResolveVolumes(disks []libvirt.Disk) error { return nil }
 
 // mutations are the logged calls that change something.

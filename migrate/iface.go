@@ -43,7 +43,6 @@ type Hypervisor interface {
 
 	Pool(name string) (libvirt.Pool, error)
 	RefreshPool(name string) error
-	VolumeByPath(path string) (libvirt.Volume, error)
 	ResolveVolumes(disks []libvirt.Disk) error
 }
 

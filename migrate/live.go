@@ -42,6 +42,9 @@ func (rt *runtime) snapshotStep(all []string) *Step {
 		Description: "freeze the source disks with one atomic external disk-only snapshot onto the encrypted overlays (quiesced through the guest agent when it answers); the guest keeps running",
 		Command:     cmd}, State: StateSnapshot, Disks: all}
 	s.Run = func(ctx context.Context) error {
+		if err := rt.mustRun(); err != nil {
+			return err
+		}
 		live, err := rt.hv.DomainXML(h.Domain, libvirt.XMLFlags{})
 		if err != nil {
 			return err
@@ -142,10 +145,14 @@ func (rt *runtime) liveSwitchStep(d *Disk) *Step {
 		if err := rt.liveMove(ctx, d); err != nil {
 			return err
 		}
-		if err := rt.t.RemoveOverlay(ctx, d, d.OverlayPath); err != nil {
+		// Define first: until then the persistent definition may still name
+		// the overlay (a guest restarted now would lose what it wrote to
+		// the target since the pivot), and the overlay must outlive every
+		// reference to it.
+		if err := rt.defineDisks([]string{d.Target}, rt.guestDisk); err != nil {
 			return err
 		}
-		return rt.defineDisks([]string{d.Target}, rt.guestDisk)
+		return rt.t.RemoveOverlay(ctx, d, d.OverlayPath)
 	}
 	return s
 }
@@ -155,6 +162,9 @@ func (rt *runtime) liveSwitchStep(d *Disk) *Step {
 // run left running in qemu) and continues from there.
 func (rt *runtime) liveMove(ctx context.Context, d *Disk) error {
 	h := rt.h
+	if err := rt.mustRun(); err != nil {
+		return err
+	}
 	for round := 0; round < 4; round++ {
 		live, err := rt.hv.DomainXML(h.Domain, libvirt.XMLFlags{})
 		if err != nil {
@@ -316,6 +326,19 @@ func (rt *runtime) verifyAndPivot(ctx context.Context, pending []*Disk) error {
 		if err := rt.hv.Pivot(rt.h.Domain, d.Target); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// mustRun checks that a live migration's guest still runs: block jobs and
+// snapshots of a running guest are what the live steps are made of.
+func (rt *runtime) mustRun() error {
+	st, err := rt.hv.DomainState(rt.h.Domain)
+	if err != nil {
+		return err
+	}
+	if st != libvirt.Running && st != libvirt.Paused {
+		return fmt.Errorf("domain %s is %s: the live migration's next step needs it running; start it (its disks are consistent: it boots from whatever images the migration reached) and continue with --resume, or roll back with cryptshift rollback", rt.h.Domain, st)
 	}
 	return nil
 }

@@ -523,3 +523,28 @@ func TestPassphraseFile(t *testing.T) {
 		t.Errorf("short passphrase: got %v", err)
 	}
 }
+
+// TestLiveGuestShutDownMidway: a live migration whose guest was shut down
+// after the snapshot says what to do, and finishes once it runs again.
+func TestLiveGuestShutDownMidway(t *testing.T) {
+	f := newFixture(t, libvirt.Running, ModeLive)
+	if !runUntil(t, f, "state:vdb:verified") {
+		t.Fatal("failpoint did not fire")
+	}
+	f.hv.doms["mail"].state = libvirt.ShutOff
+	o := f.opts
+	o.Resume = true
+	_, err := Run(context.Background(), o)
+	if err == nil || !strings.Contains(err.Error(), "is shut off") || !strings.Contains(err.Error(), "--resume") {
+		t.Fatalf("got %v", err)
+	}
+	if err := f.hv.StartDomain("mail"); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.chainsOf(false); !strings.Contains(got, "mail-vda.overlay.qcow2") {
+		t.Fatalf("the restarted guest does not run on its encrypted overlays: %s", got)
+	}
+	if _, err := Run(context.Background(), o); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -57,7 +57,7 @@ func (rt *runtime) retire(ctx context.Context, d *Disk) error {
 		rt.note(fmt.Sprintf("%s: overwrote with zeros and removed %s", d.Target, strings.Join(retired, ", ")))
 	}
 	rt.event(map[string]any{"event": "retired", "disk": d.Target, "files": retired, "note": retireNote})
-	rt.noteOnce(retireNote)
+	rt.note(retireNote)
 	return nil
 }
 

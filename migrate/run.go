@@ -554,8 +554,6 @@ func (rt *runtime) note(s string) {
 	rt.printf("note: %s\n", s)
 }
 
-func (rt *runtime) noteOnce(s string) { rt.note(s) }
-
 func (rt *runtime) printf(format string, a ...any) { fmt.Fprintf(rt.out, format, a...) }
 
 // key returns a disk's key from memory or from its libvirt secret.
