@@ -548,3 +548,31 @@ func TestLiveGuestShutDownMidway(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestResumeFinishedIsNoOp: resuming a finished migration runs nothing and
+// leaves the journal byte for byte as it was (the Ansible role relies on
+// it to report "unchanged").
+func TestResumeFinishedIsNoOp(t *testing.T) {
+	f := newFixture(t, libvirt.Running, ModeLive)
+	if _, err := Run(context.Background(), f.opts); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(f.opts.JournalPath)
+	calls := len(f.hv.mutations())
+	o := f.opts
+	o.Resume = true
+	res, err := Run(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, _ := os.ReadFile(f.opts.JournalPath)
+	if !bytes.Equal(before, after) {
+		t.Errorf("the journal changed:\n%s", after[len(before):])
+	}
+	if got := len(f.hv.mutations()); got != calls {
+		t.Errorf("resume changed something: %v", f.hv.mutations()[calls:])
+	}
+	if res.States["vda"] != StateSwitched {
+		t.Errorf("states %v", res.States)
+	}
+}

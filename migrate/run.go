@@ -104,6 +104,7 @@ type runtime struct {
 	states     map[string]string // disk → last recorded state
 	verified   map[string]bool
 	pausedByUs bool
+	finished   bool // the journal has a done record
 	noted      map[string]bool
 	notes      []string
 
@@ -373,6 +374,8 @@ func (rt *runtime) replay(recs []journal.Record) map[string]bool {
 			if json.Unmarshal(r.Data, &s) == nil && s.Status == "done" {
 				done[s.ID] = true
 			}
+		case "done":
+			rt.finished = true
 		case "state":
 			var s stateRecord
 			if json.Unmarshal(r.Data, &s) == nil {
@@ -417,7 +420,7 @@ func (rt *runtime) rolledBack(recs []journal.Record) bool {
 
 // execute runs the steps not yet done, journaling each.
 func (rt *runtime) execute(ctx context.Context, steps []*Step, done map[string]bool, doc *Document) (*Result, error) {
-	total := len(steps)
+	total, ran := len(steps), 0
 	for i, s := range steps {
 		if done[s.ID] {
 			// Journals written before states preceded done records.
@@ -429,6 +432,7 @@ func (rt *runtime) execute(ctx context.Context, steps []*Step, done map[string]b
 		if err := ctx.Err(); err != nil {
 			return rt.result(doc), exitcode.With(exitcode.Interrupted, fmt.Errorf("cannot finish the migration of %s: interrupted before step %s; continue with --resume", rt.h.Domain, s.ID))
 		}
+		ran++
 		rt.printf("[%d/%d] %s\n", i+1, total, s.Description)
 		rt.append("step", stepRecord{ID: s.ID, Status: "begin"})
 		rt.failpoint("begin:" + s.ID)
@@ -455,7 +459,11 @@ func (rt *runtime) execute(ctx context.Context, steps []*Step, done map[string]b
 		}
 	}
 	rt.leftovers()
-	rt.append("done", map[string]any{"states": rt.states})
+	// Resuming a finished migration changes nothing, not even the journal
+	// (configuration management tells "changed" from the journal).
+	if ran > 0 || !rt.finished {
+		rt.append("done", map[string]any{"states": rt.states})
+	}
 	return rt.result(doc), nil
 }
 
