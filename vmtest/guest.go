@@ -229,7 +229,9 @@ func runTestsInVM(t *testing.T, names []string) (map[string]*guestTest, vmRun) {
 	if testing.Short() {
 		args = append(args, "-test.short")
 	}
-	o := Options{Args: args, Timeout: timeout}
+	// One spare disk for tests that need a real, unencrypted disk in the
+	// guest (a plaintext swap file verify must FAIL, for instance).
+	o := Options{Args: args, Timeout: timeout, SpareDisks: []int64{256 << 20}}
 	if os.Getenv("CRYPTSHIFT_VM_CONSOLE") == "1" {
 		o.Console = os.Stderr
 	}

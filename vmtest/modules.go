@@ -22,7 +22,9 @@ var RunnerModules = []string{
 	// and a guest entropy source so cryptsetup's key generation never waits.
 	"virtio_pci", "9pnet_virtio", "9p", "overlay", "virtio_rng",
 	// Block devices and device-mapper: what the VM tier exists for.
-	"loop", "dm-mod", "dm-crypt",
+	// virtio_blk serves Options.SpareDisks: a real, unencrypted disk in
+	// the guest (loop files live in tmpfs, which verify rightly calls RAM).
+	"loop", "dm-mod", "dm-crypt", "virtio_blk",
 	// Ciphers dm-crypt and cryptsetup ask for by template name. Not the
 	// alias "aes": it also names padlock-aes, a VIA driver that never loads.
 	// aesni-intel fails with ENODEV on a CPU model without AES-NI (qemu64);

@@ -47,6 +47,11 @@ type Options struct {
 	// dm-crypt uses aesni-intel (measured faster under TCG than the
 	// generic C AES on qemu64: see the package documentation).
 	CPU string
+	// SpareDisks attaches one empty virtio-blk disk per size (sparse raw
+	// files in the run directory, gone after the run): /dev/vda, /dev/vdb,
+	// ... in the guest. Unlike loop devices over the guest's tmpfs, they
+	// are disks, so data on them is plaintext on disk.
+	SpareDisks []int64
 	// Console, if set, receives the guest's serial console as it happens:
 	// kernel messages and a copy of the command's output. For debugging;
 	// Result.Output is the reliable record.
@@ -136,6 +141,9 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		return Result{}, fmt.Errorf("cannot write the run script: %w", err)
 	}
 
+	if err := makeSpareDisks(runDir, o.SpareDisks); err != nil {
+		return Result{}, err
+	}
 	args := qemuArgs(kit, o, runDir)
 	cmd := exec.Command(Qemu, args...)
 	console := &tailBuffer{max: consoleCap}
@@ -224,7 +232,31 @@ func qemuArgs(kit *Kit, o Options, runDir string) []string {
 	if o.Share != "" {
 		args = append(args, "-virtfs", "local,path="+o.Share+",mount_tag=share,security_model=none,multidevs=remap")
 	}
+	for i := range o.SpareDisks {
+		args = append(args, "-drive", fmt.Sprintf("file=%s,format=raw,if=virtio,cache=unsafe", spareDiskPath(runDir, i)))
+	}
 	return args
+}
+
+func spareDiskPath(runDir string, i int) string {
+	return filepath.Join(runDir, fmt.Sprintf("spare%d.img", i))
+}
+
+// makeSpareDisks creates the sparse files behind Options.SpareDisks.
+func makeSpareDisks(runDir string, sizes []int64) error {
+	for i, size := range sizes {
+		p := spareDiskPath(runDir, i)
+		f, err := os.Create(p)
+		if err != nil {
+			return fmt.Errorf("cannot create spare disk %s: %w", p, err)
+		}
+		err = f.Truncate(size)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("cannot size spare disk %s: %w", p, err)
+		}
+	}
+	return nil
 }
 
 // keepEnv are host variables the guest command inherits: the shell and Go
