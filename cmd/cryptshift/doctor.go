@@ -86,6 +86,8 @@ Exit status:
 	fl.StringVarP(&output, "output", "o", "text", "output format: text or json")
 	fl.StringVar(&o.Root, "root", "/", "`DIR` whose /proc, /sys, /lib/modules and /boot to read (a fixture; tools are still this host's)")
 	_ = fl.MarkHidden("root")
+	_ = cmd.RegisterFlagCompletionFunc("for", cobra.FixedCompletions(doctor.Capabilities(), cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"text", "json"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 
