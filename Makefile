@@ -6,7 +6,7 @@ COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 export GOFLAGS ?= -buildvcs=false
 
-.PHONY: all build deps test test-unit test-fuzz test-host test-vm bench run clean
+.PHONY: all build deps test test-unit test-fuzz test-host test-vm bench run clean dist
 
 all: build
 
@@ -42,6 +42,13 @@ bench: deps
 
 run:
 	$(GO) run ./cmd/cryptshift plan
+
+# Release artifacts in dist/: static binaries (CGO_ENABLED=0) for amd64 and
+# arm64, a Debian package per architecture (binary, man pages, bash/zsh/fish
+# completions, playbooks) and SHA256SUMS (check with: cd dist && sha256sum -c SHA256SUMS).
+DIST_ARCH ?= amd64,arm64
+dist:
+	$(GO) run ./packaging/cmd/mkdist -out dist -arch $(DIST_ARCH) -version $(VERSION) -commit $(COMMIT)
 
 clean:
 	rm -rf bin

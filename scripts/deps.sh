@@ -11,6 +11,10 @@ PKGS=(
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
   # tier 3: the throwaway VM (busybox initramfs, kernel modules)
   busybox-static cpio kmod zstd xz-utils
+  # fleet (packaging/fleet_host_test.go): the playbooks run for real with
+  # Debian's Ansible and are linted; the .deb's man pages and bash
+  # completion are checked once installed
+  ansible ansible-lint python3-apt man-db bash-completion
 )
 
 missing=()
