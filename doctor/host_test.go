@@ -2,6 +2,7 @@ package doctor
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/cryptshift/cryptshift/internal/testtier"
@@ -35,5 +36,7 @@ func TestHostDoctor(t *testing.T) {
 	if hasDM != (dm.Status == OK) {
 		t.Errorf("kernel.device-mapper %s (%q) but /proc/devices lists device-mapper: %v", dm.Status, dm.Found, hasDM)
 	}
-	t.Logf("device-mapper here: %s: %s", dm.Status, dm.Found)
+	var text strings.Builder
+	r.WriteText(&text)
+	t.Logf("doctor with a private libvirtd:\n%s", text.String())
 }
