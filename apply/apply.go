@@ -24,6 +24,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cryptshift/cryptshift/blockstack"
 	"github.com/cryptshift/cryptshift/internal/execx"
 	"github.com/cryptshift/cryptshift/journal"
 	"github.com/cryptshift/cryptshift/luks"
@@ -592,19 +593,19 @@ func swapActive(dev string) bool {
 }
 
 func mounted(target string) bool {
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return false
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 4 && unescape(f[4]) == target {
+	defer f.Close()
+	ms, err := blockstack.ParseMountInfo(f)
+	if err != nil {
+		return false
+	}
+	for _, m := range ms {
+		if m.MountPoint == target {
 			return true
 		}
 	}
 	return false
-}
-
-func unescape(s string) string {
-	return strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`).Replace(s)
 }

@@ -115,27 +115,12 @@ func (p *planner) planFiles() {
 	if target != nil && target.Root != p.root {
 		target = nil // an inventory of another root says nothing about this one
 	}
-	wroteCrypttab := false
-	if len(ct) > 0 && (target == nil || !strings.Contains(target.Crypttab, crypttab)) {
-		f := p.onRoot("/etc/crypttab")
-		p.add(plan.Step{
-			Action: plan.ActWriteCrypttab, Target: f,
-			Description: fmt.Sprintf("write %d crypttab entr(y/ies) into %s (a marked block; a backup of the old file is kept)", len(ct), f),
-			Command:     []string{"cryptshift", "step", "write-block", "--file", f, "--block", "crypttab:" + p.l.Name},
-			Input:       crypttab,
-			Undo:        []string{"cryptshift", "step", "restore", "--file", f},
-		})
-		wroteCrypttab = true
+	wroteCrypttab := len(ct) > 0 && (target == nil || !strings.Contains(target.Crypttab, crypttab))
+	if wroteCrypttab {
+		p.addWriteBlock(plan.ActWriteCrypttab, "/etc/crypttab", "crypttab", crypttab, len(ct))
 	}
 	if len(ft) > 0 && (target == nil || !strings.Contains(target.Fstab, fstab)) {
-		f := p.onRoot("/etc/fstab")
-		p.add(plan.Step{
-			Action: plan.ActWriteFstab, Target: f,
-			Description: fmt.Sprintf("write %d fstab entr(y/ies) into %s (a marked block; a backup of the old file is kept)", len(ft), f),
-			Command:     []string{"cryptshift", "step", "write-block", "--file", f, "--block", "fstab:" + p.l.Name},
-			Input:       fstab,
-			Undo:        []string{"cryptshift", "step", "restore", "--file", f},
-		})
+		p.addWriteBlock(plan.ActWriteFstab, "/etc/fstab", "fstab", fstab, len(ft))
 	}
 	if wroteCrypttab {
 		p.add(plan.Step{
@@ -157,6 +142,18 @@ func (p *planner) planFiles() {
 			p.note("%s allows discards: TRIM keeps the SSD fast but reveals which blocks are unused (and so hints at the filesystem and how full it is); this was asked for in the layout", st.lvPath)
 		}
 	}
+}
+
+// addWriteBlock plans the edit of one of the new system's tab files.
+func (p *planner) addWriteBlock(action, file, kind, block string, entries int) {
+	f := p.onRoot(file)
+	p.add(plan.Step{
+		Action: action, Target: f,
+		Description: fmt.Sprintf("write %d %s entr(y/ies) into %s (a marked block; a backup of the old file is kept)", entries, kind, f),
+		Command:     []string{"cryptshift", "step", "write-block", "--file", f, "--block", kind + ":" + p.l.Name},
+		Input:       block,
+		Undo:        []string{"cryptshift", "step", "restore", "--file", f},
+	})
 }
 
 func (p *planner) planTmp() {

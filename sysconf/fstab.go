@@ -10,6 +10,7 @@ package sysconf
 import (
 	"bufio"
 	"fmt"
+	"github.com/cryptshift/cryptshift/blockstack"
 	"io"
 	"strconv"
 	"strings"
@@ -101,32 +102,6 @@ func eachLine(r io.Reader, fn func(n int, line string) error) error {
 	return sc.Err()
 }
 
-// unescape decodes octal escapes (\040) as getmntent(3) does.
-func unescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && octal3(s[i+1:]) {
-			v, _ := strconv.ParseUint(s[i+1:i+4], 8, 8)
-			b.WriteByte(byte(v))
-			i += 3
-			continue
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-func octal3(s string) bool {
-	if len(s) < 3 || s[0] > '3' {
-		return false
-	}
-	for i := 0; i < 3; i++ {
-		if s[i] < '0' || s[i] > '7' {
-			return false
-		}
-	}
-	return true
-}
+// unescape decodes octal escapes (\040) as getmntent(3) does: the same
+// escapes the kernel writes into mountinfo.
+func unescape(s string) string { return blockstack.Unescape(s) }
