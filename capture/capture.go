@@ -100,7 +100,7 @@ func Capture(o Options) (*Result, error) {
 	} else {
 		c.cryptHeaders()
 	}
-	if err := keepEmptyDirs(o.Dest); err != nil {
+	if err := rootfs.KeepEmptyDirs(o.Dest); err != nil {
 		return nil, fmt.Errorf("cannot capture into %s: %w", o.Dest, err)
 	}
 	if c.err != nil {
@@ -553,22 +553,5 @@ func (c *copier) cryptHeaders() {
 	}
 }
 
-// KeepName is put into empty directories: version control keeps no empty
-// directories, and a missing /var/crash means something else than an empty one.
-const KeepName = ".keep"
-
-func keepEmptyDirs(dir string) error {
-	return filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err != nil || !d.IsDir() {
-			return err
-		}
-		ents, err := os.ReadDir(p)
-		if err != nil {
-			return err
-		}
-		if len(ents) == 0 {
-			return os.WriteFile(filepath.Join(p, KeepName), nil, 0o644)
-		}
-		return nil
-	})
-}
+// KeepName is put into empty directories (see rootfs.KeepName).
+const KeepName = rootfs.KeepName

@@ -156,3 +156,25 @@ func (d Dir) ReadDir(name string) ([]fs.DirEntry, error) { return os.ReadDir(d.h
 
 // Open implements FS.
 func (d Dir) Open(name string) (File, error) { return os.Open(d.host(name)) }
+
+// KeepName is the file put into otherwise empty directories of a captured
+// tree: version control keeps no empty directories, and a missing
+// /var/crash means something else than an empty one.
+const KeepName = ".keep"
+
+// KeepEmptyDirs puts a KeepName file into every empty directory under dir.
+func KeepEmptyDirs(dir string) error {
+	return filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return err
+		}
+		ents, err := os.ReadDir(p)
+		if err != nil {
+			return err
+		}
+		if len(ents) == 0 {
+			return os.WriteFile(filepath.Join(p, KeepName), nil, 0o644)
+		}
+		return nil
+	})
+}

@@ -20,6 +20,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"github.com/cryptshift/cryptshift/rootfs"
 	"os"
 	"path"
 	"path/filepath"
@@ -348,27 +349,12 @@ func (t *Tree) Finish() error {
 	return t.err
 }
 
-// KeepName is the file put into otherwise empty directories: version
-// control keeps no empty directories, and a missing /var/crash means
-// something else than an empty one.
-const KeepName = ".keep"
+// KeepName and KeepEmptyDirs: see rootfs; a captured tree and a
+// generated one keep empty directories the same way.
+const KeepName = rootfs.KeepName
 
 // KeepEmptyDirs puts a KeepName file into every empty directory under dir.
-func KeepEmptyDirs(dir string) error {
-	return filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err != nil || !d.IsDir() {
-			return err
-		}
-		ents, err := os.ReadDir(p)
-		if err != nil {
-			return err
-		}
-		if len(ents) == 0 {
-			return os.WriteFile(filepath.Join(p, KeepName), nil, 0o644)
-		}
-		return nil
-	})
-}
+func KeepEmptyDirs(dir string) error { return rootfs.KeepEmptyDirs(dir) }
 
 // Names returns the device names defined so far, sorted.
 func (t *Tree) Names() []string {
