@@ -81,6 +81,14 @@ type fleet struct {
 	tmp  string // Ansible's own temporary files
 }
 
+// env keeps Ansible's files (~/.ansible, ansible-lint's cache in ~/.cache)
+// in the test's directory.
+func (f *fleet) env() []string {
+	return append(os.Environ(), "HOME="+f.tmp, "XDG_CACHE_HOME="+f.tmp, "ANSIBLE_HOME="+f.tmp,
+		"ANSIBLE_LOCAL_TEMP="+f.tmp, "ANSIBLE_REMOTE_TEMP="+f.tmp, "ANSIBLE_NOCOLOR=1",
+		"ANSIBLE_RETRY_FILES_ENABLED=0", "PATH=/usr/sbin:/usr/bin:/sbin:/bin")
+}
+
 // run runs ansible-playbook with the named playbooks (a space-separated
 // list, run in one go) and args.
 func (f *fleet) run(t *testing.T, playbooks string, args ...string) play {
@@ -94,9 +102,7 @@ func (f *fleet) run(t *testing.T, playbooks string, args ...string) play {
 	cmd.Dir = f.repo
 	// The json callback gives per-host statistics to assert on; Ansible's
 	// temporary files go to the test's directory, not ~/.ansible.
-	cmd.Env = append(os.Environ(), "ANSIBLE_STDOUT_CALLBACK=json", "ANSIBLE_NOCOLOR=1",
-		"ANSIBLE_LOCAL_TEMP="+f.tmp, "ANSIBLE_REMOTE_TEMP="+f.tmp, "ANSIBLE_RETRY_FILES_ENABLED=0",
-		"PATH=/usr/sbin:/usr/bin:/sbin:/bin")
+	cmd.Env = append(f.env(), "ANSIBLE_STDOUT_CALLBACK=json")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
@@ -200,6 +206,7 @@ func TestHostPlaybooks(t *testing.T) {
 		pbs := []string{"playbooks/install.yml", "playbooks/plan.yml", "playbooks/verify.yml", "playbooks/migrate.yml"}
 		cmd := exec.Command("ansible-playbook", append([]string{"--syntax-check", "-i", "playbooks/inventory-ci/hosts.yml"}, pbs...)...)
 		cmd.Dir = repo
+		cmd.Env = f.env()
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Errorf("ansible-playbook --syntax-check: %v\n%s", err, out)
 		}
@@ -211,9 +218,7 @@ func TestHostPlaybooks(t *testing.T) {
 		}
 		cmd = exec.Command("ansible-lint", lint...)
 		cmd.Dir = filepath.Join(repo, "playbooks")
-		// ansible-lint keeps a cache under $HOME/.cache; give it the
-		// test's directory.
-		cmd.Env = append(os.Environ(), "HOME="+f.tmp, "XDG_CACHE_HOME="+f.tmp)
+		cmd.Env = f.env()
 		// Warnings do not change ansible-lint's exit status; clean means
 		// none either.
 		if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "Passed with production profile: 0 failure(s), 0 warning(s)") {
