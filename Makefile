@@ -24,6 +24,7 @@ test: deps
 # Tier 1: pure unit, table and golden tests (no root, no devices).
 test-unit:
 	$(GO) test -count=1 ./...
+	cd packaging && $(GO) test -count=1 ./...
 
 # Tier 1b: every fuzz target for a bounded time.
 test-fuzz:
@@ -32,6 +33,7 @@ test-fuzz:
 # Tier 2: real tools and daemons on the host (libvirtd, qemu, qemu-img, cryptsetup on files).
 test-host: deps
 	CRYPTSHIFT_TEST_HOST=1 $(GO) test -count=1 -run '^TestHost' -timeout 20m ./...
+	cd packaging && CRYPTSHIFT_TEST_HOST=1 $(GO) test -count=1 -run '^TestHost' -timeout 20m ./...
 
 # Tier 3: real dm-crypt and LVM on loop devices inside a throwaway TCG VM.
 test-vm: deps
@@ -48,7 +50,8 @@ run:
 # completions, playbooks) and SHA256SUMS (check with: cd dist && sha256sum -c SHA256SUMS).
 DIST_ARCH ?= amd64,arm64
 dist:
-	$(GO) run ./packaging/cmd/mkdist -out dist -arch $(DIST_ARCH) -version $(VERSION) -commit $(COMMIT)
+	cd packaging && $(GO) build -o ../bin/mkdist ./cmd/mkdist
+	bin/mkdist -out dist -arch $(DIST_ARCH) -version $(VERSION) -commit $(COMMIT)
 
 clean:
-	rm -rf bin
+	rm -rf bin dist
