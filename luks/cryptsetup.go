@@ -24,6 +24,11 @@ type Params struct {
 	SectorSize int
 	Label      string
 	UUID       string
+	// Offset is the data offset in 512-byte sectors (luksFormat --offset;
+	// cryptsetup wants a multiple of 8); 0 lets cryptsetup choose (16 MiB
+	// with its default LUKS2 metadata and keyslot areas). Giving it makes
+	// the size of the opened mapping exactly the device size minus it.
+	Offset int64
 }
 
 // Stdin is the key-file argument that makes cryptsetup read a key from
@@ -60,6 +65,9 @@ func FormatArgs(p Params, keyFile, device string) []string {
 	}
 	if p.UUID != "" {
 		args = append(args, "--uuid", p.UUID)
+	}
+	if p.Offset > 0 {
+		args = append(args, "--offset", strconv.FormatInt(p.Offset, 10))
 	}
 	return append(args, "--key-file", keyFile, device)
 }
@@ -174,6 +182,9 @@ func Check(h *Header, p Params, minSlots int) error {
 	if p.UUID != "" {
 		want("UUID", h.UUID, p.UUID)
 	}
+	if p.Offset > 0 {
+		want("data offset", h.DataOffset, uint64(p.Offset)*512)
+	}
 	if len(h.Keyslots) < minSlots {
 		diffs = append(diffs, fmt.Sprintf("%d keyslot(s), want at least %d", len(h.Keyslots), minSlots))
 	}
@@ -223,6 +234,8 @@ func ParamsFromArgs(argv []string) Params {
 			p.Label = v
 		case "--uuid":
 			p.UUID = v
+		case "--offset":
+			p.Offset, _ = strconv.ParseInt(v, 10, 64)
 		}
 	}
 	return p
