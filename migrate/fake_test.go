@@ -267,9 +267,9 @@ func (f *fakeHV) BlockCopy(name, disk string, dest *libvirtxml.DomainDisk, shall
 	}
 	back := ""
 	if dest.BackingStore != nil {
-		back = " backing " + dest.BackingStore.Source.File.File
+		back = " backing " + libvirt.SourcePath(&libvirtxml.DomainDisk{Source: dest.BackingStore.Source})
 	}
-	f.log("BlockCopy %s %s -> %s%s shallow=%v", name, disk, dest.Source.File.File, back, shallow)
+	f.log("BlockCopy %s %s -> %s%s shallow=%v", name, disk, libvirt.SourcePath(dest), back, shallow)
 	if d.jobs[disk] != nil {
 		return errors.New("block job already active")
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cryptshift/cryptshift/internal/exitcode"
 	"github.com/cryptshift/cryptshift/libvirt"
+	"github.com/cryptshift/cryptshift/lvm"
 	"github.com/cryptshift/cryptshift/qemuimg"
 )
 
@@ -30,6 +31,9 @@ func (rt *runtime) inspect(ctx context.Context, o *Options) (*Header, error) {
 		OrigXMLPath: strings.TrimSuffix(o.JournalPath, ".journal") + ".orig.xml"}
 	if o.Mode == ModeLive {
 		h.Engine = o.Engine
+	}
+	if kind, _, _ := parseTo(o.To); kind == "vg" {
+		h.VG = vgConfig(o)
 	}
 	var problems []string
 	switch {
@@ -142,11 +146,12 @@ func (rt *runtime) inspectDisk(ctx context.Context, h *Header, d libvirt.Disk, p
 		if l.Encrypted {
 			problems = append(problems, fmt.Sprintf("disk %s: %s is already encrypted", d.Target, path))
 		}
-		typ := "file"
+		layer := Layer{Path: filepath.Clean(path), Format: l.Format, Type: "file"}
 		if st, err := os.Stat(path); err == nil && st.Mode()&os.ModeDevice != 0 {
-			typ = "block"
+			layer.Type = "block"
+			layer.LV = rt.lvOf(ctx, h, layer.Path)
 		}
-		md.Chain = append(md.Chain, Layer{Path: filepath.Clean(path), Format: l.Format, Type: typ})
+		md.Chain = append(md.Chain, layer)
 		md.Allocated += l.ActualSize
 	}
 	x := libvirt.FindDisk(persistent, d.Target)
@@ -159,6 +164,36 @@ func (rt *runtime) inspectDisk(ctx context.Context, h *Header, d libvirt.Disk, p
 	}
 	md.OrigXML = doc
 	return md, problems
+}
+
+// lvOf returns "VG/LV" when the block device at path is an LVM logical
+// volume (retiring it then means discarding and removing the LV), else "".
+func (rt *runtime) lvOf(ctx context.Context, h *Header, path string) string {
+	cfg := ""
+	if h.VG != nil {
+		cfg = h.VG.LVMConfig
+	}
+	lvs, err := lvm.LVM{Run: rt.run, Config: cfg}.LVs(ctx)
+	if err != nil {
+		return "" // no LVM here: not an LV
+	}
+	same := func(a, b string) bool {
+		if a == "" || b == "" {
+			return false
+		}
+		if a == b {
+			return true
+		}
+		ra, errA := filepath.EvalSymlinks(a)
+		rb, errB := filepath.EvalSymlinks(b)
+		return errA == nil && errB == nil && ra == rb
+	}
+	for _, lv := range lvs {
+		if same(path, lv.Path) || same(path, lv.DMPath) {
+			return lv.VG + "/" + lv.Name
+		}
+	}
+	return ""
 }
 
 func newUUID(r io.Reader) (string, error) {

@@ -136,7 +136,7 @@ func (rt *runtime) liveSwitchStep(d *Disk) *Step {
 	s := &Step{Step: plan.Step{ID: d.Target + ".switch", Action: "switch", Target: d.TargetPath,
 		Description: fmt.Sprintf("move the running guest's %s onto the target: shallow block copy of the encrypted overlay onto the verified target and pivot; remove the overlay and define the domain on the target", d.Target),
 		Command: []string{
-			"libvirt:DomainBlockCopy", "domain=" + h.Domain, "disk=" + d.Target, "dest=" + d.TargetPath + " (luks, secret " + d.SecretUUID + ")", "flags=shallow,reuse-external,transient-job",
+			"libvirt:DomainBlockCopy", "domain=" + h.Domain, "disk=" + d.Target, "dest=" + rt.t.Describe(d), "flags=shallow,reuse-external,transient-job",
 			"libvirt:DomainBlockJobAbort", "flags=pivot",
 			"rm", d.OverlayPath,
 			"libvirt:DomainDefineXML", d.Target + "=" + d.TargetPath,
@@ -221,7 +221,7 @@ func (rt *runtime) mirrorStep(d *Disk) *Step {
 	h := rt.h
 	s := &Step{Step: plan.Step{ID: d.Target + ".mirror", Action: "copy", Target: d.TargetPath,
 		Description: fmt.Sprintf("mirror %s of the running guest into the encrypted target (full block copy) until both are in sync", d.Target),
-		Command:     []string{"libvirt:DomainBlockCopy", "domain=" + h.Domain, "disk=" + d.Target, "dest=" + d.TargetPath + " (luks, secret " + d.SecretUUID + ")", "flags=reuse-external,transient-job"}},
+		Command:     []string{"libvirt:DomainBlockCopy", "domain=" + h.Domain, "disk=" + d.Target, "dest=" + rt.t.Describe(d), "flags=reuse-external,transient-job"}},
 		Disk: d.Target, State: StateCopied}
 	s.Run = func(ctx context.Context) error {
 		live, err := rt.hv.DomainXML(h.Domain, libvirt.XMLFlags{})

@@ -188,8 +188,6 @@ func TestValidationErrors(t *testing.T) {
 			want:   []string{"mail-vda.luks already exists", "never overwrites"}, code: exitcode.Invalid},
 		{name: "unreadable image", state: libvirt.Running, mode: ModeLive,
 			adjust: func(f *fixture) { delete(f.img.infos, f.qcow2) }, want: []string{"disk vdb", "cannot read image"}, code: exitcode.Invalid},
-		{name: "vg target not yet", state: libvirt.Running, mode: ModeLive,
-			adjust: func(f *fixture) { f.opts.To = "vg:vg0" }, want: []string{"vg: targets need the cryptsetup and lvm drivers"}, code: exitcode.Usage},
 		{name: "bad target spec", state: libvirt.Running, mode: ModeLive,
 			adjust: func(f *fixture) { f.opts.To = "enc" }, want: []string{"want pool:NAME"}, code: exitcode.Usage},
 		{name: "mirror offline", state: libvirt.ShutOff, mode: ModeOffline,

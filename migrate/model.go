@@ -17,9 +17,13 @@
 // Rollback reads the same journal and puts the guest back on its original
 // disks with all its data.
 //
-// Secrets: each disk's key is a random 256-bit value held by libvirt as a
-// secret; cryptshift passes it to qemu-img on a pipe and never writes it to
-// argv, logs, the journal or the plan.
+// Secrets: on a pool: target each disk's key is a random 256-bit value held
+// by libvirt as a secret; cryptshift passes it to qemu-img on a pipe. On a
+// vg: target it is a random key file on the encrypted root (cryptsetup
+// gets it on stdin), and a recovery key sits in a second keyslot
+// (cryptsetup gets it on fd 3); the overlays of a live migration are keyed
+// by libvirt secrets as on a pool. No key is ever written to argv, logs,
+// the journal or the plan.
 package migrate
 
 import (
@@ -77,6 +81,9 @@ type Layer struct {
 	Path   string `json:"path"`
 	Format string `json:"format"` // raw or qcow2
 	Type   string `json:"type"`   // file or block
+	// LV is "VG/LV" when the layer is an LVM logical volume: retiring it
+	// discards and removes the LV.
+	LV string `json:"lv,omitempty"`
 }
 
 // Disk is one disk to migrate: where it is, where it goes, and the
@@ -100,6 +107,18 @@ type Disk struct {
 	// Live rollback of a disk the guest already runs on the target: the
 	// encrypted overlay that freezes the target while it is copied back.
 	BackOverlayPath string `json:"backOverlayPath,omitempty"`
+
+	// vg: targets. TargetPath is the dm-crypt mapping /dev/mapper/Mapping
+	// on the LV VG/LV, formatted with LUKSUUID (recorded here, before the
+	// format, so that a resumed run recognises its own header) and a data
+	// offset of DataOffset bytes, chosen so that the mapping is exactly
+	// VirtualSize bytes. KeyFile opens it; crypttab names it.
+	LV         string `json:"lv,omitempty"`
+	LVSize     int64  `json:"lvSize,omitempty"`
+	LUKSUUID   string `json:"luksUUID,omitempty"`
+	DataOffset int64  `json:"dataOffset,omitempty"`
+	Mapping    string `json:"mapping,omitempty"`
+	KeyFile    string `json:"keyFile,omitempty"`
 }
 
 // Top is the image the guest writes to before the migration.
@@ -128,9 +147,37 @@ type Header struct {
 	ForceOff     bool      `json:"forceOff,omitempty"`
 	Persistent   bool      `json:"persistent"`
 	WasRunning   bool      `json:"wasRunning"`
-	OrigXMLPath  string    `json:"origXMLPath"` // the saved definition (no secrets)
+	OrigXMLPath  string    `json:"origXMLPath"`  // the saved definition (no secrets)
+	VG           *VGConfig `json:"vg,omitempty"` // vg: targets
 	Disks        []Disk    `json:"disks"`
 	Skipped      []Skipped `json:"skipped,omitempty"`
+}
+
+// VGConfig is what a migration to vg:NAME needs besides its disks; part
+// of the journal header, so resume and rollback use the same values.
+type VGConfig struct {
+	KeyDir     string `json:"keyDir"`
+	Crypttab   string `json:"crypttab"`
+	OverlayDir string `json:"overlayDir,omitempty"` // live mode, snapshot engine
+	// RecoveryKeyFile is where the admin had the recovery key written (a
+	// path, never the key); resume reads it back from there.
+	RecoveryKeyFile string     `json:"recoveryKeyFile,omitempty"`
+	LVMConfig       string     `json:"lvmConfig,omitempty"`
+	LUKS            LUKSParams `json:"luks"`
+}
+
+// LUKSParams are the LUKS2 format parameters of vg: targets: apply's
+// defaults (layout.DefaultLUKS) unless a test lowers the PBKDF cost.
+type LUKSParams struct {
+	Cipher     string `json:"cipher"`
+	KeySize    int    `json:"keySize"`
+	Hash       string `json:"hash"`
+	PBKDF      string `json:"pbkdf"`
+	IterTimeMs int    `json:"iterTimeMs,omitempty"`
+	MemoryKiB  int    `json:"memoryKiB,omitempty"`
+	Parallel   int    `json:"parallel,omitempty"`
+	Iterations int    `json:"iterations,omitempty"`
+	SectorSize int    `json:"sectorSize"`
 }
 
 // parseTo splits --to into kind and name.

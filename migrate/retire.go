@@ -12,7 +12,9 @@ import (
 	"golang.org/x/sys/unix"
 	"libvirt.org/go/libvirtxml"
 
+	"github.com/cryptshift/cryptshift/internal/execx"
 	"github.com/cryptshift/cryptshift/libvirt"
+	"github.com/cryptshift/cryptshift/lvm"
 )
 
 // retireNote is printed and journaled whenever a source is retired: what
@@ -37,6 +39,20 @@ func (rt *runtime) retire(ctx context.Context, d *Disk) error {
 	}
 	var retired []string
 	for _, l := range d.Chain {
+		if l.LV != "" {
+			if u := users[l.Path]; len(u) > 0 {
+				rt.note(fmt.Sprintf("%s: kept logical volume %s: still used by %s", d.Target, l.LV, strings.Join(u, ", ")))
+				continue
+			}
+			done, err := rt.retireLV(ctx, l)
+			if err != nil {
+				return err
+			}
+			if done {
+				retired = append(retired, l.Path)
+			}
+			continue
+		}
 		if l.Type == "block" {
 			rt.note(fmt.Sprintf("%s: kept the block device %s: cryptshift does not know what else lives on it; discard it yourself (blkdiscard) once you are sure", d.Target, l.Path))
 			continue
@@ -58,7 +74,58 @@ func (rt *runtime) retire(ctx context.Context, d *Disk) error {
 	}
 	rt.event(map[string]any{"event": "retired", "disk": d.Target, "files": retired, "note": retireNote})
 	rt.note(retireNote)
+	for _, l := range d.Chain {
+		if l.LV != "" {
+			rt.event(map[string]any{"event": "retired-lv", "disk": d.Target, "lv": l.LV, "note": retireLVNote})
+			rt.note(retireLVNote)
+			break
+		}
+	}
 	return nil
+}
+
+// retireLVNote is printed and journaled when an LV source is retired.
+const retireLVNote = "retiring a logical volume discarded all its blocks (blkdiscard; where the device takes no discards, it wrote zeros over them with blkdiscard --zeroout) and removed it (lvremove). " +
+	"A discard asks the storage to drop the blocks: thin pools and most SSDs then read back zeros, but the flash cells may keep the old data until the drive reuses them, and plain disks ignore it (hence the zeros). " +
+	"Neither reaches copies outside the LV: LVM snapshots, extents a pvmove or lvreduce left behind, backups. Only a secure erase of the whole old device rules those out"
+
+// retireLV discards an LV source and removes it. It reports false when the
+// LV is already gone (retired before a crash).
+func (rt *runtime) retireLV(ctx context.Context, l Layer) (bool, error) {
+	cfg := ""
+	if rt.h.VG != nil {
+		cfg = rt.h.VG.LVMConfig
+	}
+	lv := lvm.LVM{Run: rt.run, Config: cfg}
+	lvs, err := lv.LVs(ctx)
+	if err != nil {
+		return false, fmt.Errorf("cannot list logical volumes: %w", err)
+	}
+	exists := false
+	for _, x := range lvs {
+		if x.VG+"/"+x.Name == l.LV {
+			exists = true
+		}
+	}
+	if !exists {
+		return false, nil
+	}
+	// blkdiscard opens the device O_EXCL: it refuses an LV that is mounted
+	// or held by another device, so nothing in use is discarded.
+	if _, err := rt.run.Run(ctx, execx.Cmd{Tool: "blkdiscard", Args: []string{l.Path}}); err != nil {
+		var xe *execx.Error
+		if !errors.As(err, &xe) || !strings.Contains(xe.Stderr, "not supported") {
+			return false, fmt.Errorf("cannot discard %s: %w", l.Path, err)
+		}
+		if _, err := rt.run.Run(ctx, execx.Cmd{Tool: "blkdiscard", Args: []string{"--zeroout", l.Path}}); err != nil {
+			return false, fmt.Errorf("cannot zero %s: %w", l.Path, err)
+		}
+	}
+	if _, err := lv.Exec(ctx, "lvremove", "--yes", l.LV); err != nil {
+		return false, fmt.Errorf("cannot remove logical volume %s: %w", l.LV, err)
+	}
+	rt.note(fmt.Sprintf("discarded and removed logical volume %s (%s)", l.LV, l.Path))
+	return true, nil
 }
 
 // imageUsers maps every image file that some domain uses (its disks' whole

@@ -9,6 +9,7 @@ import (
 
 	"libvirt.org/go/libvirtxml"
 
+	"github.com/cryptshift/cryptshift/internal/execx"
 	"github.com/cryptshift/cryptshift/internal/exitcode"
 	"github.com/cryptshift/cryptshift/journal"
 	"github.com/cryptshift/cryptshift/libvirt"
@@ -24,6 +25,8 @@ type RollbackOptions struct {
 
 	Hypervisor Hypervisor
 	Images     ImageTool
+	Runner     execx.Runner // cryptsetup, lvm (vg: targets); nil: the real ones
+	Root       string       // see Options.Root
 }
 
 // Rollback puts the guest of a migrate journal back on its original disks
@@ -45,7 +48,8 @@ func Rollback(ctx context.Context, journalPath string, o RollbackOptions) (err e
 	if err != nil {
 		return err
 	}
-	opts := Options{Connect: h.Connect, Out: o.Out, Progress: o.Progress, Hypervisor: o.Hypervisor, Images: o.Images, ShutdownTimeout: 5 * time.Minute}
+	opts := Options{Connect: h.Connect, Out: o.Out, Progress: o.Progress, Hypervisor: o.Hypervisor, Images: o.Images,
+		Runner: o.Runner, Root: o.Root, ShutdownTimeout: 5 * time.Minute}
 	if o.Connect != "" {
 		opts.Connect = o.Connect
 	}

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cryptshift/cryptshift/copier"
 	"github.com/cryptshift/cryptshift/internal/execx"
 	"github.com/cryptshift/cryptshift/internal/exitcode"
 	"github.com/cryptshift/cryptshift/journal"
@@ -45,13 +46,35 @@ type Options struct {
 	// IterTimeMS is the LUKS PBKDF2 iteration time; 0 keeps qemu's 2000 ms.
 	IterTimeMS int
 
+	// vg: targets (VGConfig says what each is for).
+	KeyDir     string // default /etc/cryptsetup-keys.d
+	Crypttab   string // default /etc/crypttab
+	OverlayDir string // live mode; default /var/lib/cryptshift/overlays
+	// RecoveryKey supplies the recovery key that vg: targets put into a
+	// second keyslot. migrate calls it once: on a fresh run after every
+	// check passed and before anything changes (resume false), or on
+	// --resume when a recovery keyslot is still to be added or confirmed
+	// (resume true; file is RecoveryKeyFile as the journal recorded it).
+	RecoveryKey func(resume bool, file string) ([]byte, error)
+	// RecoveryKeyFile is where the caller wrote the recovery key; it is
+	// recorded in the journal (the path, never the key).
+	RecoveryKeyFile string
+	LVMConfig       string // extra lvm --config, e.g. for a system without udev
+	// PBKDF cost of vg: targets' keyslots; 0 keeps apply's defaults
+	// (argon2id, 2000 ms, 1 GiB, 4 threads). Tests under emulation lower it.
+	PBKDFIterations, PBKDFMemoryKiB, PBKDFParallel int
+
 	Out      io.Writer         // messages for people; nil: discard
 	Progress progress.Reporter // nil: none
 
 	// Test seams; nil means the real thing.
 	Hypervisor Hypervisor
 	Images     ImageTool
-	Rand       io.Reader // UUIDs of new secrets
+	Rand       io.Reader    // UUIDs of new secrets
+	Runner     execx.Runner // cryptsetup, lvm, blkdiscard
+	// Root is where /dev, /sys and /proc are read and device nodes opened
+	// ("" is "/"), so unit tests replay a machine.
+	Root string
 }
 
 // Result is what a migration did.
@@ -112,6 +135,16 @@ type runtime struct {
 	lockWait        time.Duration // how long whenUnlocked waits
 	failpoint       func(string)
 	failpointsOn    bool
+
+	run        execx.Runner // cryptsetup, lvm, blkdiscard
+	root       string
+	recoveryFn func(resume bool, file string) ([]byte, error)
+	recovery   []byte // the recovery key, in memory only
+	// begun: steps that have a begin record (they may have created
+	// something; rollback removes only those objects).
+	begun       map[string]bool
+	checkpoints map[string]*copier.Checkpoint // disk → last durable copy checkpoint
+	copySums    map[string]string             // disk → SHA-256 of the source as copied
 }
 
 func (o *Options) normalize() error {
@@ -139,8 +172,15 @@ func (o *Options) normalize() error {
 	if o.IterTimeMS < 0 {
 		return usage(errors.New("cannot migrate: --iter-time must be positive"))
 	}
-	if _, _, err := parseTo(o.To); err != nil {
+	kind, _, err := parseTo(o.To)
+	if err != nil {
 		return usage(err)
+	}
+	if o.PBKDFIterations < 0 || o.PBKDFMemoryKiB < 0 || o.PBKDFParallel < 0 {
+		return usage(errors.New("cannot migrate: the PBKDF cost must be positive"))
+	}
+	if kind == "vg" && o.PassphraseFile != "" {
+		return usage(errors.New("cannot migrate to a vg: target with --passphrase-file: each disk gets a random key file on the encrypted root (--key-dir) and the recovery key a second keyslot (--recovery-key-file); --passphrase-file is for pool: targets"))
 	}
 	if o.JournalPath == "" {
 		o.JournalPath = DefaultJournalPath(o.Domain)
@@ -167,7 +207,14 @@ func newRuntime(o *Options) (*runtime, func(), error) {
 	rt := &runtime{hv: o.Hypervisor, img: o.Images, out: o.Out, prog: o.Progress,
 		keys: map[string][]byte{}, copyStarted: map[string]bool{}, states: map[string]string{},
 		verified: map[string]bool{}, noted: map[string]bool{}, shutdownTimeout: o.ShutdownTimeout,
-		lockWait: 30 * time.Minute}
+		lockWait: 30 * time.Minute, run: o.Runner, root: o.Root, recoveryFn: o.RecoveryKey,
+		begun: map[string]bool{}, checkpoints: map[string]*copier.Checkpoint{}, copySums: map[string]string{}}
+	if rt.run == nil {
+		rt.run = execx.Exec{}
+	}
+	if rt.root == "" {
+		rt.root = "/"
+	}
 	rt.failpoint = failpointFromEnv()
 	rt.failpointsOn = os.Getenv("CRYPTSHIFT_FAILPOINT") != ""
 	if testFailpoint != nil {
@@ -227,8 +274,20 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	if o.DryRun {
 		return &Result{Plan: doc, Notes: doc.Notes}, nil
 	}
+	if _, err := os.Stat(o.JournalPath); err == nil {
+		return nil, fmt.Errorf("cannot create journal %s: it exists; use --resume to continue it or remove it after a rollback", o.JournalPath)
+	}
 	if err := saveDefinition(rt, h); err != nil {
 		return nil, err
+	}
+	if h.VG != nil {
+		// Asked for only now that every check passed, and before anything
+		// changes: a recovery key written to a file or shown for a
+		// migration that then refuses to start would be a stray secret.
+		if _, err := rt.recoveryKey(false); err != nil {
+			os.Remove(h.OrigXMLPath) // saved just now; nothing started
+			return nil, err
+		}
 	}
 	j, err := journal.Create(o.JournalPath)
 	if err != nil {
@@ -371,8 +430,13 @@ func (rt *runtime) replay(recs []journal.Record) map[string]bool {
 		switch r.Type {
 		case "step":
 			var s stepRecord
-			if json.Unmarshal(r.Data, &s) == nil && s.Status == "done" {
-				done[s.ID] = true
+			if json.Unmarshal(r.Data, &s) == nil {
+				switch s.Status {
+				case "done":
+					done[s.ID] = true
+				case "begin":
+					rt.begun[s.ID] = true
+				}
 			}
 		case "done":
 			rt.finished = true
@@ -386,11 +450,17 @@ func (rt *runtime) replay(recs []journal.Record) map[string]bool {
 			}
 		case "event":
 			var e struct {
-				Event string `json:"event"`
-				Disk  string `json:"disk"`
+				Event      string             `json:"event"`
+				Disk       string             `json:"disk"`
+				SHA256     string             `json:"sha256"`
+				Checkpoint *copier.Checkpoint `json:"checkpoint"`
 			}
 			if json.Unmarshal(r.Data, &e) == nil {
 				switch e.Event {
+				case "copy-checkpoint":
+					rt.checkpoints[e.Disk] = e.Checkpoint
+				case "copied":
+					rt.copySums[e.Disk] = e.SHA256
 				case "pivot-copy":
 					rt.copyStarted[e.Disk] = true
 				case "paused":
@@ -435,6 +505,7 @@ func (rt *runtime) execute(ctx context.Context, steps []*Step, done map[string]b
 		ran++
 		rt.printf("[%d/%d] %s\n", i+1, total, s.Description)
 		rt.append("step", stepRecord{ID: s.ID, Status: "begin"})
+		rt.begun[s.ID] = true
 		rt.failpoint("begin:" + s.ID)
 		if err := s.Run(ctx); err != nil {
 			rt.append("step", stepRecord{ID: s.ID, Status: "failed", Error: err.Error()})
@@ -563,6 +634,39 @@ func (rt *runtime) note(s string) {
 }
 
 func (rt *runtime) printf(format string, a ...any) { fmt.Fprintf(rt.out, format, a...) }
+
+// recoveryKey returns the recovery key of vg: targets, asking the caller
+// for it the first time.
+func (rt *runtime) recoveryKey(resume bool) ([]byte, error) {
+	if rt.recovery != nil {
+		return rt.recovery, nil
+	}
+	if rt.recoveryFn == nil {
+		return nil, errors.New("cannot add recovery keyslots: no recovery key was given (the CLI generates one, or reads it on --resume from --recovery-key-file)")
+	}
+	file := ""
+	if rt.h != nil && rt.h.VG != nil {
+		file = rt.h.VG.RecoveryKeyFile
+	}
+	k, err := rt.recoveryFn(resume, file)
+	if err != nil {
+		return nil, err
+	}
+	if len(k) == 0 {
+		return nil, errors.New("cannot add recovery keyslots: the recovery key is empty")
+	}
+	rt.recovery = k
+	return k, nil
+}
+
+// hostPath is where this process opens a device path such as
+// /dev/mapper/NAME (Options.Root).
+func (rt *runtime) hostPath(p string) string {
+	if rt.root == "/" {
+		return p
+	}
+	return filepath.Join(rt.root, p)
+}
 
 // key returns a disk's key from memory or from its libvirt secret.
 func (rt *runtime) key(uuid string) ([]byte, error) {

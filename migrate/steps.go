@@ -52,10 +52,11 @@ func buildSteps(rt *runtime) []*Step {
 	for i := range h.Disks {
 		steps = append(steps, t.CreateSteps(h, &h.Disks[i])...)
 	}
+	steps = append(steps, t.BootSteps(h)...)
 	switch {
 	case h.Mode == ModeOffline:
 		for i := range h.Disks {
-			steps = append(steps, rt.copyStep(&h.Disks[i]), rt.verifyStep(&h.Disks[i]))
+			steps = append(steps, rt.dataSteps(&h.Disks[i])...)
 		}
 		steps = append(steps, rt.switchOfflineStep(all))
 		if h.Shutdown && h.WasRunning {
@@ -68,7 +69,7 @@ func buildSteps(rt *runtime) []*Step {
 		}
 		steps = append(steps, rt.snapshotStep(all))
 		for i := range h.Disks {
-			steps = append(steps, rt.copyStep(&h.Disks[i]), rt.verifyStep(&h.Disks[i]))
+			steps = append(steps, rt.dataSteps(&h.Disks[i])...)
 		}
 		for i := range h.Disks {
 			steps = append(steps, rt.liveSwitchStep(&h.Disks[i]))
@@ -85,6 +86,16 @@ func buildSteps(rt *runtime) []*Step {
 		}
 	}
 	return steps
+}
+
+// dataSteps copy a disk onto its target and verify the copy: the target's
+// own steps when it has them (vg: writes its mappings itself), else
+// qemu-img convert and compare.
+func (rt *runtime) dataSteps(d *Disk) []*Step {
+	if t, ok := rt.t.(interface{ DataSteps(d *Disk) []*Step }); ok {
+		return t.DataSteps(d)
+	}
+	return []*Step{rt.copyStep(d), rt.verifyStep(d)}
 }
 
 func diskNames(h *Header) []string {
@@ -285,7 +296,7 @@ func (rt *runtime) switchOfflineStep(disks []string) *Step {
 	h := rt.h
 	cmd := []string{"libvirt:DomainDefineXML", "domain=" + h.Domain}
 	for _, n := range disks {
-		cmd = append(cmd, n+"="+rt.disk(n).TargetPath+" (luks, secret "+rt.disk(n).SecretUUID+")")
+		cmd = append(cmd, n+"="+rt.t.Describe(rt.disk(n)))
 	}
 	s := &Step{Step: plan.Step{ID: "domain.switch", Action: "switch", Target: "domain " + h.Domain,
 		Description: fmt.Sprintf("define domain %s with its disks on the encrypted targets; the old definition is saved in %s", h.Domain, h.OrigXMLPath),
@@ -303,13 +314,30 @@ func (rt *runtime) switchOfflineStep(disks []string) *Step {
 }
 
 func (rt *runtime) retireStep(d *Disk) *Step {
-	var files []string
+	var files, lvs []string
+	var cmd []string
 	for _, l := range d.Chain {
 		files = append(files, l.Path)
+		if l.LV != "" {
+			lvs = append(lvs, l.LV)
+		}
+	}
+	desc := fmt.Sprintf("overwrite the plaintext source of %s with zeros and remove it (image files used by no other domain only; see the note on SSDs)", d.Target)
+	if len(lvs) == 0 {
+		cmd = append([]string{"cryptshift:overwrite-zeros-and-remove"}, files...)
+	} else {
+		desc = fmt.Sprintf("retire the plaintext source of %s: discard and remove the logical volumes %s, overwrite with zeros and remove image files (used by no other domain only; see the notes on SSDs)", d.Target, strings.Join(lvs, ", "))
+		for _, l := range d.Chain {
+			switch {
+			case l.LV != "":
+				cmd = append(cmd, "blkdiscard", l.Path, "lvm", "lvremove", "--yes", l.LV)
+			case l.Type == "file":
+				cmd = append(cmd, "cryptshift:overwrite-zeros-and-remove", l.Path)
+			}
+		}
 	}
 	s := &Step{Step: plan.Step{ID: d.Target + ".retire", Action: "retire-source", Target: strings.Join(files, " "),
-		Description: fmt.Sprintf("overwrite the plaintext source of %s with zeros and remove it (image files used by no other domain only; see the note on SSDs)", d.Target),
-		Command:     append([]string{"cryptshift:overwrite-zeros-and-remove"}, files...),
+		Description: desc, Command: cmd,
 		Destructive: true, Destroys: "the plaintext source images of " + d.Target + " (" + chainString(d.Chain) + ")"},
 		Disk: d.Target, State: StateRetired}
 	s.Run = func(ctx context.Context) error { return rt.retire(ctx, d) }

@@ -16,10 +16,9 @@ import (
 	"github.com/cryptshift/cryptshift/qemuimg"
 )
 
-// Target is where the encrypted disks go. pool:NAME (a libvirt storage pool;
-// qemu encrypts, the key is a libvirt secret) is implemented here; vg:NAME
-// (an LV per disk with LUKS2, opened as a dm-crypt mapping) plugs in through
-// the same methods once the cryptsetup and lvm drivers exist.
+// Target is where the encrypted disks go: pool:NAME (a libvirt storage pool;
+// qemu encrypts, the key is a libvirt secret), implemented here, or vg:NAME
+// (an LV per disk with LUKS2, opened as a dm-crypt mapping; vg.go).
 //
 // Contract: Assign is pure; Check only reads; every step's Run is
 // idempotent (it may be repeated after a crash at any point in it).
@@ -37,6 +36,11 @@ type Target interface {
 	Check(ctx context.Context, h *Header) []string
 	// CreateSteps make the encrypted container of one disk and its key.
 	CreateSteps(h *Header, d *Disk) []*Step
+	// BootSteps run after every disk's CreateSteps: what makes the
+	// targets available at boot (vg: crypttab); may be none.
+	BootSteps(h *Header) []*Step
+	// Describe names a disk's target in plans.
+	Describe(d *Disk) string
 	// OverlayStep makes an encrypted qcow2 overlay at path on top of
 	// backing (live mode): the guest's writes during the migration land
 	// only on encrypted storage.
@@ -82,7 +86,7 @@ func newTarget(spec string, rt *runtime) (Target, error) {
 	case "pool":
 		return &poolTarget{name: name, rt: rt}, nil
 	default:
-		return nil, fmt.Errorf("cannot migrate to %s yet: vg: targets need the cryptsetup and lvm drivers; use --to pool:NAME", spec)
+		return &vgTarget{name: name, rt: rt}, nil
 	}
 }
 
@@ -172,6 +176,12 @@ func liveNote(h *Header) string {
 		return " and the overlays that collect the guest's writes meanwhile"
 	}
 	return ""
+}
+
+func (p *poolTarget) BootSteps(h *Header) []*Step { return nil }
+
+func (p *poolTarget) Describe(d *Disk) string {
+	return d.TargetPath + " (luks, secret " + d.SecretUUID + ")"
 }
 
 func (p *poolTarget) CreateSteps(h *Header, d *Disk) []*Step {
@@ -355,12 +365,18 @@ func removeIfExists(path string) error {
 }
 
 // newKey returns the key for a new target: the --passphrase-file content,
-// or 32 random bytes as base64 (qemu's secret objects and libvirt's secret
-// store both take text; 44 characters carry the full 256 bits).
+// or a random key.
 func (rt *runtime) newKey() ([]byte, error) {
 	if rt.passphrase != nil {
 		return rt.passphrase, nil
 	}
+	return rt.randomKey()
+}
+
+// randomKey returns 32 random bytes as base64 (qemu's secret objects and
+// libvirt's secret store both take text; 44 characters carry the full 256
+// bits).
+func (rt *runtime) randomKey() ([]byte, error) {
 	b := make([]byte, 32)
 	if _, err := rand.Read(b); err != nil {
 		return nil, fmt.Errorf("cannot generate a key: %w", err)
