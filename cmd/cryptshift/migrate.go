@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"github.com/cryptshift/cryptshift/internal/exitcode"
 	"github.com/cryptshift/cryptshift/migrate"
 	"github.com/cryptshift/cryptshift/progress"
+	"github.com/cryptshift/cryptshift/secrets"
 )
 
 func init() { verbs = append(verbs, newMigrateCmd) }
@@ -31,7 +33,7 @@ type migrateFlags struct {
 func newMigrateCmd() *cobra.Command {
 	var f migrateFlags
 	cmd := &cobra.Command{
-		Use:   "migrate DOMAIN --to pool:NAME --mode offline|live [--yes] [--dry-run]",
+		Use:   "migrate DOMAIN --to pool:NAME|vg:NAME --mode offline|live [--yes] [--dry-run]",
 		Short: "Move every disk of a libvirt guest onto encrypted storage: copy, verify, switch",
 		Long: `migrate moves the disks of a libvirt/KVM guest onto encrypted volumes, one
 encrypted target per disk, and switches the guest onto them only after each
@@ -41,7 +43,15 @@ Targets:
   pool:NAME  a LUKS-encrypted image per disk in the libvirt storage pool NAME
              (a directory pool); qemu encrypts (LUKS1: qemu 7.2 reads no
              other), the key is a random 256-bit value in a libvirt secret.
-  vg:NAME    an LV with LUKS2 per disk (not available yet).
+  vg:NAME    an LV per disk in the volume group NAME with LUKS2 (apply's
+             parameters), opened as /dev/mapper/DOMAIN-DEV_crypt and given
+             to the guest as a raw block disk of its old size. A random key
+             file per disk in --key-dir (on encrypted storage; mode 0400)
+             opens it, also at boot through a marked block in /etc/crypttab;
+             a recovery key in a second keyslot opens every new volume: it
+             is written to --recovery-key-file, or shown once on the
+             terminal. Live mode keeps the overlays in --overlay-dir, which
+             must be on encrypted storage too.
 
 Modes:
   offline  the guest must be shut off (or --shutdown shuts it down and starts
@@ -61,8 +71,8 @@ Every step is journaled (default /var/lib/cryptshift/migrate/DOMAIN.journal);
 after a crash or Ctrl-C, --resume continues, and "cryptshift rollback
 JOURNAL" puts the guest back on its original disks with all its data.
 The plaintext source is kept unless --retire-source, which overwrites and
-removes source image files after the switch (see the note it prints about
-SSDs). Exit status 0 only when every disk is switched and verified.
+removes source image files, and discards (blkdiscard) and removes source
+LVs, after the switch (see the notes it prints about SSDs). Exit status 0 only when every disk is switched and verified.
 
 Progress goes to standard error: a bar on a terminal, or JSON lines with
 --progress=json.`,
@@ -74,6 +84,9 @@ Progress goes to standard error: a bar on a terminal, or JSON lines with
 
   # Offline: shut the guest down, migrate, start it again
   cryptshift migrate mail --to pool:encrypted --mode offline --shutdown --yes
+
+  # Onto LVs in volume group vg0 (dm-crypt), the recovery key on a USB stick
+  cryptshift migrate mail --to vg:vg0 --mode offline --recovery-key-file /media/usb/mail.recovery --yes
 
   # After a crash or Ctrl-C
   cryptshift migrate mail --to pool:encrypted --mode live --resume --yes
@@ -102,9 +115,22 @@ Progress goes to standard error: a bar on a terminal, or JSON lines with
 	fl.BoolVar(&f.o.DryRun, "dry-run", false, "print the ordered steps as JSON and change nothing")
 	fl.BoolVar(&f.o.Resume, "resume", false, "continue the migration recorded in the journal")
 	fl.StringVar(&f.o.JournalPath, "journal", "", "journal `FILE` (default /var/lib/cryptshift/migrate/DOMAIN.journal)")
-	fl.BoolVar(&f.o.RetireSource, "retire-source", false, "after verify and switch, overwrite the plaintext source image files with zeros and remove them")
-	fl.StringVar(&f.o.PassphraseFile, "passphrase-file", "", "use the passphrase in `FILE` for the new targets instead of a random key per disk")
-	fl.IntVar(&f.o.IterTimeMS, "iter-time", 0, "LUKS PBKDF2 iteration time in `ms` for new targets (default: qemu's 2000)")
+	fl.BoolVar(&f.o.RetireSource, "retire-source", false, "after verify and switch, overwrite the plaintext source image files with zeros and remove them; discard and remove source LVs")
+	fl.StringVar(&f.o.PassphraseFile, "passphrase-file", "", "pool: targets: use the passphrase in `FILE` for the new targets instead of a random key per disk")
+	fl.IntVar(&f.o.IterTimeMS, "iter-time", 0, "LUKS PBKDF2 iteration time in `ms` for qemu-encrypted images (default: qemu's 2000)")
+	fl.StringVar(&f.o.KeyDir, "key-dir", "", "vg: targets: `DIR` for the disks' key files, on encrypted storage (default /etc/cryptsetup-keys.d)")
+	fl.StringVar(&f.o.RecoveryKeyFile, "recovery-key-file", "", "vg: targets: write the new recovery key to `FILE` (mode 0400; keep it offline); on --resume: read it from there")
+	fl.StringVar(&f.o.OverlayDir, "overlay-dir", "", "vg: targets, live mode: `DIR` for the encrypted overlays, on encrypted storage (default /var/lib/cryptshift/overlays)")
+	fl.StringVar(&f.o.Crypttab, "crypttab", "", "vg: targets: the crypttab `FILE` (default /etc/crypttab)")
+	fl.StringVar(&f.o.LVMConfig, "lvm-config", "", "extra lvm --config `STRING` (e.g. for systems without udev)")
+	// Tests under emulation cannot afford argon2id at 1 GiB and 2 s per
+	// keyslot; a lower cost is never what an admin wants.
+	fl.IntVar(&f.o.PBKDFIterations, "pbkdf-force-iterations", 0, "vg: targets: argon2 time cost instead of a 2 s benchmark (tests)")
+	fl.IntVar(&f.o.PBKDFMemoryKiB, "pbkdf-memory", 0, "vg: targets: argon2 memory in `KiB` (tests)")
+	fl.IntVar(&f.o.PBKDFParallel, "pbkdf-parallel", 0, "vg: targets: argon2 threads (tests)")
+	for _, hidden := range []string{"crypttab", "lvm-config", "pbkdf-force-iterations", "pbkdf-memory", "pbkdf-parallel"} {
+		fl.MarkHidden(hidden)
+	}
 	fl.BoolVarP(&f.yes, "yes", "y", false, "do not ask for confirmation")
 	fl.StringVar(&f.progress, "progress", "auto", "progress display on standard error: auto (a bar on a terminal), bar, json, none")
 	return cmd
@@ -178,6 +204,9 @@ func runMigrate(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, 
 		}
 	}
 	o.Out = stdout
+	o.RecoveryKey = func(resume bool, file string) ([]byte, error) {
+		return migrateRecoveryKey(stdout, o.RecoveryKeyFile, resume, file)
+	}
 	res, err := migrate.Run(ctx, o)
 	if err != nil {
 		return err
@@ -189,6 +218,57 @@ func runMigrate(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, 
 	}
 	fmt.Fprintf(stdout, "%s (journal %s)\n", strings.Join(parts, ", "), res.Journal)
 	return nil
+}
+
+// migrateRecoveryKey gives migrate the recovery key of vg: targets, the way
+// apply does: a new one is written to --recovery-key-file (never over an
+// existing file) or shown once on the terminal; a resumed migration reads
+// it back from the file (the flag's, else the one the journal recorded) or
+// asks for it.
+func migrateRecoveryKey(w io.Writer, flagFile string, resume bool, recorded string) ([]byte, error) {
+	if resume {
+		file := flagFile
+		if file == "" {
+			file = recorded
+		}
+		if file != "" {
+			k, err := secrets.FromFile(file)
+			if err != nil {
+				return nil, exitcode.With(exitcode.Usage, err)
+			}
+			return k, nil
+		}
+		k, err := secrets.Prompt("Recovery key shown when this migration started: ", false)
+		if err != nil {
+			return nil, exitcode.With(exitcode.Usage, err)
+		}
+		return k, nil
+	}
+	k, err := secrets.NewRecoveryKey()
+	if err != nil {
+		return nil, err
+	}
+	if flagFile != "" {
+		// Written before any keyslot uses it, so a crash cannot lose it.
+		if err := secrets.WriteNew(flagFile, k); err != nil {
+			return nil, exitcode.With(exitcode.Usage, fmt.Errorf("%w; choose a path that does not exist yet", err))
+		}
+		fmt.Fprintf(w, "The recovery key was written to %s (mode 0400). Keep it offline; it opens every new volume.\n", flagFile)
+		return k, nil
+	}
+	tty, terr := os.OpenFile("/dev/tty", os.O_RDWR, 0)
+	if terr != nil || !term.IsTerminal(int(tty.Fd())) {
+		return nil, usageError("cannot show the recovery key: there is no terminal; pass --recovery-key-file FILE")
+	}
+	defer tty.Close()
+	fmt.Fprintf(tty, "\nRecovery key (shown once; write it down and keep it offline):\n\n    %s\n\nType yes once it is written down: ", k)
+	var answer string
+	fmt.Fscanln(tty, &answer)
+	fmt.Fprint(tty, "\033[2J\033[H") // clear the screen so the key does not linger
+	if answer != "yes" {
+		return nil, exitcode.With(exitcode.Refused, errors.New("cannot migrate: the recovery key was not confirmed; nothing was changed"))
+	}
+	return k, nil
 }
 
 func isTerminal(v any) bool {
