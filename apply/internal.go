@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cryptshift/cryptshift/internal/execx"
+	"github.com/cryptshift/cryptshift/plan"
 	"github.com/cryptshift/cryptshift/secrets"
 )
 
@@ -79,6 +80,10 @@ func Internal(ctx context.Context, run execx.Runner, args []string, stdin io.Rea
 		}
 		return WriteBlock(file, string(content))
 	case "restore":
+		if kind, name, ok := strings.Cut(block, ":"); ok && kind != "" && name != "" {
+			begin, end := plan.BlockMarkers(name)
+			return RemoveBlock(file, begin, end)
+		}
 		return Restore(file)
 	case "initramfs":
 		return Initramfs(ctx, run, root, stdout)
@@ -340,6 +345,46 @@ func WriteBlock(file, block string) error {
 		mode = st.Mode().Perm()
 	}
 	return atomicWrite(file, out.Bytes(), mode)
+}
+
+// RemoveBlock takes a marked block (WriteBlock's format) out of a file.
+// Restore alone would put back the file as it was before cryptshift first
+// edited it, which also drops every block written since (a migration's
+// crypttab entries after an apply's, say). So the block is cut out; only
+// when what remains is exactly the saved original (nothing else was added
+// since) does Restore run, which also removes the backup it kept.
+func RemoveBlock(file, begin, end string) error {
+	old, err := os.ReadFile(file)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("cannot read %s: %w", file, err)
+	}
+	s := string(old)
+	i := strings.Index(s, begin+"\n")
+	if i < 0 {
+		return nil // removed before a crash, or never written
+	}
+	j := strings.Index(s[i:], end+"\n")
+	if j < 0 {
+		return fmt.Errorf("cannot remove the block %q from %s: its end line %q is missing; fix the file by hand", begin, file, end)
+	}
+	rest := s[:i] + s[i+j+len(end)+1:]
+	// WriteBlock separates a block from a file without a final newline
+	// with one; take that back too.
+	if orig, err := os.ReadFile(file + origSuffix); err == nil {
+		if rest == string(orig) || (strings.TrimSuffix(rest, "\n") == string(orig) && !bytes.HasSuffix(orig, []byte("\n"))) {
+			return Restore(file)
+		}
+	} else if _, err := os.Stat(file + absentSuffix); err == nil && rest == "" {
+		return Restore(file)
+	}
+	mode := os.FileMode(0o644)
+	if st, err := os.Stat(file); err == nil {
+		mode = st.Mode().Perm()
+	}
+	return atomicWrite(file, []byte(rest), mode)
 }
 
 // Restore undoes WriteBlock: it puts the original file back, or removes

@@ -1,7 +1,9 @@
 package apply
 
 import (
+	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -155,5 +157,40 @@ func TestHostPartitionImage(t *testing.T) {
 	b, _ := os.ReadFile(img)
 	if strings.Contains(string(b[17<<20:18<<20]), "OLD") {
 		t.Error("the old data at the start of partition 2 was not cleared")
+	}
+}
+
+// Rolling back one block keeps the others: a migration's crypttab entries
+// written after an apply's must survive the apply's rollback, and the
+// original comes back exactly once nothing else is left.
+func TestRemoveBlockKeepsOtherBlocks(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "crypttab")
+	orig := "# admin\nold_crypt /dev/sdz none luks\n"
+	os.WriteFile(f, []byte(orig), 0o600)
+	applyBlock := "# BEGIN cryptshift layout mail\nroot_crypt UUID=1 none luks\n# END cryptshift layout mail\n"
+	migrateBlock := "# BEGIN cryptshift migrate mx\nmx-vda_crypt UUID=2 /etc/k luks\n# END cryptshift migrate mx\n"
+	if err := WriteBlock(f, applyBlock); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteBlock(f, migrateBlock); err != nil {
+		t.Fatal(err)
+	}
+	if err := Internal(context.Background(), nil, []string{"restore", "--file", f, "--block", "crypttab:mail"}, nil, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(mustRead(t, f)); got != orig+migrateBlock {
+		t.Fatalf("after the apply's rollback: %q", got)
+	}
+	if err := RemoveBlock(f, "# BEGIN cryptshift migrate mx", "# END cryptshift migrate mx"); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(mustRead(t, f)); got != orig {
+		t.Fatalf("after both rollbacks: %q, want the original", got)
+	}
+	if left, _ := filepath.Glob(f + ".cryptshift-*"); len(left) != 0 {
+		t.Errorf("backups left: %v", left)
+	}
+	if st, _ := os.Stat(f); st.Mode().Perm() != 0o600 {
+		t.Errorf("mode %v", st.Mode())
 	}
 }

@@ -119,10 +119,8 @@ const (
 )
 
 // DefaultFor is what "ready" means without --for: every verb cryptshift
-// implements. migrate-vg is listed in reports but left out here because
-// migrate does not implement vg: targets yet (migrate/target.go), so no host
-// could ever be ready for it.
-var DefaultFor = []string{CapPlan, CapVerifyCaptured, CapVerify, CapMigratePool, CapApply}
+// implements.
+var DefaultFor = []string{CapPlan, CapVerifyCaptured, CapVerify, CapMigratePool, CapApply, CapMigrateVG}
 
 // capabilities maps each capability to the checks it needs.
 var capabilities = []struct {
@@ -139,8 +137,7 @@ var capabilities = []struct {
 		"tool.cryptsetup", "cryptsetup.argon2id", "tool.lvm", "tool.e2fsprogs", "tool.util-linux", "privileges"}, ""},
 	{CapMigrateVG, "migrate libvirt guests onto LUKS2 logical volumes (migrate --to vg:NAME)", []string{
 		"kernel.device-mapper", "kernel.dm-crypt", "kernel.xts-aes",
-		"tool.cryptsetup", "cryptsetup.argon2id", "tool.lvm", "tool.qemu-img", "libvirt", "privileges"},
-		"this version of cryptshift does not implement vg: targets yet; use --to pool:NAME"},
+		"tool.cryptsetup", "cryptsetup.argon2id", "tool.lvm", "tool.qemu-img", "libvirt", "privileges"}, ""},
 }
 
 // Capabilities lists the capability names doctor knows, in report order.
@@ -205,9 +202,6 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 				cp.Blockers = append(cp.Blockers, id)
 				cp.Ready = false
 			}
-		}
-		if c.name == CapMigrateVG {
-			cp.Ready = false
 		}
 		if c.name == CapVerify && o.Euid() != 0 {
 			cp.Note = "not root: LUKS headers and /proc/1 cannot be read, so their checks SKIP"

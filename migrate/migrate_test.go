@@ -284,12 +284,12 @@ func TestOfflineRun(t *testing.T) {
 		t.Errorf("libvirt calls:\n%s\nwant:\n%s", got, strings.Join(want, "\n"))
 	}
 	wantCmds := []string{
-		"qemu-img create -q --object secret,id=sec0,file=/dev/fd/3 -f luks -o key-secret=sec0,iter-time=10 $DIR/pool/mail-vda.luks 33554432",
-		"qemu-img create -q --object secret,id=sec0,file=/dev/fd/3 -f luks -o key-secret=sec0,iter-time=10 $DIR/pool/mail-vdb.luks 33554432",
-		"qemu-img convert -q --object secret,id=sec0,file=/dev/fd/3 -n --image-opts --target-image-opts driver=raw,file.filename=$DIR/src/mail-a.raw driver=luks,key-secret=sec0,file.filename=$DIR/pool/mail-vda.luks",
-		"qemu-img compare --object secret,id=sec0,file=/dev/fd/3 --image-opts driver=raw,file.filename=$DIR/src/mail-a.raw driver=luks,key-secret=sec0,file.filename=$DIR/pool/mail-vda.luks",
-		"qemu-img convert -q --object secret,id=sec0,file=/dev/fd/3 -n --image-opts --target-image-opts driver=qcow2,file.filename=$DIR/src/mail-b.qcow2 driver=luks,key-secret=sec0,file.filename=$DIR/pool/mail-vdb.luks",
-		"qemu-img compare --object secret,id=sec0,file=/dev/fd/3 --image-opts driver=qcow2,file.filename=$DIR/src/mail-b.qcow2 driver=luks,key-secret=sec0,file.filename=$DIR/pool/mail-vdb.luks",
+		"qemu-img create -q --object secret,id=sec0,file=/proc/self/fd/3 -f luks -o key-secret=sec0,iter-time=10 $DIR/pool/mail-vda.luks 33554432",
+		"qemu-img create -q --object secret,id=sec0,file=/proc/self/fd/3 -f luks -o key-secret=sec0,iter-time=10 $DIR/pool/mail-vdb.luks 33554432",
+		"qemu-img convert -q --object secret,id=sec0,file=/proc/self/fd/3 -n --image-opts --target-image-opts driver=raw,file.filename=$DIR/src/mail-a.raw driver=luks,key-secret=sec0,file.filename=$DIR/pool/mail-vda.luks",
+		"qemu-img compare --object secret,id=sec0,file=/proc/self/fd/3 --image-opts driver=raw,file.filename=$DIR/src/mail-a.raw driver=luks,key-secret=sec0,file.filename=$DIR/pool/mail-vda.luks",
+		"qemu-img convert -q --object secret,id=sec0,file=/proc/self/fd/3 -n --image-opts --target-image-opts driver=qcow2,file.filename=$DIR/src/mail-b.qcow2 driver=luks,key-secret=sec0,file.filename=$DIR/pool/mail-vdb.luks",
+		"qemu-img compare --object secret,id=sec0,file=/proc/self/fd/3 --image-opts driver=qcow2,file.filename=$DIR/src/mail-b.qcow2 driver=luks,key-secret=sec0,file.filename=$DIR/pool/mail-vdb.luks",
 	}
 	if got := f.scrub(strings.Join(f.img.rec.Lines(), "\n")); got != strings.Join(wantCmds, "\n") {
 		t.Errorf("qemu-img calls:\n%s\nwant:\n%s", got, strings.Join(wantCmds, "\n"))

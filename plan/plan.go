@@ -142,3 +142,9 @@ func (p *Plan) Step(id string) *Step {
 	}
 	return nil
 }
+
+// BlockMarkers are the first and last lines of the block a layout owns in
+// crypttab and fstab.
+func BlockMarkers(layoutName string) (begin, end string) {
+	return "# BEGIN cryptshift layout " + layoutName, "# END cryptshift layout " + layoutName
+}

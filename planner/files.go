@@ -78,15 +78,11 @@ func (p *planner) planHeaderBackups() {
 	p.note("LUKS header backups in %s are sensitive: with any passphrase or key file that was valid when they were made, they open the volume even after that key is removed; copy them offline and delete them from the host", dir)
 }
 
-// Block markers delimit what cryptshift owns in crypttab and fstab, so a
-// rerun replaces its block instead of adding lines twice.
-func blockMarkers(layoutName string) (string, string) {
-	return "# BEGIN cryptshift layout " + layoutName, "# END cryptshift layout " + layoutName
-}
-
-// Block renders the marked block cryptshift writes into crypttab or fstab.
+// Block renders the marked block cryptshift writes into crypttab or fstab:
+// the markers delimit what cryptshift owns, so a rerun replaces its block
+// instead of adding lines twice, and rollback removes only that block.
 func Block(layoutName, header string, lines []string) string {
-	begin, end := blockMarkers(layoutName)
+	begin, end := plan.BlockMarkers(layoutName)
 	var b strings.Builder
 	b.WriteString(begin + "\n")
 	b.WriteString("# " + header + "\n")
@@ -152,7 +148,7 @@ func (p *planner) addWriteBlock(action, file, kind, block string, entries int) {
 		Description: fmt.Sprintf("write %d %s entr(y/ies) into %s (a marked block; a backup of the old file is kept)", entries, kind, f),
 		Command:     []string{"cryptshift", "step", "write-block", "--file", f, "--block", kind + ":" + p.l.Name},
 		Input:       block,
-		Undo:        []string{"cryptshift", "step", "restore", "--file", f},
+		Undo:        []string{"cryptshift", "step", "restore", "--file", f, "--block", kind + ":" + p.l.Name},
 	})
 }
 

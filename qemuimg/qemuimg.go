@@ -3,7 +3,7 @@
 //
 // Every call goes through an execx.Runner. Encrypted images are opened with
 // --image-opts and their passphrase travels as a qemu secret object read from
-// an inherited pipe (file=/dev/fd/N), so it is never in argv, never in a
+// an inherited pipe (file=/proc/self/fd/N), so it is never in argv, never in a
 // temporary file and never in a log line.
 package qemuimg
 
@@ -270,7 +270,7 @@ func (d *Driver) RebaseUnsafe(ctx context.Context, img Image, backingPath, backi
 }
 
 // objects collects the secret objects of one command line: each distinct
-// secret becomes "--object secret,id=secN,file=/dev/fd/M" and its bytes are
+// secret becomes "--object secret,id=secN,file=/proc/self/fd/M" and its bytes are
 // passed on that inherited descriptor (execx.Cmd.ExtraFiles: fd 3, 4, ...).
 type objects struct {
 	secrets [][]byte
@@ -294,7 +294,9 @@ func (o *objects) add(secret []byte) string {
 func (o *objects) args() []string {
 	var a []string
 	for i := range o.secrets {
-		a = append(a, "--object", fmt.Sprintf("secret,id=sec%d,file=/dev/fd/%d", i, 3+i))
+		// /proc/self/fd, not /dev/fd: the latter is a symlink udev or
+		// systemd create, missing from rescue and initramfs environments.
+		a = append(a, "--object", fmt.Sprintf("secret,id=sec%d,file=/proc/self/fd/%d", i, 3+i))
 	}
 	return a
 }

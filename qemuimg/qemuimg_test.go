@@ -24,12 +24,12 @@ func TestCommandLines(t *testing.T) {
 		{
 			name: "create luks target",
 			cmd:  CreateCmd(CreateOptions{Path: "/pool/d-vda.luks", Format: LUKS, Size: 1 << 20, Secret: key, IterTimeMS: 50}),
-			want: "qemu-img create -q --object secret,id=sec0,file=/dev/fd/3 -f luks -o key-secret=sec0,iter-time=50 /pool/d-vda.luks 1048576", files: 1,
+			want: "qemu-img create -q --object secret,id=sec0,file=/proc/self/fd/3 -f luks -o key-secret=sec0,iter-time=50 /pool/d-vda.luks 1048576", files: 1,
 		},
 		{
 			name: "create encrypted qcow2 overlay",
 			cmd:  CreateCmd(CreateOptions{Path: "/pool/o.qcow2", Format: QCOW2, Size: 4096, Secret: key, BackingPath: "/src/a.raw", BackingFormat: Raw}),
-			want: "qemu-img create -q --object secret,id=sec0,file=/dev/fd/3 -f qcow2 -o encrypt.format=luks,encrypt.key-secret=sec0 -b /src/a.raw -F raw -u /pool/o.qcow2 4096", files: 1,
+			want: "qemu-img create -q --object secret,id=sec0,file=/proc/self/fd/3 -f qcow2 -o encrypt.format=luks,encrypt.key-secret=sec0 -b /src/a.raw -F raw -u /pool/o.qcow2 4096", files: 1,
 		},
 		{
 			name: "create plaintext raw",
@@ -39,29 +39,29 @@ func TestCommandLines(t *testing.T) {
 		{
 			name: "convert chain into luks",
 			cmd:  ConvertCmd(Image{Path: "/src/b.qcow2", Format: QCOW2}, Image{Path: "/pool/t.luks", Format: LUKS, Secret: key}),
-			want: "qemu-img convert -q --object secret,id=sec0,file=/dev/fd/3 -n --image-opts --target-image-opts driver=qcow2,file.filename=/src/b.qcow2 driver=luks,key-secret=sec0,file.filename=/pool/t.luks", files: 1,
+			want: "qemu-img convert -q --object secret,id=sec0,file=/proc/self/fd/3 -n --image-opts --target-image-opts driver=qcow2,file.filename=/src/b.qcow2 driver=luks,key-secret=sec0,file.filename=/pool/t.luks", files: 1,
 		},
 		{
 			name: "compare shares one secret object for one key",
 			cmd: CompareCmd(
 				Image{Path: "/pool/o2.qcow2", Format: QCOW2, Secret: key, Backing: &Image{Path: "/pool/t.luks", Format: LUKS, Secret: key}},
 				Image{Path: "/src/a,b.raw", Format: Raw}, true),
-			want: "qemu-img compare --object secret,id=sec0,file=/dev/fd/3 -U --image-opts driver=qcow2,encrypt.format=luks,encrypt.key-secret=sec0,file.filename=/pool/o2.qcow2,file.locking=off,backing.driver=luks,backing.key-secret=sec0,backing.file.filename=/pool/t.luks,backing.file.locking=off driver=raw,file.filename=/src/a,,b.raw,file.locking=off", files: 1,
+			want: "qemu-img compare --object secret,id=sec0,file=/proc/self/fd/3 -U --image-opts driver=qcow2,encrypt.format=luks,encrypt.key-secret=sec0,file.filename=/pool/o2.qcow2,file.locking=off,backing.driver=luks,backing.key-secret=sec0,backing.file.filename=/pool/t.luks,backing.file.locking=off driver=raw,file.filename=/src/a,,b.raw,file.locking=off", files: 1,
 		},
 		{
 			name: "compare two keys",
 			cmd:  CompareCmd(Image{Path: "/a", Format: LUKS, Secret: []byte("one-key")}, Image{Path: "/b", Format: LUKS, Secret: []byte("two-key")}, false),
-			want: "qemu-img compare --object secret,id=sec0,file=/dev/fd/3 --object secret,id=sec1,file=/dev/fd/4 --image-opts driver=luks,key-secret=sec0,file.filename=/a driver=luks,key-secret=sec1,file.filename=/b", files: 2,
+			want: "qemu-img compare --object secret,id=sec0,file=/proc/self/fd/3 --object secret,id=sec1,file=/proc/self/fd/4 --image-opts driver=luks,key-secret=sec0,file.filename=/a driver=luks,key-secret=sec1,file.filename=/b", files: 2,
 		},
 		{
 			name: "commit keeps the overlay",
 			cmd:  CommitCmd(Image{Path: "/pool/o.qcow2", Format: QCOW2, Secret: key}),
-			want: "qemu-img commit -q --object secret,id=sec0,file=/dev/fd/3 -d --image-opts driver=qcow2,encrypt.format=luks,encrypt.key-secret=sec0,file.filename=/pool/o.qcow2", files: 1,
+			want: "qemu-img commit -q --object secret,id=sec0,file=/proc/self/fd/3 -d --image-opts driver=qcow2,encrypt.format=luks,encrypt.key-secret=sec0,file.filename=/pool/o.qcow2", files: 1,
 		},
 		{
 			name: "rebase unsafe",
 			cmd:  RebaseUnsafeCmd(Image{Path: "/pool/o2.qcow2", Format: QCOW2, Secret: key}, "/src/a.raw", Raw),
-			want: "qemu-img rebase -q --object secret,id=sec0,file=/dev/fd/3 -u -b /src/a.raw -F raw --image-opts driver=qcow2,encrypt.format=luks,encrypt.key-secret=sec0,file.filename=/pool/o2.qcow2", files: 1,
+			want: "qemu-img rebase -q --object secret,id=sec0,file=/proc/self/fd/3 -u -b /src/a.raw -F raw --image-opts driver=qcow2,encrypt.format=luks,encrypt.key-secret=sec0,file.filename=/pool/o2.qcow2", files: 1,
 		},
 	}
 	for _, tt := range tests {
