@@ -147,9 +147,13 @@ func (d *dev) aligned(off int64, p []byte) bool {
 
 // refused handles EINVAL from an O_DIRECT call on an aligned request: some
 // filesystems accept O_DIRECT at open and refuse it per request. From then
-// on all I/O on d is buffered; it stays correct, only slower.
+// on all I/O on d is buffered; it stays correct, only slower. It answers
+// true even when another request switched first: several writers can have
+// O_DIRECT requests in flight when the first refusal comes back, and each
+// of them must retry buffered (a genuine EINVAL then surfaces from that
+// retry, so nothing loops).
 func (d *dev) refused(err error) bool {
-	if errors.Is(err, unix.EINVAL) && d.direct.Load() {
+	if errors.Is(err, unix.EINVAL) {
 		d.direct.Store(false)
 		return true
 	}
