@@ -31,7 +31,13 @@ type decoder struct {
 	pos    map[string]Pos
 	rep    *Report
 	failed []string // paths whose value could not be decoded
+	nodes  int      // values visited, aliases counted each time they expand
 }
+
+// maxNodes bounds how many values a layout may expand to. YAML aliases can
+// make a small file expand exponentially ("billion laughs"); a real layout
+// has a few hundred values.
+const maxNodes = 100000
 
 // fail records a decode error at path; validation findings under it are
 // dropped later, since they would only repeat the same mistake.
@@ -41,6 +47,12 @@ func (d *decoder) fail(path, fix, format string, a ...any) {
 }
 
 func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
+	if d.nodes++; d.nodes > maxNodes {
+		if d.nodes == maxNodes+1 {
+			d.fail("$", "write the layout without deeply nested aliases", "the file expands to more than %d values (YAML aliases)", maxNodes)
+		}
+		return
+	}
 	if n.Kind == yaml.AliasNode && n.Alias != nil {
 		n = n.Alias
 	}
@@ -204,6 +216,9 @@ func keysOf(m map[string][]int) []string {
 // closest returns the candidate within edit distance 2 of s (case folded),
 // for "did you mean" hints on typos such as "moutn" or "volumegroup".
 func closest(s string, candidates []string) string {
+	if len(s) > 64 { // no key is that long; and edit distance is quadratic
+		return ""
+	}
 	best, bestD := "", 3
 	for _, c := range candidates {
 		if d := editDistance(strings.ToLower(s), strings.ToLower(c)); d < bestD {

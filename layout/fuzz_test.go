@@ -1,10 +1,12 @@
 package layout
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // FuzzParse feeds arbitrary bytes to the parser and validator: they must
@@ -44,4 +46,28 @@ func FuzzParseSize(f *testing.F) {
 			t.Fatalf("ParseSize(%q) accepted a non-positive size %d", s, sz.Bytes)
 		}
 	})
+}
+
+// A document whose aliases expand to more values than any layout has is
+// cut off with an error, quickly. (The decoder walks only the schema's
+// fields, so expansion is bounded by it; the cap keeps even that small.)
+func TestAliasExpansionIsBounded(t *testing.T) {
+	var y strings.Builder
+	y.WriteString("opts: &opts [")
+	for i := 0; i < 20000; i++ {
+		if i > 0 {
+			y.WriteString(", ")
+		}
+		fmt.Fprintf(&y, "o%d", i)
+	}
+	y.WriteString("]\nvol: &vol {name: v, size: 1GiB, mount: /srv, mountOptions: *opts}\n")
+	y.WriteString("volumes: [*vol, *vol, *vol, *vol, *vol, *vol, *vol, *vol, *vol, *vol]\n")
+	start := time.Now()
+	_, rep := Parse("fanout.yaml", []byte(y.String()))
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("parsing took %s", took)
+	}
+	if !rep.HasErrors() || !strings.Contains(rep.Error(), "expands to more than 100000 values") {
+		t.Fatalf("got %d problems, first %v", len(rep.Problems), rep.Problems[:min(3, len(rep.Problems))])
+	}
 }
