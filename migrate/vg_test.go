@@ -500,7 +500,12 @@ func mustReadString(t *testing.T, p string) string {
 // last checkpoint the journal holds, and ends with the same data and hash.
 func TestVGCopyResumesFromCheckpoint(t *testing.T) {
 	f := newVGFixture(t, libvirt.ShutOff, ModeOffline)
-	copyCheckpointEvery = 4 << 20
+	// With its default 4 MiB chunks, 8 in flight, the copier can copy this
+	// 32 MiB disk whole before a cut at its second checkpoint is seen;
+	// 64 KiB chunks leave far more work after the cut than is in flight.
+	copyChunkSize = 64 << 10
+	defer func() { copyChunkSize = 0 }()
+	copyCheckpointEvery = 1 << 20
 	defer func() { copyCheckpointEvery = 0 }()
 	ctx, cancel := context.WithCancel(context.Background())
 	fired := 0

@@ -29,6 +29,10 @@ import (
 // its default (1 GiB). Unit tests lower it.
 var copyCheckpointEvery int64
 
+// copyChunkSize is the copier's chunk size; 0 is the copier's default.
+// Tests lower it so that a cut leaves more work than is in flight.
+var copyChunkSize int
+
 // rawSource reports whether the copier can read a disk's source itself.
 func rawSource(d *Disk) bool { return len(d.Chain) == 1 && d.Chain[0].Format == qemuimg.Raw }
 
@@ -97,7 +101,7 @@ func (v *vgTarget) copyRaw(ctx context.Context, d *Disk) error {
 	if err != nil {
 		return err
 	}
-	opt := copier.Options{Verify: true, Progress: copier.Report(rt.prog), CheckpointEvery: copyCheckpointEvery,
+	opt := copier.Options{Verify: true, Progress: copier.Report(rt.prog), CheckpointEvery: copyCheckpointEvery, ChunkSize: copyChunkSize,
 		// A checkpoint holds the copy's offset and SHA-256 state, never
 		// source bytes: safe in the journal. Resume continues there.
 		OnCheckpoint: func(c copier.Checkpoint) error {
