@@ -184,9 +184,10 @@ func TestHostCLIOfflineProgressJSON(t *testing.T) {
 			Task  string `json:"task"`
 			Done  int64  `json:"done"`
 			Total int64  `json:"total"`
+			Msg   string `json:"msg"` // a log record, e.g. a retried qemu-img
 		}
-		if err := json.Unmarshal(line, &ev); err != nil {
-			t.Fatalf("not a JSON event on stderr: %q", line)
+		if err := json.Unmarshal(line, &ev); err != nil || (ev.Event == "") == (ev.Msg == "") {
+			t.Fatalf("neither a JSON event nor a JSON log record on stderr: %q", line)
 		}
 		events[ev.Event+" "+ev.Task] = true
 		if ev.Event == "done" && ev.Task == "copy vda" && ev.Done != ev.Total {

@@ -153,7 +153,8 @@ func CreateCmd(o CreateOptions) execx.Cmd {
 // Create makes a new image.
 func (d *Driver) Create(ctx context.Context, o CreateOptions) error {
 	var err error
-	for attempt := 0; attempt < 20; attempt++ {
+	// Each attempt takes milliseconds; a CI machine once needed four.
+	for attempt := 0; attempt < 50; attempt++ {
 		if _, err = d.Runner.Run(ctx, CreateCmd(o)); err == nil {
 			return nil
 		}

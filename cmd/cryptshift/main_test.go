@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -180,5 +181,25 @@ func TestVersion(t *testing.T) {
 	r := run(t, "--version")
 	if r.code != 0 || !strings.HasPrefix(r.stdout, "cryptshift ") || !strings.Contains(r.stdout, "commit") {
 		t.Errorf("got %q", r.stdout)
+	}
+}
+
+// TestJSONProgressMakesLogsJSON: with --progress=json a reader of standard
+// error must see nothing but JSON objects, so log records (a retried
+// command, say) switch to JSON too; otherwise they stay text.
+func TestJSONProgressMakesLogsJSON(t *testing.T) {
+	defer slog.SetDefault(slog.Default())
+	for _, asJSON := range []bool{false, true} {
+		var buf bytes.Buffer
+		setLogger(&buf, asJSON)
+		slog.Warn("command failed", "cmd", "qemu-img create", "exit", 1)
+		var rec map[string]any
+		err := json.Unmarshal(buf.Bytes(), &rec)
+		if asJSON && (err != nil || rec["msg"] != "command failed" || rec["level"] != "WARN") {
+			t.Errorf("JSON mode logged %q (%v)", buf.String(), err)
+		}
+		if !asJSON && (err == nil || !strings.Contains(buf.String(), `msg="command failed"`)) {
+			t.Errorf("text mode logged %q", buf.String())
+		}
 	}
 }

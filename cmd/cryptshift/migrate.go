@@ -157,6 +157,7 @@ func runMigrate(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, 
 		o.Progress = progress.NewTerminal(stderr)
 	case "json":
 		o.Progress = progress.NewJSON(stderr)
+		setLogger(stderr, true)
 	case "none":
 	default:
 		return usageError("cannot migrate: unknown --progress %q; use auto, bar, json or none", f.progress)

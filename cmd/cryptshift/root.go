@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"runtime/debug"
@@ -47,11 +48,11 @@ nothing. Secrets are never taken from the command line.
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRun: func(cmd *cobra.Command, args []string) {
-			level := slog.LevelWarn
+			logLevel.Set(slog.LevelWarn)
 			if verbose {
-				level = slog.LevelDebug
+				logLevel.Set(slog.LevelDebug)
 			}
-			slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+			setLogger(os.Stderr, false)
 		},
 	}
 	root.PersistentFlags().BoolVarP(&verbose, "verbose", "v", false, "log every command run, with its duration")
@@ -63,6 +64,22 @@ nothing. Secrets are never taken from the command line.
 		root.AddCommand(v())
 	}
 	return root
+}
+
+// logLevel is WARN, or DEBUG with --verbose.
+var logLevel = new(slog.LevelVar)
+
+// setLogger sends log records to w: text lines normally, JSON lines when
+// the verb's progress events on w are JSON, so that a reader of that stream
+// sees nothing but JSON objects (a log record has "level" and "msg", an
+// event has "event").
+func setLogger(w io.Writer, asJSON bool) {
+	opts := &slog.HandlerOptions{Level: logLevel}
+	var h slog.Handler = slog.NewTextHandler(w, opts)
+	if asJSON {
+		h = slog.NewJSONHandler(w, opts)
+	}
+	slog.SetDefault(slog.New(h))
 }
 
 func versionString() string {

@@ -765,7 +765,6 @@ func bootFromTabs(t *testing.T, e *vmEnv, recovery []byte) {
 	}
 }
 
-
 const smallLayout = `apiVersion: cryptshift/v1
 kind: Layout
 name: small
