@@ -164,11 +164,12 @@ func containsSecret(hay []byte, secret []byte) bool {
 }
 
 // TestVMApplyMailHost applies the embedded mail-host example to two loop
-// devices, checks the result independently of cryptshift, proves it boots
-// from its crypttab and fstab, then runs the crash matrix and rollbacks:
-// each comparing inventories of the loop devices.
+// devices, checks the result independently of cryptshift, runs the fleet
+// playbooks plan.yml and verify.yml against it, proves it boots from its
+// crypttab and fstab, then runs the crash matrix and rollbacks: each
+// comparing inventories of the loop devices.
 func TestVMApplyMailHost(t *testing.T) {
-	testtier.VM(t, "qemu-system-x86_64")
+	testtier.VM(t, "qemu-system-x86_64", "ansible-playbook")
 	if !vmtest.InGuest(t) {
 		return
 	}
@@ -208,6 +209,8 @@ func TestVMApplyMailHost(t *testing.T) {
 	}
 	applied := e.inventory()
 	phase("re-plan")
+	checkPlaybooksLive(t, e)
+	phase("fleet playbooks plan.yml and verify.yml")
 	checkVerifyLive(t, e)
 	phase("live verify")
 
