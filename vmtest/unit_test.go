@@ -239,15 +239,18 @@ func TestShellQuote(t *testing.T) {
 func TestRunScript(t *testing.T) {
 	tests := []struct {
 		name          string
-		share         string
+		dir, share    string
 		want, notWant []string
 	}{
-		{"no share", "", []string{"cd /work/main/vmtest ||", "env -i -- A=1 'B=two words' go test '-run=^T$'", "echo $? >/run/vmtest/status", "tee /run/vmtest/output"}, []string{"mount"}},
-		{"share", "/tmp/share dir", []string{"mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 share '/tmp/share dir'", "umount '/tmp/share dir'"}, nil},
+		{"no share", "/work/main/vmtest", "", []string{"cd /work/main/vmtest ||", "env -i -- A=1 'B=two words' go test '-run=^T$'", "echo $? >/run/vmtest/status", "tee /run/vmtest/output"}, []string{"mount", "hostwork"}},
+		{"share", "/work/main/vmtest", "/tmp/share dir", []string{"mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 share '/tmp/share dir'", "umount '/tmp/share dir'"}, []string{"hostwork"}},
+		// A checkout under /tmp: the guest's /tmp is its own tmpfs.
+		{"dir under /tmp", "/tmp/ci clone/vmtest", "", []string{"mkdir -p $w/lower $w/upper $w/work '/tmp/ci clone' ||",
+			"ro,cache=loose hostwork $w/lower ||", "upperdir=$w/upper,workdir=$w/work overlay '/tmp/ci clone' ||", "cd '/tmp/ci clone/vmtest' ||"}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := runScript([]string{"go", "test", "-run=^T$"}, []string{"A=1", "B=two words"}, "/work/main/vmtest", tt.share)
+			s := runScript([]string{"go", "test", "-run=^T$"}, []string{"A=1", "B=two words"}, tt.dir, tt.share)
 			for _, w := range tt.want {
 				if !strings.Contains(s, w) {
 					t.Errorf("script lacks %q:\n%s", w, s)
@@ -260,6 +263,30 @@ func TestRunScript(t *testing.T) {
 			}
 			shSyntax(t, s)
 		})
+	}
+}
+
+func TestHostTmpTop(t *testing.T) {
+	for dir, want := range map[string]string{
+		"/tmp/ci-clone":              "/tmp/ci-clone",
+		"/tmp/ci-clone/cmd/cs":       "/tmp/ci-clone",
+		"/tmp/ci-clone/../x/y":       "/tmp/x",
+		"/tmp":                       "",
+		"/tmpfoo/x":                  "",
+		"/work/main":                 "",
+		"/var/tmp/x":                 "",
+		"/tmp/../work/main/cmd/tool": "",
+	} {
+		if got := hostTmpTop(dir); got != want {
+			t.Errorf("hostTmpTop(%q) = %q, want %q", dir, got, want)
+		}
+	}
+	args := strings.Join(qemuArgs(&Kit{}, Options{Dir: "/tmp/ci-clone/cmd"}, "/tmp/run"), " ")
+	if !strings.Contains(args, "local,path=/tmp/ci-clone,mount_tag=hostwork,security_model=none,readonly=on") {
+		t.Errorf("qemu args do not share /tmp/ci-clone read-only: %s", args)
+	}
+	if args := strings.Join(qemuArgs(&Kit{}, Options{Dir: "/work/main"}, "/tmp/run"), " "); strings.Contains(args, "hostwork") {
+		t.Errorf("qemu args share a hostwork directory for /work/main: %s", args)
 	}
 }
 
