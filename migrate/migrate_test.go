@@ -86,6 +86,32 @@ func newFixture(t *testing.T, state libvirt.State, mode string) *fixture {
 // scrub makes paths stable for golden files.
 func (f *fixture) scrub(s string) string { return strings.ReplaceAll(s, f.dir, "$DIR") }
 
+// checkDryRunGolden compares a dry-run's plan, as JSON with the test's
+// directory scrubbed, with testdata/dryrun-NAME.json (rewritten with
+// -update) and returns that JSON.
+func checkDryRunGolden(t *testing.T, name string, res *Result, scrub func(string) string) string {
+	t.Helper()
+	b, err := json.MarshalIndent(res.Plan, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden := filepath.Join("testdata", "dryrun-"+name+".json")
+	got := scrub(string(b)) + "\n"
+	if *update {
+		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run go test ./migrate -update)", err)
+	}
+	if got != string(want) {
+		t.Errorf("dry-run plan differs from %s (go test ./migrate -update to accept):\n%s", golden, got)
+	}
+	return got
+}
+
 func TestDryRunGolden(t *testing.T) {
 	tests := []struct {
 		name   string
@@ -109,24 +135,7 @@ func TestDryRunGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := json.MarshalIndent(res.Plan, "", "  ")
-			if err != nil {
-				t.Fatal(err)
-			}
-			golden := filepath.Join("testdata", "dryrun-"+tt.name+".json")
-			gotS := f.scrub(string(got)) + "\n"
-			if *update {
-				if err := os.WriteFile(golden, []byte(gotS), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run go test ./migrate -update)", err)
-			}
-			if gotS != string(want) {
-				t.Errorf("dry-run plan differs from %s (go test ./migrate -update to accept):\n%s", golden, gotS)
-			}
+			checkDryRunGolden(t, tt.name, res, f.scrub)
 			if m := f.hv.mutations(); len(m) != 0 {
 				t.Errorf("dry-run changed something: %v", m)
 			}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -130,24 +129,7 @@ func TestVGDryRunGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := json.MarshalIndent(res.Plan, "", "  ")
-			if err != nil {
-				t.Fatal(err)
-			}
-			golden := filepath.Join("testdata", "dryrun-"+tt.name+".json")
-			gotS := f.scrub(string(got)) + "\n"
-			if *update {
-				if err := os.WriteFile(golden, []byte(gotS), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run go test ./migrate -update)", err)
-			}
-			if gotS != string(want) {
-				t.Errorf("dry-run plan differs from %s (go test ./migrate -update to accept):\n%s", golden, gotS)
-			}
+			got := checkDryRunGolden(t, tt.name, res, f.scrub)
 			if m := f.mutatingCommands(); len(m) != 0 {
 				t.Errorf("dry-run ran %v", m)
 			}
@@ -162,7 +144,7 @@ func TestVGDryRunGolden(t *testing.T) {
 					t.Errorf("dry-run created %s", p)
 				}
 			}
-			if !strings.Contains(string(got), `"--offset"`) || !strings.Contains(string(got), `"--pbkdf-force-iterations"`) {
+			if !strings.Contains(got, `"--offset"`) || !strings.Contains(got, `"--pbkdf-force-iterations"`) {
 				t.Errorf("the format command lacks the explicit data offset or the PBKDF cost")
 			}
 		})
