@@ -119,42 +119,6 @@ func countIn(t *testing.T, path string, pattern []byte) int {
 	return bytes.Count(b, pattern)
 }
 
-// cmdlineWatch records every process command line while it runs: secrets
-// must never show up in /proc/PID/cmdline.
-func cmdlineWatch() (stop func() []string) {
-	var mu sync.Mutex
-	seen := map[string]bool{}
-	done := make(chan struct{})
-	go func() {
-		for {
-			select {
-			case <-done:
-				return
-			default:
-			}
-			pids, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-			for _, p := range pids {
-				if b, err := os.ReadFile(p); err == nil && len(b) > 0 {
-					mu.Lock()
-					seen[string(b)] = true
-					mu.Unlock()
-				}
-			}
-			time.Sleep(2 * time.Millisecond)
-		}
-	}()
-	return func() []string {
-		close(done)
-		mu.Lock()
-		defer mu.Unlock()
-		var out []string
-		for k := range seen {
-			out = append(out, k)
-		}
-		return out
-	}
-}
-
 // guestLibvirtd is libvirtd and virtlogd started in the guest the plain
 // way: with the guest's own /etc/libvirt, /run/libvirt and /var/lib/libvirt
 // (all in its throwaway overlay root). libvirttest's private daemon does
@@ -368,7 +332,7 @@ func TestVMMigrateToVG(t *testing.T) {
 	}
 
 	// The migration.
-	stop := cmdlineWatch()
+	stop := vmtest.WatchCmdlines()
 	t0 := time.Now()
 	out, err := e.cli(e.migrateArgs(j1, rk1)...)
 	cmdlines := stop()

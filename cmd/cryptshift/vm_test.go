@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -118,42 +117,6 @@ func (e *vmEnv) planJSON() *plan.Plan {
 	return p
 }
 
-// watchCmdlines records every process command line seen while it runs.
-func watchCmdlines() (stop func() []string) {
-	var mu sync.Mutex
-	seen := map[string]bool{}
-	done := make(chan struct{})
-	go func() {
-		for {
-			select {
-			case <-done:
-				return
-			default:
-			}
-			pids, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-			for _, p := range pids {
-				b, err := os.ReadFile(p)
-				if err == nil && len(b) > 0 {
-					mu.Lock()
-					seen[string(b)] = true
-					mu.Unlock()
-				}
-			}
-			time.Sleep(2 * time.Millisecond)
-		}
-	}()
-	return func() []string {
-		close(done)
-		mu.Lock()
-		defer mu.Unlock()
-		var out []string
-		for k := range seen {
-			out = append(out, k)
-		}
-		return out
-	}
-}
-
 func containsSecret(hay []byte, secret []byte) bool {
 	for _, form := range [][]byte{secret, []byte(hex.EncodeToString(secret)), []byte(base64.StdEncoding.EncodeToString(secret))} {
 		if len(form) >= 8 && bytes.Contains(hay, form) {
@@ -176,7 +139,7 @@ func TestVMApplyMailHost(t *testing.T) {
 	e := newVMEnv(t)
 	blank := e.inventory()
 	p := e.planJSON()
-	stopWatch := watchCmdlines()
+	stopWatch := vmtest.WatchCmdlines()
 	start := time.Now()
 	r := run(t, append(e.applyArgs(), "--progress", "json")...)
 	took := time.Since(start)
