@@ -335,16 +335,7 @@ func (e *env) swapState() (Status, []string) {
 			return e.swapSt, nil
 		}
 		for _, sw := range e.sys.Swaps {
-			loc := e.swapLocation(sw)
-			switch loc.Class {
-			case blockstack.Plaintext:
-				e.swapSt = Fail
-				e.swapEv = append(e.swapEv, e.where(loc))
-			case blockstack.Unknown:
-				if e.swapSt == Pass {
-					e.swapSt = Warn
-				}
-			}
+			e.judgeSwap(e.swapLocation(sw))
 		}
 		return e.swapSt, e.swapEv
 	}
@@ -352,18 +343,23 @@ func (e *env) swapState() (Status, []string) {
 		if f.VFSType != "swap" {
 			continue
 		}
-		loc := e.fstabSwapLocation(f)
-		switch loc.Class {
-		case blockstack.Plaintext:
-			e.swapSt = Fail
-			e.swapEv = append(e.swapEv, e.where(loc))
-		case blockstack.Unknown:
-			if e.swapSt == Pass {
-				e.swapSt = Warn
-			}
-		}
+		e.judgeSwap(e.fstabSwapLocation(f))
 	}
 	return e.swapSt, e.swapEv
+}
+
+// judgeSwap folds one swap area's location into the swap verdict: FAIL
+// with evidence for plaintext, WARN when unknown (unless already FAIL).
+func (e *env) judgeSwap(loc blockstack.Location) {
+	switch loc.Class {
+	case blockstack.Plaintext:
+		e.swapSt = Fail
+		e.swapEv = append(e.swapEv, e.where(loc))
+	case blockstack.Unknown:
+		if e.swapSt == Pass {
+			e.swapSt = Warn
+		}
+	}
 }
 
 func (e *env) swapLocation(sw blockstack.Swap) blockstack.Location {
