@@ -10,9 +10,9 @@ import (
 
 	"libvirt.org/go/libvirtxml"
 
+	"github.com/cryptshift/cryptshift/internal/doors/qemuimg"
+	"github.com/cryptshift/cryptshift/internal/harness/libvirttest"
 	"github.com/cryptshift/cryptshift/libvirt"
-	"github.com/cryptshift/cryptshift/libvirt/libvirttest"
-	"github.com/cryptshift/cryptshift/qemuimg"
 )
 
 // TestHostLiveMovePrimitives walks the live design on a real libvirtd and

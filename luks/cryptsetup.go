@@ -8,7 +8,7 @@ import (
 
 	luksgo "github.com/anatol/luks.go"
 
-	"github.com/cryptshift/cryptshift/internal/execx"
+	"github.com/cryptshift/cryptshift/internal/doors/execx"
 )
 
 // Params are the LUKS2 format parameters cryptshift plans.

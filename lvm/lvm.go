@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/cryptshift/cryptshift/internal/execx"
+	"github.com/cryptshift/cryptshift/internal/doors/execx"
 )
 
 // LVM wraps an execx.Runner.

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cryptshift/cryptshift/internal/execx"
+	"github.com/cryptshift/cryptshift/internal/doors/execx"
 )
 
 // Output captured from lvm 2.03.16 (Debian 12) on loop devices.

@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cryptshift/cryptshift/internal/testtier"
+	"github.com/cryptshift/cryptshift/internal/harness/libvirttest"
+	"github.com/cryptshift/cryptshift/internal/harness/testtier"
 	"github.com/cryptshift/cryptshift/libvirt"
-	"github.com/cryptshift/cryptshift/libvirt/libvirttest"
 )
 
 // play is one ansible-playbook run against playbooks/inventory-ci.

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cryptshift/cryptshift/internal/testtier"
+	"github.com/cryptshift/cryptshift/internal/harness/testtier"
 )
 
 // testVersion is what the test package calls itself: a tagged release three

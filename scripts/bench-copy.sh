@@ -40,7 +40,7 @@ done
 
 dir=$(mktemp -d "$base/bench-copy.XXXXXX")
 trap 'rm -rf "$dir"' EXIT
-go build -o "$dir/copybench" ./copier/internal/copybench
+go build -o "$dir/copybench" ./internal/runner/copier/internal/copybench
 
 drop=no
 if [ -w /proc/sys/vm/drop_caches ]; then drop=yes; fi

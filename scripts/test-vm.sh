@@ -22,7 +22,7 @@ command -v go >/dev/null || unavailable "go is not in PATH"
 
 bin=$(mktemp -d)
 trap 'rm -rf "$bin"' EXIT
-go build -o "$bin/vmkit" ./vmtest/cmd/vmkit || unavailable "cannot build vmtest/cmd/vmkit"
+go build -o "$bin/vmkit" ./internal/harness/vmtest/cmd/vmkit || unavailable "cannot build internal/harness/vmtest/cmd/vmkit"
 echo "== test-vm: VM kit"
 "$bin/vmkit" build || unavailable "cannot build the VM kit (kernel package download or initramfs; see above)"
 echo "== test-vm: smoke boot"

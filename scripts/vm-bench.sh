@@ -13,7 +13,7 @@ cpus=("$@")
 
 bin=$(mktemp -d)
 trap 'rm -rf "$bin"' EXIT
-go build -o "$bin/vmkit" ./vmtest/cmd/vmkit
+go build -o "$bin/vmkit" ./internal/harness/vmtest/cmd/vmkit
 "$bin/vmkit" build >/dev/null
 
 # The guest side: 128 MiB through dm-crypt (direct I/O, so the page cache

@@ -19,16 +19,16 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"github.com/cryptshift/cryptshift/apply"
-	"github.com/cryptshift/cryptshift/internal/execx"
+	"github.com/cryptshift/cryptshift/internal/doors/execx"
+	"github.com/cryptshift/cryptshift/internal/doors/progress"
+	"github.com/cryptshift/cryptshift/internal/doors/secrets"
 	"github.com/cryptshift/cryptshift/internal/exitcode"
-	"github.com/cryptshift/cryptshift/inventory"
-	"github.com/cryptshift/cryptshift/layout"
+	"github.com/cryptshift/cryptshift/internal/model/inventory"
+	"github.com/cryptshift/cryptshift/internal/model/layout"
+	"github.com/cryptshift/cryptshift/internal/model/plan"
+	"github.com/cryptshift/cryptshift/internal/planner"
+	"github.com/cryptshift/cryptshift/internal/runner/apply"
 	"github.com/cryptshift/cryptshift/lvm"
-	"github.com/cryptshift/cryptshift/plan"
-	"github.com/cryptshift/cryptshift/planner"
-	"github.com/cryptshift/cryptshift/progress"
-	"github.com/cryptshift/cryptshift/secrets"
 )
 
 func init() { verbs = append(verbs, newApplyCmd) }

@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/cryptshift/cryptshift/capture"
+	"github.com/cryptshift/cryptshift/internal/audit/capture"
 	"github.com/cryptshift/cryptshift/internal/exitcode"
 )
 

@@ -6,7 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/cryptshift/cryptshift/doctor"
+	"github.com/cryptshift/cryptshift/internal/audit/doctor"
 	"github.com/cryptshift/cryptshift/internal/exitcode"
 )
 

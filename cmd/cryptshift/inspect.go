@@ -8,10 +8,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cryptshift/cryptshift/internal/audit/verify"
 	"github.com/cryptshift/cryptshift/internal/exitcode"
+	"github.com/cryptshift/cryptshift/internal/hostview/sysconf"
 	"github.com/cryptshift/cryptshift/luks"
-	"github.com/cryptshift/cryptshift/sysconf"
-	"github.com/cryptshift/cryptshift/verify"
 )
 
 func init() { verbs = append(verbs, newInspectCmd) }

@@ -11,9 +11,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cryptshift/cryptshift/internal/exitcode"
-	"github.com/cryptshift/cryptshift/inventory"
-	"github.com/cryptshift/cryptshift/layout"
-	"github.com/cryptshift/cryptshift/planner"
+	"github.com/cryptshift/cryptshift/internal/model/inventory"
+	"github.com/cryptshift/cryptshift/internal/model/layout"
+	"github.com/cryptshift/cryptshift/internal/planner"
 )
 
 func init() { verbs = append(verbs, newInventoryCmd) }

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cryptshift/cryptshift/internal/testtier"
+	"github.com/cryptshift/cryptshift/internal/harness/testtier"
 )
 
 var binary string

@@ -16,10 +16,10 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/cryptshift/cryptshift/internal/doors/progress"
+	"github.com/cryptshift/cryptshift/internal/doors/secrets"
 	"github.com/cryptshift/cryptshift/internal/exitcode"
-	"github.com/cryptshift/cryptshift/migrate"
-	"github.com/cryptshift/cryptshift/progress"
-	"github.com/cryptshift/cryptshift/secrets"
+	"github.com/cryptshift/cryptshift/internal/runner/migrate"
 )
 
 func init() { verbs = append(verbs, newMigrateCmd) }

@@ -7,10 +7,10 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/cryptshift/cryptshift/apply"
-	"github.com/cryptshift/cryptshift/internal/execx"
+	"github.com/cryptshift/cryptshift/internal/doors/execx"
+	"github.com/cryptshift/cryptshift/internal/runner/apply"
+	"github.com/cryptshift/cryptshift/internal/runner/migrate"
 	"github.com/cryptshift/cryptshift/lvm"
-	"github.com/cryptshift/cryptshift/migrate"
 )
 
 func init() { verbs = append(verbs, newRollbackCmd) }

@@ -8,8 +8,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cryptshift/cryptshift/internal/audit/verify"
 	"github.com/cryptshift/cryptshift/internal/exitcode"
-	"github.com/cryptshift/cryptshift/verify"
 )
 
 func init() { verbs = append(verbs, newVerifyCmd) }

@@ -112,7 +112,7 @@ func TestCaptureAndInspect(t *testing.T) {
 	if tree.code != 0 || !strings.Contains(tree.stdout, "/tmp (ext4)  <-- PLAINTEXT") || !strings.Contains(tree.stdout, "root_crypt (dm-4, LUKS2)") {
 		t.Errorf("inspect tree (exit %d):\n%s", tree.code, tree.stdout)
 	}
-	hdr := run(t, "inspect", "-o", "json", "../../sysconf/testdata/v2.qcow2.hdr")
+	hdr := run(t, "inspect", "-o", "json", "../../internal/hostview/sysconf/testdata/v2.qcow2.hdr")
 	if hdr.code != 0 || !strings.Contains(hdr.stdout, `"backingFile": "/srv/old/plain.raw"`) {
 		t.Errorf("inspect qcow2 (exit %d): %s %s", hdr.code, hdr.stdout, hdr.stderr)
 	}

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cryptshift/cryptshift/plan"
+	"github.com/cryptshift/cryptshift/internal/model/plan"
 )
 
 // checkPlaybooksLive runs the fleet playbooks plan.yml and verify.yml

@@ -16,11 +16,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cryptshift/cryptshift/internal/testtier"
-	"github.com/cryptshift/cryptshift/inventory"
+	"github.com/cryptshift/cryptshift/internal/harness/testtier"
+	"github.com/cryptshift/cryptshift/internal/harness/vmtest"
+	"github.com/cryptshift/cryptshift/internal/model/inventory"
+	"github.com/cryptshift/cryptshift/internal/model/plan"
 	"github.com/cryptshift/cryptshift/luks"
-	"github.com/cryptshift/cryptshift/plan"
-	"github.com/cryptshift/cryptshift/vmtest"
 )
 
 // The VM tier: real dm-crypt, LVM and loop devices inside a throwaway VM.

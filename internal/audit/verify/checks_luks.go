@@ -1,0 +1,246 @@
+package verify
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/cryptshift/cryptshift/internal/hostview/blockstack"
+	"github.com/cryptshift/cryptshift/internal/hostview/rootfs"
+	"github.com/cryptshift/cryptshift/luks"
+)
+
+func init() { register(true, checkLUKS) }
+
+// Thresholds, with their sources.
+const (
+	// OWASP Password Storage Cheat Sheet (2023): PBKDF2-HMAC-SHA256 needs
+	// 600,000 iterations; far below 10,000 a GPU tests passphrases faster
+	// than any policy can keep up with.
+	pbkdf2Weak    = 600000
+	pbkdf2Broken  = 10000
+	argon2MinKiB  = 65536 // 64 MiB; cryptsetup's default is up to 1 GiB (--pbkdf-memory)
+	xtsMinKeyBits = 512   // aes-xts with a 512-bit key is AES-256; 256 bits is AES-128
+)
+
+// checkLUKS looks at every crypt node and the header under it.
+func checkLUKS(e *env) {
+	nodes := e.sys.CryptNodes()
+	if len(nodes) == 0 {
+		e.skip("luks.header", "dm-crypt", e.t("ev.luks.nonodes"))
+		return
+	}
+	for _, d := range nodes {
+		e.checkCryptNode(d)
+	}
+}
+
+func (e *env) cryptEntry(d *blockstack.Device) (string, bool) {
+	for _, c := range e.crypttab {
+		if c.Name == d.DMName {
+			return fmt.Sprintf("/etc/crypttab line %d: %s %s %s %s", c.Line, c.Name, c.Device, orDash(c.KeyFile), strings.Join(c.Options, ",")), true
+		}
+	}
+	return "", false
+}
+
+func (e *env) checkCryptNode(d *blockstack.Device) {
+	subj := d.DMName + " (" + d.Name + ")"
+	vol := Volume{Device: d.Name, Name: d.DMName, Type: d.CryptType(), Discard: d.DiscardMaxBytes > 0}
+	if low := d.Lower(); len(low) == 1 {
+		if ld := e.sys.Device(low[0]); ld != nil {
+			vol.On = ld.Label()
+		}
+	}
+	vol.Protects = e.protects(d)
+	if vol.Type == "PLAIN" {
+		vol.Header = e.t("ev.luks.plainnoheader")
+		e.volumes = append(e.volumes, vol)
+		random := false
+		var src string
+		for _, c := range e.crypttab {
+			if c.Name == d.DMName {
+				random = c.RandomKey()
+				src = fmt.Sprintf("/etc/crypttab line %d: %s %s %s", c.Line, c.Name, c.Device, orDash(c.KeyFile))
+			}
+		}
+		if random {
+			e.add("luks.version", Pass, subj, src, e.t("ev.luks.plainrandom"))
+		} else {
+			e.addFix("luks.version", "luks.version.fix.plain", Warn, subj, e.t("ev.luks.plainpass"))
+		}
+		return
+	}
+	h, src, err := e.header(d)
+	if err != nil {
+		vol.Header = err.Error()
+		e.volumes = append(e.volumes, vol)
+		e.skip("luks.header", subj, err.Error())
+		return
+	}
+	vol.Header = src
+	vol.Cipher, vol.KeySize, vol.SectorSize = h.Cipher, h.KeySize, h.SectorSize
+	vol.Keyslots, vol.Tokens = len(h.Keyslots), h.Tokens
+	for _, k := range h.Keyslots {
+		vol.KDF = append(vol.KDF, kdfString(k))
+	}
+	for _, f := range h.Flags {
+		if f == "allow-discards" {
+			vol.Discard = true
+		}
+	}
+	e.volumes = append(e.volumes, vol)
+	hdr := fmt.Sprintf("%s: LUKS%d %s", src, h.Version, h.UUID)
+
+	// luks.version
+	if h.Version == 1 {
+		e.add("luks.version", Warn, subj, hdr)
+	} else {
+		e.add("luks.version", Pass, subj, hdr)
+	}
+
+	// luks.cipher
+	c := strings.ToLower(h.Cipher)
+	cev := fmt.Sprintf("cipher %s, key %d bits, sector %d bytes", h.Cipher, h.KeySize, h.SectorSize)
+	switch {
+	case strings.Contains(c, "null"):
+		// cipher_null: what cryptsetup reencrypt --encrypt leaves while in
+		// progress, or a deliberate no-op: data is stored as it is.
+		e.addFix("luks.cipher", "luks.cipher.fix.null", Fail, subj, cev, e.t("ev.luks.null"))
+	case strings.HasSuffix(c, "-ecb") || strings.Contains(c, "-ecb-"):
+		e.add("luks.cipher", Fail, subj, cev, e.t("ev.luks.ecb"))
+	case strings.Contains(c, "-cbc-plain"):
+		e.add("luks.cipher", Warn, subj, cev, e.t("ev.luks.cbcplain"))
+	case strings.Contains(c, "xts") && h.KeySize < xtsMinKeyBits:
+		e.add("luks.cipher", Warn, subj, cev, e.t("ev.luks.xtsshort"))
+	case strings.Contains(c, "cbc"):
+		e.add("luks.cipher", Warn, subj, cev, e.t("ev.luks.cbc"))
+	default:
+		e.add("luks.cipher", Pass, subj, cev)
+	}
+
+	// luks.kdf: the weakest keyslot decides.
+	kst := Pass
+	var kev []string
+	for _, k := range h.Keyslots {
+		s := Pass
+		switch {
+		case k.KDF == "pbkdf2" && k.Iterations < pbkdf2Broken:
+			s = Fail
+		case k.KDF == "pbkdf2":
+			s = Warn
+		case strings.HasPrefix(k.KDF, "argon2") && k.MemoryKiB < argon2MinKiB:
+			s = Warn
+		}
+		kev = append(kev, fmt.Sprintf("keyslot %s: %s", kdfString(k), s))
+		if s.rank() > kst.rank() {
+			kst = s
+		}
+	}
+	e.add("luks.kdf", kst, subj, kev...)
+
+	// luks.keyslots
+	slots := e.t("ev.luks.slots", len(h.Keyslots))
+	if len(h.Tokens) > 0 {
+		slots += ", tokens: " + strings.Join(h.Tokens, ", ")
+	}
+	if len(h.Keyslots) < 2 {
+		e.add("luks.keyslots", Warn, subj, slots)
+	} else {
+		e.add("luks.keyslots", Pass, subj, slots)
+	}
+
+	// luks.discard
+	var dev []string
+	if d.DiscardMaxBytes > 0 {
+		dev = append(dev, fmt.Sprintf("/sys/block/%s/queue/discard_max_bytes = %d", d.Name, d.DiscardMaxBytes))
+	}
+	for _, f := range h.Flags {
+		if f == "allow-discards" {
+			dev = append(dev, "LUKS2 persistent flag allow-discards")
+		}
+	}
+	for _, ct := range e.crypttab {
+		if ct.Name == d.DMName && ct.HasOption("discard") {
+			dev = append(dev, fmt.Sprintf("/etc/crypttab line %d: discard", ct.Line))
+		}
+	}
+	if len(dev) > 0 {
+		e.add("luks.discard", Warn, subj, dev...)
+	} else {
+		e.add("luks.discard", Pass, subj, e.t("ev.luks.nodiscard"))
+	}
+}
+
+func kdfString(k luks.Keyslot) string {
+	if k.KDF == "pbkdf2" {
+		return fmt.Sprintf("%d pbkdf2-%s iterations=%d", k.ID, k.Hash, k.Iterations)
+	}
+	return fmt.Sprintf("%d %s t=%d m=%dKiB p=%d", k.ID, k.KDF, k.Time, k.MemoryKiB, k.Parallel)
+}
+
+// header finds the LUKS metadata of a crypt node: in a captured tree from
+// the manifest, on a live root from the device under the node.
+func (e *env) header(d *blockstack.Device) (*luks.Header, string, error) {
+	low := d.Lower()
+	if len(low) != 1 {
+		return nil, "", errors.New(e.t("ev.luks.noslave", d.Name))
+	}
+	devPath := "/dev/" + low[0]
+	want := d.CryptUUID()
+	if e.manifest != nil {
+		h, ok := e.manifest.LUKS[devPath]
+		if !ok {
+			return nil, "", errors.New(e.t("ev.luks.notcaptured", devPath))
+		}
+		if want != "" && strings.ReplaceAll(h.UUID, "-", "") != want {
+			return nil, "", errors.New(e.t("ev.luks.uuidmismatch", devPath, h.UUID))
+		}
+		return h, e.t("ev.luks.fromcapture", devPath), nil
+	}
+	hp, ok := e.fs.(rootfs.HostPather)
+	if !ok {
+		return nil, "", errors.New(e.t("ev.luks.notcaptured", devPath))
+	}
+	h, err := luks.ReadHeader(hp.HostPath(devPath))
+	if err != nil {
+		return nil, "", err
+	}
+	if want != "" && strings.ReplaceAll(h.UUID, "-", "") != want {
+		return nil, "", errors.New(e.t("ev.luks.uuidmismatch", devPath, h.UUID))
+	}
+	return h, devPath, nil
+}
+
+// protects lists what sits above a crypt node: mount points, swap,
+// devices nothing else is built on.
+func (e *env) protects(d *blockstack.Device) []string {
+	var out []string
+	seen := map[string]bool{}
+	var walk func(x *blockstack.Device)
+	walk = func(x *blockstack.Device) {
+		if seen[x.Name] {
+			return
+		}
+		seen[x.Name] = true
+		out = append(out, x.Mounts...)
+		if x.Swap {
+			out = append(out, "[swap]")
+		}
+		ups := e.sys.Uppers(x)
+		if len(ups) == 0 && len(x.Mounts) == 0 && !x.Swap && x != d {
+			if x.DMName != "" {
+				out = append(out, "/dev/mapper/"+x.DMName)
+			} else {
+				out = append(out, "/dev/"+x.Name)
+			}
+		}
+		for _, u := range ups {
+			walk(u)
+		}
+	}
+	walk(d)
+	sort.Strings(out)
+	return dedup(out)
+}

@@ -1,0 +1,424 @@
+package verify
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/cryptshift/cryptshift/internal/audit/capture/manifest"
+	"github.com/cryptshift/cryptshift/internal/hostview/blockstack"
+	"github.com/cryptshift/cryptshift/internal/hostview/rootfs"
+	"github.com/cryptshift/cryptshift/internal/hostview/sysconf"
+)
+
+// Options select what to verify and how to word the report.
+type Options struct {
+	Root    string // a directory: "/" (live) or a captured tree; default "/"
+	Image   string // a guest disk image (raw); exclusive with Root
+	Lang    string // "en" (default) or "de"
+	Date    string // report date override, YYYY-MM-DD
+	Version string // tool version for the report header
+	Now     func() time.Time
+	// FS, when set, is read instead of the directory Root (capture passes
+	// a recorder wrapping the live root).
+	FS rootfs.FS
+}
+
+// Run verifies the system and returns the report. An error means the
+// verification could not run at all (bad root, unreadable image); facts
+// that are merely missing become SKIP or WARN results.
+func Run(o Options) (*Report, error) {
+	if o.Lang == "" {
+		o.Lang = "en"
+	}
+	if !Supported(o.Lang) {
+		return nil, fmt.Errorf("cannot verify: unknown language %q (want en or de)", o.Lang)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	e := &env{lang: o.Lang}
+	hdr := Header{Tool: "cryptshift verify", Version: o.Version, Lang: o.Lang}
+	if o.Image != "" {
+		if o.Root != "" && o.Root != "/" {
+			return nil, fmt.Errorf("cannot verify: --image and --root exclude each other")
+		}
+		img, err := openImage(o.Image)
+		if err != nil {
+			return nil, err
+		}
+		defer img.Close()
+		e.fs, e.image = img, img
+		hdr.Source, hdr.Root = "image", o.Image
+	} else {
+		root := o.Root
+		if root == "" {
+			root = "/"
+		}
+		st, err := os.Stat(root)
+		if err != nil {
+			return nil, fmt.Errorf("cannot verify %s: %w", root, err)
+		}
+		if !st.IsDir() {
+			return nil, fmt.Errorf("cannot verify %s: not a directory (use --image for disk images)", root)
+		}
+		e.fs = rootfs.Dir(root)
+		if o.FS != nil {
+			e.fs = o.FS
+		}
+		hdr.Root = root
+		m, captured, err := manifest.ReadManifest(e.fs)
+		if err != nil {
+			return nil, err
+		}
+		e.manifest = m
+		hdr.Source = "live"
+		if captured {
+			hdr.Source = "capture"
+		}
+		sys, err := blockstack.Scan(e.fs)
+		if err != nil {
+			return nil, fmt.Errorf("cannot verify %s: %w", root, err)
+		}
+		e.sys = sys
+	}
+	e.load()
+	hdr.Host, hdr.Kernel = e.hostInfo()
+	switch {
+	case o.Date != "":
+		hdr.Date = o.Date
+	case e.manifest != nil && e.manifest.Date != "":
+		hdr.Date = e.manifest.Date
+	default:
+		hdr.Date = o.Now().UTC().Format("2006-01-02")
+	}
+	for _, c := range checks {
+		if e.image != nil && c.liveOnly {
+			continue
+		}
+		c.run(e)
+	}
+	r := &Report{Schema: SchemaID, Header: hdr, Checks: e.results, Volumes: e.volumes}
+	r.Risks = e.risks()
+	r.finish()
+	return r, nil
+}
+
+// check is one family of checks; run adds its results to the env.
+type check struct {
+	run      func(*env)
+	liveOnly bool // needs a running system (proc, sys): not for --image
+}
+
+// checks in report order; each file registers its own in init.
+var checks []check
+
+func register(liveOnly bool, fns ...func(*env)) {
+	for _, f := range fns {
+		checks = append(checks, check{run: f, liveOnly: liveOnly})
+	}
+}
+
+// env is what every check reads: the root, the block stack (or the
+// guest image's offline view), parsed configuration, the capture manifest.
+type env struct {
+	fs       rootfs.FS
+	sys      *blockstack.System // nil for images
+	image    *guestImage        // nil unless --image
+	manifest *manifest.Manifest // nil unless a captured tree
+	lang     string
+
+	fstab       []sysconf.FstabEntry
+	fstabErr    error
+	crypttab    []sysconf.CrypttabEntry
+	crypttabErr error
+	passwd      []sysconf.PasswdEntry
+
+	results []Result
+	volumes []Volume
+	extra   []string // residual risks found by checks
+
+	swapDone bool
+	swapSt   Status
+	swapEv   []string
+}
+
+func (e *env) load() {
+	if b, err := rootfs.ReadFile(e.fs, "/etc/fstab"); err == nil {
+		e.fstab, e.fstabErr = sysconf.ParseFstab(strings.NewReader(string(b)))
+	} else {
+		e.fstabErr = err
+	}
+	if b, err := rootfs.ReadFile(e.fs, "/etc/crypttab"); err == nil {
+		e.crypttab, e.crypttabErr = sysconf.ParseCrypttab(strings.NewReader(string(b)))
+	} else {
+		e.crypttabErr = err
+	}
+	if b, err := rootfs.ReadFile(e.fs, "/etc/passwd"); err == nil {
+		e.passwd = sysconf.ParsePasswd(string(b))
+	}
+}
+
+// unreadable words a read error as evidence; a missing file is "absent".
+func (e *env) unreadable(p string, err error) string {
+	if errors.Is(err, fs.ErrNotExist) {
+		return e.t("ev.absent", p)
+	}
+	return e.t("ev.unreadable", p, err)
+}
+
+// mode returns a file's permission bits: from the capture manifest when it
+// recorded them, else from the tree.
+func (e *env) mode(p string) (fs.FileMode, error) {
+	if e.manifest != nil {
+		if r, err := rootfs.Resolve(e.fs, p); err == nil {
+			if m, ok := e.manifest.Modes[r]; ok {
+				return fs.FileMode(m).Perm(), nil
+			}
+		}
+	}
+	fi, err := rootfs.Stat(e.fs, p)
+	if err != nil {
+		return 0, err
+	}
+	return fi.Mode().Perm(), nil
+}
+
+func (e *env) read(p string) (string, bool) {
+	b, err := rootfs.ReadFile(e.fs, p)
+	if err != nil {
+		return "", false
+	}
+	return string(b), true
+}
+
+func (e *env) exists(p string) bool { return rootfs.Exists(e.fs, p) }
+
+func (e *env) hostInfo() (host, kernel string) {
+	if e.manifest != nil {
+		return e.manifest.Host, e.manifest.Kernel
+	}
+	for _, p := range []string{"/proc/sys/kernel/hostname", "/etc/hostname"} {
+		if s, ok := e.read(p); ok && strings.TrimSpace(s) != "" {
+			host = strings.TrimSpace(s)
+			break
+		}
+	}
+	if s, ok := e.read("/proc/sys/kernel/osrelease"); ok {
+		kernel = strings.TrimSpace(s)
+	}
+	return host, kernel
+}
+
+// add records a result; explanation and fix come from the catalog.
+func (e *env) add(id string, st Status, subject string, evidence ...string) {
+	e.addFix(id, id+".fix", st, subject, evidence...)
+}
+
+// addFix records a result with a specific fix text from the catalog.
+func (e *env) addFix(id, fixKey string, st Status, subject string, evidence ...string) {
+	r := Result{ID: id, Status: st, Subject: subject, Evidence: evidence, Explanation: e.t(id + ".why")}
+	if st == Fail || st == Warn {
+		r.Fix = e.t(fixKey)
+	}
+	e.results = append(e.results, r)
+}
+
+// skip records that a check could not run, and why.
+func (e *env) skip(id, subject string, why ...string) { e.add(id, Skip, subject, why...) }
+
+// locate says where data written to p lands.
+func (e *env) locate(p string) blockstack.Location {
+	if e.image != nil {
+		return e.image.Locate(p)
+	}
+	return e.sys.Locate(p)
+}
+
+// locateSpec classifies a device named the way fstab, crypttab or the
+// kernel command line name them: /dev/..., UUID=..., PARTUUID=..., LABEL=.
+func (e *env) locateSpec(spec string) blockstack.Location {
+	if e.image != nil {
+		return e.image.LocateSpec(spec)
+	}
+	p := specPath(spec)
+	if d := e.sys.DeviceByPath(p); d != nil {
+		loc := e.sys.Classify(d)
+		loc.Path = spec
+		return loc
+	}
+	// Not active now: crypttab says whether it would be a crypt node.
+	if name, ok := strings.CutPrefix(p, "/dev/mapper/"); ok {
+		for _, c := range e.crypttab {
+			if c.Name == name {
+				return blockstack.Location{Path: spec, Class: blockstack.Encrypted, Crypt: []string{name},
+					Reason: "crypttab", Evidence: fmt.Sprintf("/etc/crypttab line %d: %s %s", c.Line, c.Name, c.Device)}
+			}
+		}
+	}
+	return blockstack.Location{Path: spec, Class: blockstack.Unknown, Reason: "no such device",
+		Evidence: spec + ": " + e.t("ev.nodevice")}
+}
+
+// specPath turns UUID=x and friends into the /dev/disk/by-* link udev makes.
+func specPath(spec string) string {
+	for _, p := range []struct{ tag, dir string }{
+		{"UUID=", "/dev/disk/by-uuid/"}, {"PARTUUID=", "/dev/disk/by-partuuid/"},
+		{"LABEL=", "/dev/disk/by-label/"}, {"PARTLABEL=", "/dev/disk/by-partlabel/"},
+		{"ID=", "/dev/disk/by-id/"},
+	} {
+		if v, ok := strings.CutPrefix(spec, p.tag); ok {
+			return p.dir + strings.Trim(v, `"`)
+		}
+	}
+	return spec
+}
+
+// statusOf turns a storage class into a status. RAM is as safe as the
+// swap that its pages may be written to.
+func (e *env) statusOf(loc blockstack.Location) (Status, []string) {
+	ev := []string{e.where(loc)}
+	switch loc.Class {
+	case blockstack.Encrypted:
+		return Pass, ev
+	case blockstack.Plaintext:
+		return Fail, ev
+	case blockstack.RAM:
+		st, sev := e.swapState()
+		switch st {
+		case Pass:
+			return Pass, append(ev, e.t("ev.ram.swapsafe"))
+		case Fail:
+			return Fail, append(append(ev, e.t("ev.ram.swapplain")), sev...)
+		default:
+			return Warn, append(ev, e.t("ev.ram.swapunknown"))
+		}
+	}
+	if e.sys != nil && !e.sys.HaveMounts() {
+		return Skip, []string{e.t("ev.nomounts")}
+	}
+	if loc.Mount != nil && blockstack.IsNetworkFS(loc.Mount.FSType) {
+		ev = append(ev, e.t("ev.libvirt.network"))
+	}
+	return Warn, ev
+}
+
+// where renders a location as one evidence line.
+func (e *env) where(loc blockstack.Location) string {
+	p := loc.Path
+	if loc.Resolved != "" && loc.Resolved != rootfs.Clean(loc.Path) {
+		p += " (→ " + loc.Resolved + ")"
+	}
+	s := p + " ⇒ " + e.t("class."+string(loc.Class))
+	if loc.Evidence != "" {
+		s += ": " + loc.Evidence
+	}
+	return s
+}
+
+// swapState is the worst verdict over every place memory pages can be
+// written to: active swap areas (live) or configured ones (image).
+func (e *env) swapState() (Status, []string) {
+	if e.swapDone {
+		return e.swapSt, e.swapEv
+	}
+	e.swapDone = true
+	e.swapSt = Pass
+	if e.sys != nil {
+		if !e.sys.HaveSwaps() {
+			e.swapSt = Warn
+			return e.swapSt, nil
+		}
+		for _, sw := range e.sys.Swaps {
+			e.judgeSwap(e.swapLocation(sw))
+		}
+		return e.swapSt, e.swapEv
+	}
+	for _, f := range e.fstab {
+		if f.VFSType != "swap" {
+			continue
+		}
+		e.judgeSwap(e.fstabSwapLocation(f))
+	}
+	return e.swapSt, e.swapEv
+}
+
+// judgeSwap folds one swap area's location into the swap verdict: FAIL
+// with evidence for plaintext, WARN when unknown (unless already FAIL).
+func (e *env) judgeSwap(loc blockstack.Location) {
+	switch loc.Class {
+	case blockstack.Plaintext:
+		e.swapSt = Fail
+		e.swapEv = append(e.swapEv, e.where(loc))
+	case blockstack.Unknown:
+		if e.swapSt == Pass {
+			e.swapSt = Warn
+		}
+	}
+}
+
+func (e *env) swapLocation(sw blockstack.Swap) blockstack.Location {
+	if sw.Type == "file" {
+		return e.locate(sw.Filename)
+	}
+	if d := e.sys.DeviceByPath(sw.Filename); d != nil {
+		loc := e.sys.Classify(d)
+		loc.Path = sw.Filename
+		return loc
+	}
+	return blockstack.Location{Path: sw.Filename, Class: blockstack.Unknown, Evidence: sw.Filename + ": " + e.t("ev.nodevice")}
+}
+
+func (e *env) fstabSwapLocation(f sysconf.FstabEntry) blockstack.Location {
+	if strings.HasPrefix(f.Spec, "/") && !strings.HasPrefix(f.Spec, "/dev/") {
+		return e.locate(f.Spec) // a swap file
+	}
+	return e.locateSpec(f.Spec)
+}
+
+// homes returns the home directories of login users (UID 1000..59999 on
+// Debian, adduser.conf FIRST_UID..LAST_UID) and root, sorted.
+func (e *env) homes() []string {
+	var out []string
+	for _, p := range e.passwd {
+		if p.UID == 0 || p.UID >= 1000 && p.UID < 60000 {
+			if p.Home != "" && p.Home != "/" && p.Home != "/nonexistent" {
+				out = append(out, path.Clean(p.Home))
+			}
+		}
+	}
+	sort.Strings(out)
+	return dedup(out)
+}
+
+func dedup(s []string) []string {
+	out := s[:0]
+	for i, v := range s {
+		if i == 0 || v != s[i-1] {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func (e *env) risk(key string, args ...any) { e.extra = append(e.extra, e.t(key, args...)) }
+
+// risks lists what remains even when every check passes, plus what the
+// checks found worth saying.
+func (e *env) risks() []string {
+	out := []string{e.t("risk.running"), e.t("risk.boot"), e.t("risk.ssd")}
+	if e.image != nil {
+		out = append(out, e.t("risk.image"))
+	}
+	if e.manifest != nil {
+		out = append(out, e.t("risk.capture"))
+	}
+	extra := append([]string{}, e.extra...)
+	sort.Strings(extra)
+	return append(out, dedup(extra)...)
+}

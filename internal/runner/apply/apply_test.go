@@ -1,0 +1,259 @@
+package apply
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cryptshift/cryptshift/internal/doors/execx"
+	"github.com/cryptshift/cryptshift/internal/harness/testtier"
+	"github.com/cryptshift/cryptshift/internal/model/plan"
+	"github.com/cryptshift/cryptshift/internal/runner/journal"
+	"github.com/cryptshift/cryptshift/luks"
+)
+
+const (
+	testPass     = "correct horse battery staple"
+	testRecovery = "7K2QH-ABCDE-FGHJK-MNPQR-STVWX-YZ012-34567-89ABC"
+)
+
+func syntheticPlan(dir string) *plan.Plan {
+	return &plan.Plan{APIVersion: plan.APIVersion, Kind: plan.Kind, Layout: "t", Root: dir, Steps: []plan.Step{
+		{ID: "keyfile:k", Action: plan.ActKeyFile, Target: "k", Command: []string{"cryptshift", "step", "keyfile", "--path", filepath.Join(dir, "keys", "k.key"), "--bytes", "64"}},
+		{ID: "lvcreate:/dev/vg0/a", Action: plan.ActLVCreate, Target: filepath.Join(dir, "keys"), Command: []string{"lvm", "lvcreate", "--name", "a", "vg0"}},
+		{ID: "open:/dev/mapper/a", Action: plan.ActOpen, Target: "/dev/mapper/a", Command: []string{"cryptsetup", "open", "--key-file", "-", "/dev/vg0/a", "a"},
+			Secrets: []plan.SecretRef{{FD: 0, Secret: plan.SecretPassphrase}}},
+		{ID: "x:/dev/vg0/a", Action: "x", Target: "/dev/vg0/a", Command: []string{"cryptsetup", "luksAddKey", "--key-file", "-", "/dev/vg0/a", "/dev/fd/3"},
+			Secrets: []plan.SecretRef{{FD: 0, Secret: plan.SecretPassphrase}, {FD: 3, Secret: plan.SecretRecoveryKey}}},
+		{ID: "writeFstab:f", Action: plan.ActWriteFstab, Target: "f", Command: []string{"cryptshift", "step", "write-block", "--file", filepath.Join(dir, "fstab")},
+			Input: "# BEGIN cryptshift layout t\nUUID=1 / ext4 defaults 0 1\n# END cryptshift layout t\n"},
+	}}
+}
+
+func journalTypes(t *testing.T, path string) []string {
+	recs, err := journal.Read(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, r := range recs {
+		out = append(out, r.Type)
+	}
+	return out
+}
+
+func TestEngineRoutesSecretsAndResumesAfterStop(t *testing.T) {
+	dir := t.TempDir()
+	p := syntheticPlan(dir)
+	rec := &execx.Recorder{}
+	jp := filepath.Join(dir, "j")
+	calls := 0
+	opt := Options{JournalPath: jp, Run: rec, Secrets: Secrets{Passphrase: []byte(testPass), RecoveryKey: []byte(testRecovery)},
+		Stop: func() bool { calls++; return calls == 3 }}
+	err := Run(context.Background(), p, opt)
+	if !errors.Is(err, ErrInterrupted) {
+		t.Fatalf("got %v, want ErrInterrupted", err)
+	}
+	if got := strings.Join(journalTypes(t, jp), " "); got != "header start done start done stopped" {
+		t.Fatalf("journal after stop: %s", got)
+	}
+	if len(rec.Cmds) != 1 {
+		t.Fatalf("ran %d commands before the stop, want 1", len(rec.Cmds))
+	}
+	opt.Stop = nil
+	if err := Run(context.Background(), p, opt); err == nil {
+		t.Fatal("a second Run over an unfinished journal was allowed")
+	}
+	if err := Resume(context.Background(), opt); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.Cmds) != 3 {
+		t.Fatalf("got %d commands, want 3: %v", len(rec.Cmds), rec.Lines())
+	}
+	open, add := rec.Cmds[1], rec.Cmds[2]
+	if string(open.Stdin) != testPass || len(open.ExtraFiles) != 0 {
+		t.Errorf("open: stdin %q, extra %d", open.Stdin, len(open.ExtraFiles))
+	}
+	if string(add.Stdin) != testPass || len(add.ExtraFiles) != 1 || string(add.ExtraFiles[0]) != testRecovery {
+		t.Errorf("luksAddKey: wrong descriptors")
+	}
+	for _, c := range rec.Cmds {
+		if strings.Contains(c.String(), testPass) || strings.Contains(c.String(), testRecovery) {
+			t.Errorf("a secret is in argv: %s", c)
+		}
+	}
+	types := journalTypes(t, jp)
+	if types[len(types)-1] != "finished" {
+		t.Errorf("journal does not end finished: %v", types)
+	}
+	assertNoSecrets(t, jp, [][]byte{[]byte(testPass), []byte(testRecovery), mustRead(t, filepath.Join(dir, "keys", "k.key"))})
+	if b, _ := os.ReadFile(filepath.Join(dir, "fstab")); !strings.Contains(string(b), "UUID=1 / ext4") {
+		t.Errorf("fstab: %q", b)
+	}
+	// A finished journal is archived by the next run.
+	if err := Run(context.Background(), p, Options{JournalPath: jp, Run: &execx.Recorder{}, Secrets: opt.Secrets}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(jp + ".1"); err != nil {
+		t.Errorf("the finished journal was not archived: %v", err)
+	}
+}
+
+func mustRead(t *testing.T, p string) []byte {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// assertNoSecrets fails if a file holds a secret raw, in hex or in base64.
+func assertNoSecrets(t *testing.T, path string, secrets [][]byte) {
+	t.Helper()
+	b := mustRead(t, path)
+	for _, s := range secrets {
+		for _, form := range [][]byte{s, []byte(hex.EncodeToString(s)), []byte(base64.StdEncoding.EncodeToString(s))} {
+			if len(form) >= 8 && bytes.Contains(b, form) {
+				t.Errorf("%s contains a secret", path)
+			}
+		}
+	}
+}
+
+func TestEngineFailureIsRecordedAndRetried(t *testing.T) {
+	dir := t.TempDir()
+	p := syntheticPlan(dir)
+	rec := &execx.Recorder{Errors: map[string]error{"lvm lvcreate": errors.New("Volume group \"vg0\" not found")}}
+	jp := filepath.Join(dir, "j")
+	opt := Options{JournalPath: jp, Run: rec, Secrets: Secrets{Passphrase: []byte(testPass), RecoveryKey: []byte(testRecovery)}}
+	err := Run(context.Background(), p, opt)
+	if err == nil || !strings.Contains(err.Error(), "step 2/5 lvcreate:/dev/vg0/a failed") || !strings.Contains(err.Error(), "--resume") {
+		t.Fatalf("got %v", err)
+	}
+	if got := strings.Join(journalTypes(t, jp), " "); got != "header start done start failed" {
+		t.Fatalf("journal: %s", got)
+	}
+	rec.Errors = nil
+	if err := Resume(context.Background(), opt); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(rec.Cmds); n != 4 { // the failed lvcreate, then lvcreate, open, luksAddKey
+		t.Fatalf("got %d commands: %v", n, rec.Lines())
+	}
+}
+
+// Real cryptsetup on image files (no device-mapper needed): formatting,
+// the recovery keyslot and a header backup, each checked by apply with
+// luks.go and here with cryptsetup luksDump; stopping at every step
+// boundary and resuming gives the same headers.
+func TestHostApplyLUKSOnImageFiles(t *testing.T) {
+	testtier.Host(t, "cryptsetup")
+	params := luks.Params{Cipher: "aes-xts-plain64", KeySize: 512, Hash: "sha256", PBKDF: "argon2id", Iterations: 4, MemoryKiB: 32768, Parallel: 1, SectorSize: 4096}
+	mkPlan := func(dir string) *plan.Plan {
+		a, b := filepath.Join(dir, "a.img"), filepath.Join(dir, "b.img")
+		for _, f := range []string{a, b} {
+			os.WriteFile(f, nil, 0o600)
+			os.Truncate(f, 32<<20)
+		}
+		kf := filepath.Join(dir, "keys", "b.key")
+		pa, pb := params, params
+		pa.UUID, pa.Label = "0d7c1d36-2f6b-4a0e-9d8c-3c2b1a0f9e8d", "a"
+		pb.UUID, pb.Label = "1d7c1d36-2f6b-4a0e-9d8c-3c2b1a0f9e8d", "b"
+		return &plan.Plan{APIVersion: plan.APIVersion, Kind: plan.Kind, Layout: "img", Steps: []plan.Step{
+			{ID: "luksFormat:a", Action: plan.ActLUKSFormat, Target: a, Command: luks.FormatArgs(pa, luks.Stdin, a), Secrets: []plan.SecretRef{{FD: 0, Secret: plan.SecretPassphrase}}},
+			{ID: "addRecoveryKey:a", Action: plan.ActAddRecovery, Target: a, Command: luks.AddKeyArgs(params, luks.Stdin, a, luks.FD3),
+				Secrets: []plan.SecretRef{{FD: 0, Secret: plan.SecretPassphrase}, {FD: 3, Secret: plan.SecretRecoveryKey}}},
+			{ID: "keyfile:b", Action: plan.ActKeyFile, Target: kf, Command: []string{"cryptshift", "step", "keyfile", "--path", kf, "--bytes", "4096"}},
+			{ID: "luksFormat:b", Action: plan.ActLUKSFormat, Target: b, Command: luks.FormatArgs(pb, kf, b)},
+			{ID: "addRecoveryKey:b", Action: plan.ActAddRecovery, Target: b, Command: luks.AddKeyArgs(params, kf, b, luks.FD3),
+				Secrets: []plan.SecretRef{{FD: 3, Secret: plan.SecretRecoveryKey}}},
+			{ID: "mkdir:h", Action: plan.ActMkdir, Target: filepath.Join(dir, "hdr"), Command: []string{"cryptshift", "step", "mkdir", "--mode", "0700", "--path", filepath.Join(dir, "hdr")}},
+			{ID: "luksHeaderBackup:a", Action: plan.ActHeaderBackup, Target: filepath.Join(dir, "hdr", "a"), Command: luks.HeaderBackupArgs(a, filepath.Join(dir, "hdr", "a"))},
+		}}
+	}
+	sec := Secrets{Passphrase: []byte(testPass), RecoveryKey: []byte(testRecovery)}
+	dumps := func(dir string) string {
+		var out []string
+		for _, f := range []string{"a.img", "b.img"} {
+			js, err := exec.Command("cryptsetup", "luksDump", "--dump-json-metadata", filepath.Join(dir, f)).Output()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var m struct {
+				Keyslots map[string]struct {
+					KDF struct{ Type string } `json:"kdf"`
+				} `json:"keyslots"`
+				Segments map[string]struct {
+					Encryption string `json:"encryption"`
+					SectorSize int    `json:"sector_size"`
+				} `json:"segments"`
+			}
+			json.Unmarshal(js, &m)
+			out = append(out, f, m.Segments["0"].Encryption, strings.Repeat("k", len(m.Keyslots)), m.Keyslots["1"].KDF.Type)
+			for _, key := range [][]byte{[]byte(testPass), []byte(testRecovery)} {
+				if f == "b.img" && string(key) == testPass {
+					continue
+				}
+				c := exec.Command("cryptsetup", "open", "--test-passphrase", "--key-file", "-", filepath.Join(dir, f))
+				c.Stdin = bytes.NewReader(key)
+				out = append(out, f+" opens:"+boolStr(c.Run() == nil))
+			}
+		}
+		return strings.Join(out, " ")
+	}
+	want := "a.img aes-xts-plain64 kk argon2id a.img opens:true a.img opens:true b.img aes-xts-plain64 kk argon2id b.img opens:true"
+
+	n := len(mkPlan(t.TempDir()).Steps)
+	for stopAt := 1; stopAt <= n; stopAt++ {
+		dir := t.TempDir()
+		p := mkPlan(dir)
+		jp := filepath.Join(dir, "journal")
+		calls := 0
+		opt := Options{JournalPath: jp, Run: execx.Exec{}, Secrets: sec, Stop: func() bool { calls++; return calls == stopAt }}
+		err := Run(context.Background(), p, opt)
+		if stopAt <= n && !errors.Is(err, ErrInterrupted) {
+			t.Fatalf("stop at %d: got %v", stopAt, err)
+		}
+		opt.Stop = nil
+		if err := Resume(context.Background(), opt); err != nil {
+			t.Fatalf("resume after stop at %d: %v", stopAt, err)
+		}
+		if got := dumps(dir); got != want {
+			t.Fatalf("stop at %d: got %s\nwant %s", stopAt, got, want)
+		}
+		hdr, _ := os.ReadFile(filepath.Join(dir, "hdr", "a"))
+		if !luks.IsLUKS(hdr) {
+			t.Fatalf("stop at %d: no header backup", stopAt)
+		}
+		assertNoSecrets(t, jp, [][]byte{[]byte(testPass), []byte(testRecovery), mustRead(t, filepath.Join(dir, "keys", "b.key"))})
+	}
+	// A resume with the wrong passphrase is refused before anything runs.
+	dir := t.TempDir()
+	p := mkPlan(dir)
+	jp := filepath.Join(dir, "journal")
+	calls := 0
+	Run(context.Background(), p, Options{JournalPath: jp, Run: execx.Exec{}, Secrets: sec, Stop: func() bool { calls++; return calls == 3 }})
+	before := journalTypes(t, jp)
+	err := Resume(context.Background(), Options{JournalPath: jp, Run: execx.Exec{}, Secrets: Secrets{Passphrase: []byte("wrong"), RecoveryKey: sec.RecoveryKey}})
+	if err == nil || !strings.Contains(err.Error(), "does not open") {
+		t.Fatalf("wrong passphrase: got %v", err)
+	}
+	if after := journalTypes(t, jp); len(after) != len(before) {
+		t.Errorf("a refused resume wrote to the journal: %v -> %v", before, after)
+	}
+}
+
+func boolStr(b bool) string {
+	if b {
+		return "true"
+	}
+	return "false"
+}

@@ -1,0 +1,399 @@
+package migrate
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"libvirt.org/go/libvirtxml"
+
+	"github.com/cryptshift/cryptshift/internal/doors/qemuimg"
+	"github.com/cryptshift/cryptshift/internal/model/plan"
+)
+
+// Target is where the encrypted disks go: pool:NAME (a libvirt storage pool;
+// qemu encrypts, the key is a libvirt secret), implemented here, or vg:NAME
+// (an LV per disk with LUKS2, opened as a dm-crypt mapping; vg.go).
+//
+// Contract: Assign is pure; Check only reads; every step's Run is
+// idempotent (it may be repeated after a crash at any point in it).
+type Target interface {
+	// Spec is the --to value, e.g. "pool:encrypted".
+	Spec() string
+	// Prepare looks the target up (pool or VG) before anything else; a
+	// problem here is reported with the other validation problems.
+	Prepare(ctx context.Context, h *Header) []string
+	// Assign names a disk's target-side objects (paths, volume, secret)
+	// deterministically from the domain and device names.
+	Assign(h *Header, d *Disk) error
+	// Check reports every reason the target cannot take these disks, most
+	// importantly how much space is missing.
+	Check(ctx context.Context, h *Header) []string
+	// CreateSteps make the encrypted container of one disk and its key.
+	CreateSteps(h *Header, d *Disk) []*Step
+	// BootSteps run after every disk's CreateSteps: what makes the
+	// targets available at boot (vg: crypttab); may be none.
+	BootSteps(h *Header) []*Step
+	// Describe names a disk's target in plans.
+	Describe(d *Disk) string
+	// OverlayStep makes an encrypted qcow2 overlay at path on top of
+	// backing (live mode): the guest's writes during the migration land
+	// only on encrypted storage.
+	// A backing layer in luks format is the target itself.
+	OverlayStep(h *Header, d *Disk, id, path string, backing Layer) *Step
+	// Image is how qemu-img opens the decrypted target.
+	Image(ctx context.Context, d *Disk) (qemuimg.Image, error)
+	// GuestDisk is how the guest sees the target: driver format and source
+	// (with <encryption> when qemu decrypts).
+	GuestDisk(d *Disk) (format string, src *libvirtxml.DomainDiskSource)
+	// OverlaySource is the libvirt source of an overlay made by OverlayStep.
+	OverlaySource(d *Disk, path string) *libvirtxml.DomainDiskSource
+	// OverlayImage is how qemu-img opens an overlay made by OverlayStep
+	// (without following its backing file unless backing is given).
+	OverlayImage(ctx context.Context, d *Disk, path string, backing *qemuimg.Image) (qemuimg.Image, error)
+	// RemoveOverlay deletes an overlay; a missing one is fine.
+	RemoveOverlay(ctx context.Context, d *Disk, path string) error
+	// Remove deletes a disk's target and its key (rollback).
+	Remove(ctx context.Context, d *Disk) error
+	// Finish runs once after the disks are switched (a pool refresh).
+	Finish(ctx context.Context) error
+	// Notes are facts about the target the user must know (where keys
+	// live, which LUKS version qemu can read).
+	Notes(h *Header) []string
+}
+
+// luksHeaderBytes is the room qemu's LUKS1 header with its 8 keyslots takes
+// in front of the payload (a 512-bit aes-xts key: payload offset 2068480
+// bytes, rounded up to 2 MiB).
+const luksHeaderBytes = 2 << 20
+
+// overlayReserve is the room a fresh encrypted qcow2 overlay takes (LUKS
+// header plus qcow2 metadata) before the guest writes to it; the guest's
+// writes during a live migration come on top.
+const overlayReserve = 3 << 20
+
+func newTarget(spec string, rt *runtime) (Target, error) {
+	kind, name, err := parseTo(spec)
+	if err != nil {
+		return nil, err
+	}
+	switch kind {
+	case "pool":
+		return &poolTarget{name: name, rt: rt}, nil
+	default:
+		return &vgTarget{name: name, rt: rt}, nil
+	}
+}
+
+// poolTarget encrypts with qemu's own LUKS driver into a file in a libvirt
+// storage pool. The key is a random 256-bit value stored as a libvirt
+// secret, so libvirtd hands it to qemu at every start and nobody types it.
+type poolTarget struct {
+	name string
+	rt   *runtime
+	path string // the pool's directory
+}
+
+func (p *poolTarget) Spec() string { return "pool:" + p.name }
+
+// File-backed pool types: the target and overlays are image files in the
+// pool's directory. Other pool types (logical, disk, iscsi, ...) would need
+// qcow2 overlays on block volumes; vg: covers LVM.
+var filePoolTypes = map[string]bool{"dir": true, "fs": true, "netfs": true}
+
+func (p *poolTarget) Prepare(ctx context.Context, h *Header) []string {
+	pool, err := p.rt.hv.Pool(p.name)
+	if err != nil {
+		return []string{err.Error()}
+	}
+	var problems []string
+	if !pool.Active {
+		problems = append(problems, fmt.Sprintf("storage pool %q is not active; start it with virsh pool-start %s", p.name, p.name))
+	}
+	if !filePoolTypes[pool.Type] {
+		problems = append(problems, fmt.Sprintf("storage pool %q is of type %s; pool: targets need a directory-backed pool (dir, fs, netfs); for LVM use --to vg:NAME", p.name, pool.Type))
+	}
+	if pool.Path == "" {
+		problems = append(problems, fmt.Sprintf("storage pool %q has no target path", p.name))
+	}
+	p.path = pool.Path
+	return problems
+}
+
+func (p *poolTarget) Assign(h *Header, d *Disk) error {
+	base := h.Domain + "-" + d.Target
+	d.TargetVolume = base + ".luks"
+	d.TargetPath = filepath.Join(p.path, d.TargetVolume)
+	if h.Mode == ModeLive {
+		d.BackOverlayPath = filepath.Join(p.path, base+".back-overlay.qcow2")
+		if h.Engine == EngineSnapshot {
+			d.OverlayPath = filepath.Join(p.path, base+".overlay.qcow2")
+		}
+	}
+	return nil
+}
+
+func (p *poolTarget) Check(ctx context.Context, h *Header) []string {
+	var problems []string
+	var need int64
+	for _, d := range h.Disks {
+		for _, f := range []string{d.TargetPath, d.OverlayPath, d.BackOverlayPath} {
+			if f == "" {
+				continue
+			}
+			if _, err := os.Lstat(f); err == nil {
+				problems = append(problems, fmt.Sprintf("disk %s: %s already exists; cryptshift never overwrites a file it did not create; remove it, or resume the migration that made it with --resume", d.Target, f))
+			}
+		}
+		need += d.VirtualSize + luksHeaderBytes
+		if h.Mode == ModeLive && h.Engine == EngineSnapshot {
+			need += overlayReserve
+		}
+	}
+	// libvirt's figure is only as fresh as the last refresh.
+	if err := p.rt.hv.RefreshPool(p.name); err != nil {
+		problems = append(problems, err.Error())
+		return problems
+	}
+	pool, err := p.rt.hv.Pool(p.name)
+	if err != nil {
+		return append(problems, err.Error())
+	}
+	if avail := int64(pool.Available); need > avail {
+		problems = append(problems, fmt.Sprintf("storage pool %q is too small: the encrypted disks need %s (virtual sizes plus LUKS headers%s), the pool has %s available: %s missing; free space in the pool or choose a larger one",
+			p.name, human(need), liveNote(h), human(avail), human(need-avail)))
+	}
+	return problems
+}
+
+func liveNote(h *Header) string {
+	if h.Mode == ModeLive && h.Engine == EngineSnapshot {
+		return " and the overlays that collect the guest's writes meanwhile"
+	}
+	return ""
+}
+
+func (p *poolTarget) BootSteps(h *Header) []*Step { return nil }
+
+func (p *poolTarget) Describe(d *Disk) string {
+	return d.TargetPath + " (luks, secret " + d.SecretUUID + ")"
+}
+
+func (p *poolTarget) CreateSteps(h *Header, d *Disk) []*Step {
+	key := &Step{Step: plan.Step{
+		ID: d.Target + ".key", Action: "define-secret", Target: "secret " + d.SecretUUID,
+		Description: fmt.Sprintf("define libvirt secret %s (usage volume %s) and store a new random 256-bit key in it; libvirtd gives it to qemu at every start", d.SecretUUID, d.TargetPath),
+		Command: []string{"libvirt:SecretDefineXML", "uuid=" + d.SecretUUID, "usage=volume:" + d.TargetPath, "private=no",
+			"libvirt:SecretSetValue", "uuid=" + d.SecretUUID, "value=<random key, never shown>"},
+		Secrets: []plan.SecretRef{{FD: 0, Secret: d.Target + "-key"}},
+	}, Disk: d.Target}
+	key.Run = func(ctx context.Context) error { return p.defineKey(ctx, h, d) }
+
+	opts := qemuimg.CreateOptions{Path: d.TargetPath, Format: qemuimg.LUKS, Size: d.VirtualSize, Secret: placeholderKey, IterTimeMS: h.IterTimeMS}
+	create := &Step{Step: plan.Step{
+		ID: d.Target + ".target", Action: "create-target", Target: d.TargetPath,
+		Description: fmt.Sprintf("create the LUKS-encrypted image %s (%s, qemu's LUKS1 format) in pool %s", d.TargetPath, human(d.VirtualSize), p.name),
+		Command:     qemuimg.CreateCmd(opts).Argv(),
+		Secrets:     []plan.SecretRef{{FD: 3, Secret: d.Target + "-key"}},
+		Undo:        []string{"rm", "-f", d.TargetPath},
+	}, Disk: d.Target, State: StateTargetCreated}
+	create.Run = func(ctx context.Context) error {
+		key, err := p.rt.key(d.SecretUUID)
+		if err != nil {
+			return err
+		}
+		// A file here is a half-made target from a crash (Check refused any
+		// file that existed before the journal did).
+		if err := removeIfExists(d.TargetPath); err != nil {
+			return err
+		}
+		o := opts
+		o.Secret = key
+		if err := p.rt.img.Create(ctx, o); err != nil {
+			return err
+		}
+		// Not readable by others: it is ciphertext, but its header tells
+		// an attacker what to brute-force.
+		if err := os.Chmod(d.TargetPath, 0o600); err != nil {
+			return fmt.Errorf("cannot restrict permissions of %s: %w", d.TargetPath, err)
+		}
+		return p.rt.hv.RefreshPool(p.name)
+	}
+	return []*Step{key, create}
+}
+
+// placeholderKey stands in for a key in command lines built for plans; the
+// bytes go on a pipe, so only the descriptor number shows.
+var placeholderKey = []byte("<key>")
+
+func (p *poolTarget) defineKey(ctx context.Context, h *Header, d *Disk) error {
+	exists, err := p.rt.hv.SecretExists(d.SecretUUID)
+	if err != nil {
+		return err
+	}
+	if !exists {
+		// private='no': cryptshift must read the key back to run qemu-img on
+		// the target after a crash (resume, verify, rollback). libvirtd
+		// keeps secret values under /etc/libvirt/secrets, which must live
+		// on the encrypted root.
+		s := &libvirtxml.Secret{Ephemeral: "no", Private: "no", UUID: d.SecretUUID,
+			Description: fmt.Sprintf("cryptshift: key of %s (disk %s of domain %s)", d.TargetPath, d.Target, h.Domain),
+			Usage:       &libvirtxml.SecretUsage{Type: "volume", Volume: d.TargetPath}}
+		if err := p.rt.hv.DefineSecret(s); err != nil {
+			return err
+		}
+	}
+	has, err := p.rt.hv.HasSecretValue(d.SecretUUID)
+	if err != nil {
+		return err
+	}
+	if has {
+		return nil // a crash after storing the value: keep it
+	}
+	key, err := p.rt.newKey()
+	if err != nil {
+		return err
+	}
+	if err := p.rt.hv.SetSecretValue(d.SecretUUID, key); err != nil {
+		return err
+	}
+	p.rt.keys[d.SecretUUID] = key
+	return nil
+}
+
+func (p *poolTarget) OverlayStep(h *Header, d *Disk, id, path string, backing Layer) *Step {
+	opts := qemuimg.CreateOptions{Path: path, Format: qemuimg.QCOW2, Size: d.VirtualSize, Secret: placeholderKey,
+		IterTimeMS: h.IterTimeMS, BackingPath: backing.Path, BackingFormat: backing.Format}
+	s := &Step{Step: plan.Step{
+		ID: id, Action: "create-overlay", Target: path,
+		Description: fmt.Sprintf("create the encrypted qcow2 overlay %s on top of %s (same key as the target)", path, backing.Path),
+		Command:     qemuimg.CreateCmd(opts).Argv(),
+		Secrets:     []plan.SecretRef{{FD: 3, Secret: d.Target + "-key"}},
+		Undo:        []string{"rm", "-f", path},
+	}, Disk: d.Target}
+	s.Run = func(ctx context.Context) error {
+		key, err := p.rt.key(d.SecretUUID)
+		if err != nil {
+			return err
+		}
+		if err := removeIfExists(path); err != nil {
+			return err
+		}
+		o := opts
+		o.Secret = key
+		if err := p.rt.img.Create(ctx, o); err != nil {
+			return err
+		}
+		return os.Chmod(path, 0o600)
+	}
+	return s
+}
+
+func (p *poolTarget) Image(ctx context.Context, d *Disk) (qemuimg.Image, error) {
+	key, err := p.rt.key(d.SecretUUID)
+	if err != nil {
+		return qemuimg.Image{}, err
+	}
+	return qemuimg.Image{Path: d.TargetPath, Format: qemuimg.LUKS, Secret: key}, nil
+}
+
+func (p *poolTarget) encryption(d *Disk) *libvirtxml.DomainDiskEncryption {
+	return &libvirtxml.DomainDiskEncryption{Format: "luks",
+		Secrets: []libvirtxml.DomainDiskSecret{{Type: "passphrase", UUID: d.SecretUUID}}}
+}
+
+func (p *poolTarget) GuestDisk(d *Disk) (string, *libvirtxml.DomainDiskSource) {
+	return qemuimg.Raw, &libvirtxml.DomainDiskSource{
+		File:       &libvirtxml.DomainDiskSourceFile{File: d.TargetPath},
+		Encryption: p.encryption(d),
+	}
+}
+
+func (p *poolTarget) OverlaySource(d *Disk, path string) *libvirtxml.DomainDiskSource {
+	return &libvirtxml.DomainDiskSource{
+		File:       &libvirtxml.DomainDiskSourceFile{File: path},
+		Encryption: p.encryption(d),
+	}
+}
+
+func (p *poolTarget) OverlayImage(ctx context.Context, d *Disk, path string, backing *qemuimg.Image) (qemuimg.Image, error) {
+	key, err := p.rt.key(d.SecretUUID)
+	if err != nil {
+		return qemuimg.Image{}, err
+	}
+	return qemuimg.Image{Path: path, Format: qemuimg.QCOW2, Secret: key, Backing: backing}, nil
+}
+
+func (p *poolTarget) RemoveOverlay(ctx context.Context, d *Disk, path string) error {
+	return removeIfExists(path)
+}
+
+func (p *poolTarget) Remove(ctx context.Context, d *Disk) error {
+	for _, f := range []string{d.OverlayPath, d.BackOverlayPath, d.TargetPath} {
+		if f != "" {
+			if err := removeIfExists(f); err != nil {
+				return err
+			}
+		}
+	}
+	if err := p.rt.hv.UndefineSecret(d.SecretUUID); err != nil {
+		return err
+	}
+	delete(p.rt.keys, d.SecretUUID)
+	return nil
+}
+
+func (p *poolTarget) Finish(ctx context.Context) error { return p.rt.hv.RefreshPool(p.name) }
+
+func (p *poolTarget) Notes(h *Header) []string {
+	return []string{
+		fmt.Sprintf("pool:%s: qemu encrypts with LUKS1 (aes-xts-plain64, 512-bit key, PBKDF2): qemu 7.2's luks driver reads LUKS1 only", p.name),
+		"each disk's key is a random 256-bit value in a libvirt secret; libvirtd keeps secret values in /etc/libvirt/secrets, so /etc must be on the encrypted root",
+	}
+}
+
+func removeIfExists(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("cannot remove %s: %w", path, err)
+	}
+	return nil
+}
+
+// newKey returns the key for a new target: the --passphrase-file content,
+// or a random key.
+func (rt *runtime) newKey() ([]byte, error) {
+	if rt.passphrase != nil {
+		return rt.passphrase, nil
+	}
+	return rt.randomKey()
+}
+
+// randomKey returns 32 random bytes as base64 (qemu's secret objects and
+// libvirt's secret store both take text; 44 characters carry the full 256
+// bits).
+func (rt *runtime) randomKey() ([]byte, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return nil, fmt.Errorf("cannot generate a key: %w", err)
+	}
+	return []byte(base64.StdEncoding.EncodeToString(b)), nil
+}
+
+// human formats a byte count in binary units, e.g. "1.5 GiB".
+func human(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return strconv.FormatInt(n, 10) + " B"
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
