@@ -11,7 +11,6 @@
 package journal
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -151,7 +150,10 @@ func syncDir(dir string) error {
 }
 
 // readAll parses complete lines; it returns the records and the byte length
-// of the well-formed prefix.
+// of the well-formed prefix. Only a torn final line (no newline yet, or
+// cut mid-record by a crash) is dropped; any other line that is not a
+// record is an error naming its place, so no record after it is lost
+// silently. Lines have no length limit: a header carries a whole plan.
 func readAll(path string) ([]Record, int64, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -159,20 +161,23 @@ func readAll(path string) ([]Record, int64, error) {
 	}
 	var recs []Record
 	var good int64
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	sc.Buffer(make([]byte, 64*1024), 16<<20)
-	for sc.Scan() {
-		line := sc.Bytes()
-		end := good + int64(len(line)) + 1
-		if end > int64(len(b)) { // last line without its newline: torn
+	for good < int64(len(b)) {
+		nl := bytes.IndexByte(b[good:], '\n')
+		if nl < 0 { // last line without its newline: torn
 			break
 		}
+		line := b[good : good+int64(nl)]
+		end := good + int64(nl) + 1
 		var r Record
-		if err := json.Unmarshal(line, &r); err != nil {
+		if err := json.Unmarshal(line, &r); err != nil || r.Type == "" {
 			if end == int64(len(b)) { // a torn final line
 				break
 			}
-			return nil, 0, fmt.Errorf("cannot read journal %s: corrupt record at byte %d: %w", path, good, err)
+			if err == nil {
+				err = errors.New("no record type")
+			}
+			return nil, 0, fmt.Errorf("cannot read journal %s: the record at byte %d (line %d) is unreadable: %w; "+
+				"the records after it cannot be trusted either: keep the file for inspection and do not resume from it", path, good, len(recs)+1, err)
 		}
 		recs = append(recs, r)
 		good = end

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -74,5 +75,40 @@ func TestLockExcludesSecondWriter(t *testing.T) {
 	_, _, err := Open(p)
 	if !errors.Is(err, ErrLocked) {
 		t.Fatalf("got %v, want ErrLocked", err)
+	}
+}
+
+// The reader used a line scanner with a 16 MiB limit: a longer record
+// ended the read without an error, and every record after it was lost
+// (a resume would redo finished steps). Now every record is read, and a
+// record that cannot be read is an error that says where.
+func TestLongRecordKeepsTheRecordsAfterIt(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "journal.jsonl")
+	j, err := Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.Append("header", map[string]string{"plan": strings.Repeat("x", 17<<20)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, typ := range []string{"start", "done"} {
+		if _, err := j.Append(typ, map[string]string{"step": "s1"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	j.Close()
+	recs, err := Read(p)
+	if err != nil || len(recs) != 3 || recs[2].Type != "done" {
+		t.Fatalf("got %d records (%v), want header, start, done", len(recs), err)
+	}
+}
+
+func TestUnreadableRecordNamesItsPlace(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "journal.jsonl")
+	good := `{"seq":1,"type":"start","time":"2026-01-01T00:00:00Z"}` + "\n"
+	os.WriteFile(p, []byte(good+"{not json\n"+good), 0o600)
+	_, err := Read(p)
+	if err == nil || !strings.Contains(err.Error(), "record at byte 55 (line 2) is unreadable") || !strings.Contains(err.Error(), "do not resume") {
+		t.Fatalf("got %v", err)
 	}
 }
