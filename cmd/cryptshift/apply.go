@@ -7,13 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"reflect"
-	"strconv"
-	"strings"
-	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -166,20 +161,9 @@ func runApply(ctx context.Context, stdout, stderr io.Writer, o applyOptions) err
 	defer secrets.Wipe(opt.Secrets.Passphrase)
 	defer secrets.Wipe(opt.Secrets.RecoveryKey)
 
-	var stop atomic.Bool
-	sig := make(chan os.Signal, 2)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sig)
-	go func() {
-		for range sig {
-			if !stop.Swap(true) {
-				fmt.Fprintln(stderr, "\ncryptshift: stopping after the current step (it is not interrupted halfway)")
-			}
-		}
-	}()
-	opt.Stop = stop.Load
+	// Ctrl-C and SIGTERM stop at the next step boundary (the engine
+	// handles them) with exit status 6.
 	opt.Report = newStepReporter(o.progress, stdout, stderr)
-	opt.AfterStep = faultInjection()
 
 	if o.resume {
 		err = apply.Resume(ctx, opt)
@@ -188,9 +172,6 @@ func runApply(ctx context.Context, stdout, stderr io.Writer, o applyOptions) err
 			return fmt.Errorf("cannot create journal directory: %w", err)
 		}
 		err = apply.Run(ctx, p, opt)
-	}
-	if errors.Is(err, apply.ErrInterrupted) {
-		return exitcode.With(exitcode.Interrupted, fmt.Errorf("%w; continue with: cryptshift apply --resume --journal %s", err, opt.JournalPath))
 	}
 	if err != nil {
 		return err
@@ -384,24 +365,5 @@ func (r *stepReporter) StepDone(n, total int, s plan.Step, took time.Duration, s
 		fmt.Fprintf(r.w, "already done (%s)\n", took.Round(time.Millisecond))
 	default:
 		fmt.Fprintf(r.w, "ok (%s)\n", took.Round(time.Millisecond))
-	}
-}
-
-// faultInjection reads CRYPTSHIFT_FAULT, a test hook for crash matrices:
-// "kill-after:N" makes this process SIGKILL itself right after step N is
-// journalled as done, exactly as an external kill -9 at that boundary.
-func faultInjection() func(int, string) {
-	v, ok := strings.CutPrefix(os.Getenv("CRYPTSHIFT_FAULT"), "kill-after:")
-	if !ok {
-		return nil
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil {
-		return nil
-	}
-	return func(step int, _ string) {
-		if step == n {
-			syscall.Kill(os.Getpid(), syscall.SIGKILL)
-		}
 	}
 }

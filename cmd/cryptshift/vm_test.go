@@ -222,7 +222,7 @@ func TestVMApplyMailHost(t *testing.T) {
 		if k == 1 {
 			args = e.applyArgs()
 		}
-		rr := runEnv(t, []string{fmt.Sprintf("CRYPTSHIFT_FAULT=kill-after:%d", k)}, args...)
+		rr := runEnv(t, []string{"CRYPTSHIFT_FAULT=after:" + p.Steps[k-1].ID}, args...)
 		if rr.code != -1 || !strings.Contains(rr.signal, "killed") {
 			t.Fatalf("boundary %d: the fault did not kill apply (exit %d %s)\n%s", k, rr.code, rr.signal, rr.stderr)
 		}
@@ -248,7 +248,7 @@ func TestVMApplyMailHost(t *testing.T) {
 
 	// Rollback after a partial apply.
 	e.rollback(blank, "after the crash matrix")
-	rr := runEnv(t, []string{"CRYPTSHIFT_FAULT=kill-after:30"}, e.applyArgs()...)
+	rr := runEnv(t, []string{"CRYPTSHIFT_FAULT=after:" + p.Steps[29].ID}, e.applyArgs()...)
 	if rr.code != -1 {
 		t.Fatalf("partial apply was not killed: exit %d", rr.code)
 	}
@@ -821,7 +821,7 @@ func TestVMApplyRefusesAndFailsClearly(t *testing.T) {
 	keyStep := fmt.Sprintf("keyfile:%s/etc/cryptsetup-keys.d/var_crypt.key", root)
 
 	// 1. wrong passphrase
-	if r := runEnv(t, []string{fmt.Sprintf("CRYPTSHIFT_FAULT=kill-after:%d", index(keyStep))}, args...); r.code != -1 {
+	if r := runEnv(t, []string{"CRYPTSHIFT_FAULT=after:" + p.Steps[index(keyStep)-1].ID}, args...); r.code != -1 {
 		t.Fatalf("fault did not kill: %d %s", r.code, r.stderr)
 	}
 	before := readFile(t, journalFile)

@@ -5,73 +5,40 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 
 	"github.com/cryptshift/cryptshift/internal/model/plan"
-	"github.com/cryptshift/cryptshift/internal/runner/journal"
+	"github.com/cryptshift/cryptshift/internal/runner/engine"
 )
 
 // RollbackReport says what rollback did and could not do.
-type RollbackReport struct {
-	Undone    []string // step ids undone
-	Kept      []string // completed steps with nothing to undo on their own
-	NotUndone []string // steps that cannot be undone, with why
-}
+type RollbackReport = engine.RollbackReport
 
-// Rollback undoes the completed steps of the apply recorded in
-// journalPath, newest first, using each step's recorded undo command. It
-// only reverses what apply did: it removes volumes, headers, filesystems
-// and files apply created and restores files it edited; a destructive wipe
+// Rollback undoes the steps of the apply recorded in journalPath that
+// began, newest first, each with its recorded undo command. It only
+// reverses what apply did: it removes volumes, headers, filesystems and
+// files apply created and restores files it edited; a destructive wipe
 // cannot be undone and is reported as such.
 func Rollback(ctx context.Context, journalPath string, opt Options, w io.Writer) (*RollbackReport, error) {
-	j, recs, err := journal.Open(journalPath)
+	j, err := engine.Open(journalPath)
 	if err != nil {
 		return nil, err
 	}
 	defer j.Close()
-	st, err := ReadState(recs)
+	h, err := readHeader(j.Log())
 	if err != nil {
 		return nil, err
 	}
-	if st.RolledBk {
+	if j.Log().RolledBack {
 		return nil, fmt.Errorf("cannot roll back: %s was already rolled back", journalPath)
 	}
-	e := &engine{opt: opt, p: st.Header.Plan, j: j, done: st.Done}
-	rep := &RollbackReport{}
-	steps := e.p.Steps
-	for i := len(steps) - 1; i >= 0; i-- {
-		s := steps[i]
-		if !st.Done[s.ID] && s.ID != st.InFlight {
-			continue
-		}
-		switch {
-		case s.Destructive:
-			rep.NotUndone = append(rep.NotUndone, fmt.Sprintf("%s: what was on %s before (%s) is gone; rollback cannot bring it back", s.ID, s.Target, s.Destroys))
-			continue
-		case len(s.Undo) == 0:
-			rep.Kept = append(rep.Kept, s.ID)
-			continue
-		}
-		if e.undoNeeded(ctx, s) {
-			fmt.Fprintf(w, "undo %s: %s\n", s.ID, strings.Join(s.Undo, " "))
-			if err := e.do(ctx, plan.Step{ID: "undo:" + s.ID, Command: s.Undo}); err != nil {
-				return rep, fmt.Errorf("cannot undo step %s (%s): %w; fix the cause and run rollback again", s.ID, strings.Join(s.Undo, " "), err)
-			}
-		}
-		if _, err := j.Append(recUndone, stepRecord{Step: s.ID}); err != nil {
-			return rep, err
-		}
-		rep.Undone = append(rep.Undone, s.ID)
-	}
-	if _, err := j.Append(recRolledBack, nil); err != nil {
-		return rep, err
-	}
-	return rep, nil
+	opt.JournalPath, opt.Out = journalPath, w
+	e := newEnv(h.Plan, opt)
+	return j.Rollback(ctx, engine.Reverse(e.steps(), j.Log()), opt.engine())
 }
 
 // undoNeeded skips undo commands whose effect is already in place, so a
 // rollback that was itself interrupted can simply be run again.
-func (e *engine) undoNeeded(ctx context.Context, s plan.Step) bool {
+func (e *env) undoNeeded(ctx context.Context, s plan.Step) bool {
 	switch s.Undo[0] {
 	case "umount":
 		return mounted(s.Undo[len(s.Undo)-1])
