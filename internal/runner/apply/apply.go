@@ -165,4 +165,3 @@ func PlanOf(path string) (*plan.Plan, error) {
 	}
 	return h.Plan, nil
 }
-
