@@ -9,6 +9,7 @@ import (
 
 	"github.com/cryptshift/cryptshift/internal/doors/execx"
 	"github.com/cryptshift/cryptshift/internal/runner/apply"
+	"github.com/cryptshift/cryptshift/internal/runner/engine"
 	"github.com/cryptshift/cryptshift/internal/runner/migrate"
 	"github.com/cryptshift/cryptshift/lvm"
 )
@@ -57,11 +58,11 @@ func runRollback(ctx context.Context, w io.Writer, journalFile, connect, lvmConf
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	isMigrate, err := migrate.IsMigrateJournal(journalFile)
+	kind, err := engine.KindOf(journalFile)
 	if err != nil {
 		return err
 	}
-	if isMigrate {
+	if kind == migrate.JournalKind {
 		return migrate.Rollback(ctx, journalFile, migrate.RollbackOptions{Connect: connect, Out: w})
 	}
 	rep, err := apply.Rollback(ctx, journalFile, apply.Options{Run: execx.Exec{}, LVM: lvm.LVM{Run: execx.Exec{}, Config: lvmConfig}}, w)

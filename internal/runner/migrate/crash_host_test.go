@@ -59,7 +59,7 @@ func (e *env) runCLI(t *testing.T, g *guest, mode, failpoint string, extra ...st
 	args := append([]string{"migrate", g.name, "--connect", e.d.Socket, "--to", "pool:enc", "--mode", mode,
 		"--yes", "--journal", e.journalOf(g), "--iter-time", "10", "--progress", "none"}, extra...)
 	cmd := exec.Command(cli(t), args...)
-	cmd.Env = append(os.Environ(), "CRYPTSHIFT_FAILPOINT="+failpoint)
+	cmd.Env = append(os.Environ(), "CRYPTSHIFT_FAULT="+failpoint)
 	var buf bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &buf, &buf
 	err = cmd.Run()

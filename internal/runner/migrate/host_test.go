@@ -16,7 +16,7 @@ import (
 
 	"github.com/cryptshift/cryptshift/internal/doors/qemuimg"
 	"github.com/cryptshift/cryptshift/internal/harness/libvirttest"
-	"github.com/cryptshift/cryptshift/internal/runner/journal"
+	"github.com/cryptshift/cryptshift/internal/runner/engine"
 	"github.com/cryptshift/cryptshift/internal/runner/migrate"
 	"github.com/cryptshift/cryptshift/libvirt"
 )
@@ -198,10 +198,10 @@ func (e *env) checkOriginal(t *testing.T, g *guest, running bool) {
 	must(t, q.Compare(ctx, qemuimg.Image{Path: g.want["vda"], Format: "raw"}, qemuimg.Image{Path: g.raw, Format: "raw"}, running))
 	must(t, q.Compare(ctx, qemuimg.Image{Path: g.want["vdb"], Format: "raw"}, qemuimg.Image{Path: g.qcow2, Format: "qcow2"}, running))
 	e.checkPoolClean(t, g, nil)
-	recs, err := journal.Read(e.journalOf(g))
+	l, err := engine.Read(e.journalOf(g))
 	must(t, err)
 	var h migrate.Header
-	must(t, json.Unmarshal(recs[0].Data, &h))
+	must(t, json.Unmarshal(l.Header, &h))
 	for _, d := range h.Disks {
 		if ok, err := e.c.SecretExists(d.SecretUUID); err != nil || ok {
 			t.Fatalf("secret %s of %s left after rollback (%v)", d.SecretUUID, d.Target, err)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/cryptshift/cryptshift/internal/doors/qemuimg"
 	"github.com/cryptshift/cryptshift/internal/model/plan"
+	"github.com/cryptshift/cryptshift/internal/runner/engine"
 	"github.com/cryptshift/cryptshift/libvirt"
 )
 
@@ -189,7 +190,7 @@ func (rt *runtime) liveMove(ctx context.Context, d *Disk) error {
 			if err := rt.hv.BlockCopy(h.Domain, d.Target, rt.targetDisk(d), true); err != nil {
 				return err
 			}
-			rt.failpoint("job:" + d.Target + ":copy")
+			engine.Fault("job:" + d.Target + ":copy")
 			if err := rt.waitPivot(ctx, d, "shallow copy"); err != nil {
 				return err
 			}

@@ -15,7 +15,7 @@ import (
 	"libvirt.org/go/libvirtxml"
 
 	"github.com/cryptshift/cryptshift/internal/exitcode"
-	"github.com/cryptshift/cryptshift/internal/runner/journal"
+	"github.com/cryptshift/cryptshift/internal/runner/engine"
 	"github.com/cryptshift/cryptshift/libvirt"
 )
 
@@ -242,18 +242,18 @@ func TestAllProblemsAtOnce(t *testing.T) {
 
 func journalStates(t *testing.T, path string) map[string][]string {
 	t.Helper()
-	recs, err := journal.Read(path)
+	l, err := engine.Read(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := map[string][]string{}
-	for _, r := range recs {
-		if r.Type == "state" {
-			var s stateRecord
-			if err := json.Unmarshal(r.Data, &s); err != nil {
-				t.Fatal(err)
-			}
-			out[s.Disk] = append(out[s.Disk], s.State)
+	for _, raw := range l.Events {
+		var e event
+		if err := json.Unmarshal(raw, &e); err != nil {
+			t.Fatal(err)
+		}
+		if e.Event == "state" {
+			out[e.Disk] = append(out[e.Disk], e.State)
 		}
 	}
 	return out
@@ -320,8 +320,8 @@ func TestOfflineRun(t *testing.T) {
 		t.Errorf("the old definition was not saved: %v", err)
 	}
 	// The first record identifies the journal for the rollback verb.
-	if ok, err := IsMigrateJournal(f.opts.JournalPath); !ok || err != nil {
-		t.Errorf("IsMigrateJournal: %v, %v", ok, err)
+	if kind, err := engine.KindOf(f.opts.JournalPath); kind != JournalKind || err != nil {
+		t.Errorf("KindOf: %q, %v", kind, err)
 	}
 }
 
@@ -488,17 +488,16 @@ func TestShutdownTimeout(t *testing.T) {
 func TestInterruptedExitsResumable(t *testing.T) {
 	f := newFixture(t, libvirt.ShutOff, ModeOffline)
 	ctx, cancel := context.WithCancel(context.Background())
-	testFailpoint = func(p string) {
+	restore := engine.SetFault(func(p string) {
 		if p == "state:vda:copied" {
 			cancel()
 		}
-	}
-	defer func() { testFailpoint = nil }()
+	})
 	_, err := Run(ctx, f.opts)
+	restore()
 	if exitcode.Of(err) != exitcode.Interrupted || !strings.Contains(err.Error(), "--resume") {
 		t.Fatalf("got %v (exit %d), want status 6 saying --resume", err, exitcode.Of(err))
 	}
-	testFailpoint = nil
 	o := f.opts
 	o.Resume = true
 	if _, err := Run(context.Background(), o); err != nil {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cryptshift/cryptshift/internal/runner/engine"
 	"github.com/cryptshift/cryptshift/libvirt"
 )
 
@@ -17,13 +18,13 @@ type crash struct{ point string }
 // out of Run like a kill -9 stops the process (the journal is what it is).
 func runUntil(t *testing.T, f *fixture, point string) (fired bool) {
 	t.Helper()
-	testFailpoint = func(p string) {
+	restore := engine.SetFault(func(p string) {
 		if p == point {
 			panic(crash{p})
 		}
-	}
+	})
 	defer func() {
-		testFailpoint = nil
+		restore()
 		if r := recover(); r != nil {
 			if _, ok := r.(crash); !ok {
 				panic(r)

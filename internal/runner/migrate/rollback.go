@@ -13,7 +13,8 @@ import (
 	"github.com/cryptshift/cryptshift/internal/doors/progress"
 	"github.com/cryptshift/cryptshift/internal/doors/qemuimg"
 	"github.com/cryptshift/cryptshift/internal/exitcode"
-	"github.com/cryptshift/cryptshift/internal/runner/journal"
+	"github.com/cryptshift/cryptshift/internal/model/plan"
+	"github.com/cryptshift/cryptshift/internal/runner/engine"
 	"github.com/cryptshift/cryptshift/libvirt"
 )
 
@@ -40,11 +41,11 @@ type RollbackOptions struct {
 // or copied back with qemu-img.
 func Rollback(ctx context.Context, journalPath string, o RollbackOptions) (err error) {
 	defer recoverJournal(&err)
-	recs, err := journal.Read(journalPath)
+	l, err := engine.Read(journalPath)
 	if err != nil {
 		return err
 	}
-	h, err := readHeader(recs)
+	h, err := readHeader(l)
 	if err != nil {
 		return err
 	}
@@ -64,14 +65,16 @@ func Rollback(ctx context.Context, journalPath string, o RollbackOptions) (err e
 		return err
 	}
 	defer closeFn()
-	j, recs, err := journal.Open(journalPath)
+	j, err := engine.Open(journalPath)
 	if err != nil {
 		return err
 	}
 	defer j.Close()
 	rt.j, rt.h = j, h
-	rt.replay(recs)
-	if rt.rolledBack(recs) {
+	if err := rt.replay(j.Log()); err != nil {
+		return err
+	}
+	if j.Log().RolledBack {
 		rt.printf("journal %s is already rolled back\n", journalPath)
 		return nil
 	}
@@ -88,54 +91,94 @@ func Rollback(ctx context.Context, journalPath string, o RollbackOptions) (err e
 	if problems := t.Prepare(ctx, h); len(problems) > 0 {
 		return fmt.Errorf("cannot roll back domain %s: %s", h.Domain, strings.Join(problems, "; "))
 	}
-	rt.append("rollback", map[string]any{"status": "begin"})
 	rt.printf("rolling back the migration of %s\n", h.Domain)
-
-	st, err := rt.hv.DomainState(h.Domain)
-	if err != nil {
-		return err
+	if _, err := j.Rollback(ctx, rt.undoSteps(), engine.Options{Out: rt.out}); err != nil {
+		return fmt.Errorf("%w (cryptshift rollback %s)", err, journalPath)
 	}
-	if st == libvirt.Paused && rt.pausedByUs {
-		if err := rt.hv.ResumeDomain(h.Domain); err != nil {
-			return err
-		}
-		rt.event(map[string]any{"event": "resumed"})
-		st = libvirt.Running
-	}
-	live := st == libvirt.Running || st == libvirt.Paused
-	for i := range h.Disks {
-		d := &h.Disks[i]
-		if live {
-			err = rt.rollbackLive(ctx, d)
-		} else {
-			err = rt.rollbackOffline(ctx, d)
-		}
-		if err != nil {
-			return fmt.Errorf("cannot roll back disk %s of domain %s: %w; rerun cryptshift rollback %s to continue", d.Target, h.Domain, err, journalPath)
-		}
-		rt.printf("%s: back on %s\n", d.Target, d.Top().Path)
-	}
-	if err := rt.defineDisks(diskNames(h), rt.origDisk); err != nil {
-		return err
-	}
-	// An offline migration that shut the guest down leaves it as it found it.
-	if !live && h.Shutdown && h.WasRunning {
-		if err := rt.hv.StartDomain(h.Domain); err != nil {
-			return err
-		}
-	}
-	for i := range h.Disks {
-		if err := t.Remove(ctx, &h.Disks[i]); err != nil {
-			return err
-		}
-	}
-	if err := t.Finish(ctx); err != nil {
-		return err
-	}
-	rt.append("rollback", map[string]any{"status": "done"})
 	rt.printf("domain %s is back on its original disks; the encrypted targets and their keys are removed\n", h.Domain)
 	return nil
 }
+
+// undoSteps are the steps of a migrate rollback, run in this order by the
+// engine. A migration is undone from where the guest is now, not step by
+// step: each disk is brought back onto its source chain (the guest's
+// writes since included), the original disk elements are defined again,
+// a guest the migration shut down is started, and only then are the
+// targets, overlays and keys the migration made removed. Each undo step
+// looks before it acts, so a rollback that was interrupted runs again.
+func (rt *runtime) undoSteps() []engine.Step {
+	h := rt.h
+	var steps []engine.Step
+	add := func(id, desc string, interruptible bool, do func(ctx context.Context) error) {
+		steps = append(steps, &undoStep{s: plan.Step{ID: id, Action: "rollback", Target: "domain " + h.Domain, Description: desc}, do: do, interruptible: interruptible})
+	}
+	add("rollback.resume-guest", "resume the guest if this migration paused it", false, func(ctx context.Context) error {
+		st, err := rt.hv.DomainState(h.Domain)
+		if err != nil {
+			return err
+		}
+		if st == libvirt.Paused && rt.pausedByUs {
+			if err := rt.hv.ResumeDomain(h.Domain); err != nil {
+				return err
+			}
+			rt.event(map[string]any{"event": "resumed"})
+		}
+		return nil
+	})
+	for i := range h.Disks {
+		d := &h.Disks[i]
+		add("rollback.disk."+d.Target, fmt.Sprintf("bring disk %s back onto %s with everything the guest wrote", d.Target, d.Top().Path), true, func(ctx context.Context) error {
+			st, err := rt.hv.DomainState(h.Domain)
+			if err != nil {
+				return err
+			}
+			if st == libvirt.Running || st == libvirt.Paused {
+				err = rt.rollbackLive(ctx, d)
+			} else {
+				err = rt.rollbackOffline(ctx, d)
+			}
+			if err != nil {
+				return fmt.Errorf("cannot roll back disk %s of domain %s: %w", d.Target, h.Domain, err)
+			}
+			rt.printf("%s: back on %s\n", d.Target, d.Top().Path)
+			return nil
+		})
+	}
+	add("rollback.define", "define the domain with its original disk elements", false, func(ctx context.Context) error {
+		return rt.defineDisks(diskNames(h), rt.origDisk)
+	})
+	if h.Shutdown && h.WasRunning {
+		// An offline migration that shut the guest down leaves it as it
+		// found it.
+		add("rollback.start", fmt.Sprintf("start domain %s again, as it was running before the migration", h.Domain), false, func(ctx context.Context) error {
+			st, err := rt.hv.DomainState(h.Domain)
+			if err != nil || st != libvirt.ShutOff {
+				return err
+			}
+			return rt.hv.StartDomain(h.Domain)
+		})
+	}
+	for i := range h.Disks {
+		d := &h.Disks[i]
+		add("rollback.remove."+d.Target, fmt.Sprintf("remove the target, overlays and keys this migration made for %s", d.Target), false, func(ctx context.Context) error {
+			return rt.t.Remove(ctx, d)
+		})
+	}
+	add("rollback.finish", "refresh the target", false, func(ctx context.Context) error { return rt.t.Finish(ctx) })
+	return steps
+}
+
+// undoStep is one step of a migrate rollback.
+type undoStep struct {
+	s             plan.Step
+	do            func(ctx context.Context) error
+	interruptible bool
+}
+
+func (u *undoStep) Entry() plan.Step                   { return u.s }
+func (u *undoStep) Do(ctx context.Context) error       { return u.do(ctx) }
+func (u *undoStep) Done(context.Context) (bool, error) { return false, nil }
+func (u *undoStep) Interruptible() bool                { return u.interruptible }
 
 func (rt *runtime) origDisk(d *Disk) (*libvirtxml.DomainDisk, error) {
 	var x libvirtxml.DomainDisk

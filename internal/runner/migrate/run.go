@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/cryptshift/cryptshift/internal/doors/execx"
@@ -19,7 +18,7 @@ import (
 	"github.com/cryptshift/cryptshift/internal/exitcode"
 	"github.com/cryptshift/cryptshift/internal/model/plan"
 	"github.com/cryptshift/cryptshift/internal/runner/copier"
-	"github.com/cryptshift/cryptshift/internal/runner/journal"
+	"github.com/cryptshift/cryptshift/internal/runner/engine"
 	"github.com/cryptshift/cryptshift/libvirt"
 )
 
@@ -114,7 +113,7 @@ type runtime struct {
 	img        ImageTool
 	t          Target
 	h          *Header
-	j          *journal.Journal
+	j          *engine.Journal
 	out        io.Writer
 	prog       progress.Reporter
 	keys       map[string][]byte // secret UUID → key, in memory only
@@ -127,22 +126,16 @@ type runtime struct {
 	states     map[string]string // disk → last recorded state
 	verified   map[string]bool
 	pausedByUs bool
-	finished   bool // the journal has a done record
 	noted      map[string]bool
 	notes      []string
 
 	shutdownTimeout time.Duration
 	lockWait        time.Duration // how long whenUnlocked waits
-	failpoint       func(string)
-	failpointsOn    bool
 
-	run        execx.Runner // cryptsetup, lvm, blkdiscard
-	root       string
-	recoveryFn func(resume bool, file string) ([]byte, error)
-	recovery   []byte // the recovery key, in memory only
-	// begun: steps that have a begin record (they may have created
-	// something; rollback removes only those objects).
-	begun       map[string]bool
+	run         execx.Runner // cryptsetup, lvm, blkdiscard
+	root        string
+	recoveryFn  func(resume bool, file string) ([]byte, error)
+	recovery    []byte                        // the recovery key, in memory only
 	checkpoints map[string]*copier.Checkpoint // disk → last durable copy checkpoint
 	copySums    map[string]string             // disk → SHA-256 of the source as copied
 }
@@ -208,17 +201,12 @@ func newRuntime(o *Options) (*runtime, func(), error) {
 		keys: map[string][]byte{}, copyStarted: map[string]bool{}, states: map[string]string{},
 		verified: map[string]bool{}, noted: map[string]bool{}, shutdownTimeout: o.ShutdownTimeout,
 		lockWait: 30 * time.Minute, run: o.Runner, root: o.Root, recoveryFn: o.RecoveryKey,
-		begun: map[string]bool{}, checkpoints: map[string]*copier.Checkpoint{}, copySums: map[string]string{}}
+		checkpoints: map[string]*copier.Checkpoint{}, copySums: map[string]string{}}
 	if rt.run == nil {
 		rt.run = execx.Exec{}
 	}
 	if rt.root == "" {
 		rt.root = "/"
-	}
-	rt.failpoint = failpointFromEnv()
-	rt.failpointsOn = os.Getenv("CRYPTSHIFT_FAILPOINT") != ""
-	if testFailpoint != nil {
-		rt.failpoint = testFailpoint
 	}
 	closeFn := func() {}
 	if rt.hv == nil {
@@ -289,22 +277,19 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 			return nil, err
 		}
 	}
-	j, err := journal.Create(o.JournalPath)
+	j, err := engine.Create(o.JournalPath, h)
 	if err != nil {
 		return nil, err
 	}
 	defer j.Close()
 	rt.j = j
-	if _, err := j.Append("header", h); err != nil {
-		return nil, err
-	}
 	for _, d := range h.Disks {
 		rt.recordState(d.Target, StatePlanned)
 	}
 	for _, n := range doc.Notes {
 		rt.note(n)
 	}
-	return rt.execute(ctx, steps, map[string]bool{}, doc)
+	return rt.execute(ctx, steps, doc)
 }
 
 // saveDefinition writes the domain's persistent definition before anything
@@ -333,13 +318,13 @@ func saveDefinition(rt *runtime, h *Header) error {
 }
 
 func (rt *runtime) resume(ctx context.Context, o *Options) (*Result, error) {
-	j, recs, err := journal.Open(o.JournalPath)
+	j, err := engine.Open(o.JournalPath)
 	if err != nil {
 		return nil, err
 	}
 	defer j.Close()
 	rt.j = j
-	h, err := readHeader(recs)
+	h, err := readHeader(j.Log())
 	if err != nil {
 		return nil, err
 	}
@@ -347,8 +332,10 @@ func (rt *runtime) resume(ctx context.Context, o *Options) (*Result, error) {
 		return nil, usage(fmt.Errorf("cannot resume: journal %s is the migration of domain %s, not %s", o.JournalPath, h.Domain, o.Domain))
 	}
 	rt.h = h
-	done := rt.replay(recs)
-	if rt.rolledBack(recs) {
+	if err := rt.replay(j.Log()); err != nil {
+		return nil, err
+	}
+	if j.Log().RolledBack {
 		return nil, fmt.Errorf("cannot resume: journal %s was rolled back; remove it (and %s) to migrate again", o.JournalPath, h.OrigXMLPath)
 	}
 	// Operational choices the user may add when continuing: power a guest
@@ -372,171 +359,137 @@ func (rt *runtime) resume(ctx context.Context, o *Options) (*Result, error) {
 	steps := buildSteps(rt)
 	doc := rt.document(steps)
 	rt.printf("resuming the migration of %s from %s\n", h.Domain, o.JournalPath)
-	return rt.execute(ctx, steps, done, doc)
+	return rt.execute(ctx, steps, doc)
 }
 
-func readHeader(recs []journal.Record) (*Header, error) {
-	if len(recs) == 0 || recs[0].Type != "header" {
-		return nil, errors.New("cannot read journal: it has no header record")
+func readHeader(l *engine.Log) (*Header, error) {
+	if l.Kind != JournalKind {
+		return nil, fmt.Errorf("cannot use journal %s: it is an %q journal, not a migrate journal", l.Path, l.Kind)
+	}
+	// Version 1 journals (before the step engine) are translated by the
+	// engine on read; their header means the same.
+	if l.Version != journalVersion && l.Version != 1 {
+		return nil, fmt.Errorf("cannot use journal %s: version %d, this cryptshift understands %d", l.Path, l.Version, journalVersion)
 	}
 	var h Header
-	if err := json.Unmarshal(recs[0].Data, &h); err != nil {
+	if err := json.Unmarshal(l.Header, &h); err != nil {
 		return nil, fmt.Errorf("cannot read journal header: %w", err)
-	}
-	if h.Kind != JournalKind {
-		return nil, fmt.Errorf("cannot use journal: it is an %q journal, not a migrate journal", h.Kind)
-	}
-	if h.Version != journalVersion {
-		return nil, fmt.Errorf("cannot use journal: version %d, this cryptshift understands %d", h.Version, journalVersion)
 	}
 	return &h, nil
 }
 
-// IsMigrateJournal reports whether the journal at path was written by
-// migrate (for the rollback verb's dispatch).
-func IsMigrateJournal(path string) (bool, error) {
-	recs, err := journal.Read(path)
-	if err != nil {
-		return false, err
-	}
-	if len(recs) == 0 || recs[0].Type != "header" {
-		return false, nil
-	}
-	var k struct {
-		Kind string `json:"kind"`
-	}
-	if err := json.Unmarshal(recs[0].Data, &k); err != nil {
-		return false, nil
-	}
-	return k.Kind == JournalKind, nil
+// event is a migrate journal event: a disk's state, a copy checkpoint, a
+// pause, ... (never a secret).
+type event struct {
+	Event      string             `json:"event"`
+	Disk       string             `json:"disk,omitempty"`
+	State      string             `json:"state,omitempty"`
+	SHA256     string             `json:"sha256,omitempty"`
+	Checkpoint *copier.Checkpoint `json:"checkpoint,omitempty"`
 }
 
-type stepRecord struct {
-	ID     string `json:"id"`
-	Status string `json:"status"` // begin, done, failed
-	Error  string `json:"error,omitempty"`
-}
-
-type stateRecord struct {
-	Disk  string `json:"disk"`
-	State string `json:"state"`
-}
-
-// replay rebuilds the runtime's view from journal records and returns the
-// IDs of finished steps.
-func (rt *runtime) replay(recs []journal.Record) map[string]bool {
-	done := map[string]bool{}
-	for _, r := range recs[1:] {
-		switch r.Type {
-		case "step":
-			var s stepRecord
-			if json.Unmarshal(r.Data, &s) == nil {
-				switch s.Status {
-				case "done":
-					done[s.ID] = true
-				case "begin":
-					rt.begun[s.ID] = true
-				}
-			}
-		case "done":
-			rt.finished = true
+// replay rebuilds the runtime's view from the journal's events.
+func (rt *runtime) replay(l *engine.Log) error {
+	for i, raw := range l.Events {
+		var e event
+		if err := json.Unmarshal(raw, &e); err != nil {
+			return fmt.Errorf("cannot read journal %s: event %d: %w", l.Path, i+1, err)
+		}
+		switch e.Event {
 		case "state":
-			var s stateRecord
-			if json.Unmarshal(r.Data, &s) == nil {
-				rt.states[s.Disk] = s.State
-				if s.State == StateVerified {
-					rt.verified[s.Disk] = true
-				}
+			rt.states[e.Disk] = e.State
+			if e.State == StateVerified {
+				rt.verified[e.Disk] = true
 			}
-		case "event":
-			var e struct {
-				Event      string             `json:"event"`
-				Disk       string             `json:"disk"`
-				SHA256     string             `json:"sha256"`
-				Checkpoint *copier.Checkpoint `json:"checkpoint"`
-			}
-			if json.Unmarshal(r.Data, &e) == nil {
-				switch e.Event {
-				case "copy-checkpoint":
-					rt.checkpoints[e.Disk] = e.Checkpoint
-				case "copied":
-					rt.copySums[e.Disk] = e.SHA256
-				case "pivot-copy":
-					rt.copyStarted[e.Disk] = true
-				case "paused":
-					rt.pausedByUs = true
-				case "resumed":
-					rt.pausedByUs = false
-				}
-			}
+		case "copy-checkpoint":
+			rt.checkpoints[e.Disk] = e.Checkpoint
+		case "copied":
+			rt.copySums[e.Disk] = e.SHA256
+		case "pivot-copy":
+			rt.copyStarted[e.Disk] = true
+		case "paused":
+			rt.pausedByUs = true
+		case "resumed":
+			rt.pausedByUs = false
 		}
 	}
-	return done
+	return nil
 }
 
-func (rt *runtime) rolledBack(recs []journal.Record) bool {
-	for _, r := range recs {
-		if r.Type == "rollback" {
-			var s struct {
-				Status string `json:"status"`
-			}
-			if json.Unmarshal(r.Data, &s) == nil && s.Status == "done" {
-				return true
-			}
-		}
-	}
-	return false
-}
+// begun reports whether a step has a start record: it may have created
+// something, and rollback removes only such objects.
+func (rt *runtime) begun(id string) bool { return rt.j != nil && rt.j.Log().Began[id] }
 
-// execute runs the steps not yet done, journaling each.
-func (rt *runtime) execute(ctx context.Context, steps []*Step, done map[string]bool, doc *Document) (*Result, error) {
-	total, ran := len(steps), 0
-	for i, s := range steps {
-		if done[s.ID] {
+// execute runs the steps not yet done through the engine.
+func (rt *runtime) execute(ctx context.Context, steps []*Step, doc *Document) (*Result, error) {
+	l := rt.j.Log()
+	var es []engine.Step
+	for _, s := range steps {
+		if l.Done[s.ID] {
 			// Journals written before states preceded done records.
 			for _, d := range s.stateDisks() {
 				rt.recordState(d, s.State)
 			}
-			continue
 		}
-		if err := ctx.Err(); err != nil {
-			return rt.result(doc), exitcode.With(exitcode.Interrupted, fmt.Errorf("cannot finish the migration of %s: interrupted before step %s; continue with --resume", rt.h.Domain, s.ID))
-		}
-		ran++
-		rt.printf("[%d/%d] %s\n", i+1, total, s.Description)
-		rt.append("step", stepRecord{ID: s.ID, Status: "begin"})
-		rt.begun[s.ID] = true
-		rt.failpoint("begin:" + s.ID)
-		if err := s.Run(ctx); err != nil {
-			rt.append("step", stepRecord{ID: s.ID, Status: "failed", Error: err.Error()})
-			if ctx.Err() != nil {
-				return rt.result(doc), exitcode.With(exitcode.Interrupted, fmt.Errorf("cannot finish step %s of the migration of %s: interrupted; continue with --resume", s.ID, rt.h.Domain))
+		es = append(es, &engineStep{rt: rt, s: s})
+	}
+	h := rt.h
+	opt := engine.Options{Report: stepPrinter{rt}, Out: rt.out,
+		Resume:   fmt.Sprintf("cryptshift migrate %s --to %s --mode %s --resume --journal %s", h.Domain, h.To, h.Mode, execx.QuoteArg(l.Path)),
+		Rollback: "cryptshift rollback " + execx.QuoteArg(l.Path),
+		OnFinish: func(ctx context.Context) (any, error) {
+			if err := rt.t.Finish(ctx); err != nil {
+				return nil, err
 			}
-			return rt.result(doc), fmt.Errorf("cannot finish step %s of the migration of %s: %w; fix the cause and continue with --resume, or roll back with cryptshift rollback %s", s.ID, rt.h.Domain, err, rt.j.Path())
-		}
-		// States first: a crash between them and the step's done record
-		// reruns the (idempotent) step, never skips a disk's state.
-		for _, d := range s.stateDisks() {
-			rt.recordState(d, s.State)
-		}
-		rt.append("step", stepRecord{ID: s.ID, Status: "done"})
-	}
-	if err := rt.t.Finish(ctx); err != nil {
+			for _, d := range rt.h.Disks {
+				if stateIndex(rt.states[d.Target]) < stateIndex(StateSwitched) || !rt.verified[d.Target] {
+					return nil, fmt.Errorf("cannot finish the migration of %s: disk %s is %s, not switched and verified", rt.h.Domain, d.Target, rt.states[d.Target])
+				}
+			}
+			rt.leftovers()
+			return map[string]any{"states": rt.states}, nil
+		}}
+	if _, err := rt.j.Execute(ctx, es, opt); err != nil {
 		return rt.result(doc), err
-	}
-	for _, d := range rt.h.Disks {
-		if stateIndex(rt.states[d.Target]) < stateIndex(StateSwitched) || !rt.verified[d.Target] {
-			return rt.result(doc), fmt.Errorf("cannot finish the migration of %s: disk %s is %s, not switched and verified", rt.h.Domain, d.Target, rt.states[d.Target])
-		}
-	}
-	rt.leftovers()
-	// Resuming a finished migration changes nothing, not even the journal
-	// (configuration management tells "changed" from the journal).
-	if ran > 0 || !rt.finished {
-		rt.append("done", map[string]any{"states": rt.states})
 	}
 	return rt.result(doc), nil
 }
+
+// engineStep is a migrate step as the engine runs it. Every migrate step
+// checks where things are before it acts, so Done answers false and the
+// step simply runs again after a crash; every step may be cut short by
+// Ctrl-C (a copy continues from its checkpoint).
+type engineStep struct {
+	rt *runtime
+	s  *Step
+}
+
+func (e *engineStep) Entry() plan.Step { return e.s.Step }
+
+func (e *engineStep) Do(ctx context.Context) error {
+	if err := e.s.Run(ctx); err != nil {
+		return err
+	}
+	// States first: a crash between them and the step's done record
+	// reruns the (idempotent) step, never skips a disk's state.
+	for _, d := range e.s.stateDisks() {
+		e.rt.recordState(d, e.s.State)
+	}
+	return nil
+}
+
+func (e *engineStep) Done(context.Context) (bool, error) { return false, nil }
+
+func (e *engineStep) Interruptible() bool { return true }
+
+// stepPrinter says which step runs.
+type stepPrinter struct{ rt *runtime }
+
+func (p stepPrinter) StepStart(n, total int, s plan.Step) {
+	p.rt.printf("[%d/%d] %s\n", n, total, s.Description)
+}
+
+func (p stepPrinter) StepDone(int, int, plan.Step, time.Duration, bool, error) {}
 
 // leftovers says which plaintext remains, and how to retire it.
 func (rt *runtime) leftovers() {
@@ -594,13 +547,13 @@ func (rt *runtime) document(steps []*Step) *Document {
 	return doc
 }
 
-// append writes a journal record; a journal that cannot be written stops
+// append writes a journal event; a journal that cannot be written stops
 // the migration at once (continuing would make resume guess).
-func (rt *runtime) append(typ string, data any) {
+func (rt *runtime) append(data any) {
 	if rt.j == nil {
 		return
 	}
-	if _, err := rt.j.Append(typ, data); err != nil {
+	if err := rt.j.Event(data); err != nil {
 		panic(journalError{err})
 	}
 }
@@ -618,11 +571,11 @@ func (rt *runtime) recordState(disk, state string) {
 	if state == StateVerified {
 		rt.verified[disk] = true
 	}
-	rt.append("state", stateRecord{Disk: disk, State: state})
-	rt.failpoint("state:" + disk + ":" + state)
+	rt.append(event{Event: "state", Disk: disk, State: state})
+	engine.Fault("state:" + disk + ":" + state)
 }
 
-func (rt *runtime) event(data map[string]any) { rt.append("event", data) }
+func (rt *runtime) event(data map[string]any) { rt.append(data) }
 
 func (rt *runtime) note(s string) {
 	if rt.noted[s] {
@@ -680,27 +633,6 @@ func (rt *runtime) key(uuid string) ([]byte, error) {
 	rt.keys[uuid] = k
 	return k, nil
 }
-
-// failpointFromEnv returns the crash injector of the crash-matrix tests:
-// CRYPTSHIFT_FAILPOINT names a point (state:DISK:STATE after a state is
-// journaled, begin:STEP after a step's begin record, copy:DISK once a copy
-// has written data) and the process kills itself there with SIGKILL, like
-// a power cut or kill -9. Unset, it does nothing.
-func failpointFromEnv() func(string) {
-	want := os.Getenv("CRYPTSHIFT_FAILPOINT")
-	if want == "" {
-		return func(string) {}
-	}
-	return func(point string) {
-		if point == want {
-			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
-			select {} // SIGKILL is not delivered synchronously
-		}
-	}
-}
-
-// testFailpoint replaces the environment's failpoint in unit tests.
-var testFailpoint func(string)
 
 // recoverJournal turns a journal write failure (raised by append) into an
 // error.

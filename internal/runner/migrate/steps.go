@@ -14,6 +14,7 @@ import (
 
 	"github.com/cryptshift/cryptshift/internal/doors/qemuimg"
 	"github.com/cryptshift/cryptshift/internal/model/plan"
+	"github.com/cryptshift/cryptshift/internal/runner/engine"
 	"github.com/cryptshift/cryptshift/libvirt"
 )
 
@@ -374,7 +375,7 @@ func (rt *runtime) watchCopy(ctx context.Context, d *Disk) func(error) {
 			}
 		}
 	}()
-	if rt.failpointsOn {
+	if engine.FaultsEnabled() {
 		go rt.failWhileChildRuns("copy:"+d.Target, done)
 	}
 	return func(err error) {
@@ -422,7 +423,7 @@ func (rt *runtime) failWhileChildRuns(point string, done <-chan struct{}) {
 				continue
 			}
 			if fields := strings.Fields(s[i+1:]); len(fields) > 1 && fields[1] == me {
-				rt.failpoint(point)
+				engine.Fault(point)
 			}
 		}
 	}

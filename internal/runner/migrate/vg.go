@@ -666,14 +666,14 @@ func (v *vgTarget) Remove(ctx context.Context, d *Disk) error {
 	began := v.rt.begun
 	m, err := v.mapping(d)
 	switch {
-	case err != nil && began[d.Target+".open"]:
+	case err != nil && began(d.Target+".open"):
 		return err // open, but not as ours: leave it to the admin
 	case err == nil && m != nil:
 		if err := v.cs().Close(ctx, d.Mapping); err != nil {
 			return fmt.Errorf("cannot close %s: %w", d.TargetPath, err)
 		}
 	}
-	if began[d.Target+".lv"] {
+	if began(d.Target + ".lv") {
 		lv, err := v.findLV(ctx, d)
 		if err != nil {
 			return err
@@ -687,12 +687,12 @@ func (v *vgTarget) Remove(ctx context.Context, d *Disk) error {
 			}
 		}
 	}
-	if began[d.Target+".keyfile"] {
+	if began(d.Target + ".keyfile") {
 		if err := removeIfExists(d.KeyFile); err != nil {
 			return err
 		}
 	}
-	if began["domain.crypttab"] {
+	if began("domain.crypttab") {
 		return removeBlock(v.cfg().Crypttab, crypttabBegin(v.h.Domain), crypttabEnd(v.h.Domain))
 	}
 	return nil

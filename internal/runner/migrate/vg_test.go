@@ -14,6 +14,7 @@ import (
 	"github.com/cryptshift/cryptshift/internal/doors/execx"
 	"github.com/cryptshift/cryptshift/internal/exitcode"
 	"github.com/cryptshift/cryptshift/internal/runner/apply"
+	"github.com/cryptshift/cryptshift/internal/runner/engine"
 	"github.com/cryptshift/cryptshift/libvirt"
 	"github.com/cryptshift/cryptshift/luks"
 )
@@ -485,21 +486,18 @@ func TestVGCopyResumesFromCheckpoint(t *testing.T) {
 	// With its default 4 MiB chunks, 8 in flight, the copier can copy this
 	// 32 MiB disk whole before a cut at its second checkpoint is seen;
 	// 64 KiB chunks leave far more work after the cut than is in flight.
-	copyChunkSize = 64 << 10
-	defer func() { copyChunkSize = 0 }()
-	copyCheckpointEvery = 1 << 20
-	defer func() { copyCheckpointEvery = 0 }()
+	defer setCopyTuning(64<<10, 1<<20)()
 	ctx, cancel := context.WithCancel(context.Background())
 	fired := 0
-	testFailpoint = func(p string) {
+	restore := engine.SetFault(func(p string) {
 		if p == "copy:vda" {
 			if fired++; fired == 2 {
 				cancel()
 			}
 		}
-	}
+	})
 	_, err := Run(ctx, f.opts)
-	testFailpoint = nil
+	restore()
 	if exitcode.Of(err) != exitcode.Interrupted {
 		t.Fatalf("got %v, want an interruption", err)
 	}

@@ -22,7 +22,7 @@ import (
 	"github.com/cryptshift/cryptshift/internal/harness/libvirttest"
 	"github.com/cryptshift/cryptshift/internal/harness/testtier"
 	"github.com/cryptshift/cryptshift/internal/harness/vmtest"
-	"github.com/cryptshift/cryptshift/internal/runner/journal"
+	"github.com/cryptshift/cryptshift/internal/runner/engine"
 	"github.com/cryptshift/cryptshift/internal/runner/migrate"
 	"github.com/cryptshift/cryptshift/libvirt"
 	"github.com/cryptshift/cryptshift/luks"
@@ -528,12 +528,12 @@ func readFileT(t *testing.T, p string) []byte {
 
 func readJournalHeader(t *testing.T, path string, disks int) *migrate.Header {
 	t.Helper()
-	recs, err := journal.Read(path)
+	l, err := engine.Read(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var h migrate.Header
-	if len(recs) == 0 || json.Unmarshal(recs[0].Data, &h) != nil || len(h.Disks) != disks {
+	if json.Unmarshal(l.Header, &h) != nil || len(h.Disks) != disks {
 		t.Fatalf("journal %s has no header with %d disks", path, disks)
 	}
 	return &h
@@ -541,14 +541,14 @@ func readJournalHeader(t *testing.T, path string, disks int) *migrate.Header {
 
 func journalStates(t *testing.T, path string) map[string]string {
 	t.Helper()
-	recs, err := journal.Read(path)
+	l, err := engine.Read(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := map[string]string{}
-	for _, r := range recs {
-		var s struct{ Disk, State string }
-		if r.Type == "state" && json.Unmarshal(r.Data, &s) == nil {
+	for _, raw := range l.Events {
+		var s struct{ Event, Disk, State string }
+		if json.Unmarshal(raw, &s) == nil && s.Event == "state" {
 			out[s.Disk] = s.State
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/cryptshift/cryptshift/internal/doors/qemuimg"
 	"github.com/cryptshift/cryptshift/internal/model/plan"
 	"github.com/cryptshift/cryptshift/internal/runner/copier"
+	"github.com/cryptshift/cryptshift/internal/runner/engine"
 )
 
 // Copy and verify onto a vg: target. The mapping is a plain block device
@@ -25,13 +26,22 @@ import (
 // reads, is copied with qemu-img convert -n and compared with qemu-img
 // compare after the mapping's page cache is dropped.
 
-// copyCheckpointEvery is how often the copier journals a checkpoint; 0 is
-// its default (1 GiB). Unit tests lower it.
-var copyCheckpointEvery int64
+// copyChunkSize and copyCheckpointEvery tune the copier: its chunk size
+// and how often it journals a checkpoint; 0 keeps its defaults (4 MiB,
+// 1 GiB). Tests lower them with setCopyTuning so that a cut leaves more
+// work than is in flight.
+var (
+	copyChunkSize       int
+	copyCheckpointEvery int64
+)
 
-// copyChunkSize is the copier's chunk size; 0 is the copier's default.
-// Tests lower it so that a cut leaves more work than is in flight.
-var copyChunkSize int
+// setCopyTuning sets the copier's chunk size and checkpoint interval and
+// returns the function that puts the previous values back.
+func setCopyTuning(chunk int, checkpointEvery int64) (restore func()) {
+	prevChunk, prevEvery := copyChunkSize, copyCheckpointEvery
+	copyChunkSize, copyCheckpointEvery = chunk, checkpointEvery
+	return func() { copyChunkSize, copyCheckpointEvery = prevChunk, prevEvery }
+}
 
 // rawSource reports whether the copier can read a disk's source itself.
 func rawSource(d *Disk) bool { return len(d.Chain) == 1 && d.Chain[0].Format == qemuimg.Raw }
@@ -105,10 +115,10 @@ func (v *vgTarget) copyRaw(ctx context.Context, d *Disk) error {
 		// A checkpoint holds the copy's offset and SHA-256 state, never
 		// source bytes: safe in the journal. Resume continues there.
 		OnCheckpoint: func(c copier.Checkpoint) error {
-			if _, err := rt.j.Append("event", map[string]any{"event": "copy-checkpoint", "disk": d.Target, "checkpoint": c}); err != nil {
+			if err := rt.j.Event(event{Event: "copy-checkpoint", Disk: d.Target, Checkpoint: &c}); err != nil {
 				return err
 			}
-			rt.failpoint("copy:" + d.Target)
+			engine.Fault("copy:" + d.Target)
 			return nil
 		}}
 	if c := rt.checkpoints[d.Target]; c != nil && c.Size == d.VirtualSize {
