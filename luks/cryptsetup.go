@@ -11,24 +11,71 @@ import (
 	"github.com/cryptshift/cryptshift/internal/doors/execx"
 )
 
-// Params are the LUKS2 format parameters cryptshift plans.
+// KDF is how one keyslot stretches its key (cryptsetup --pbkdf and its
+// cost). Keyslots of one volume may differ: a passphrase needs a slow,
+// memory-hard argon2id; a key of 4096 random bytes does not (nothing
+// brute-forces 2^32768 keys, whatever each guess costs).
+type KDF struct {
+	PBKDF      string `json:"pbkdf"` // argon2id, argon2i or pbkdf2
+	IterTimeMs int    `json:"iterTimeMs,omitempty"`
+	MemoryKiB  int    `json:"memoryKiB,omitempty"`
+	Parallel   int    `json:"parallel,omitempty"`
+	Iterations int    `json:"iterations,omitempty"` // >0: --pbkdf-force-iterations instead of benchmarking
+}
+
+// PBKDF2MinIterations is the smallest iteration count cryptsetup accepts
+// for pbkdf2 (--pbkdf-force-iterations; lib/utils_pbkdf.c, 1000).
+const PBKDF2MinIterations = 1000
+
+// RandomKeyKDF is the KDF of a keyslot opened by a key file of random
+// bytes: pbkdf2 at cryptsetup's minimum. Stretching a key that has the
+// full strength of the volume key adds nothing, while an argon2id slot
+// costs every boot up to 1 GiB of memory and 2 s per volume.
+var RandomKeyKDF = KDF{PBKDF: "pbkdf2", Iterations: PBKDF2MinIterations}
+
+// Args renders the key-stretching options.
+func (k KDF) Args() []string {
+	args := []string{"--pbkdf", k.PBKDF}
+	if k.Iterations > 0 {
+		args = append(args, "--pbkdf-force-iterations", strconv.Itoa(k.Iterations))
+	} else {
+		args = append(args, "--iter-time", strconv.Itoa(k.IterTimeMs))
+	}
+	if k.PBKDF != "pbkdf2" {
+		args = append(args, "--pbkdf-memory", strconv.Itoa(k.MemoryKiB), "--pbkdf-parallel", strconv.Itoa(k.Parallel))
+	}
+	return args
+}
+
+// String says what the KDF costs, for plans.
+func (k KDF) String() string {
+	switch {
+	case k.PBKDF == "pbkdf2" && k.Iterations > 0:
+		return fmt.Sprintf("pbkdf2, %d iterations", k.Iterations)
+	case k.PBKDF == "pbkdf2":
+		return fmt.Sprintf("pbkdf2, %d ms", k.IterTimeMs)
+	case k.Iterations > 0:
+		return fmt.Sprintf("%s, %d passes over %d KiB, %d threads", k.PBKDF, k.Iterations, k.MemoryKiB, k.Parallel)
+	}
+	return fmt.Sprintf("%s, %d ms, up to %d KiB, %d threads", k.PBKDF, k.IterTimeMs, k.MemoryKiB, k.Parallel)
+}
+
+// Params are the LUKS2 parameters of a volume, and the KDF of the keyslot
+// it is formatted with. This is the one LUKS parameter type: plans,
+// migrate journals and header checks all use it.
 type Params struct {
-	Cipher     string
-	KeySize    int // bits
-	Hash       string
-	PBKDF      string
-	IterTimeMs int
-	MemoryKiB  int
-	Parallel   int
-	Iterations int // >0: --pbkdf-force-iterations instead of benchmarking
-	SectorSize int
-	Label      string
-	UUID       string
+	Cipher  string `json:"cipher"`
+	KeySize int    `json:"keySize"` // bits
+	Hash    string `json:"hash"`
+	KDF
+	SectorSize int    `json:"sectorSize"`
+	Label      string `json:"label,omitempty"`
+	UUID       string `json:"uuid,omitempty"`
 	// Offset is the data offset in 512-byte sectors (luksFormat --offset;
 	// cryptsetup wants a multiple of 8); 0 lets cryptsetup choose (16 MiB
 	// with its default LUKS2 metadata and keyslot areas). Giving it makes
 	// the size of the opened mapping exactly the device size minus it.
-	Offset int64
+	Offset int64 `json:"offset,omitempty"`
 }
 
 // Stdin is the key-file argument that makes cryptsetup read a key from
@@ -40,25 +87,37 @@ const (
 	FD3   = "/proc/self/fd/3"
 )
 
-// PBKDFArgs renders the key-stretching options.
-func PBKDFArgs(p Params) []string {
-	args := []string{"--pbkdf", p.PBKDF}
-	if p.Iterations > 0 {
-		args = append(args, "--pbkdf-force-iterations", strconv.Itoa(p.Iterations))
-	} else {
-		args = append(args, "--iter-time", strconv.Itoa(p.IterTimeMs))
-	}
-	if p.PBKDF != "pbkdf2" {
-		args = append(args, "--pbkdf-memory", strconv.Itoa(p.MemoryKiB), "--pbkdf-parallel", strconv.Itoa(p.Parallel))
-	}
-	return args
+// Key says where cryptsetup reads a key: a key file, or a secret that the
+// caller hands over on a pipe (named, never held: plans carry the name).
+type Key struct {
+	File   string `json:"file,omitempty"`
+	Secret string `json:"secret,omitempty"`
 }
 
-// FormatArgs is the luksFormat command line; keyFile is a path or Stdin.
-func FormatArgs(p Params, keyFile, device string) []string {
+func (k Key) arg(pipe string) string {
+	if k.File != "" {
+		return k.File
+	}
+	return pipe
+}
+
+// Op is a cryptsetup invocation rendered from typed parameters: the one
+// place its command line is spelled, for plans, scripts and execution.
+type Op interface{ Argv() []string }
+
+// Format is luksFormat: a new LUKS2 header on Device whose first keyslot
+// is opened by Key.
+type Format struct {
+	Device string `json:"device"`
+	Params
+	Key Key `json:"key"`
+}
+
+func (f Format) Argv() []string {
+	p := f.Params
 	args := []string{"cryptsetup", "luksFormat", "--batch-mode", "--type", "luks2",
 		"--cipher", p.Cipher, "--key-size", strconv.Itoa(p.KeySize), "--hash", p.Hash}
-	args = append(args, PBKDFArgs(p)...)
+	args = append(args, p.KDF.Args()...)
 	args = append(args, "--sector-size", strconv.Itoa(p.SectorSize))
 	if p.Label != "" {
 		args = append(args, "--label", p.Label)
@@ -69,42 +128,93 @@ func FormatArgs(p Params, keyFile, device string) []string {
 	if p.Offset > 0 {
 		args = append(args, "--offset", strconv.FormatInt(p.Offset, 10))
 	}
-	return append(args, "--key-file", keyFile, device)
+	return append(args, "--key-file", f.Key.arg(Stdin), f.Device)
 }
 
-// AddKeyArgs adds the key in newKeyFile (a path or FD3) to a new keyslot,
-// authorised by the key in keyFile (a path or Stdin).
-func AddKeyArgs(p Params, keyFile, device, newKeyFile string) []string {
+// AddKey adds NewKey to a new keyslot of Device with its own KDF,
+// authorised by Key. A piped new key is read on fd 3.
+type AddKey struct {
+	Device string `json:"device"`
+	KDF
+	Key    Key `json:"key"`
+	NewKey Key `json:"newKey"`
+}
+
+func (a AddKey) Argv() []string {
 	args := []string{"cryptsetup", "luksAddKey", "--batch-mode"}
-	args = append(args, PBKDFArgs(p)...)
-	return append(args, "--key-file", keyFile, device, newKeyFile)
+	args = append(args, a.KDF.Args()...)
+	return append(args, "--key-file", a.Key.arg(Stdin), a.Device, a.NewKey.arg(FD3))
 }
 
-// OpenArgs opens a LUKS2 container as /dev/mapper/name.
-func OpenArgs(keyFile, device, name string, discard bool) []string {
-	args := []string{"cryptsetup", "open", "--type", "luks2", "--key-file", keyFile}
-	if discard {
+// Open opens a LUKS2 container as /dev/mapper/Name.
+type Open struct {
+	Device  string `json:"device"`
+	Name    string `json:"name"`
+	Key     Key    `json:"key"`
+	Discard bool   `json:"discard,omitempty"`
+}
+
+func (o Open) Argv() []string {
+	args := []string{"cryptsetup", "open", "--type", "luks2", "--key-file", o.Key.arg(Stdin)}
+	if o.Discard {
 		args = append(args, "--allow-discards")
 	}
-	return append(args, device, name)
+	return append(args, o.Device, o.Name)
 }
 
-// OpenPlainArgs opens plain dm-crypt with a fresh random key: swap.
-func OpenPlainArgs(cipher string, keySize, sectorSize int, device, name string, discard bool) []string {
-	args := []string{"cryptsetup", "open", "--type", "plain", "--cipher", cipher, "--key-size", strconv.Itoa(keySize),
-		"--sector-size", strconv.Itoa(sectorSize), "--key-file", "/dev/urandom"}
-	if discard {
+// OpenPlain opens plain dm-crypt with a fresh random key: swap.
+type OpenPlain struct {
+	Device     string `json:"device"`
+	Name       string `json:"name"`
+	Cipher     string `json:"cipher"`
+	KeySize    int    `json:"keySize"`
+	SectorSize int    `json:"sectorSize"`
+	Discard    bool   `json:"discard,omitempty"`
+}
+
+func (o OpenPlain) Argv() []string {
+	args := []string{"cryptsetup", "open", "--type", "plain", "--cipher", o.Cipher, "--key-size", strconv.Itoa(o.KeySize),
+		"--sector-size", strconv.Itoa(o.SectorSize), "--key-file", "/dev/urandom"}
+	if o.Discard {
 		args = append(args, "--allow-discards")
 	}
-	return append(args, device, name)
+	return append(args, o.Device, o.Name)
 }
 
-// CloseArgs closes a mapping.
-func CloseArgs(name string) []string { return []string{"cryptsetup", "close", name} }
+// Close closes /dev/mapper/Name.
+type Close struct {
+	Name string `json:"name"`
+}
 
-// HeaderBackupArgs writes a header backup file.
-func HeaderBackupArgs(device, file string) []string {
-	return []string{"cryptsetup", "luksHeaderBackup", "--batch-mode", device, "--header-backup-file", file}
+func (c Close) Argv() []string { return []string{"cryptsetup", "close", c.Name} }
+
+// Resize grows the open mapping Name to its device's size.
+type Resize struct {
+	Name string `json:"name"`
+	Key  Key    `json:"key"`
+}
+
+func (r Resize) Argv() []string {
+	return []string{"cryptsetup", "resize", "--key-file", r.Key.arg(Stdin), r.Name}
+}
+
+// HeaderBackup writes a header backup file.
+type HeaderBackup struct {
+	Device string `json:"device"`
+	File   string `json:"file"`
+}
+
+func (b HeaderBackup) Argv() []string {
+	return []string{"cryptsetup", "luksHeaderBackup", "--batch-mode", b.Device, "--header-backup-file", b.File}
+}
+
+// TestKey checks that the piped key opens Device, without a mapping.
+type TestKey struct {
+	Device string `json:"device"`
+}
+
+func (t TestKey) Argv() []string {
+	return []string{"cryptsetup", "open", "--test-passphrase", "--key-file", Stdin, t.Device}
 }
 
 // Cryptsetup runs cryptsetup through the exec door. Keys go on stdin or
@@ -113,7 +223,9 @@ type Cryptsetup struct {
 	Run execx.Runner
 }
 
-func (c Cryptsetup) run(ctx context.Context, argv []string, stdin []byte, fd3 []byte) error {
+// Do runs op; stdin and fd3 carry the piped keys it reads (nil: none).
+func (c Cryptsetup) Do(ctx context.Context, op Op, stdin, fd3 []byte) error {
+	argv := op.Argv()
 	cmd := execx.Cmd{Tool: argv[0], Args: argv[1:], Stdin: stdin}
 	if fd3 != nil {
 		cmd.ExtraFiles = [][]byte{fd3}
@@ -124,27 +236,28 @@ func (c Cryptsetup) run(ctx context.Context, argv []string, stdin []byte, fd3 []
 
 // Format formats device with a key given as bytes.
 func (c Cryptsetup) Format(ctx context.Context, p Params, device string, key []byte) error {
-	return c.run(ctx, FormatArgs(p, Stdin, device), key, nil)
+	return c.Do(ctx, Format{Device: device, Params: p}, key, nil)
 }
 
-// AddKey adds newKey to device, authorised by key.
-func (c Cryptsetup) AddKey(ctx context.Context, p Params, device string, key, newKey []byte) error {
-	return c.run(ctx, AddKeyArgs(p, Stdin, device, FD3), key, newKey)
+// AddKey adds newKey to device in a keyslot with the given KDF,
+// authorised by key.
+func (c Cryptsetup) AddKey(ctx context.Context, k KDF, device string, key, newKey []byte) error {
+	return c.Do(ctx, AddKey{Device: device, KDF: k}, key, newKey)
 }
 
 // Open opens device as /dev/mapper/name.
 func (c Cryptsetup) Open(ctx context.Context, device, name string, key []byte) error {
-	return c.run(ctx, OpenArgs(Stdin, device, name, false), key, nil)
+	return c.Do(ctx, Open{Device: device, Name: name}, key, nil)
 }
 
 // Close closes /dev/mapper/name.
 func (c Cryptsetup) Close(ctx context.Context, name string) error {
-	return c.run(ctx, CloseArgs(name), nil, nil)
+	return c.Do(ctx, Close{Name: name}, nil, nil)
 }
 
 // TestKey reports whether key opens device, without creating a mapping.
 func (c Cryptsetup) TestKey(ctx context.Context, device string, key []byte) error {
-	return c.run(ctx, []string{"cryptsetup", "open", "--test-passphrase", "--key-file", Stdin, device}, key, nil)
+	return c.Do(ctx, TestKey{Device: device}, key, nil)
 }
 
 // Unseal checks with luks.go, independently of cryptsetup, that key opens
@@ -163,9 +276,9 @@ func Unseal(path string, key []byte) (int, error) {
 	return -1, fmt.Errorf("cannot unlock %s: the key opens no keyslot", path)
 }
 
-// Check compares a header read back from a device with the parameters it
-// was formatted with; it lists every difference.
-func Check(h *Header, p Params, minSlots int) error {
+// CheckVolume compares a header read back from a device with the volume
+// parameters it was formatted with; it lists every difference.
+func CheckVolume(h *Header, p Params) error {
 	var diffs []string
 	want := func(what string, got, exp any) {
 		if fmt.Sprint(got) != fmt.Sprint(exp) {
@@ -185,58 +298,40 @@ func Check(h *Header, p Params, minSlots int) error {
 	if p.Offset > 0 {
 		want("data offset", h.DataOffset, uint64(p.Offset)*512)
 	}
-	if len(h.Keyslots) < minSlots {
-		diffs = append(diffs, fmt.Sprintf("%d keyslot(s), want at least %d", len(h.Keyslots), minSlots))
-	}
-	for _, k := range h.Keyslots {
-		want(fmt.Sprintf("keyslot %d PBKDF", k.ID), k.KDF, p.PBKDF)
-		if p.Iterations > 0 && p.PBKDF != "pbkdf2" {
-			want(fmt.Sprintf("keyslot %d argon2 time cost", k.ID), k.Time, p.Iterations)
-		}
-		if p.PBKDF != "pbkdf2" && p.MemoryKiB > 0 && k.MemoryKiB > p.MemoryKiB {
-			diffs = append(diffs, fmt.Sprintf("keyslot %d argon2 memory is %d KiB, more than the %d planned", k.ID, k.MemoryKiB, p.MemoryKiB))
-		}
-	}
 	if len(diffs) > 0 {
 		return fmt.Errorf("LUKS header does not match the plan: %s", strings.Join(diffs, "; "))
 	}
 	return nil
 }
 
-// ParamsFromArgs recovers the parameters from a luksFormat command line
-// (as the planner wrote it), so apply can check a header against exactly
-// what the plan said.
-func ParamsFromArgs(argv []string) Params {
-	var p Params
-	for i := 0; i+1 < len(argv); i++ {
-		v := argv[i+1]
-		n, _ := strconv.Atoi(v)
-		switch argv[i] {
-		case "--cipher":
-			p.Cipher = v
-		case "--key-size":
-			p.KeySize = n
-		case "--hash":
-			p.Hash = v
-		case "--pbkdf":
-			p.PBKDF = v
-		case "--iter-time":
-			p.IterTimeMs = n
-		case "--pbkdf-memory":
-			p.MemoryKiB = n
-		case "--pbkdf-parallel":
-			p.Parallel = n
-		case "--pbkdf-force-iterations":
-			p.Iterations = n
-		case "--sector-size":
-			p.SectorSize = n
-		case "--label":
-			p.Label = v
-		case "--uuid":
-			p.UUID = v
-		case "--offset":
-			p.Offset, _ = strconv.ParseInt(v, 10, 64)
+// CheckKeyslot compares keyslot id of a header with the KDF it was made
+// with. cryptsetup may lower argon2's memory on a machine with little RAM,
+// never raise it.
+func CheckKeyslot(h *Header, id int, k KDF) error {
+	var slot *Keyslot
+	for i := range h.Keyslots {
+		if h.Keyslots[i].ID == id {
+			slot = &h.Keyslots[i]
 		}
 	}
-	return p
+	if slot == nil {
+		return fmt.Errorf("LUKS header has no active keyslot %d", id)
+	}
+	var diffs []string
+	if slot.KDF != k.PBKDF {
+		diffs = append(diffs, fmt.Sprintf("PBKDF is %s, want %s", slot.KDF, k.PBKDF))
+	}
+	switch {
+	case k.Iterations > 0 && k.PBKDF == "pbkdf2" && slot.Iterations != k.Iterations:
+		diffs = append(diffs, fmt.Sprintf("pbkdf2 iterations are %d, want %d", slot.Iterations, k.Iterations))
+	case k.Iterations > 0 && k.PBKDF != "pbkdf2" && slot.Time != k.Iterations:
+		diffs = append(diffs, fmt.Sprintf("argon2 time cost is %d, want %d", slot.Time, k.Iterations))
+	}
+	if k.PBKDF != "pbkdf2" && k.MemoryKiB > 0 && slot.MemoryKiB > k.MemoryKiB {
+		diffs = append(diffs, fmt.Sprintf("argon2 memory is %d KiB, more than the %d planned", slot.MemoryKiB, k.MemoryKiB))
+	}
+	if len(diffs) > 0 {
+		return fmt.Errorf("LUKS keyslot %d does not match the plan: %s", id, strings.Join(diffs, "; "))
+	}
+	return nil
 }

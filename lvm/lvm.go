@@ -135,3 +135,101 @@ func (l LVM) LVs(ctx context.Context) ([]LV, error) {
 	}
 	return out, nil
 }
+
+// Op is an lvm invocation rendered from typed parameters: the one place
+// its command line is spelled, for plans, scripts and execution. Args
+// starts with the subcommand; Argv adds the tool.
+type Op interface {
+	Args() []string
+}
+
+// Argv is op's command line as a plan shows it.
+func Argv(op Op) []string { return append([]string{"lvm"}, op.Args()...) }
+
+// Do runs op (with Config, if set).
+func (l LVM) Do(ctx context.Context, op Op) error {
+	_, err := l.Exec(ctx, op.Args()...)
+	return err
+}
+
+// PVCreate makes Device a physical volume.
+type PVCreate struct {
+	Device string `json:"device"`
+}
+
+func (o PVCreate) Args() []string { return []string{"pvcreate", o.Device} }
+
+// VGCreate makes a volume group of PVs with extents of ExtentSize bytes.
+type VGCreate struct {
+	VG         string   `json:"vg"`
+	ExtentSize int64    `json:"extentSize"`
+	PVs        []string `json:"pvs"`
+}
+
+func (o VGCreate) Args() []string {
+	return append([]string{"vgcreate", "--physicalextentsize", fmt.Sprintf("%dk", o.ExtentSize/1024), o.VG}, o.PVs...)
+}
+
+// VGExtend adds PVs to a volume group.
+type VGExtend struct {
+	VG  string   `json:"vg"`
+	PVs []string `json:"pvs"`
+}
+
+func (o VGExtend) Args() []string { return append([]string{"vgextend", o.VG}, o.PVs...) }
+
+// VGReduce takes PVs out of a volume group.
+type VGReduce struct {
+	VG  string   `json:"vg"`
+	PVs []string `json:"pvs"`
+}
+
+func (o VGReduce) Args() []string { return append([]string{"vgreduce", o.VG}, o.PVs...) }
+
+// VGRemove removes an (empty) volume group.
+type VGRemove struct {
+	VG string `json:"vg"`
+}
+
+func (o VGRemove) Args() []string { return []string{"vgremove", o.VG} }
+
+// LVCreate makes a logical volume of exactly Extents extents.
+// --wipesignatures/--zero clear whatever an earlier LV left at its start,
+// so nothing there is mistaken for a header or a filesystem.
+type LVCreate struct {
+	VG      string `json:"vg"`
+	Name    string `json:"name"`
+	Extents int64  `json:"extents"`
+}
+
+func (o LVCreate) Args() []string {
+	return []string{"lvcreate", "--yes", "--wipesignatures", "y", "--zero", "y",
+		"--name", o.Name, "--extents", strconv.FormatInt(o.Extents, 10), o.VG}
+}
+
+// LVExtend grows a logical volume to Extents extents.
+type LVExtend struct {
+	VG      string `json:"vg"`
+	Name    string `json:"name"`
+	Extents int64  `json:"extents"`
+}
+
+func (o LVExtend) Args() []string {
+	return []string{"lvextend", "--extents", strconv.FormatInt(o.Extents, 10), o.VG + "/" + o.Name}
+}
+
+// LVRemove removes a logical volume.
+type LVRemove struct {
+	VG   string `json:"vg"`
+	Name string `json:"name"`
+}
+
+func (o LVRemove) Args() []string { return []string{"lvremove", "--yes", o.VG + "/" + o.Name} }
+
+// LVActivate activates a logical volume.
+type LVActivate struct {
+	VG   string `json:"vg"`
+	Name string `json:"name"`
+}
+
+func (o LVActivate) Args() []string { return []string{"lvchange", "--activate", "y", o.VG + "/" + o.Name} }

@@ -43,3 +43,33 @@ func TestReportErrorIsClear(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// Every write operation is rendered in one place, and runs with the
+// --config a minimal system needs right after its subcommand.
+func TestOpsRenderAndRun(t *testing.T) {
+	for _, tt := range []struct {
+		op   Op
+		want string
+	}{
+		{PVCreate{Device: "/dev/sda2"}, "lvm pvcreate /dev/sda2"},
+		{VGCreate{VG: "vg0", ExtentSize: 4 << 20, PVs: []string{"/dev/sda2", "/dev/sdb"}}, "lvm vgcreate --physicalextentsize 4096k vg0 /dev/sda2 /dev/sdb"},
+		{VGExtend{VG: "vg0", PVs: []string{"/dev/sdc"}}, "lvm vgextend vg0 /dev/sdc"},
+		{VGReduce{VG: "vg0", PVs: []string{"/dev/sdc"}}, "lvm vgreduce vg0 /dev/sdc"},
+		{VGRemove{VG: "vg0"}, "lvm vgremove vg0"},
+		{LVCreate{VG: "vg0", Name: "root", Extents: 2559}, "lvm lvcreate --yes --wipesignatures y --zero y --name root --extents 2559 vg0"},
+		{LVExtend{VG: "vg0", Name: "root", Extents: 3000}, "lvm lvextend --extents 3000 vg0/root"},
+		{LVRemove{VG: "vg0", Name: "root"}, "lvm lvremove --yes vg0/root"},
+		{LVActivate{VG: "vg0", Name: "root"}, "lvm lvchange --activate y vg0/root"},
+	} {
+		if got := strings.Join(Argv(tt.op), " "); got != tt.want {
+			t.Errorf("%T:\ngot  %s\nwant %s", tt.op, got, tt.want)
+		}
+	}
+	rec := &execx.Recorder{}
+	if err := (LVM{Run: rec, Config: "x{y=0}"}).Do(context.Background(), LVRemove{VG: "vg0", Name: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := rec.Lines()[0]; got != "lvm lvremove --config 'x{y=0}' --yes vg0/a" {
+		t.Errorf("got %s", got)
+	}
+}

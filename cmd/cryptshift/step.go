@@ -20,7 +20,7 @@ func newStepCmd() *cobra.Command {
 		Hidden:             true,
 		DisableFlagParsing: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return apply.Internal(cmd.Context(), execx.Exec{}, args, os.Stdin, cmd.OutOrStdout())
+			return apply.Step(cmd.Context(), execx.Exec{}, args, os.Stdin, cmd.OutOrStdout())
 		},
 	}
 }

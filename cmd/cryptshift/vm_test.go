@@ -460,12 +460,19 @@ func checkSecretsAbsent(t *testing.T, e *vmEnv, r result, cmdlines []string, rec
 func checkLUKSHeaders(t *testing.T, p *plan.Plan, recovery []byte) {
 	t.Helper()
 	n := 0
+	recoveryKDF := map[string]luks.KDF{}
 	for _, s := range p.Steps {
-		if s.Action != plan.ActLUKSFormat {
+		if a := s.Params.LUKSAddKey; a != nil {
+			recoveryKDF[a.Device] = a.KDF
+		}
+	}
+	for _, s := range p.Steps {
+		if s.Params.LUKSFormat == nil {
 			continue
 		}
 		n++
-		want := luks.ParamsFromArgs(s.Command)
+		want := s.Params.LUKSFormat.Params
+		slotKDF := map[string]luks.KDF{"0": want.KDF, "1": recoveryKDF[s.Target]}
 		js, err := exec.Command("cryptsetup", "luksDump", "--dump-json-metadata", s.Target).Output()
 		if err != nil {
 			t.Fatalf("luksDump %s: %v", s.Target, err)
@@ -474,9 +481,10 @@ func checkLUKSHeaders(t *testing.T, p *plan.Plan, recovery []byte) {
 			Keyslots map[string]struct {
 				KeySize int `json:"key_size"`
 				KDF     struct {
-					Type   string `json:"type"`
-					Time   int    `json:"time"`
-					Memory int    `json:"memory"`
+					Type       string `json:"type"`
+					Time       int    `json:"time"`
+					Memory     int    `json:"memory"`
+					Iterations int    `json:"iterations"`
 				} `json:"kdf"`
 			} `json:"keyslots"`
 			Segments map[string]struct {
@@ -490,15 +498,20 @@ func checkLUKSHeaders(t *testing.T, p *plan.Plan, recovery []byte) {
 			t.Errorf("%s luksDump: %s, %d-byte sectors, %d keyslots", s.Target, seg.Encryption, seg.SectorSize, len(m.Keyslots))
 		}
 		for id, k := range m.Keyslots {
-			if k.KDF.Type != want.PBKDF || k.KeySize*8 != want.KeySize || k.KDF.Time != want.Iterations || k.KDF.Memory != want.MemoryKiB {
-				t.Errorf("%s keyslot %s: %+v", s.Target, id, k)
+			kdf := slotKDF[id]
+			cost := k.KDF.Time
+			if kdf.PBKDF == "pbkdf2" {
+				cost = k.KDF.Iterations
+			}
+			if k.KDF.Type != kdf.PBKDF || k.KeySize*8 != want.KeySize || cost != kdf.Iterations || k.KDF.Memory != kdf.MemoryKiB {
+				t.Errorf("%s keyslot %s: %+v, want %+v", s.Target, id, k, kdf)
 			}
 		}
 		h, err := luks.ReadHeader(s.Target)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := luks.Check(h, want, 2); err != nil {
+		if err := luks.CheckVolume(h, want); err != nil {
 			t.Errorf("luks.go: %v", err)
 		}
 		if _, err := luks.Unseal(s.Target, recovery); err != nil {

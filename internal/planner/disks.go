@@ -5,9 +5,12 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/cryptshift/cryptshift/internal/doors/fs"
+	"github.com/cryptshift/cryptshift/internal/doors/gpt"
 	"github.com/cryptshift/cryptshift/internal/model/inventory"
 	"github.com/cryptshift/cryptshift/internal/model/layout"
 	"github.com/cryptshift/cryptshift/internal/model/plan"
+	"github.com/cryptshift/cryptshift/lvm"
 )
 
 const (
@@ -190,9 +193,8 @@ func (p *planner) wipe(layoutPath string, dev *inventory.Device) bool {
 	p.add(plan.Step{
 		Action: plan.ActWipe, Target: dev.Path,
 		Description: fmt.Sprintf("erase the signatures on %s so it can be reused", dev.Path),
-		Command:     []string{"wipefs", "--all", dev.Path},
 		Destructive: true, Destroys: p.describe(dev),
-	})
+	}, &plan.Params{Wipe: &fs.Wipe{Device: dev.Path}}, nil)
 	p.note("wipefs on %s removes signatures only: the old data stays readable in every block the new layout does not overwrite; erase the disk first (blkdiscard on SSDs, or a random fill) if it held plaintext", dev.Path)
 	return true
 }
@@ -287,24 +289,21 @@ func (p *planner) planGPT(lp string, d layout.Disk, dev *inventory.Device) {
 				return
 			}
 		}
-		args := []string{"cryptshift", "step", "partition", "--device", dev.Path, "--table-uuid", p.ids.uuid("gpt", d.Name)}
-		if dev.Table != nil || dev.Content != nil {
-			// The new partitions may start where old ones did; clear their
-			// first and last MiB so no stale signature shows through.
-			args = append(args, "--wipe-partitions")
-		}
+		// The new partitions may start where old ones did: with
+		// WipePartitions their first and last MiB are cleared so no stale
+		// signature shows through.
+		pt := &plan.Partition{Device: dev.Path, TableUUID: p.ids.uuid("gpt", d.Name), WipePartitions: dev.Table != nil || dev.Content != nil}
 		for j, part := range d.Partitions {
-			args = append(args, "--partition", fmt.Sprintf("%d:start=%d,size=%d,type=%s,name=%s,uuid=%s",
-				j+1, wants[j].start, wants[j].size, partTypeGUID[part.Type], part.Name, p.ids.uuid("part", d.Name+"/"+part.Name)))
+			pt.Partitions = append(pt.Partitions, gpt.Partition{Number: j + 1, Start: wants[j].start, Size: wants[j].size,
+				Type: partTypeGUID[part.Type], Name: part.Name, UUID: p.ids.uuid("part", d.Name+"/"+part.Name)})
 		}
 		p.add(plan.Step{
 			Action: plan.ActPartition, Target: dev.Path,
 			Description: fmt.Sprintf("write a GPT with %d partition(s) to %s", len(d.Partitions), dev.Path),
-			Command:     args,
+		}, &plan.Params{Partition: pt},
 			// The disk was blank (or wiped with consent): clearing the
 			// primary and backup GPT puts it back.
-			Undo: []string{"cryptshift", "step", "zero", "--device", dev.Path, "--head", "1048576", "--tail", "1048576"},
-		})
+			&plan.Params{Zero: &plan.Zero{Device: dev.Path, Head: mib, Tail: mib}})
 	}
 	children := p.inv.Children(dev.Path)
 	for j, part := range d.Partitions {
@@ -344,26 +343,24 @@ func (p *planner) planPartitionFS(ps *partState) {
 				return
 			}
 		}
-		var args []string
+		mk := &fs.Mkfs{FS: part.Filesystem, Device: ps.device, Label: part.Label}
 		switch part.Filesystem {
-		case "vfat":
-			vol := p.ids.volumeID(ps.disk.Name + "/" + part.Name)
-			uuid = fatUUID(vol)
-			label := part.Label
-			if label == "" {
-				label = strings.ToUpper(part.Name)
+		case fs.VFAT:
+			mk.UUID = fatUUID(p.ids.volumeID(ps.disk.Name + "/" + part.Name))
+			if mk.Label == "" {
+				mk.Label = strings.ToUpper(part.Name)
 			}
-			args = []string{"mkfs.vfat", "-F", "32", "-i", vol, "-n", label, ps.device}
 		default:
-			uuid = p.ids.uuid("fs", ps.disk.Name+"/"+part.Name)
-			args = mkfsArgs(part.Filesystem, uuid, part.Label, ps.device)
+			mk.UUID = p.ids.uuid("fs", ps.disk.Name+"/"+part.Name)
 		}
+		uuid = mk.UUID
+		// Unencrypted, right on the partition: rollback erases its
+		// signature (a filesystem inside a LUKS volume goes with the
+		// volume's header).
 		p.add(plan.Step{
 			Action: plan.ActMkfs, Target: ps.device,
 			Description: fmt.Sprintf("create %s filesystem on %s (unencrypted: %s)", article(part.Filesystem), ps.device, part.Encryption.Reason),
-			Command:     args,
-			Undo:        []string{"wipefs", "--all", ps.device},
-		})
+		}, &plan.Params{Mkfs: mk}, &plan.Params{Wipe: &fs.Wipe{Device: ps.device}})
 	}
 	p.addMount(mountSpec{
 		layoutPath: ps.layoutPath, device: ps.device, fsUUID: uuid, fstype: part.Filesystem,
@@ -379,29 +376,6 @@ func partOptions(part layout.Partition) []string {
 		return []string{"umask=0077"} // the ESP holds boot loaders; keep it root-only
 	}
 	return nil
-}
-
-func mkfsArgs(fs, uuid, label, dev string) []string {
-	switch fs {
-	case "xfs":
-		// -f: the planner has already established that the device is
-		// blank or approved for wiping; it lets a resumed apply redo a
-		// mkfs that a crash interrupted.
-		args := []string{"mkfs.xfs", "-q", "-f", "-m", "uuid=" + uuid}
-		if label != "" {
-			args = append(args, "-L", label)
-		}
-		return append(args, dev)
-	default:
-		// -b 4096 keeps the block size at least the 4096-byte LUKS2 sector
-		// even on small volumes, where mke2fs would otherwise pick 1024.
-		// -F, as -f above.
-		args := []string{"mkfs.ext4", "-q", "-F", "-b", "4096", "-U", uuid}
-		if label != "" {
-			args = append(args, "-L", label)
-		}
-		return append(args, dev)
-	}
 }
 
 func (p *planner) addPV(lp, device string, size int64, vg string, fresh bool) {
@@ -435,10 +409,9 @@ func (p *planner) addPVCreate(device string) {
 	p.add(plan.Step{
 		Action: plan.ActPVCreate, Target: device,
 		Description: fmt.Sprintf("make %s an LVM physical volume", device),
-		Command:     []string{"lvm", "pvcreate", device},
+	}, &plan.Params{PVCreate: &lvm.PVCreate{Device: device}},
 		// The label and metadata area live before pe_start (1 MiB).
-		Undo: []string{"cryptshift", "step", "zero", "--device", device, "--head", "1048576"},
-	})
+		&plan.Params{Zero: &plan.Zero{Device: device, Head: peStart}})
 }
 
 func (p *planner) vgState(name string) *vgState {
@@ -480,9 +453,7 @@ func (p *planner) planVGs() {
 				p.add(plan.Step{
 					Action: plan.ActVGExtend, Target: vg.Name,
 					Description: fmt.Sprintf("add %s to volume group %s", strings.Join(newPVs, ", "), vg.Name),
-					Command:     append([]string{"lvm", "vgextend", vg.Name}, newPVs...),
-					Undo:        append([]string{"lvm", "vgreduce", vg.Name}, newPVs...),
-				})
+				}, &plan.Params{VGExtend: &lvm.VGExtend{VG: vg.Name, PVs: newPVs}}, &plan.Params{VGReduce: &lvm.VGReduce{VG: vg.Name, PVs: newPVs}})
 			}
 			continue
 		}
@@ -498,9 +469,7 @@ func (p *planner) planVGs() {
 		p.add(plan.Step{
 			Action: plan.ActVGCreate, Target: vg.Name,
 			Description: fmt.Sprintf("create volume group %s on %s", vg.Name, strings.Join(newPVs, ", ")),
-			Command:     append([]string{"lvm", "vgcreate", "--physicalextentsize", fmt.Sprintf("%dk", vs.extentSize/1024), vg.Name}, newPVs...),
-			Undo:        []string{"lvm", "vgremove", vg.Name},
-		})
+		}, &plan.Params{VGCreate: &lvm.VGCreate{VG: vg.Name, ExtentSize: vs.extentSize, PVs: newPVs}}, &plan.Params{VGRemove: &lvm.VGRemove{VG: vg.Name}})
 	}
 }
 

@@ -38,9 +38,7 @@ func (p *planner) planKeyFile(st *volState) {
 	p.add(plan.Step{
 		Action: plan.ActKeyFile, Target: p.onRoot(st.keyFile),
 		Description: fmt.Sprintf("generate a %d-byte random key file for %s (mode 0400, directory 0700, on the encrypted root)", KeyFileBytes, st.lvPath),
-		Command:     []string{"cryptshift", "step", "keyfile", "--path", p.onRoot(st.keyFile), "--bytes", strconv.Itoa(KeyFileBytes)},
-		Undo:        []string{"cryptshift", "step", "remove", "--path", p.onRoot(st.keyFile)},
-	})
+	}, &plan.Params{KeyFile: &plan.KeyFile{Path: p.onRoot(st.keyFile), Bytes: KeyFileBytes}}, &plan.Params{Remove: &plan.Remove{Path: p.onRoot(st.keyFile)}})
 }
 
 func (p *planner) planHeaderBackups() {
@@ -57,12 +55,10 @@ func (p *planner) planHeaderBackups() {
 		if fi := p.inv.File(f); fi != nil && fi.Size > 0 && !st.format {
 			continue
 		}
-		steps = append(steps, plan.Step{
+		steps = append(steps, plan.NewStep(plan.Step{
 			Action: plan.ActHeaderBackup, Target: p.onRoot(f),
 			Description: fmt.Sprintf("back up the LUKS2 header of %s", st.lvPath),
-			Command:     luks.HeaderBackupArgs(st.lvPath, p.onRoot(f)),
-			Undo:        []string{"cryptshift", "step", "remove", "--path", p.onRoot(f)},
-		})
+		}, &plan.Params{HeaderBackup: &luks.HeaderBackup{Device: st.lvPath, File: p.onRoot(f)}}, &plan.Params{Remove: &plan.Remove{Path: p.onRoot(f)}}))
 	}
 	if len(steps) == 0 {
 		return
@@ -70,10 +66,9 @@ func (p *planner) planHeaderBackups() {
 	p.add(plan.Step{
 		Action: plan.ActMkdir, Target: p.onRoot(dir),
 		Description: "create the header backup directory (mode 0700)",
-		Command:     []string{"cryptshift", "step", "mkdir", "--mode", "0700", "--path", p.onRoot(dir)},
-	})
+	}, &plan.Params{Mkdir: &plan.Mkdir{Path: p.onRoot(dir), Mode: 0o700}}, nil)
 	for _, s := range steps {
-		p.add(s)
+		p.add(s, s.Params, s.UndoParams)
 	}
 	p.note("LUKS header backups in %s are sensitive: with any passphrase or key file that was valid when they were made, they open the volume even after that key is removed; copy them offline and delete them from the host", dir)
 }
@@ -122,8 +117,7 @@ func (p *planner) planFiles() {
 		p.add(plan.Step{
 			Action: plan.ActInitramfs, Target: p.root,
 			Description: "regenerate the initramfs so it unlocks the root volume at boot (skipped, with a notice, while the target root has no operating system yet)",
-			Command:     []string{"cryptshift", "step", "initramfs", "--root", p.root},
-		})
+		}, &plan.Params{Initramfs: &plan.Initramfs{Root: p.root}}, nil)
 	}
 	if p.l.Hibernation {
 		for _, st := range p.vols {
@@ -143,13 +137,12 @@ func (p *planner) planFiles() {
 // addWriteBlock plans the edit of one of the new system's tab files.
 func (p *planner) addWriteBlock(action, file, kind, block string, entries int) {
 	f := p.onRoot(file)
+	b := &plan.Block{File: f, Kind: kind, Layout: p.l.Name}
 	p.add(plan.Step{
 		Action: action, Target: f,
 		Description: fmt.Sprintf("write %d %s entr(y/ies) into %s (a marked block; a backup of the old file is kept)", entries, kind, f),
-		Command:     []string{"cryptshift", "step", "write-block", "--file", f, "--block", kind + ":" + p.l.Name},
 		Input:       block,
-		Undo:        []string{"cryptshift", "step", "restore", "--file", f, "--block", kind + ":" + p.l.Name},
-	})
+	}, &plan.Params{WriteBlock: b}, &plan.Params{RestoreBlock: b})
 }
 
 func (p *planner) planTmp() {

@@ -4,13 +4,14 @@ import (
 	"fmt"
 	"path"
 	"sort"
-	"strconv"
 	"strings"
 
+	"github.com/cryptshift/cryptshift/internal/doors/fs"
 	"github.com/cryptshift/cryptshift/internal/model/inventory"
 	"github.com/cryptshift/cryptshift/internal/model/layout"
 	"github.com/cryptshift/cryptshift/internal/model/plan"
 	"github.com/cryptshift/cryptshift/luks"
+	"github.com/cryptshift/cryptshift/lvm"
 )
 
 type volState struct {
@@ -112,8 +113,7 @@ func (p *planner) planLVs() {
 				p.add(plan.Step{
 					Action: plan.ActLVExtend, Target: st.lvPath,
 					Description: fmt.Sprintf("grow %s from %s to %s", st.lvPath, layout.FormatBytes(lv.Size), layout.FormatBytes(want*vs.extentSize)),
-					Command:     []string{"lvm", "lvextend", "--extents", strconv.FormatInt(want, 10), vg.Name + "/" + v.Name},
-				})
+				}, &plan.Params{LVExtend: &lvm.LVExtend{VG: vg.Name, Name: v.Name, Extents: want}}, nil)
 			default:
 				if st.dev != nil {
 					if why := p.inUse(st.dev.Path); why != "" {
@@ -129,10 +129,9 @@ func (p *planner) planLVs() {
 					Action: plan.ActLVRemove, Target: st.lvPath,
 					Description: fmt.Sprintf("remove %s (%s) to recreate it at %s: cryptshift does not shrink in place",
 						st.lvPath, layout.FormatBytes(lv.Size), layout.FormatBytes(want*vs.extentSize)),
-					Command:     []string{"lvm", "lvremove", "--yes", vg.Name + "/" + v.Name},
 					Destructive: true,
 					Destroys:    fmt.Sprintf("volume %s of %s holding %s (shrinking to %s)", st.lvPath, layout.FormatBytes(lv.Size), what, layout.FormatBytes(want*vs.extentSize)),
-				})
+				}, &plan.Params{LVRemove: &lvm.LVRemove{VG: vg.Name, Name: v.Name}}, nil)
 				actualFree += lv.Size/vs.extentSize - want
 				st.dev = nil
 				p.lvcreate(st)
@@ -144,15 +143,11 @@ func (p *planner) planLVs() {
 func (p *planner) lvcreate(st *volState) {
 	st.created = true
 	vg, name := st.vg.vg.Name, st.v.Name
+	// Exact extents, computed above, so the plan's accounting is LVM's.
 	p.add(plan.Step{
 		Action: plan.ActLVCreate, Target: st.lvPath,
 		Description: fmt.Sprintf("create volume %s of %s", st.lvPath, layout.FormatBytes(st.extents*st.vg.extentSize)),
-		// Exact extents, computed above, so the plan's accounting is LVM's.
-		// --wipesignatures/--zero clear whatever an earlier LV left there.
-		Command: []string{"lvm", "lvcreate", "--yes", "--wipesignatures", "y", "--zero", "y",
-			"--name", name, "--extents", strconv.FormatInt(st.extents, 10), vg},
-		Undo: []string{"lvm", "lvremove", "--yes", vg + "/" + name},
-	})
+	}, &plan.Params{LVCreate: &lvm.LVCreate{VG: vg, Name: name, Extents: st.extents}}, &plan.Params{LVRemove: &lvm.LVRemove{VG: vg, Name: name}})
 }
 
 // luksMatches reports whether an existing header carries the planned
@@ -271,12 +266,12 @@ func (p *planner) planVolume(st *volState) {
 		}
 		st.format = true
 	}
-	keyArg, keySecrets := "-", []plan.SecretRef{{FD: 0, Secret: plan.SecretPassphrase}}
+	key := luks.Key{Secret: plan.SecretPassphrase}
 	if e.Key == layout.KeyFile {
 		if st.keyFile == "" {
 			st.keyFile = path.Join(p.l.Keys.KeyFileDir, e.Name+".key")
 		}
-		keyArg, keySecrets = p.onRoot(st.keyFile), nil
+		key = luks.Key{File: p.onRoot(st.keyFile)}
 	}
 	params := luksParams(e)
 	if st.format {
@@ -286,17 +281,14 @@ func (p *planner) planVolume(st *volState) {
 			Action: plan.ActLUKSFormat, Target: st.lvPath,
 			Description: fmt.Sprintf("format %s as LUKS2 (%s, %d-bit key, %s, %d-byte sectors), unlocked by %s",
 				st.lvPath, e.Cipher, e.KeySize, e.PBKDF, e.SectorSize, keyDesc(e, st.keyFile)),
-			Command: luks.FormatArgs(params, keyArg, st.lvPath), Secrets: keySecrets,
-			Undo: []string{"wipefs", "--all", st.lvPath},
-		})
+		}, &plan.Params{LUKSFormat: &luks.Format{Device: st.lvPath, Params: params, Key: key}},
+			&plan.Params{Wipe: &fs.Wipe{Device: st.lvPath}})
 	}
 	if *p.l.Keys.RecoveryKey && (st.format || st.dev.Content.LUKS == nil || len(st.dev.Content.LUKS.Keyslots) < 2) {
 		p.add(plan.Step{
 			Action: plan.ActAddRecovery, Target: st.lvPath,
 			Description: fmt.Sprintf("add the recovery key to a second keyslot of %s", st.lvPath),
-			Command:     luks.AddKeyArgs(params, keyArg, st.lvPath, luks.FD3),
-			Secrets:     append(append([]plan.SecretRef{}, keySecrets...), plan.SecretRef{FD: 3, Secret: plan.SecretRecoveryKey}),
-		})
+		}, &plan.Params{LUKSAddKey: &luks.AddKey{Device: st.lvPath, KDF: params.KDF, Key: key, NewKey: luks.Key{Secret: plan.SecretRecoveryKey}}}, nil)
 	}
 	if m := p.inv.Mapping(e.Name); m != nil {
 		if st.dev != nil && (m.Parent == st.dev.Path || m.Parent == st.lvPath) && !st.format {
@@ -311,18 +303,14 @@ func (p *planner) planVolume(st *volState) {
 		p.add(plan.Step{
 			Action: plan.ActOpen, Target: st.mapping,
 			Description: fmt.Sprintf("open %s as %s", st.lvPath, st.mapping),
-			Command:     luks.OpenArgs(keyArg, st.lvPath, e.Name, *e.Discard),
-			Secrets:     keySecrets,
-			Undo:        luks.CloseArgs(e.Name),
-		})
+		}, &plan.Params{LUKSOpen: &luks.Open{Device: st.lvPath, Name: e.Name, Key: key, Discard: *e.Discard}},
+			&plan.Params{Close: &luks.Close{Name: e.Name}})
 	}
 	if st.grown && st.isOpen {
 		p.add(plan.Step{
 			Action: plan.ActCryptResize, Target: st.mapping,
 			Description: fmt.Sprintf("grow the open mapping %s to the new volume size", st.mapping),
-			Command:     []string{"cryptsetup", "resize", "--key-file", keyArg, e.Name},
-			Secrets:     keySecrets,
-		})
+		}, &plan.Params{CryptResize: &luks.Resize{Name: e.Name, Key: key}}, nil)
 	}
 	p.planContent(st, st.mapping)
 	p.crypttab = append(p.crypttab, crypttabEntry(e.Name, "UUID="+st.luksUUID, keyTabField(st), luksOptions(st)))
@@ -382,23 +370,17 @@ func (p *planner) planContent(st *volState, dev string) {
 	}
 	if want == "swap" {
 		st.fsUUID = p.ids.uuid("swap", name)
-		args := []string{"mkswap", "-U", st.fsUUID}
-		if v.Label != "" {
-			args = append(args, "-L", v.Label)
-		}
 		p.add(plan.Step{
 			Action: plan.ActMkswap, Target: dev,
 			Description: fmt.Sprintf("make %s a swap area", dev),
-			Command:     append(args, dev),
-		})
+		}, &plan.Params{Mkswap: &fs.Mkswap{Device: dev, UUID: st.fsUUID, Label: v.Label}}, nil)
 		return
 	}
 	st.fsUUID = p.ids.uuid("fs", name)
 	p.add(plan.Step{
 		Action: plan.ActMkfs, Target: dev,
 		Description: fmt.Sprintf("create %s filesystem on %s", article(want), dev),
-		Command:     mkfsArgs(want, st.fsUUID, v.Label, dev),
-	})
+	}, &plan.Params{Mkfs: &fs.Mkfs{FS: want, Device: dev, UUID: st.fsUUID, Label: v.Label}}, nil)
 }
 
 func (p *planner) planPlainVolume(st *volState) {
@@ -432,9 +414,8 @@ func (p *planner) planRandomSwap(st *volState) {
 		p.add(plan.Step{
 			Action: plan.ActOpenPlain, Target: st.mapping,
 			Description: fmt.Sprintf("open %s as %s with a fresh random key (plain dm-crypt; nothing survives a reboot)", st.lvPath, st.mapping),
-			Command:     luks.OpenPlainArgs(e.Cipher, e.KeySize, e.SectorSize, st.lvPath, e.Name, *e.Discard),
-			Undo:        luks.CloseArgs(e.Name),
-		})
+		}, &plan.Params{PlainOpen: &luks.OpenPlain{Device: st.lvPath, Name: e.Name, Cipher: e.Cipher, KeySize: e.KeySize, SectorSize: e.SectorSize, Discard: *e.Discard}},
+			&plan.Params{Close: &luks.Close{Name: e.Name}})
 	}
 	var content *inventory.Content
 	if st.isOpen {
@@ -446,8 +427,7 @@ func (p *planner) planRandomSwap(st *volState) {
 		p.add(plan.Step{
 			Action: plan.ActMkswap, Target: st.mapping,
 			Description: fmt.Sprintf("make %s a swap area", st.mapping),
-			Command:     []string{"mkswap", st.mapping},
-		})
+		}, &plan.Params{Mkswap: &fs.Mkswap{Device: st.mapping}}, nil)
 	}
 	opts := fmt.Sprintf("swap,cipher=%s,size=%d,sector-size=%d", e.Cipher, e.KeySize, e.SectorSize)
 	if *e.Discard {
@@ -468,9 +448,7 @@ func (p *planner) planSwapon(st *volState) {
 		p.add(plan.Step{
 			Action: plan.ActSwapon, Target: dev,
 			Description: fmt.Sprintf("enable swap on %s", dev),
-			Command:     []string{"swapon", dev},
-			Undo:        []string{"swapoff", dev},
-		})
+		}, &plan.Params{Swapon: &fs.Swapon{Device: dev}}, &plan.Params{Swapoff: &fs.Swapoff{Device: dev}})
 	}
 	spec := dev
 	if st.v.Encryption.Type == layout.EncLUKS2 && st.fsUUID != "" {
@@ -496,9 +474,7 @@ func (p *planner) emitMount(m mountSpec) {
 	p.add(plan.Step{
 		Action: plan.ActMount, Target: target,
 		Description: fmt.Sprintf("mount %s on %s", m.device, target),
-		Command:     []string{"mount", "--mkdir", "-t", m.fstype, m.device, target},
-		Undo:        []string{"umount", target},
-	})
+	}, &plan.Params{Mount: &fs.Mount{Device: m.device, Target: target, FSType: m.fstype}}, &plan.Params{Umount: &fs.Umount{Target: target}})
 	p.addFstab(m)
 }
 
@@ -525,8 +501,8 @@ func contains(s []string, x string) bool {
 
 func luksParams(e layout.Encryption) luks.Params {
 	return luks.Params{
-		Cipher: e.Cipher, KeySize: e.KeySize, Hash: e.Hash, PBKDF: e.PBKDF, IterTimeMs: e.IterTimeMs,
-		MemoryKiB: e.MemoryKiB, Parallel: e.Parallel, Iterations: e.Iterations, SectorSize: e.SectorSize, Label: e.Label,
+		Cipher: e.Cipher, KeySize: e.KeySize, Hash: e.Hash, SectorSize: e.SectorSize, Label: e.Label,
+		KDF: luks.KDF{PBKDF: e.PBKDF, IterTimeMs: e.IterTimeMs, MemoryKiB: e.MemoryKiB, Parallel: e.Parallel, Iterations: e.Iterations},
 	}
 }
 

@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"golang.org/x/term"
+
+	"github.com/cryptshift/cryptshift/internal/doors/files"
 )
 
 // MaxLen bounds what is read from a file or descriptor: cryptsetup's key
@@ -140,20 +142,15 @@ func NewRecoveryKey() ([]byte, error) {
 	return []byte(b.String()), nil
 }
 
-// WriteNew writes a secret to a new file with mode 0400, refusing to
-// overwrite, and syncs it before returning.
+// WriteNew writes a secret (and a newline) to a new file with mode 0400,
+// refusing to overwrite one. The file appears whole or not at all: it is
+// written to a temporary file, synced, linked into place and the
+// directory synced, so a crash never leaves half a recovery key behind.
 func WriteNew(path string, secret []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o400)
-	if err != nil {
-		return fmt.Errorf("cannot write %s: %w", path, err)
+	if _, err := os.Lstat(path); err == nil {
+		return fmt.Errorf("cannot write %s: %w", path, os.ErrExist)
 	}
-	if _, err := f.Write(append(append([]byte{}, secret...), '\n')); err != nil {
-		f.Close()
-		return fmt.Errorf("cannot write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("cannot write %s: %w", path, err)
-	}
-	return f.Close()
+	data := append(append(make([]byte, 0, len(secret)+1), secret...), '\n')
+	defer Wipe(data)
+	return files.CreateAtomic(path, data, 0o400)
 }

@@ -1,6 +1,8 @@
 package secrets
 
 import (
+	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -67,5 +69,45 @@ func TestWriteNewRefusesOverwrite(t *testing.T) {
 	}
 	if err := WriteNew(p, []byte("K2")); err == nil {
 		t.Fatal("overwrote an existing secret file")
+	}
+}
+
+// WriteNew used to create the file and then write into it: a crash (or a
+// reader) in between saw an empty or half-written recovery key. Now the
+// file appears complete or not at all: a reader polling it while it is
+// written never sees a part of it, and no temporary file is left.
+func TestWriteNewIsAtomic(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "rk")
+	secret := bytes.Repeat([]byte("K"), 4<<20)
+	done := make(chan struct{})
+	partial := make(chan int64, 1)
+	go func() {
+		defer close(partial)
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if st, err := os.Stat(p); err == nil && st.Size() != int64(len(secret))+1 {
+				partial <- st.Size()
+				return
+			}
+		}
+	}()
+	err := WriteNew(p, secret)
+	close(done)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, ok := <-partial; ok {
+		t.Fatalf("a reader saw the key file with %d of %d bytes", n, len(secret)+1)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, ".*")); len(left) != 0 {
+		t.Errorf("temporary files left: %v", left)
+	}
+	if err := WriteNew(p, []byte("K2")); !errors.Is(err, os.ErrExist) {
+		t.Errorf("second write: %v", err)
 	}
 }

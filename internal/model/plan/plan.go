@@ -37,21 +37,28 @@ type Plan struct {
 	Inventory    string            `json:"inventory,omitempty"` // sha256 of the canonical inventory planned against
 }
 
-// Step is one action. Command is exactly what runs: an external tool, or
+// Step is one action. Params are its typed parameters; Command is
+// rendered from them and is exactly what runs: an external tool, or
 // "cryptshift step ..." for the few actions cryptshift does itself
 // (partitioning through go-diskfs, generating key files, editing
-// crypttab/fstab), so a reviewer can run the script form by hand.
+// crypttab/fstab), so a reviewer can run the script form by hand. Undo
+// and UndoParams are the same for the operation that reverses the step.
+//
+// Migrate's steps are plan steps too; those that are Go calls (libvirt)
+// or long copies have no Params and show a descriptive Command.
 type Step struct {
 	ID          string      `json:"id"`
 	Action      string      `json:"action"`
 	Target      string      `json:"target"`
 	Description string      `json:"description"`
 	Command     []string    `json:"command"`
+	Params      *Params     `json:"params,omitempty"`
 	Input       string      `json:"input,omitempty"`   // non-secret standard input (e.g. a crypttab block)
 	Secrets     []SecretRef `json:"secrets,omitempty"` // secret inputs by name and descriptor
 	Destructive bool        `json:"destructive"`
 	Destroys    string      `json:"destroys,omitempty"` // what is on the target now, for destructive steps
 	Undo        []string    `json:"undo,omitempty"`     // command that reverses the step, if any
+	UndoParams  *Params     `json:"undoParams,omitempty"`
 }
 
 // SecretRef says that a step reads a named secret on a file descriptor

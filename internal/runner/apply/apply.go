@@ -33,8 +33,10 @@ import (
 // Kind identifies apply journals (migrate writes "migrate").
 const Kind = "apply"
 
-// journalVersion 1 is the only apply journal format so far.
-const journalVersion = 1
+// journalVersion 2: plans with typed step parameters (version 1 plans had
+// only command lines; such journals are refused with a message saying
+// which cryptshift finishes or rolls them back).
+const journalVersion = 2
 
 // Header is the first journal record.
 type Header struct {
@@ -98,6 +100,9 @@ func (o *Options) engine() engine.Options {
 // Run applies p from the start, journalling to opt.JournalPath. A
 // finished or rolled-back journal there is moved aside first.
 func Run(ctx context.Context, p *plan.Plan, opt Options) error {
+	if err := checkPlan(p); err != nil {
+		return err
+	}
 	eo := opt.engine()
 	if err := engine.Archive(opt.JournalPath, eo.Resume, eo.Rollback); err != nil {
 		return err
@@ -117,12 +122,18 @@ func readHeader(l *engine.Log) (*Header, error) {
 	if l.Kind != Kind {
 		return nil, fmt.Errorf("cannot read journal %s: it is a %q journal, not an apply journal", l.Path, l.Kind)
 	}
+	if l.Version == 1 {
+		return nil, fmt.Errorf("cannot use journal %s: it was written by a cryptshift before the step engine (apply journal format 1, plans without typed parameters); resume or roll it back with the cryptshift that started it", l.Path)
+	}
 	if l.Version != journalVersion {
-		return nil, fmt.Errorf("cannot read journal %s: apply journal format %d, this cryptshift reads format %d", l.Path, l.Version, journalVersion)
+		return nil, fmt.Errorf("cannot use journal %s: apply journal format %d, this cryptshift reads format %d", l.Path, l.Version, journalVersion)
 	}
 	var h Header
 	if err := json.Unmarshal(l.Header, &h); err != nil || h.Plan == nil {
 		return nil, fmt.Errorf("cannot read journal %s: its header holds no plan (%v)", l.Path, err)
+	}
+	if err := checkPlan(h.Plan); err != nil {
+		return nil, fmt.Errorf("cannot use journal %s: %w", l.Path, err)
 	}
 	return &h, nil
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/cryptshift/cryptshift/internal/model/plan"
 	"github.com/cryptshift/cryptshift/internal/runner/engine"
 	"github.com/cryptshift/cryptshift/luks"
+	"github.com/cryptshift/cryptshift/lvm"
 )
 
 const (
@@ -26,16 +28,22 @@ const (
 	testRecovery = "7K2QH-ABCDE-FGHJK-MNPQR-STVWX-YZ012-34567-89ABC"
 )
 
+// syntheticPlan's steps run against a recording runner: the lvcreate's
+// target is a directory that exists, so a resume finds it there.
 func syntheticPlan(dir string) *plan.Plan {
+	passphrase := luks.Key{Secret: plan.SecretPassphrase}
 	return &plan.Plan{APIVersion: plan.APIVersion, Kind: plan.Kind, Layout: "t", Root: dir, Steps: []plan.Step{
-		{ID: "keyfile:k", Action: plan.ActKeyFile, Target: "k", Command: []string{"cryptshift", "step", "keyfile", "--path", filepath.Join(dir, "keys", "k.key"), "--bytes", "64"}},
-		{ID: "lvcreate:/dev/vg0/a", Action: plan.ActLVCreate, Target: filepath.Join(dir, "keys"), Command: []string{"lvm", "lvcreate", "--name", "a", "vg0"}},
-		{ID: "open:/dev/mapper/a", Action: plan.ActOpen, Target: "/dev/mapper/a", Command: []string{"cryptsetup", "open", "--key-file", "-", "/dev/vg0/a", "a"},
-			Secrets: []plan.SecretRef{{FD: 0, Secret: plan.SecretPassphrase}}},
-		{ID: "x:/dev/vg0/a", Action: "x", Target: "/dev/vg0/a", Command: []string{"cryptsetup", "luksAddKey", "--key-file", "-", "/dev/vg0/a", "/dev/fd/3"},
-			Secrets: []plan.SecretRef{{FD: 0, Secret: plan.SecretPassphrase}, {FD: 3, Secret: plan.SecretRecoveryKey}}},
-		{ID: "writeFstab:f", Action: plan.ActWriteFstab, Target: "f", Command: []string{"cryptshift", "step", "write-block", "--file", filepath.Join(dir, "fstab")},
+		plan.NewStep(plan.Step{ID: "keyfile:k", Action: plan.ActKeyFile, Target: "k"},
+			&plan.Params{KeyFile: &plan.KeyFile{Path: filepath.Join(dir, "keys", "k.key"), Bytes: 64}}, nil),
+		plan.NewStep(plan.Step{ID: "lvcreate:/dev/vg0/a", Action: plan.ActLVCreate, Target: filepath.Join(dir, "keys")},
+			&plan.Params{LVCreate: &lvm.LVCreate{VG: "vg0", Name: "a", Extents: 10}}, nil),
+		plan.NewStep(plan.Step{ID: "open:/dev/mapper/a", Action: plan.ActOpen, Target: "/dev/mapper/a"},
+			&plan.Params{LUKSOpen: &luks.Open{Device: "/dev/vg0/a", Name: "a", Key: passphrase}}, nil),
+		plan.NewStep(plan.Step{ID: "cryptResize:/dev/mapper/a", Action: plan.ActCryptResize, Target: "/dev/mapper/a"},
+			&plan.Params{CryptResize: &luks.Resize{Name: "a", Key: passphrase}}, nil),
+		plan.NewStep(plan.Step{ID: "writeFstab:f", Action: plan.ActWriteFstab, Target: "f",
 			Input: "# BEGIN cryptshift layout t\nUUID=1 / ext4 defaults 0 1\n# END cryptshift layout t\n"},
+			&plan.Params{WriteBlock: &plan.Block{File: filepath.Join(dir, "fstab"), Kind: "fstab", Layout: "t"}}, nil),
 	}}
 }
 
@@ -81,12 +89,10 @@ func TestEngineRoutesSecretsAndResumesAfterStop(t *testing.T) {
 	if len(rec.Cmds) != 3 {
 		t.Fatalf("got %d commands, want 3: %v", len(rec.Cmds), rec.Lines())
 	}
-	open, add := rec.Cmds[1], rec.Cmds[2]
-	if string(open.Stdin) != testPass || len(open.ExtraFiles) != 0 {
-		t.Errorf("open: stdin %q, extra %d", open.Stdin, len(open.ExtraFiles))
-	}
-	if string(add.Stdin) != testPass || len(add.ExtraFiles) != 1 || string(add.ExtraFiles[0]) != testRecovery {
-		t.Errorf("luksAddKey: wrong descriptors")
+	for _, c := range rec.Cmds[1:] {
+		if string(c.Stdin) != testPass || len(c.ExtraFiles) != 0 {
+			t.Errorf("%s: stdin %q, extra %d", c, c.Stdin, len(c.ExtraFiles))
+		}
 	}
 	for _, c := range rec.Cmds {
 		if strings.Contains(c.String(), testPass) || strings.Contains(c.String(), testRecovery) {
@@ -148,7 +154,7 @@ func TestEngineFailureIsRecordedAndRetried(t *testing.T) {
 	if err := Resume(context.Background(), opt); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(rec.Cmds); n != 4 { // the failed lvcreate, then lvcreate, open, luksAddKey
+	if n := len(rec.Cmds); n != 4 { // the failed lvcreate, then lvcreate, open, resize
 		t.Fatalf("got %d commands: %v", n, rec.Lines())
 	}
 }
@@ -159,7 +165,8 @@ func TestEngineFailureIsRecordedAndRetried(t *testing.T) {
 // boundary and resuming gives the same headers.
 func TestHostApplyLUKSOnImageFiles(t *testing.T) {
 	testtier.Host(t, "cryptsetup")
-	params := luks.Params{Cipher: "aes-xts-plain64", KeySize: 512, Hash: "sha256", PBKDF: "argon2id", Iterations: 4, MemoryKiB: 32768, Parallel: 1, SectorSize: 4096}
+	argon := luks.KDF{PBKDF: "argon2id", Iterations: 4, MemoryKiB: 32768, Parallel: 1}
+	params := luks.Params{Cipher: "aes-xts-plain64", KeySize: 512, Hash: "sha256", KDF: argon, SectorSize: 4096}
 	mkPlan := func(dir string) *plan.Plan {
 		a, b := filepath.Join(dir, "a.img"), filepath.Join(dir, "b.img")
 		for _, f := range []string{a, b} {
@@ -170,16 +177,15 @@ func TestHostApplyLUKSOnImageFiles(t *testing.T) {
 		pa, pb := params, params
 		pa.UUID, pa.Label = "0d7c1d36-2f6b-4a0e-9d8c-3c2b1a0f9e8d", "a"
 		pb.UUID, pb.Label = "1d7c1d36-2f6b-4a0e-9d8c-3c2b1a0f9e8d", "b"
+		pass, rk, kfKey := luks.Key{Secret: plan.SecretPassphrase}, luks.Key{Secret: plan.SecretRecoveryKey}, luks.Key{File: kf}
 		return &plan.Plan{APIVersion: plan.APIVersion, Kind: plan.Kind, Layout: "img", Steps: []plan.Step{
-			{ID: "luksFormat:a", Action: plan.ActLUKSFormat, Target: a, Command: luks.FormatArgs(pa, luks.Stdin, a), Secrets: []plan.SecretRef{{FD: 0, Secret: plan.SecretPassphrase}}},
-			{ID: "addRecoveryKey:a", Action: plan.ActAddRecovery, Target: a, Command: luks.AddKeyArgs(params, luks.Stdin, a, luks.FD3),
-				Secrets: []plan.SecretRef{{FD: 0, Secret: plan.SecretPassphrase}, {FD: 3, Secret: plan.SecretRecoveryKey}}},
-			{ID: "keyfile:b", Action: plan.ActKeyFile, Target: kf, Command: []string{"cryptshift", "step", "keyfile", "--path", kf, "--bytes", "4096"}},
-			{ID: "luksFormat:b", Action: plan.ActLUKSFormat, Target: b, Command: luks.FormatArgs(pb, kf, b)},
-			{ID: "addRecoveryKey:b", Action: plan.ActAddRecovery, Target: b, Command: luks.AddKeyArgs(params, kf, b, luks.FD3),
-				Secrets: []plan.SecretRef{{FD: 3, Secret: plan.SecretRecoveryKey}}},
-			{ID: "mkdir:h", Action: plan.ActMkdir, Target: filepath.Join(dir, "hdr"), Command: []string{"cryptshift", "step", "mkdir", "--mode", "0700", "--path", filepath.Join(dir, "hdr")}},
-			{ID: "luksHeaderBackup:a", Action: plan.ActHeaderBackup, Target: filepath.Join(dir, "hdr", "a"), Command: luks.HeaderBackupArgs(a, filepath.Join(dir, "hdr", "a"))},
+			plan.NewStep(plan.Step{ID: "luksFormat:a", Action: plan.ActLUKSFormat, Target: a}, &plan.Params{LUKSFormat: &luks.Format{Device: a, Params: pa, Key: pass}}, nil),
+			plan.NewStep(plan.Step{ID: "addRecoveryKey:a", Action: plan.ActAddRecovery, Target: a}, &plan.Params{LUKSAddKey: &luks.AddKey{Device: a, KDF: argon, Key: pass, NewKey: rk}}, nil),
+			plan.NewStep(plan.Step{ID: "keyfile:b", Action: plan.ActKeyFile, Target: kf}, &plan.Params{KeyFile: &plan.KeyFile{Path: kf, Bytes: 4096}}, nil),
+			plan.NewStep(plan.Step{ID: "luksFormat:b", Action: plan.ActLUKSFormat, Target: b}, &plan.Params{LUKSFormat: &luks.Format{Device: b, Params: pb, Key: kfKey}}, nil),
+			plan.NewStep(plan.Step{ID: "addRecoveryKey:b", Action: plan.ActAddRecovery, Target: b}, &plan.Params{LUKSAddKey: &luks.AddKey{Device: b, KDF: argon, Key: kfKey, NewKey: rk}}, nil),
+			plan.NewStep(plan.Step{ID: "mkdir:h", Action: plan.ActMkdir, Target: filepath.Join(dir, "hdr")}, &plan.Params{Mkdir: &plan.Mkdir{Path: filepath.Join(dir, "hdr"), Mode: 0o700}}, nil),
+			plan.NewStep(plan.Step{ID: "luksHeaderBackup:a", Action: plan.ActHeaderBackup, Target: filepath.Join(dir, "hdr", "a")}, &plan.Params{HeaderBackup: &luks.HeaderBackup{Device: a, File: filepath.Join(dir, "hdr", "a")}}, nil),
 		}}
 	}
 	sec := Secrets{Passphrase: []byte(testPass), RecoveryKey: []byte(testRecovery)}
@@ -259,4 +265,47 @@ func boolStr(b bool) string {
 		return "true"
 	}
 	return "false"
+}
+
+// Each key reaches cryptsetup on the descriptor its parameters name: a
+// passphrase on stdin, a new recovery key on fd 3, a key file by its path;
+// none is ever in argv.
+func TestKeysGoOnPipes(t *testing.T) {
+	rec := &execx.Recorder{}
+	e := newEnv(&plan.Plan{}, Options{Run: rec, Secrets: Secrets{Passphrase: []byte(testPass), RecoveryKey: []byte(testRecovery)}})
+	pass, rk := luks.Key{Secret: plan.SecretPassphrase}, luks.Key{Secret: plan.SecretRecoveryKey}
+	for _, p := range []*plan.Params{
+		{LUKSAddKey: &luks.AddKey{Device: "/dev/vg0/a", KDF: luks.RandomKeyKDF, Key: pass, NewKey: rk}},
+		{LUKSAddKey: &luks.AddKey{Device: "/dev/vg0/b", KDF: luks.RandomKeyKDF, Key: luks.Key{File: "/k"}, NewKey: rk}},
+		{LUKSOpen: &luks.Open{Device: "/dev/vg0/b", Name: "b", Key: luks.Key{File: "/k"}}},
+	} {
+		if err := e.run(context.Background(), p, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type fds struct{ stdin, fd3 string }
+	got := map[string]fds{}
+	for _, c := range rec.Cmds {
+		f := fds{stdin: string(c.Stdin)}
+		if len(c.ExtraFiles) == 1 {
+			f.fd3 = string(c.ExtraFiles[0])
+		}
+		got[c.String()] = f
+		if strings.Contains(c.String(), testPass) || strings.Contains(c.String(), testRecovery) {
+			t.Errorf("a secret is in argv: %s", c)
+		}
+	}
+	want := map[string]fds{
+		"cryptsetup luksAddKey --batch-mode --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file - /dev/vg0/a /proc/self/fd/3":  {testPass, testRecovery},
+		"cryptsetup luksAddKey --batch-mode --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file /k /dev/vg0/b /proc/self/fd/3": {"", testRecovery},
+		"cryptsetup open --type luks2 --key-file /k /dev/vg0/b b": {"", ""},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %+v\nwant %+v", got, want)
+	}
+	// A secret the plan needs and nobody gave is an error, not an empty key.
+	e = newEnv(&plan.Plan{}, Options{Run: rec})
+	if err := e.run(context.Background(), &plan.Params{LUKSOpen: &luks.Open{Device: "d", Name: "n", Key: pass}}, ""); err == nil || !strings.Contains(err.Error(), "needs the passphrase") {
+		t.Errorf("no passphrase: %v", err)
+	}
 }

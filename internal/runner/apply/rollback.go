@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 
-	"github.com/cryptshift/cryptshift/internal/model/plan"
 	"github.com/cryptshift/cryptshift/internal/runner/engine"
 )
 
@@ -34,47 +32,4 @@ func Rollback(ctx context.Context, journalPath string, opt Options, w io.Writer)
 	opt.JournalPath, opt.Out = journalPath, w
 	e := newEnv(h.Plan, opt)
 	return j.Rollback(ctx, engine.Reverse(e.steps(), j.Log()), opt.engine())
-}
-
-// undoNeeded skips undo commands whose effect is already in place, so a
-// rollback that was itself interrupted can simply be run again.
-func (e *env) undoNeeded(ctx context.Context, s plan.Step) bool {
-	switch s.Undo[0] {
-	case "umount":
-		return mounted(s.Undo[len(s.Undo)-1])
-	case "swapoff":
-		return swapActive(s.Undo[len(s.Undo)-1])
-	case "cryptsetup": // close NAME
-		_, err := os.Stat("/dev/mapper/" + s.Undo[len(s.Undo)-1])
-		return err == nil
-	case "wipefs":
-		r, err := probeDevice(s.Undo[len(s.Undo)-1])
-		return err == nil && r != nil
-	case "lvm":
-		switch s.Undo[1] {
-		case "lvremove", "vgremove", "vgreduce":
-			ok, err := e.satisfied(ctx, plan.Step{Action: plan.ActLVCreate, Target: "/dev/" + s.Undo[len(s.Undo)-1]})
-			if s.Undo[1] == "lvremove" {
-				return err != nil || ok
-			}
-			vgs, err := e.opt.LVM.VGs(ctx)
-			if err != nil {
-				return true
-			}
-			name := s.Undo[2]
-			if s.Undo[1] == "vgremove" {
-				name = s.Undo[len(s.Undo)-1]
-			}
-			for _, v := range vgs {
-				if v.Name == name {
-					return true
-				}
-			}
-			return false
-		case "pvremove":
-			r, err := probeDevice(s.Undo[len(s.Undo)-1])
-			return err == nil && r != nil && r.Type == "LVM2_member"
-		}
-	}
-	return true
 }

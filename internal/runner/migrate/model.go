@@ -29,6 +29,8 @@ package migrate
 import (
 	"fmt"
 	"strings"
+
+	"github.com/cryptshift/cryptshift/luks"
 )
 
 // Modes and engines.
@@ -161,23 +163,9 @@ type VGConfig struct {
 	OverlayDir string `json:"overlayDir,omitempty"` // live mode, snapshot engine
 	// RecoveryKeyFile is where the admin had the recovery key written (a
 	// path, never the key); resume reads it back from there.
-	RecoveryKeyFile string     `json:"recoveryKeyFile,omitempty"`
-	LVMConfig       string     `json:"lvmConfig,omitempty"`
-	LUKS            LUKSParams `json:"luks"`
-}
-
-// LUKSParams are the LUKS2 format parameters of vg: targets: apply's
-// defaults (layout.DefaultLUKS) unless a test lowers the PBKDF cost.
-type LUKSParams struct {
-	Cipher     string `json:"cipher"`
-	KeySize    int    `json:"keySize"`
-	Hash       string `json:"hash"`
-	PBKDF      string `json:"pbkdf"`
-	IterTimeMs int    `json:"iterTimeMs,omitempty"`
-	MemoryKiB  int    `json:"memoryKiB,omitempty"`
-	Parallel   int    `json:"parallel,omitempty"`
-	Iterations int    `json:"iterations,omitempty"`
-	SectorSize int    `json:"sectorSize"`
+	RecoveryKeyFile string      `json:"recoveryKeyFile,omitempty"`
+	LVMConfig       string      `json:"lvmConfig,omitempty"`
+	LUKS            luks.Params `json:"luks"` // apply's defaults unless a test lowers the PBKDF cost
 }
 
 // parseTo splits --to into kind and name.

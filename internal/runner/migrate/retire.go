@@ -121,7 +121,8 @@ func (rt *runtime) retireLV(ctx context.Context, l Layer) (bool, error) {
 			return false, fmt.Errorf("cannot zero %s: %w", l.Path, err)
 		}
 	}
-	if _, err := lv.Exec(ctx, "lvremove", "--yes", l.LV); err != nil {
+	vg, name, _ := strings.Cut(l.LV, "/")
+	if err := lv.Do(ctx, lvm.LVRemove{VG: vg, Name: name}); err != nil {
 		return false, fmt.Errorf("cannot remove logical volume %s: %w", l.LV, err)
 	}
 	rt.note(fmt.Sprintf("discarded and removed logical volume %s (%s)", l.LV, l.Path))

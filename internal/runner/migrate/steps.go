@@ -16,6 +16,7 @@ import (
 	"github.com/cryptshift/cryptshift/internal/model/plan"
 	"github.com/cryptshift/cryptshift/internal/runner/engine"
 	"github.com/cryptshift/cryptshift/libvirt"
+	"github.com/cryptshift/cryptshift/lvm"
 )
 
 // Step is one action of a migration: its plan entry (what --dry-run prints)
@@ -331,7 +332,9 @@ func (rt *runtime) retireStep(d *Disk) *Step {
 		for _, l := range d.Chain {
 			switch {
 			case l.LV != "":
-				cmd = append(cmd, "blkdiscard", l.Path, "lvm", "lvremove", "--yes", l.LV)
+				vg, name, _ := strings.Cut(l.LV, "/")
+				cmd = append(cmd, "blkdiscard", l.Path)
+				cmd = append(cmd, lvm.Argv(lvm.LVRemove{VG: vg, Name: name})...)
 			case l.Type == "file":
 				cmd = append(cmd, "cryptshift:overwrite-zeros-and-remove", l.Path)
 			}

@@ -7,17 +7,16 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"libvirt.org/go/libvirtxml"
 
+	"github.com/cryptshift/cryptshift/internal/doors/files"
 	"github.com/cryptshift/cryptshift/internal/doors/qemuimg"
 	"github.com/cryptshift/cryptshift/internal/hostview/blockstack"
 	"github.com/cryptshift/cryptshift/internal/hostview/rootfs"
 	"github.com/cryptshift/cryptshift/internal/model/layout"
 	"github.com/cryptshift/cryptshift/internal/model/plan"
-	"github.com/cryptshift/cryptshift/internal/runner/apply"
 	"github.com/cryptshift/cryptshift/luks"
 	"github.com/cryptshift/cryptshift/lvm"
 )
@@ -66,13 +65,16 @@ func (v *vgTarget) cs() luks.Cryptsetup { return luks.Cryptsetup{Run: v.rt.run} 
 // lvPath is the LV's device node as LVM names it.
 func (v *vgTarget) lvPath(d *Disk) string { return "/dev/" + v.name + "/" + d.LV }
 
-// params are the LUKS2 parameters of a disk's header.
+// params are the LUKS2 parameters of a disk's header, and the KDF of its
+// first keyslot (the key file's).
 func (v *vgTarget) params(d *Disk) luks.Params {
 	p := v.cfg().LUKS
-	return luks.Params{Cipher: p.Cipher, KeySize: p.KeySize, Hash: p.Hash, PBKDF: p.PBKDF, IterTimeMs: p.IterTimeMs,
-		MemoryKiB: p.MemoryKiB, Parallel: p.Parallel, Iterations: p.Iterations, SectorSize: p.SectorSize,
-		UUID: d.LUKSUUID, Offset: d.DataOffset / 512}
+	p.UUID, p.Offset = d.LUKSUUID, d.DataOffset/512
+	return p
 }
+
+// recoveryKDF is the KDF of the recovery keyslot.
+func (v *vgTarget) recoveryKDF() luks.KDF { return v.cfg().LUKS.KDF }
 
 func vgConfig(o *Options) *VGConfig {
 	c := &VGConfig{KeyDir: o.KeyDir, Crypttab: o.Crypttab, RecoveryKeyFile: o.RecoveryKeyFile, LVMConfig: o.LVMConfig}
@@ -89,8 +91,8 @@ func vgConfig(o *Options) *VGConfig {
 		}
 	}
 	d := layout.DefaultLUKS
-	c.LUKS = LUKSParams{Cipher: d.Cipher, KeySize: d.KeySize, Hash: d.Hash, PBKDF: d.PBKDF, IterTimeMs: d.IterTimeMs,
-		MemoryKiB: d.MemoryKiB, Parallel: d.Parallel, SectorSize: d.SectorSize}
+	c.LUKS = luks.Params{Cipher: d.Cipher, KeySize: d.KeySize, Hash: d.Hash, SectorSize: d.SectorSize,
+		KDF: luks.KDF{PBKDF: d.PBKDF, IterTimeMs: d.IterTimeMs, MemoryKiB: d.MemoryKiB, Parallel: d.Parallel}}
 	if o.PBKDFIterations > 0 {
 		c.LUKS.Iterations, c.LUKS.IterTimeMs = o.PBKDFIterations, 0
 	}
@@ -262,43 +264,42 @@ func (v *vgTarget) Describe(d *Disk) string {
 
 func (v *vgTarget) CreateSteps(h *Header, d *Disk) []*Step {
 	lvPath := v.lvPath(d)
-	extents := d.LVSize / v.vg.ExtentSize
-	lv := &Step{Step: plan.Step{ID: d.Target + ".lv", Action: "create-lv", Target: lvPath,
-		Description: fmt.Sprintf("create logical volume %s of %s (the %s disk plus a %s LUKS2 header) in volume group %s", lvPath, human(d.LVSize), human(d.VirtualSize), human(d.DataOffset), v.name),
-		// --wipesignatures/--zero: nothing an earlier LV left at the start
-		// is mistaken for a header (the planner's lvcreate does the same).
-		Command: []string{"lvm", "lvcreate", "--yes", "--wipesignatures", "y", "--zero", "y",
-			"--name", d.LV, "--extents", strconv.FormatInt(extents, 10), v.name},
-		Undo: []string{"lvm", "lvremove", "--yes", v.name + "/" + d.LV}}, Disk: d.Target}
-	lv.Run = func(ctx context.Context) error { return v.ensureLV(ctx, d, extents) }
+	// The same typed operations as apply's steps (lvm.LVCreate, luks.Format,
+	// ...), rendered once for the plan and run through the same doors.
+	create := v.lvCreate(d)
+	lv := &Step{Step: plan.NewStep(plan.Step{ID: d.Target + ".lv", Action: "create-lv", Target: lvPath,
+		Description: fmt.Sprintf("create logical volume %s of %s (the %s disk plus a %s LUKS2 header) in volume group %s", lvPath, human(d.LVSize), human(d.VirtualSize), human(d.DataOffset), v.name)},
+		&plan.Params{LVCreate: &create}, &plan.Params{LVRemove: &lvm.LVRemove{VG: v.name, Name: d.LV}}), Disk: d.Target}
+	lv.Run = func(ctx context.Context) error { return v.ensureLV(ctx, d) }
 
-	key := &Step{Step: plan.Step{ID: d.Target + ".keyfile", Action: "create-keyfile", Target: d.KeyFile,
-		Description: fmt.Sprintf("generate a %d-byte random key file %s (mode 0400, directory 0700, on the encrypted root); it opens %s at boot", keyFileBytes, d.KeyFile, d.TargetPath),
-		Command:     []string{"cryptshift", "step", "keyfile", "--path", d.KeyFile, "--bytes", strconv.Itoa(keyFileBytes)},
-		Undo:        []string{"cryptshift", "step", "remove", "--path", d.KeyFile}}, Disk: d.Target}
+	key := &Step{Step: plan.NewStep(plan.Step{ID: d.Target + ".keyfile", Action: "create-keyfile", Target: d.KeyFile,
+		Description: fmt.Sprintf("generate a %d-byte random key file %s (mode 0400, directory 0700, on the encrypted root); it opens %s at boot", keyFileBytes, d.KeyFile, d.TargetPath)},
+		&plan.Params{KeyFile: &plan.KeyFile{Path: d.KeyFile, Bytes: keyFileBytes}}, &plan.Params{Remove: &plan.Remove{Path: d.KeyFile}}), Disk: d.Target}
 	// Atomic, and kept when an interrupted run made it already: a keyslot
 	// may have been made from it.
-	key.Run = func(ctx context.Context) error { return apply.KeyFile(d.KeyFile, keyFileBytes) }
+	key.Run = func(ctx context.Context) error { return files.KeyFile(d.KeyFile, keyFileBytes) }
 
 	p := v.params(d)
-	keyRef := plan.SecretRef{FD: 0, Secret: d.KeyFile}
-	format := &Step{Step: plan.Step{ID: d.Target + ".format", Action: "luks-format", Target: lvPath,
+	// The key file's bytes go to cryptsetup on stdin: the secret is named
+	// by the file's path.
+	keyRef := luks.Key{Secret: d.KeyFile}
+	format := &Step{Step: plan.NewStep(plan.Step{ID: d.Target + ".format", Action: "luks-format", Target: lvPath,
 		Description: fmt.Sprintf("format %s as LUKS2 (%s, %d-bit key, %s, %d-byte sectors, UUID %s, data at %s), unlocked by the key file",
-			lvPath, p.Cipher, p.KeySize, p.PBKDF, p.SectorSize, d.LUKSUUID, human(d.DataOffset)),
-		Command: luks.FormatArgs(p, luks.Stdin, lvPath), Secrets: []plan.SecretRef{keyRef},
-		Undo: []string{"cryptshift:zero", lvPath, "--bytes", strconv.FormatInt(d.DataOffset, 10)}}, Disk: d.Target}
+			lvPath, p.Cipher, p.KeySize, p.PBKDF, p.SectorSize, d.LUKSUUID, human(d.DataOffset))},
+		&plan.Params{LUKSFormat: &luks.Format{Device: lvPath, Params: p, Key: keyRef}},
+		// Rollback zeroes the header area before the LV is removed.
+		&plan.Params{Zero: &plan.Zero{Device: lvPath, Head: d.DataOffset}}), Disk: d.Target}
 	format.Run = func(ctx context.Context) error { return v.ensureFormatted(ctx, d) }
 
-	rec := &Step{Step: plan.Step{ID: d.Target + ".recovery", Action: "add-recovery-key", Target: lvPath,
-		Description: fmt.Sprintf("add the recovery key to a second keyslot of %s", lvPath),
-		Command:     luks.AddKeyArgs(p, luks.Stdin, lvPath, luks.FD3),
-		Secrets:     []plan.SecretRef{keyRef, {FD: 3, Secret: plan.SecretRecoveryKey}}}, Disk: d.Target}
+	rec := &Step{Step: plan.NewStep(plan.Step{ID: d.Target + ".recovery", Action: "add-recovery-key", Target: lvPath,
+		Description: fmt.Sprintf("add the recovery key to a second keyslot of %s", lvPath)},
+		&plan.Params{LUKSAddKey: &luks.AddKey{Device: lvPath, KDF: v.recoveryKDF(), Key: keyRef, NewKey: luks.Key{Secret: plan.SecretRecoveryKey}}}, nil), Disk: d.Target}
 	rec.Run = func(ctx context.Context) error { return v.ensureRecovery(ctx, d) }
 
-	open := &Step{Step: plan.Step{ID: d.Target + ".open", Action: "open", Target: d.TargetPath,
-		Description: fmt.Sprintf("open %s as %s (%s, exactly the size of the disk)", lvPath, d.TargetPath, human(d.VirtualSize)),
-		Command:     luks.OpenArgs(luks.Stdin, lvPath, d.Mapping, false), Secrets: []plan.SecretRef{keyRef},
-		Undo: luks.CloseArgs(d.Mapping)}, Disk: d.Target, State: StateTargetCreated}
+	open := &Step{Step: plan.NewStep(plan.Step{ID: d.Target + ".open", Action: "open", Target: d.TargetPath,
+		Description: fmt.Sprintf("open %s as %s (%s, exactly the size of the disk)", lvPath, d.TargetPath, human(d.VirtualSize))},
+		&plan.Params{LUKSOpen: &luks.Open{Device: lvPath, Name: d.Mapping, Key: keyRef}}, &plan.Params{Close: &luks.Close{Name: d.Mapping}}),
+		Disk: d.Target, State: StateTargetCreated}
 	open.Run = func(ctx context.Context) error { return v.ensureOpen(ctx, d) }
 
 	steps := []*Step{lv, key, format, rec, open}
@@ -322,7 +323,13 @@ func (v *vgTarget) findLV(ctx context.Context, d *Disk) (*lvm.LV, error) {
 	return nil, nil
 }
 
-func (v *vgTarget) ensureLV(ctx context.Context, d *Disk, extents int64) error {
+// lvCreate is the LV of a disk: exactly the extents that hold its LUKS2
+// header and its data.
+func (v *vgTarget) lvCreate(d *Disk) lvm.LVCreate {
+	return lvm.LVCreate{VG: v.name, Name: d.LV, Extents: d.LVSize / v.vg.ExtentSize}
+}
+
+func (v *vgTarget) ensureLV(ctx context.Context, d *Disk) error {
 	lv, err := v.findLV(ctx, d)
 	if err != nil {
 		return err
@@ -330,8 +337,7 @@ func (v *vgTarget) ensureLV(ctx context.Context, d *Disk, extents int64) error {
 	if lv == nil {
 		// Check refused an LV of this name that existed before the
 		// journal; one that exists now was made by this step.
-		if _, err := v.lvm().Exec(ctx, "lvcreate", "--yes", "--wipesignatures", "y", "--zero", "y",
-			"--name", d.LV, "--extents", strconv.FormatInt(extents, 10), v.name); err != nil {
+		if err := v.lvm().Do(ctx, v.lvCreate(d)); err != nil {
 			return fmt.Errorf("cannot create logical volume %s/%s: %w", v.name, d.LV, err)
 		}
 		if lv, err = v.findLV(ctx, d); err != nil {
@@ -345,7 +351,7 @@ func (v *vgTarget) ensureLV(ctx context.Context, d *Disk, extents int64) error {
 		return fmt.Errorf("cannot use logical volume %s/%s: it has %d bytes, the plan %d; remove it (lvremove %s/%s) and resume", v.name, d.LV, lv.Size, d.LVSize, v.name, d.LV)
 	}
 	if !lv.Active {
-		if _, err := v.lvm().Exec(ctx, "lvchange", "--activate", "y", v.name+"/"+d.LV); err != nil {
+		if err := v.lvm().Do(ctx, lvm.LVActivate{VG: v.name, Name: d.LV}); err != nil {
 			return fmt.Errorf("cannot activate logical volume %s/%s: %w", v.name, d.LV, err)
 		}
 	}
@@ -370,7 +376,7 @@ func (v *vgTarget) ensureFormatted(ctx context.Context, d *Disk) error {
 	hdr, err := luks.ReadHeader(v.host(lvPath))
 	switch {
 	case err == nil && hdr.UUID == d.LUKSUUID:
-		return luks.Check(hdr, p, 1) // formatted before a crash
+		return v.checkHeader(hdr, d, 1) // formatted before a crash
 	case err == nil:
 		return fmt.Errorf("cannot format %s: it carries another LUKS header (UUID %s, not the planned %s), which this migration did not write; roll back with cryptshift rollback", lvPath, hdr.UUID, d.LUKSUUID)
 	}
@@ -386,7 +392,27 @@ func (v *vgTarget) ensureFormatted(ctx context.Context, d *Disk) error {
 	if hdr, err = luks.ReadHeader(v.host(lvPath)); err != nil {
 		return err
 	}
-	return luks.Check(hdr, p, 1)
+	return v.checkHeader(hdr, d, 1)
+}
+
+// checkHeader compares a disk's header with the plan: its volume
+// parameters, the key file's keyslot (the first) and, when asked for, the
+// recovery keyslot (the second), each against its own KDF.
+func (v *vgTarget) checkHeader(hdr *luks.Header, d *Disk, slots int) error {
+	p := v.params(d)
+	if err := luks.CheckVolume(hdr, p); err != nil {
+		return err
+	}
+	if len(hdr.Keyslots) < slots {
+		return fmt.Errorf("LUKS header of %s has %d keyslot(s), want at least %d", v.lvPath(d), len(hdr.Keyslots), slots)
+	}
+	if err := luks.CheckKeyslot(hdr, hdr.Keyslots[0].ID, p.KDF); err != nil {
+		return err
+	}
+	if slots >= 2 {
+		return luks.CheckKeyslot(hdr, hdr.Keyslots[1].ID, v.recoveryKDF())
+	}
+	return nil
 }
 
 func (v *vgTarget) ensureRecovery(ctx context.Context, d *Disk) error {
@@ -411,13 +437,13 @@ func (v *vgTarget) ensureRecovery(ctx context.Context, d *Disk) error {
 	if err != nil {
 		return err
 	}
-	if err := v.cs().AddKey(ctx, v.params(d), lvPath, key, rk); err != nil {
+	if err := v.cs().AddKey(ctx, v.recoveryKDF(), lvPath, key, rk); err != nil {
 		return fmt.Errorf("cannot add the recovery key to %s: %w", lvPath, err)
 	}
 	if hdr, err = luks.ReadHeader(v.host(lvPath)); err != nil {
 		return err
 	}
-	return luks.Check(hdr, v.params(d), 2)
+	return v.checkHeader(hdr, d, 2)
 }
 
 // mapping returns the disk's open mapping, or nil; an open mapping of that
@@ -495,7 +521,7 @@ func (v *vgTarget) BootSteps(h *Header) []*Step {
 		Input:       crypttabBlock(h),
 		Undo:        []string{"cryptshift:remove-block", "--file", f, "--block", crypttabBegin(h.Domain)}},
 		Disks: diskNames(h)}
-	s.Run = func(ctx context.Context) error { return apply.WriteBlock(f, crypttabBlock(h)) }
+	s.Run = func(ctx context.Context) error { return files.WriteBlock(f, crypttabBlock(h)) }
 	return []*Step{s}
 }
 
@@ -682,7 +708,7 @@ func (v *vgTarget) Remove(ctx context.Context, d *Disk) error {
 			if err := v.wipeHeader(d); err != nil {
 				return err
 			}
-			if _, err := v.lvm().Exec(ctx, "lvremove", "--yes", v.name+"/"+d.LV); err != nil {
+			if err := v.lvm().Do(ctx, lvm.LVRemove{VG: v.name, Name: d.LV}); err != nil {
 				return fmt.Errorf("cannot remove logical volume %s/%s: %w", v.name, d.LV, err)
 			}
 		}
@@ -693,7 +719,7 @@ func (v *vgTarget) Remove(ctx context.Context, d *Disk) error {
 		}
 	}
 	if began("domain.crypttab") {
-		return removeBlock(v.cfg().Crypttab, crypttabBegin(v.h.Domain), crypttabEnd(v.h.Domain))
+		return files.RemoveBlock(v.cfg().Crypttab, crypttabBegin(v.h.Domain), crypttabEnd(v.h.Domain))
 	}
 	return nil
 }
@@ -712,7 +738,7 @@ func (v *vgTarget) wipeHeader(d *Disk) error {
 	}
 	// A half-written header of ours (a crash during the format) is
 	// zeroed as well.
-	return apply.Zero(p, d.DataOffset, 0)
+	return files.Zero(p, d.DataOffset, 0)
 }
 
 func (v *vgTarget) Finish(ctx context.Context) error { return nil }

@@ -12,8 +12,8 @@ import (
 	"testing"
 
 	"github.com/cryptshift/cryptshift/internal/doors/execx"
+	"github.com/cryptshift/cryptshift/internal/doors/files"
 	"github.com/cryptshift/cryptshift/internal/exitcode"
-	"github.com/cryptshift/cryptshift/internal/runner/apply"
 	"github.com/cryptshift/cryptshift/internal/runner/engine"
 	"github.com/cryptshift/cryptshift/libvirt"
 	"github.com/cryptshift/cryptshift/luks"
@@ -260,7 +260,7 @@ func TestVGRollbackKeepsOtherCrypttabEntries(t *testing.T) {
 				os.WriteFile(f.opts.Crypttab, []byte(want), 0o640)
 			case "admin+apply":
 				os.WriteFile(f.opts.Crypttab, []byte("# admin\n"), 0o640)
-				if err := apply.WriteBlock(f.opts.Crypttab, "# BEGIN cryptshift layout host\nvar_crypt UUID=1 /k luks\n# END cryptshift layout host\n"); err != nil {
+				if err := files.WriteBlock(f.opts.Crypttab, "# BEGIN cryptshift layout host\nvar_crypt UUID=1 /k luks\n# END cryptshift layout host\n"); err != nil {
 					t.Fatal(err)
 				}
 				b, _ := os.ReadFile(f.opts.Crypttab)
@@ -713,14 +713,14 @@ func TestRemoveBlock(t *testing.T) {
 	dir := t.TempDir()
 	f := filepath.Join(dir, "crypttab")
 	os.WriteFile(f, []byte("# admin\n"), 0o640)
-	if err := apply.WriteBlock(f, block); err != nil {
+	if err := files.WriteBlock(f, block); err != nil {
 		t.Fatal(err)
 	}
-	if err := apply.WriteBlock(f, other); err != nil {
+	if err := files.WriteBlock(f, other); err != nil {
 		t.Fatal(err)
 	}
 	// Another block came after ours: only ours goes, the backup stays.
-	if err := removeBlock(f, "# BEGIN cryptshift migrate m", "# END cryptshift migrate m"); err != nil {
+	if err := files.RemoveBlock(f, "# BEGIN cryptshift migrate m", "# END cryptshift migrate m"); err != nil {
 		t.Fatal(err)
 	}
 	if got := mustReadString(t, f); got != "# admin\n"+other {
@@ -733,12 +733,12 @@ func TestRemoveBlock(t *testing.T) {
 		t.Errorf("the backup apply's rollback needs is gone: %v", err)
 	}
 	// Again: nothing to do.
-	if err := removeBlock(f, "# BEGIN cryptshift migrate m", "# END cryptshift migrate m"); err != nil {
+	if err := files.RemoveBlock(f, "# BEGIN cryptshift migrate m", "# END cryptshift migrate m"); err != nil {
 		t.Fatal(err)
 	}
 	// A block without its end is not guessed at.
 	os.WriteFile(f, []byte("# BEGIN cryptshift migrate m\nx\n"), 0o640)
-	if err := removeBlock(f, "# BEGIN cryptshift migrate m", "# END cryptshift migrate m"); err == nil || !strings.Contains(err.Error(), "fix the file by hand") {
+	if err := files.RemoveBlock(f, "# BEGIN cryptshift migrate m", "# END cryptshift migrate m"); err == nil || !strings.Contains(err.Error(), "fix the file by hand") {
 		t.Errorf("got %v", err)
 	}
 }

@@ -606,12 +606,17 @@ func (e *vgVM) checkHeaders(t *testing.T, h *migrate.Header, recovery []byte) {
 	t.Helper()
 	for _, d := range h.Disks {
 		lv := "/dev/" + d.TargetVolume
-		want := luks.Params{Cipher: "aes-xts-plain64", KeySize: 512, PBKDF: "argon2id", Iterations: 4, MemoryKiB: 1024, Parallel: 1,
-			SectorSize: 4096, UUID: d.LUKSUUID, Offset: d.DataOffset / 512}
+		argon := luks.KDF{PBKDF: "argon2id", Iterations: 4, MemoryKiB: 1024, Parallel: 1}
+		want := luks.Params{Cipher: "aes-xts-plain64", KeySize: 512, SectorSize: 4096, UUID: d.LUKSUUID, Offset: d.DataOffset / 512}
 		hdr, err := luks.ReadHeader(lv)
 		must(t, err)
-		if err := luks.Check(hdr, want, 2); err != nil {
+		if err := luks.CheckVolume(hdr, want); err != nil {
 			t.Errorf("%s: %v", lv, err)
+		}
+		for slot, kdf := range []luks.KDF{argon, argon} {
+			if err := luks.CheckKeyslot(hdr, slot, kdf); err != nil {
+				t.Errorf("%s: %v", lv, err)
+			}
 		}
 		dump := sh(t, nil, "cryptsetup", "luksDump", lv)
 		for _, w := range []string{"Version:       \t2", "UUID:          \t" + d.LUKSUUID, "offset: " + fmt.Sprint(d.DataOffset) + " [bytes]",

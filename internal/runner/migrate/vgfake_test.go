@@ -49,6 +49,7 @@ type fakeLV struct {
 	size     int64
 	uuid     string // "" until formatted
 	params   luks.Params
+	kdfs     []luks.KDF // per keyslot
 	keys     [][]byte
 }
 
@@ -239,7 +240,8 @@ func (f *fakeSys) cryptsetup(sub string, a []string, c execx.Cmd) error {
 		if fakeArgAfter(a, "--key-file") != luks.Stdin || len(c.Stdin) == 0 {
 			return errors.New("fakeSys: luksFormat without a key on stdin")
 		}
-		lv.params = luks.ParamsFromArgs(a)
+		lv.params = fakeLUKSParams(a)
+		lv.kdfs = []luks.KDF{lv.params.KDF}
 		lv.uuid = lv.params.UUID
 		lv.keys = [][]byte{append([]byte(nil), c.Stdin...)}
 		// The decrypted view of fresh LUKS2 data decrypts noise.
@@ -248,7 +250,7 @@ func (f *fakeSys) cryptsetup(sub string, a []string, c execx.Cmd) error {
 		if err := os.WriteFile(plain, bytes.Repeat([]byte{0xa5}, int(lv.size-lv.params.Offset*512)), 0o600); err != nil {
 			return err
 		}
-		return writeFakeLUKS2(f.host("/dev/"+lv.dm), lv.uuid, lv.params, 1)
+		return writeFakeLUKS2(f.host("/dev/"+lv.dm), lv.uuid, lv.params, lv.kdfs)
 	case "luksAddKey":
 		lv := f.lvOfDevice(a[len(a)-2])
 		if lv == nil || lv.uuid == "" {
@@ -261,7 +263,8 @@ func (f *fakeSys) cryptsetup(sub string, a []string, c execx.Cmd) error {
 			return errors.New("fakeSys: luksAddKey without the new key on fd 3")
 		}
 		lv.keys = append(lv.keys, append([]byte(nil), c.ExtraFiles[0]...))
-		return writeFakeLUKS2(f.host("/dev/"+lv.dm), lv.uuid, lv.params, len(lv.keys))
+		lv.kdfs = append(lv.kdfs, fakeLUKSParams(a).KDF)
+		return writeFakeLUKS2(f.host("/dev/"+lv.dm), lv.uuid, lv.params, lv.kdfs)
 	case "open":
 		test := a[0] == "--test-passphrase"
 		dev := a[len(a)-1]
@@ -308,21 +311,56 @@ func (f *fakeSys) cryptsetup(sub string, a []string, c execx.Cmd) error {
 	return fmt.Errorf("fakeSys: unexpected cryptsetup %s", sub)
 }
 
+// fakeLUKSParams reads what the fake cryptsetup was asked for from its
+// command line (the fake is the tool: parsing argv is its job).
+func fakeLUKSParams(a []string) luks.Params {
+	var p luks.Params
+	for i := 0; i+1 < len(a); i++ {
+		v := a[i+1]
+		n, _ := strconv.Atoi(v)
+		switch a[i] {
+		case "--cipher":
+			p.Cipher = v
+		case "--key-size":
+			p.KeySize = n
+		case "--hash":
+			p.Hash = v
+		case "--pbkdf":
+			p.PBKDF = v
+		case "--iter-time":
+			p.IterTimeMs = n
+		case "--pbkdf-memory":
+			p.MemoryKiB = n
+		case "--pbkdf-parallel":
+			p.Parallel = n
+		case "--pbkdf-force-iterations":
+			p.Iterations = n
+		case "--sector-size":
+			p.SectorSize = n
+		case "--uuid":
+			p.UUID = v
+		case "--offset":
+			p.Offset, _ = strconv.ParseInt(v, 10, 64)
+		}
+	}
+	return p
+}
+
 // writeFakeLUKS2 writes a LUKS2 primary header (binary header and JSON
 // metadata, checksummed as cryptsetup does) with the given UUID,
-// parameters and number of keyslots; the keyslot areas hold nothing.
-func writeFakeLUKS2(path, uuid string, p luks.Params, slots int) error {
+// parameters and a keyslot per KDF; the keyslot areas hold nothing.
+func writeFakeLUKS2(path, uuid string, p luks.Params, kdfs []luks.KDF) error {
 	const hdrSize = 16384
 	keyslots := map[string]any{}
 	var ids []string
-	for i := 0; i < slots; i++ {
+	for i, k := range kdfs {
 		id := strconv.Itoa(i)
 		ids = append(ids, id)
-		kdf := map[string]any{"type": p.PBKDF, "salt": ""}
-		if p.PBKDF == "pbkdf2" {
-			kdf["hash"], kdf["iterations"] = p.Hash, max(p.Iterations, 1000)
+		kdf := map[string]any{"type": k.PBKDF, "salt": ""}
+		if k.PBKDF == "pbkdf2" {
+			kdf["hash"], kdf["iterations"] = "sha256", max(k.Iterations, 1000)
 		} else {
-			kdf["time"], kdf["memory"], kdf["cpus"] = max(p.Iterations, 4), p.MemoryKiB, p.Parallel
+			kdf["time"], kdf["memory"], kdf["cpus"] = max(k.Iterations, 4), k.MemoryKiB, k.Parallel
 		}
 		keyslots[id] = map[string]any{"type": "luks2", "key_size": p.KeySize / 8,
 			"af":   map[string]any{"type": "luks1", "stripes": 4000, "hash": "sha256"},
