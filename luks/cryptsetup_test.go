@@ -44,7 +44,7 @@ func TestArgv(t *testing.T) {
 	}{
 		{Format{Device: "/dev/vg0/root", Params: testParams, Key: Key{Secret: "passphrase"}},
 			"cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 --key-size 512 --hash sha256 --pbkdf argon2id --pbkdf-force-iterations 4 --pbkdf-memory 1024 --pbkdf-parallel 1 --sector-size 4096 --uuid 11111111-2222-4333-8444-555555555555 --offset 32768 --key-file - /dev/vg0/root"},
-		{Format{Device: "/dev/vg0/var", Params: Params{Cipher: "aes-xts-plain64", KeySize: 512, Hash: "sha256", KDF: RandomKeyKDF, SectorSize: 4096, Label: "var"}, Key: Key{File: "/target/etc/keys/var.key"}},
+		{Format{Device: "/dev/vg0/var", Params: Params{Cipher: "aes-xts-plain64", KeySize: 512, Hash: "sha256", KDF: KDF{PBKDF: "pbkdf2", Iterations: 1000}, SectorSize: 4096, Label: "var"}, Key: Key{File: "/target/etc/keys/var.key"}},
 			"cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 --key-size 512 --hash sha256 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --sector-size 4096 --label var --key-file /target/etc/keys/var.key /dev/vg0/var"},
 		{AddKey{Device: "/dev/vg0/var", KDF: KDF{PBKDF: "argon2id", IterTimeMs: 2000, MemoryKiB: 1048576, Parallel: 4}, Key: Key{File: "/k"}, NewKey: Key{Secret: "recovery-key"}},
 			"cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --key-file /k /dev/vg0/var /proc/self/fd/3"},
@@ -76,7 +76,7 @@ func TestCheckKeyslot(t *testing.T) {
 		k    KDF
 		want string
 	}{
-		{0, RandomKeyKDF, ""},
+		{0, KDF{PBKDF: "pbkdf2", Iterations: 1000}, ""},
 		{1, argon, ""},
 		{0, argon, "keyslot 0 does not match the plan: PBKDF is pbkdf2, want argon2id"},
 		{1, KDF{PBKDF: "argon2id", Iterations: 5, MemoryKiB: 512}, "argon2 time cost is 4, want 5; argon2 memory is 1024 KiB, more than the 512 planned"},
@@ -86,6 +86,20 @@ func TestCheckKeyslot(t *testing.T) {
 		err := CheckKeyslot(h, tt.id, tt.k)
 		if (tt.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tt.want)) {
 			t.Errorf("slot %d %+v: got %v, want %q", tt.id, tt.k, err, tt.want)
+		}
+	}
+}
+
+// A key-file keyslot gets argon2id at its least cost, never more than the
+// passphrase slots; a layout that chose pbkdf2 keeps it.
+func TestKeyFileKDF(t *testing.T) {
+	for _, tt := range []struct{ pass, want KDF }{
+		{KDF{PBKDF: "argon2id", IterTimeMs: 2000, MemoryKiB: 1 << 20, Parallel: 4}, KDF{PBKDF: "argon2id", Iterations: 4, MemoryKiB: 65536, Parallel: 1}},
+		{KDF{PBKDF: "argon2i", Iterations: 4, MemoryKiB: 1024, Parallel: 1}, KDF{PBKDF: "argon2id", Iterations: 4, MemoryKiB: 1024, Parallel: 1}},
+		{KDF{PBKDF: "pbkdf2", IterTimeMs: 2000}, KDF{PBKDF: "pbkdf2", IterTimeMs: 2000}},
+	} {
+		if got := KeyFileKDF(tt.pass); got != tt.want {
+			t.Errorf("KeyFileKDF(%+v) = %+v, want %+v", tt.pass, got, tt.want)
 		}
 	}
 }

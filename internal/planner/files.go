@@ -127,6 +127,9 @@ func (p *planner) planFiles() {
 			}
 		}
 	}
+	if p.keyFileKDF {
+		p.note("keyslots opened by a key file use argon2id at its least cost (4 passes, at most 64 MiB): the key file's 4096 random bytes, not the KDF, are what an attacker would have to guess, and the cheap KDF saves up to 2 s and 1 GiB of memory per volume at every boot; passphrase and recovery keyslots keep the layout's KDF (a recovery key is written down by people, and a slow KDF multiplies the work left if part of it leaks)")
+	}
 	for _, st := range p.vols {
 		if st.v.Encryption.Type != layout.EncNone && st.v.Encryption.Discard != nil && *st.v.Encryption.Discard {
 			p.note("%s allows discards: TRIM keeps the SSD fast but reveals which blocks are unused (and so hints at the filesystem and how full it is); this was asked for in the layout", st.lvPath)

@@ -66,6 +66,9 @@ type planner struct {
 
 	vgs  map[string]*vgState
 	vols []*volState
+	// keyFileKDF: some keyslot is opened by a key file (and gets
+	// luks.KeyFileKDF); the plan says why.
+	keyFileKDF bool
 	// partitions outside LVM, in layout order, and their mounts by device
 	parts      []*partState
 	partMounts map[string]mountSpec

@@ -273,22 +273,30 @@ func (p *planner) planVolume(st *volState) {
 		}
 		key = luks.Key{File: p.onRoot(st.keyFile)}
 	}
+	// Each keyslot gets the KDF its key needs: a passphrase (and the
+	// recovery key, which people write down) the layout's slow argon2id;
+	// a key file of random bytes the least argon2id (luks.KeyFileKDF).
 	params := luksParams(e)
+	passKDF := params.KDF
+	if e.Key == layout.KeyFile {
+		params.KDF = luks.KeyFileKDF(passKDF)
+		p.keyFileKDF = true
+	}
 	if st.format {
 		st.luksUUID = p.ids.uuid("luks", st.vg.vg.Name+"/"+v.Name)
 		params.UUID = st.luksUUID
 		p.add(plan.Step{
 			Action: plan.ActLUKSFormat, Target: st.lvPath,
-			Description: fmt.Sprintf("format %s as LUKS2 (%s, %d-bit key, %s, %d-byte sectors), unlocked by %s",
-				st.lvPath, e.Cipher, e.KeySize, e.PBKDF, e.SectorSize, keyDesc(e, st.keyFile)),
+			Description: fmt.Sprintf("format %s as LUKS2 (%s, %d-bit key, %d-byte sectors), unlocked by %s (keyslot KDF: %s)",
+				st.lvPath, e.Cipher, e.KeySize, e.SectorSize, keyDesc(e, st.keyFile), params.KDF),
 		}, &plan.Params{LUKSFormat: &luks.Format{Device: st.lvPath, Params: params, Key: key}},
 			&plan.Params{Wipe: &fs.Wipe{Device: st.lvPath}})
 	}
 	if *p.l.Keys.RecoveryKey && (st.format || st.dev.Content.LUKS == nil || len(st.dev.Content.LUKS.Keyslots) < 2) {
 		p.add(plan.Step{
 			Action: plan.ActAddRecovery, Target: st.lvPath,
-			Description: fmt.Sprintf("add the recovery key to a second keyslot of %s", st.lvPath),
-		}, &plan.Params{LUKSAddKey: &luks.AddKey{Device: st.lvPath, KDF: params.KDF, Key: key, NewKey: luks.Key{Secret: plan.SecretRecoveryKey}}}, nil)
+			Description: fmt.Sprintf("add the recovery key to a second keyslot of %s (keyslot KDF: %s)", st.lvPath, passKDF),
+		}, &plan.Params{LUKSAddKey: &luks.AddKey{Device: st.lvPath, KDF: passKDF, Key: key, NewKey: luks.Key{Secret: plan.SecretRecoveryKey}}}, nil)
 	}
 	if m := p.inv.Mapping(e.Name); m != nil {
 		if st.dev != nil && (m.Parent == st.dev.Path || m.Parent == st.lvPath) && !st.format {

@@ -275,8 +275,8 @@ func TestKeysGoOnPipes(t *testing.T) {
 	e := newEnv(&plan.Plan{}, Options{Run: rec, Secrets: Secrets{Passphrase: []byte(testPass), RecoveryKey: []byte(testRecovery)}})
 	pass, rk := luks.Key{Secret: plan.SecretPassphrase}, luks.Key{Secret: plan.SecretRecoveryKey}
 	for _, p := range []*plan.Params{
-		{LUKSAddKey: &luks.AddKey{Device: "/dev/vg0/a", KDF: luks.RandomKeyKDF, Key: pass, NewKey: rk}},
-		{LUKSAddKey: &luks.AddKey{Device: "/dev/vg0/b", KDF: luks.RandomKeyKDF, Key: luks.Key{File: "/k"}, NewKey: rk}},
+		{LUKSAddKey: &luks.AddKey{Device: "/dev/vg0/a", KDF: luks.KDF{PBKDF: "pbkdf2", Iterations: 1000}, Key: pass, NewKey: rk}},
+		{LUKSAddKey: &luks.AddKey{Device: "/dev/vg0/b", KDF: luks.KDF{PBKDF: "pbkdf2", Iterations: 1000}, Key: luks.Key{File: "/k"}, NewKey: rk}},
 		{LUKSOpen: &luks.Open{Device: "/dev/vg0/b", Name: "b", Key: luks.Key{File: "/k"}}},
 	} {
 		if err := e.run(context.Background(), p, ""); err != nil {

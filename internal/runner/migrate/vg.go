@@ -66,14 +66,17 @@ func (v *vgTarget) cs() luks.Cryptsetup { return luks.Cryptsetup{Run: v.rt.run} 
 func (v *vgTarget) lvPath(d *Disk) string { return "/dev/" + v.name + "/" + d.LV }
 
 // params are the LUKS2 parameters of a disk's header, and the KDF of its
-// first keyslot (the key file's).
+// first keyslot: the key file's, which needs no slow KDF (as apply's
+// key-file keyslots, luks.KeyFileKDF).
 func (v *vgTarget) params(d *Disk) luks.Params {
 	p := v.cfg().LUKS
 	p.UUID, p.Offset = d.LUKSUUID, d.DataOffset/512
+	p.KDF = luks.KeyFileKDF(p.KDF)
 	return p
 }
 
-// recoveryKDF is the KDF of the recovery keyslot.
+// recoveryKDF is the KDF of the recovery keyslot: the configured slow one
+// (people write the recovery key down; part of it may leak).
 func (v *vgTarget) recoveryKDF() luks.KDF { return v.cfg().LUKS.KDF }
 
 func vgConfig(o *Options) *VGConfig {
@@ -746,17 +749,14 @@ func (v *vgTarget) Finish(ctx context.Context) error { return nil }
 func (v *vgTarget) Notes(h *Header) []string {
 	c := h.VG
 	p := c.LUKS
-	cost := fmt.Sprintf("%d ms", p.IterTimeMs)
-	if p.Iterations > 0 {
-		cost = fmt.Sprintf("%d iterations (forced)", p.Iterations)
-	}
 	rk := "shown once when the migration starts: write it down and keep it offline"
 	if c.RecoveryKeyFile != "" {
 		rk = "written to " + c.RecoveryKeyFile + " (mode 0400): keep it offline"
 	}
 	notes := []string{
-		fmt.Sprintf("vg:%s: each disk becomes an LV with LUKS2 (%s, %d-bit key, %s %s / %d KiB / %d threads, %d-byte sectors, discard off), opened as /dev/mapper/NAME and given to the guest as a raw block disk of its old size",
-			v.name, p.Cipher, p.KeySize, p.PBKDF, cost, p.MemoryKiB, p.Parallel, p.SectorSize),
+		fmt.Sprintf("vg:%s: each disk becomes an LV with LUKS2 (%s, %d-bit key, %d-byte sectors, discard off), opened as /dev/mapper/NAME and given to the guest as a raw block disk of its old size",
+			v.name, p.Cipher, p.KeySize, p.SectorSize),
+		fmt.Sprintf("the key file's keyslot uses %s: its 4096 random bytes, not the KDF, are what an attacker would have to guess, and the cheap KDF keeps every boot fast; the recovery keyslot uses %s", luks.KeyFileKDF(p.KDF), p.KDF),
 		fmt.Sprintf("each disk's key is a %d-byte random key file in %s (checked to be on encrypted storage); %s opens the mappings at boot, before libvirtd starts guests", keyFileBytes, c.KeyDir, c.Crypttab),
 		"a recovery key in a second keyslot opens every new volume; it is " + rk,
 	}

@@ -50,10 +50,10 @@ lvm lvcreate --yes --wipesignatures y --zero y --name home --extents 74446 vg0
 # [8/33] lvcreate:/dev/vg0/swap: create volume /dev/vg0/swap of 32 GiB
 lvm lvcreate --yes --wipesignatures y --zero y --name swap --extents 8192 vg0
 
-# [9/33] luksFormat:/dev/vg0/root: format /dev/vg0/root as LUKS2 (aes-xts-plain64, 512-bit key, argon2id, 4096-byte sectors), unlocked by the passphrase
+# [9/33] luksFormat:/dev/vg0/root: format /dev/vg0/root as LUKS2 (aes-xts-plain64, 512-bit key, 4096-byte sectors), unlocked by the passphrase (keyslot KDF: argon2id, 2000 ms, up to 1024 MiB, 4 threads)
 cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 --key-size 512 --hash sha256 --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --sector-size 4096 --label root --uuid 63b2e816-10fa-4b74-a9e5-1d74e535e8b1 --key-file - /dev/vg0/root < <(printf '%s' "$PASSPHRASE")
 
-# [10/33] addRecoveryKey:/dev/vg0/root: add the recovery key to a second keyslot of /dev/vg0/root
+# [10/33] addRecoveryKey:/dev/vg0/root: add the recovery key to a second keyslot of /dev/vg0/root (keyslot KDF: argon2id, 2000 ms, up to 1024 MiB, 4 threads)
 cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --key-file - /dev/vg0/root /proc/self/fd/3 < <(printf '%s' "$PASSPHRASE") 3< <(printf '%s' "$RECOVERY_KEY")
 
 # [11/33] open:/dev/mapper/root_crypt: open /dev/vg0/root as /dev/mapper/root_crypt
@@ -68,10 +68,10 @@ mount --mkdir -t ext4 /dev/mapper/root_crypt /target
 # [14/33] keyfile:/target/etc/cryptsetup-keys.d/home_crypt.key: generate a 4096-byte random key file for /dev/vg0/home (mode 0400, directory 0700, on the encrypted root)
 cryptshift step keyfile --path /target/etc/cryptsetup-keys.d/home_crypt.key --bytes 4096
 
-# [15/33] luksFormat:/dev/vg0/home: format /dev/vg0/home as LUKS2 (aes-xts-plain64, 512-bit key, argon2id, 4096-byte sectors), unlocked by key file /etc/cryptsetup-keys.d/home_crypt.key
-cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 --key-size 512 --hash sha256 --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --sector-size 4096 --label home --uuid 01bf0c83-dc9b-4370-9d3f-f6f58b28a26e --key-file /target/etc/cryptsetup-keys.d/home_crypt.key /dev/vg0/home
+# [15/33] luksFormat:/dev/vg0/home: format /dev/vg0/home as LUKS2 (aes-xts-plain64, 512-bit key, 4096-byte sectors), unlocked by key file /etc/cryptsetup-keys.d/home_crypt.key (keyslot KDF: argon2id, 4 passes over 64 MiB, 1 thread)
+cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 --key-size 512 --hash sha256 --pbkdf argon2id --pbkdf-force-iterations 4 --pbkdf-memory 65536 --pbkdf-parallel 1 --sector-size 4096 --label home --uuid 01bf0c83-dc9b-4370-9d3f-f6f58b28a26e --key-file /target/etc/cryptsetup-keys.d/home_crypt.key /dev/vg0/home
 
-# [16/33] addRecoveryKey:/dev/vg0/home: add the recovery key to a second keyslot of /dev/vg0/home
+# [16/33] addRecoveryKey:/dev/vg0/home: add the recovery key to a second keyslot of /dev/vg0/home (keyslot KDF: argon2id, 2000 ms, up to 1024 MiB, 4 threads)
 cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --key-file /target/etc/cryptsetup-keys.d/home_crypt.key /dev/vg0/home /proc/self/fd/3 3< <(printf '%s' "$RECOVERY_KEY")
 
 # [17/33] open:/dev/mapper/home_crypt: open /dev/vg0/home as /dev/mapper/home_crypt
@@ -80,10 +80,10 @@ cryptsetup open --type luks2 --key-file /target/etc/cryptsetup-keys.d/home_crypt
 # [18/33] mkfs:/dev/mapper/home_crypt: create an ext4 filesystem on /dev/mapper/home_crypt
 mkfs.ext4 -q -F -b 4096 -U 5c361d46-4c2e-496e-9cef-4cac54e0669c /dev/mapper/home_crypt
 
-# [19/33] luksFormat:/dev/vg0/swap: format /dev/vg0/swap as LUKS2 (aes-xts-plain64, 512-bit key, argon2id, 4096-byte sectors), unlocked by the passphrase
+# [19/33] luksFormat:/dev/vg0/swap: format /dev/vg0/swap as LUKS2 (aes-xts-plain64, 512-bit key, 4096-byte sectors), unlocked by the passphrase (keyslot KDF: argon2id, 2000 ms, up to 1024 MiB, 4 threads)
 cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 --key-size 512 --hash sha256 --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --sector-size 4096 --label swap --uuid a17515a5-04ef-45e0-b095-34e9988c2aba --key-file - /dev/vg0/swap < <(printf '%s' "$PASSPHRASE")
 
-# [20/33] addRecoveryKey:/dev/vg0/swap: add the recovery key to a second keyslot of /dev/vg0/swap
+# [20/33] addRecoveryKey:/dev/vg0/swap: add the recovery key to a second keyslot of /dev/vg0/swap (keyslot KDF: argon2id, 2000 ms, up to 1024 MiB, 4 threads)
 cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --key-file - /dev/vg0/swap /proc/self/fd/3 < <(printf '%s' "$PASSPHRASE") 3< <(printf '%s' "$RECOVERY_KEY")
 
 # [21/33] open:/dev/mapper/swap_crypt: open /dev/vg0/swap as /dev/mapper/swap_crypt

@@ -65,10 +65,10 @@ lvm lvcreate --yes --wipesignatures y --zero y --name mail-vdb --extents 32000 v
 # [13/50] lvcreate:/dev/vg-guests/dns-vda: create volume /dev/vg-guests/dns-vda of 20 GiB
 lvm lvcreate --yes --wipesignatures y --zero y --name dns-vda --extents 1280 vg-guests
 
-# [14/50] luksFormat:/dev/vg-sys/root: format /dev/vg-sys/root as LUKS2 (aes-xts-plain64, 512-bit key, argon2id, 4096-byte sectors), unlocked by the passphrase
+# [14/50] luksFormat:/dev/vg-sys/root: format /dev/vg-sys/root as LUKS2 (aes-xts-plain64, 512-bit key, 4096-byte sectors), unlocked by the passphrase (keyslot KDF: argon2id, 2000 ms, up to 1024 MiB, 4 threads)
 cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 --key-size 512 --hash sha256 --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --sector-size 4096 --label root --uuid 702b35ed-6420-4aa7-ac9e-582d3608aee1 --key-file - /dev/vg-sys/root < <(printf '%s' "$PASSPHRASE")
 
-# [15/50] addRecoveryKey:/dev/vg-sys/root: add the recovery key to a second keyslot of /dev/vg-sys/root
+# [15/50] addRecoveryKey:/dev/vg-sys/root: add the recovery key to a second keyslot of /dev/vg-sys/root (keyslot KDF: argon2id, 2000 ms, up to 1024 MiB, 4 threads)
 cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --key-file - /dev/vg-sys/root /proc/self/fd/3 < <(printf '%s' "$PASSPHRASE") 3< <(printf '%s' "$RECOVERY_KEY")
 
 # [16/50] open:/dev/mapper/root_crypt: open /dev/vg-sys/root as /dev/mapper/root_crypt
@@ -92,10 +92,10 @@ cryptshift step keyfile --path /target/etc/cryptsetup-keys.d/mail-vdb_crypt.key 
 # [22/50] keyfile:/target/etc/cryptsetup-keys.d/dns-vda_crypt.key: generate a 4096-byte random key file for /dev/vg-guests/dns-vda (mode 0400, directory 0700, on the encrypted root)
 cryptshift step keyfile --path /target/etc/cryptsetup-keys.d/dns-vda_crypt.key --bytes 4096
 
-# [23/50] luksFormat:/dev/vg-sys/libvirt: format /dev/vg-sys/libvirt as LUKS2 (aes-xts-plain64, 512-bit key, argon2id, 4096-byte sectors), unlocked by key file /etc/cryptsetup-keys.d/libvirt_crypt.key
-cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 --key-size 512 --hash sha256 --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --sector-size 4096 --label libvirt --uuid 8210a4c5-6988-499a-bae6-6dec4123d896 --key-file /target/etc/cryptsetup-keys.d/libvirt_crypt.key /dev/vg-sys/libvirt
+# [23/50] luksFormat:/dev/vg-sys/libvirt: format /dev/vg-sys/libvirt as LUKS2 (aes-xts-plain64, 512-bit key, 4096-byte sectors), unlocked by key file /etc/cryptsetup-keys.d/libvirt_crypt.key (keyslot KDF: argon2id, 4 passes over 64 MiB, 1 thread)
+cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 --key-size 512 --hash sha256 --pbkdf argon2id --pbkdf-force-iterations 4 --pbkdf-memory 65536 --pbkdf-parallel 1 --sector-size 4096 --label libvirt --uuid 8210a4c5-6988-499a-bae6-6dec4123d896 --key-file /target/etc/cryptsetup-keys.d/libvirt_crypt.key /dev/vg-sys/libvirt
 
-# [24/50] addRecoveryKey:/dev/vg-sys/libvirt: add the recovery key to a second keyslot of /dev/vg-sys/libvirt
+# [24/50] addRecoveryKey:/dev/vg-sys/libvirt: add the recovery key to a second keyslot of /dev/vg-sys/libvirt (keyslot KDF: argon2id, 2000 ms, up to 1024 MiB, 4 threads)
 cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --key-file /target/etc/cryptsetup-keys.d/libvirt_crypt.key /dev/vg-sys/libvirt /proc/self/fd/3 3< <(printf '%s' "$RECOVERY_KEY")
 
 # [25/50] open:/dev/mapper/libvirt_crypt: open /dev/vg-sys/libvirt as /dev/mapper/libvirt_crypt
@@ -110,28 +110,28 @@ cryptsetup open --type plain --cipher aes-xts-plain64 --key-size 512 --sector-si
 # [28/50] mkswap:/dev/mapper/swap_crypt: make /dev/mapper/swap_crypt a swap area
 mkswap /dev/mapper/swap_crypt
 
-# [29/50] luksFormat:/dev/vg-guests/mail-vda: format /dev/vg-guests/mail-vda as LUKS2 (aes-xts-plain64, 512-bit key, argon2id, 4096-byte sectors), unlocked by key file /etc/cryptsetup-keys.d/mail-vda_crypt.key
-cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 --key-size 512 --hash sha256 --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --sector-size 4096 --label mail-vda --uuid c402d19b-674b-4685-9ee7-2f7422a68a34 --key-file /target/etc/cryptsetup-keys.d/mail-vda_crypt.key /dev/vg-guests/mail-vda
+# [29/50] luksFormat:/dev/vg-guests/mail-vda: format /dev/vg-guests/mail-vda as LUKS2 (aes-xts-plain64, 512-bit key, 4096-byte sectors), unlocked by key file /etc/cryptsetup-keys.d/mail-vda_crypt.key (keyslot KDF: argon2id, 4 passes over 64 MiB, 1 thread)
+cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 --key-size 512 --hash sha256 --pbkdf argon2id --pbkdf-force-iterations 4 --pbkdf-memory 65536 --pbkdf-parallel 1 --sector-size 4096 --label mail-vda --uuid c402d19b-674b-4685-9ee7-2f7422a68a34 --key-file /target/etc/cryptsetup-keys.d/mail-vda_crypt.key /dev/vg-guests/mail-vda
 
-# [30/50] addRecoveryKey:/dev/vg-guests/mail-vda: add the recovery key to a second keyslot of /dev/vg-guests/mail-vda
+# [30/50] addRecoveryKey:/dev/vg-guests/mail-vda: add the recovery key to a second keyslot of /dev/vg-guests/mail-vda (keyslot KDF: argon2id, 2000 ms, up to 1024 MiB, 4 threads)
 cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --key-file /target/etc/cryptsetup-keys.d/mail-vda_crypt.key /dev/vg-guests/mail-vda /proc/self/fd/3 3< <(printf '%s' "$RECOVERY_KEY")
 
 # [31/50] open:/dev/mapper/mail-vda_crypt: open /dev/vg-guests/mail-vda as /dev/mapper/mail-vda_crypt
 cryptsetup open --type luks2 --key-file /target/etc/cryptsetup-keys.d/mail-vda_crypt.key /dev/vg-guests/mail-vda mail-vda_crypt
 
-# [32/50] luksFormat:/dev/vg-guests/mail-vdb: format /dev/vg-guests/mail-vdb as LUKS2 (aes-xts-plain64, 512-bit key, argon2id, 4096-byte sectors), unlocked by key file /etc/cryptsetup-keys.d/mail-vdb_crypt.key
-cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 --key-size 512 --hash sha256 --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --sector-size 4096 --label mail-vdb --uuid 3443e3a2-c2db-4e5a-975c-6205fcb99990 --key-file /target/etc/cryptsetup-keys.d/mail-vdb_crypt.key /dev/vg-guests/mail-vdb
+# [32/50] luksFormat:/dev/vg-guests/mail-vdb: format /dev/vg-guests/mail-vdb as LUKS2 (aes-xts-plain64, 512-bit key, 4096-byte sectors), unlocked by key file /etc/cryptsetup-keys.d/mail-vdb_crypt.key (keyslot KDF: argon2id, 4 passes over 64 MiB, 1 thread)
+cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 --key-size 512 --hash sha256 --pbkdf argon2id --pbkdf-force-iterations 4 --pbkdf-memory 65536 --pbkdf-parallel 1 --sector-size 4096 --label mail-vdb --uuid 3443e3a2-c2db-4e5a-975c-6205fcb99990 --key-file /target/etc/cryptsetup-keys.d/mail-vdb_crypt.key /dev/vg-guests/mail-vdb
 
-# [33/50] addRecoveryKey:/dev/vg-guests/mail-vdb: add the recovery key to a second keyslot of /dev/vg-guests/mail-vdb
+# [33/50] addRecoveryKey:/dev/vg-guests/mail-vdb: add the recovery key to a second keyslot of /dev/vg-guests/mail-vdb (keyslot KDF: argon2id, 2000 ms, up to 1024 MiB, 4 threads)
 cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --key-file /target/etc/cryptsetup-keys.d/mail-vdb_crypt.key /dev/vg-guests/mail-vdb /proc/self/fd/3 3< <(printf '%s' "$RECOVERY_KEY")
 
 # [34/50] open:/dev/mapper/mail-vdb_crypt: open /dev/vg-guests/mail-vdb as /dev/mapper/mail-vdb_crypt
 cryptsetup open --type luks2 --key-file /target/etc/cryptsetup-keys.d/mail-vdb_crypt.key /dev/vg-guests/mail-vdb mail-vdb_crypt
 
-# [35/50] luksFormat:/dev/vg-guests/dns-vda: format /dev/vg-guests/dns-vda as LUKS2 (aes-xts-plain64, 512-bit key, argon2id, 4096-byte sectors), unlocked by key file /etc/cryptsetup-keys.d/dns-vda_crypt.key
-cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 --key-size 512 --hash sha256 --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --sector-size 4096 --label dns-vda --uuid 2d197811-6805-4ef0-8466-ab9837326169 --key-file /target/etc/cryptsetup-keys.d/dns-vda_crypt.key /dev/vg-guests/dns-vda
+# [35/50] luksFormat:/dev/vg-guests/dns-vda: format /dev/vg-guests/dns-vda as LUKS2 (aes-xts-plain64, 512-bit key, 4096-byte sectors), unlocked by key file /etc/cryptsetup-keys.d/dns-vda_crypt.key (keyslot KDF: argon2id, 4 passes over 64 MiB, 1 thread)
+cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 --key-size 512 --hash sha256 --pbkdf argon2id --pbkdf-force-iterations 4 --pbkdf-memory 65536 --pbkdf-parallel 1 --sector-size 4096 --label dns-vda --uuid 2d197811-6805-4ef0-8466-ab9837326169 --key-file /target/etc/cryptsetup-keys.d/dns-vda_crypt.key /dev/vg-guests/dns-vda
 
-# [36/50] addRecoveryKey:/dev/vg-guests/dns-vda: add the recovery key to a second keyslot of /dev/vg-guests/dns-vda
+# [36/50] addRecoveryKey:/dev/vg-guests/dns-vda: add the recovery key to a second keyslot of /dev/vg-guests/dns-vda (keyslot KDF: argon2id, 2000 ms, up to 1024 MiB, 4 threads)
 cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --key-file /target/etc/cryptsetup-keys.d/dns-vda_crypt.key /dev/vg-guests/dns-vda /proc/self/fd/3 3< <(printf '%s' "$RECOVERY_KEY")
 
 # [37/50] open:/dev/mapper/dns-vda_crypt: open /dev/vg-guests/dns-vda as /dev/mapper/dns-vda_crypt

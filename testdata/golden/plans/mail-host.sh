@@ -62,10 +62,10 @@ lvm lvcreate --yes --wipesignatures y --zero y --name guest-mx --extents 34310 v
 # [12/51] lvcreate:/dev/vg0/guest-web: create volume /dev/vg0/guest-web of 89.3 GiB
 lvm lvcreate --yes --wipesignatures y --zero y --name guest-web --extents 22873 vg0
 
-# [13/51] luksFormat:/dev/vg0/root: format /dev/vg0/root as LUKS2 (aes-xts-plain64, 512-bit key, argon2id, 4096-byte sectors), unlocked by the passphrase
+# [13/51] luksFormat:/dev/vg0/root: format /dev/vg0/root as LUKS2 (aes-xts-plain64, 512-bit key, 4096-byte sectors), unlocked by the passphrase (keyslot KDF: argon2id, 2000 ms, up to 1024 MiB, 4 threads)
 cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 --key-size 512 --hash sha256 --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --sector-size 4096 --label root --uuid f1197c4e-8383-4b63-bb6a-d15708c044fc --key-file - /dev/vg0/root < <(printf '%s' "$PASSPHRASE")
 
-# [14/51] addRecoveryKey:/dev/vg0/root: add the recovery key to a second keyslot of /dev/vg0/root
+# [14/51] addRecoveryKey:/dev/vg0/root: add the recovery key to a second keyslot of /dev/vg0/root (keyslot KDF: argon2id, 2000 ms, up to 1024 MiB, 4 threads)
 cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --key-file - /dev/vg0/root /proc/self/fd/3 < <(printf '%s' "$PASSPHRASE") 3< <(printf '%s' "$RECOVERY_KEY")
 
 # [15/51] open:/dev/mapper/root_crypt: open /dev/vg0/root as /dev/mapper/root_crypt
@@ -89,10 +89,10 @@ cryptshift step keyfile --path /target/etc/cryptsetup-keys.d/guest-mx_crypt.key 
 # [21/51] keyfile:/target/etc/cryptsetup-keys.d/guest-web_crypt.key: generate a 4096-byte random key file for /dev/vg0/guest-web (mode 0400, directory 0700, on the encrypted root)
 cryptshift step keyfile --path /target/etc/cryptsetup-keys.d/guest-web_crypt.key --bytes 4096
 
-# [22/51] luksFormat:/dev/vg0/var: format /dev/vg0/var as LUKS2 (aes-xts-plain64, 512-bit key, argon2id, 4096-byte sectors), unlocked by key file /etc/cryptsetup-keys.d/var_crypt.key
-cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 --key-size 512 --hash sha256 --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --sector-size 4096 --label var --uuid 729ad46d-f4c0-4afb-9f6a-63b5a4493783 --key-file /target/etc/cryptsetup-keys.d/var_crypt.key /dev/vg0/var
+# [22/51] luksFormat:/dev/vg0/var: format /dev/vg0/var as LUKS2 (aes-xts-plain64, 512-bit key, 4096-byte sectors), unlocked by key file /etc/cryptsetup-keys.d/var_crypt.key (keyslot KDF: argon2id, 4 passes over 64 MiB, 1 thread)
+cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 --key-size 512 --hash sha256 --pbkdf argon2id --pbkdf-force-iterations 4 --pbkdf-memory 65536 --pbkdf-parallel 1 --sector-size 4096 --label var --uuid 729ad46d-f4c0-4afb-9f6a-63b5a4493783 --key-file /target/etc/cryptsetup-keys.d/var_crypt.key /dev/vg0/var
 
-# [23/51] addRecoveryKey:/dev/vg0/var: add the recovery key to a second keyslot of /dev/vg0/var
+# [23/51] addRecoveryKey:/dev/vg0/var: add the recovery key to a second keyslot of /dev/vg0/var (keyslot KDF: argon2id, 2000 ms, up to 1024 MiB, 4 threads)
 cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --key-file /target/etc/cryptsetup-keys.d/var_crypt.key /dev/vg0/var /proc/self/fd/3 3< <(printf '%s' "$RECOVERY_KEY")
 
 # [24/51] open:/dev/mapper/var_crypt: open /dev/vg0/var as /dev/mapper/var_crypt
@@ -101,10 +101,10 @@ cryptsetup open --type luks2 --key-file /target/etc/cryptsetup-keys.d/var_crypt.
 # [25/51] mkfs:/dev/mapper/var_crypt: create an ext4 filesystem on /dev/mapper/var_crypt
 mkfs.ext4 -q -F -b 4096 -U 28900994-afab-4f95-b373-a52fcf57e96d /dev/mapper/var_crypt
 
-# [26/51] luksFormat:/dev/vg0/vmail: format /dev/vg0/vmail as LUKS2 (aes-xts-plain64, 512-bit key, argon2id, 4096-byte sectors), unlocked by key file /etc/cryptsetup-keys.d/vmail_crypt.key
-cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 --key-size 512 --hash sha256 --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --sector-size 4096 --label vmail --uuid a11eb69d-8bc8-4d6f-afc4-3310691e5ce6 --key-file /target/etc/cryptsetup-keys.d/vmail_crypt.key /dev/vg0/vmail
+# [26/51] luksFormat:/dev/vg0/vmail: format /dev/vg0/vmail as LUKS2 (aes-xts-plain64, 512-bit key, 4096-byte sectors), unlocked by key file /etc/cryptsetup-keys.d/vmail_crypt.key (keyslot KDF: argon2id, 4 passes over 64 MiB, 1 thread)
+cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 --key-size 512 --hash sha256 --pbkdf argon2id --pbkdf-force-iterations 4 --pbkdf-memory 65536 --pbkdf-parallel 1 --sector-size 4096 --label vmail --uuid a11eb69d-8bc8-4d6f-afc4-3310691e5ce6 --key-file /target/etc/cryptsetup-keys.d/vmail_crypt.key /dev/vg0/vmail
 
-# [27/51] addRecoveryKey:/dev/vg0/vmail: add the recovery key to a second keyslot of /dev/vg0/vmail
+# [27/51] addRecoveryKey:/dev/vg0/vmail: add the recovery key to a second keyslot of /dev/vg0/vmail (keyslot KDF: argon2id, 2000 ms, up to 1024 MiB, 4 threads)
 cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --key-file /target/etc/cryptsetup-keys.d/vmail_crypt.key /dev/vg0/vmail /proc/self/fd/3 3< <(printf '%s' "$RECOVERY_KEY")
 
 # [28/51] open:/dev/mapper/vmail_crypt: open /dev/vg0/vmail as /dev/mapper/vmail_crypt
@@ -119,19 +119,19 @@ cryptsetup open --type plain --cipher aes-xts-plain64 --key-size 512 --sector-si
 # [31/51] mkswap:/dev/mapper/swap_crypt: make /dev/mapper/swap_crypt a swap area
 mkswap /dev/mapper/swap_crypt
 
-# [32/51] luksFormat:/dev/vg0/guest-mx: format /dev/vg0/guest-mx as LUKS2 (aes-xts-plain64, 512-bit key, argon2id, 4096-byte sectors), unlocked by key file /etc/cryptsetup-keys.d/guest-mx_crypt.key
-cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 --key-size 512 --hash sha256 --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --sector-size 4096 --label guest-mx --uuid f1441150-3286-42dd-8344-11620f11aafe --key-file /target/etc/cryptsetup-keys.d/guest-mx_crypt.key /dev/vg0/guest-mx
+# [32/51] luksFormat:/dev/vg0/guest-mx: format /dev/vg0/guest-mx as LUKS2 (aes-xts-plain64, 512-bit key, 4096-byte sectors), unlocked by key file /etc/cryptsetup-keys.d/guest-mx_crypt.key (keyslot KDF: argon2id, 4 passes over 64 MiB, 1 thread)
+cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 --key-size 512 --hash sha256 --pbkdf argon2id --pbkdf-force-iterations 4 --pbkdf-memory 65536 --pbkdf-parallel 1 --sector-size 4096 --label guest-mx --uuid f1441150-3286-42dd-8344-11620f11aafe --key-file /target/etc/cryptsetup-keys.d/guest-mx_crypt.key /dev/vg0/guest-mx
 
-# [33/51] addRecoveryKey:/dev/vg0/guest-mx: add the recovery key to a second keyslot of /dev/vg0/guest-mx
+# [33/51] addRecoveryKey:/dev/vg0/guest-mx: add the recovery key to a second keyslot of /dev/vg0/guest-mx (keyslot KDF: argon2id, 2000 ms, up to 1024 MiB, 4 threads)
 cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --key-file /target/etc/cryptsetup-keys.d/guest-mx_crypt.key /dev/vg0/guest-mx /proc/self/fd/3 3< <(printf '%s' "$RECOVERY_KEY")
 
 # [34/51] open:/dev/mapper/guest-mx_crypt: open /dev/vg0/guest-mx as /dev/mapper/guest-mx_crypt
 cryptsetup open --type luks2 --key-file /target/etc/cryptsetup-keys.d/guest-mx_crypt.key /dev/vg0/guest-mx guest-mx_crypt
 
-# [35/51] luksFormat:/dev/vg0/guest-web: format /dev/vg0/guest-web as LUKS2 (aes-xts-plain64, 512-bit key, argon2id, 4096-byte sectors), unlocked by key file /etc/cryptsetup-keys.d/guest-web_crypt.key
-cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 --key-size 512 --hash sha256 --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --sector-size 4096 --label guest-web --uuid f007b321-abba-4a71-956d-2faa449f07a8 --key-file /target/etc/cryptsetup-keys.d/guest-web_crypt.key /dev/vg0/guest-web
+# [35/51] luksFormat:/dev/vg0/guest-web: format /dev/vg0/guest-web as LUKS2 (aes-xts-plain64, 512-bit key, 4096-byte sectors), unlocked by key file /etc/cryptsetup-keys.d/guest-web_crypt.key (keyslot KDF: argon2id, 4 passes over 64 MiB, 1 thread)
+cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 --key-size 512 --hash sha256 --pbkdf argon2id --pbkdf-force-iterations 4 --pbkdf-memory 65536 --pbkdf-parallel 1 --sector-size 4096 --label guest-web --uuid f007b321-abba-4a71-956d-2faa449f07a8 --key-file /target/etc/cryptsetup-keys.d/guest-web_crypt.key /dev/vg0/guest-web
 
-# [36/51] addRecoveryKey:/dev/vg0/guest-web: add the recovery key to a second keyslot of /dev/vg0/guest-web
+# [36/51] addRecoveryKey:/dev/vg0/guest-web: add the recovery key to a second keyslot of /dev/vg0/guest-web (keyslot KDF: argon2id, 2000 ms, up to 1024 MiB, 4 threads)
 cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --key-file /target/etc/cryptsetup-keys.d/guest-web_crypt.key /dev/vg0/guest-web /proc/self/fd/3 3< <(printf '%s' "$RECOVERY_KEY")
 
 # [37/51] open:/dev/mapper/guest-web_crypt: open /dev/vg0/guest-web as /dev/mapper/guest-web_crypt

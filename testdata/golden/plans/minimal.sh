@@ -47,10 +47,10 @@ lvm lvcreate --yes --wipesignatures y --zero y --name root --extents 8037 vg0
 # [7/22] lvcreate:/dev/vg0/swap: create volume /dev/vg0/swap of 2 GiB
 lvm lvcreate --yes --wipesignatures y --zero y --name swap --extents 512 vg0
 
-# [8/22] luksFormat:/dev/vg0/root: format /dev/vg0/root as LUKS2 (aes-xts-plain64, 512-bit key, argon2id, 4096-byte sectors), unlocked by the passphrase
+# [8/22] luksFormat:/dev/vg0/root: format /dev/vg0/root as LUKS2 (aes-xts-plain64, 512-bit key, 4096-byte sectors), unlocked by the passphrase (keyslot KDF: argon2id, 2000 ms, up to 1024 MiB, 4 threads)
 cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 --key-size 512 --hash sha256 --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --sector-size 4096 --label root --uuid 00d88bfd-b2b5-49b5-8342-e19f8b6cb674 --key-file - /dev/vg0/root < <(printf '%s' "$PASSPHRASE")
 
-# [9/22] addRecoveryKey:/dev/vg0/root: add the recovery key to a second keyslot of /dev/vg0/root
+# [9/22] addRecoveryKey:/dev/vg0/root: add the recovery key to a second keyslot of /dev/vg0/root (keyslot KDF: argon2id, 2000 ms, up to 1024 MiB, 4 threads)
 cryptsetup luksAddKey --batch-mode --pbkdf argon2id --iter-time 2000 --pbkdf-memory 1048576 --pbkdf-parallel 4 --key-file - /dev/vg0/root /proc/self/fd/3 < <(printf '%s' "$PASSPHRASE") 3< <(printf '%s' "$RECOVERY_KEY")
 
 # [10/22] open:/dev/mapper/root_crypt: open /dev/vg0/root as /dev/mapper/root_crypt
