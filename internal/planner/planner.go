@@ -169,6 +169,7 @@ func (p *planner) result() *plan.Plan {
 		Notes:        p.notes,
 		Spec:         p.l,
 		Devices:      p.devices,
+		DiskIDs:      p.diskIDs(),
 		Inventory:    Fingerprint(p.inv),
 	}
 	if pl.Steps == nil {
@@ -206,6 +207,25 @@ func (p *planner) result() *plan.Plan {
 		})
 	}
 	return pl
+}
+
+// diskIDs records what the inventory knows of each planned disk.
+func (p *planner) diskIDs() map[string]plan.DiskID {
+	out := map[string]plan.DiskID{}
+	for _, d := range p.l.Disks {
+		dev := p.device(d)
+		if dev == nil {
+			continue
+		}
+		id := plan.DiskID{Size: dev.Size, Serial: dev.Serial}
+		for _, a := range dev.Aliases {
+			if strings.HasPrefix(a, "/dev/disk/by-id/") {
+				id.ByID = append(id.ByID, a)
+			}
+		}
+		out[d.Name] = id
+	}
+	return out
 }
 
 // Fingerprint is a digest of the canonical inventory, recorded in a plan so

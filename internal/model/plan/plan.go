@@ -34,7 +34,18 @@ type Plan struct {
 	Notes        []string          `json:"notes"`
 	Spec         *layout.Layout    `json:"spec"`                // the normalized layout, for drift checks
 	Devices      map[string]string `json:"devices,omitempty"`   // layout disk name -> device actually used
+	DiskIDs      map[string]DiskID `json:"diskIDs,omitempty"`   // layout disk name -> what the inventory knew of it
 	Inventory    string            `json:"inventory,omitempty"` // sha256 of the canonical inventory planned against
+}
+
+// DiskID is what tells a planned disk from another besides its /dev name
+// (which the kernel hands out in probe order): its size, serial and udev
+// by-id links, as the inventory saw them. apply refuses to start when the
+// device named in the plan is not this disk.
+type DiskID struct {
+	Size   int64    `json:"size"`
+	Serial string   `json:"serial,omitempty"`
+	ByID   []string `json:"byID,omitempty"`
 }
 
 // Step is one action. Params are its typed parameters; Command is

@@ -23,10 +23,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"sort"
 
 	"github.com/cryptshift/cryptshift/internal/doors/execx"
+	"github.com/cryptshift/cryptshift/internal/exitcode"
 	"github.com/cryptshift/cryptshift/internal/model/plan"
 	"github.com/cryptshift/cryptshift/internal/runner/engine"
+	"github.com/cryptshift/cryptshift/internal/runner/guard"
 	"github.com/cryptshift/cryptshift/lvm"
 )
 
@@ -43,6 +46,10 @@ type Header struct {
 	Kind    string     `json:"kind"`
 	Version int        `json:"version"`
 	Plan    *plan.Plan `json:"plan"`
+	// Disks are the plan's disks as apply found them when it started:
+	// resume and rollback refuse to touch a device name that has come to
+	// mean another disk since.
+	Disks map[string]guard.Identity `json:"disks,omitempty"`
 }
 
 // Secrets are the secret inputs a plan names.
@@ -103,11 +110,15 @@ func Run(ctx context.Context, p *plan.Plan, opt Options) error {
 	if err := checkPlan(p); err != nil {
 		return err
 	}
+	disks, err := identifyDisks(p)
+	if err != nil {
+		return err
+	}
 	eo := opt.engine()
 	if err := engine.Archive(opt.JournalPath, eo.Resume, eo.Rollback); err != nil {
 		return err
 	}
-	j, err := engine.Create(opt.JournalPath, Header{Kind: Kind, Version: journalVersion, Plan: p})
+	j, err := engine.Create(opt.JournalPath, Header{Kind: Kind, Version: journalVersion, Plan: p, Disks: disks})
 	if err != nil {
 		return err
 	}
@@ -159,9 +170,68 @@ func Resume(ctx context.Context, opt Options) error {
 	if j.Log().RolledBack {
 		return fmt.Errorf("cannot resume: the apply in %s was rolled back", opt.JournalPath)
 	}
+	if err := sameDisks(h); err != nil {
+		return fmt.Errorf("cannot resume: %w", err)
+	}
 	e := newEnv(h.Plan, opt)
 	_, err = j.Execute(ctx, e.steps(), opt.engine())
 	return err
+}
+
+// identify reads a disk's identity; tests replace it with setIdentify.
+var identify = func(path string) (guard.Identity, error) { return guard.Identify("/", path) }
+
+func setIdentify(f func(string) (guard.Identity, error)) (restore func()) {
+	prev := identify
+	identify = f
+	return func() { identify = prev }
+}
+
+// identifyDisks reads the identity of every disk the plan names and
+// refuses a device that is not the disk the plan was made for: its size,
+// or its udev by-id links, differ from the inventory's.
+func identifyDisks(p *plan.Plan) (map[string]guard.Identity, error) {
+	out := map[string]guard.Identity{}
+	for _, name := range sortedKeys(p.Devices) {
+		path := p.Devices[name]
+		id, err := identify(path)
+		if err != nil {
+			return nil, fmt.Errorf("cannot apply: disk %s: %w", name, err)
+		}
+		if want, ok := p.DiskIDs[name]; ok {
+			was := guard.Identity{Path: path, Size: want.Size, ByID: want.ByID}
+			if err := was.Same(id); err != nil {
+				return nil, exitcode.With(exitcode.Drift, fmt.Errorf("cannot apply: disk %s: %w since the plan was made; nothing was changed; check which disk this is, and plan again", name, err))
+			}
+		}
+		out[name] = id
+	}
+	return out, nil
+}
+
+// sameDisks refuses to go on when a device name of the journal now names
+// another disk (after a reboot the kernel may number disks differently).
+func sameDisks(h *Header) error {
+	for _, name := range sortedKeys(h.Disks) {
+		was := h.Disks[name]
+		now, err := identify(was.Path)
+		if err != nil {
+			return fmt.Errorf("disk %s (%s) is gone: %w; attach it again", name, was, err)
+		}
+		if err := was.Same(now); err != nil {
+			return fmt.Errorf("disk %s: %w since this apply started; nothing was changed. Find the disk %s (ls -l /dev/disk/by-id) and make %s name it again, or roll back once it does", name, err, was, was.Path)
+		}
+	}
+	return nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // PlanOf returns the plan recorded in a journal.

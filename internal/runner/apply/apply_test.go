@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,10 +16,12 @@ import (
 	"testing"
 
 	"github.com/cryptshift/cryptshift/internal/doors/execx"
+	"github.com/cryptshift/cryptshift/internal/doors/fs"
 	"github.com/cryptshift/cryptshift/internal/exitcode"
 	"github.com/cryptshift/cryptshift/internal/harness/testtier"
 	"github.com/cryptshift/cryptshift/internal/model/plan"
 	"github.com/cryptshift/cryptshift/internal/runner/engine"
+	"github.com/cryptshift/cryptshift/internal/runner/guard"
 	"github.com/cryptshift/cryptshift/luks"
 	"github.com/cryptshift/cryptshift/lvm"
 )
@@ -61,7 +64,14 @@ func journalTypes(t *testing.T, path string) []string {
 	return out
 }
 
+// allowKeyDirs lets key files into the test's temporary directories,
+// which are not on encrypted storage.
+func allowKeyDirs(t *testing.T) {
+	t.Cleanup(setKeyDirCheck(func(string, ...string) error { return nil }))
+}
+
 func TestEngineRoutesSecretsAndResumesAfterStop(t *testing.T) {
+	allowKeyDirs(t)
 	dir := t.TempDir()
 	p := syntheticPlan(dir)
 	rec := &execx.Recorder{}
@@ -138,6 +148,7 @@ func assertNoSecrets(t *testing.T, path string, secrets [][]byte) {
 }
 
 func TestEngineFailureIsRecordedAndRetried(t *testing.T) {
+	allowKeyDirs(t)
 	dir := t.TempDir()
 	p := syntheticPlan(dir)
 	rec := &execx.Recorder{Errors: map[string]error{"lvm lvcreate": errors.New("Volume group \"vg0\" not found")}}
@@ -165,6 +176,7 @@ func TestEngineFailureIsRecordedAndRetried(t *testing.T) {
 // boundary and resuming gives the same headers.
 func TestHostApplyLUKSOnImageFiles(t *testing.T) {
 	testtier.Host(t, "cryptsetup")
+	allowKeyDirs(t)
 	argon := luks.KDF{PBKDF: "argon2id", Iterations: 4, MemoryKiB: 32768, Parallel: 1}
 	params := luks.Params{Cipher: "aes-xts-plain64", KeySize: 512, Hash: "sha256", KDF: argon, SectorSize: 4096}
 	mkPlan := func(dir string) *plan.Plan {
@@ -307,5 +319,83 @@ func TestKeysGoOnPipes(t *testing.T) {
 	e = newEnv(&plan.Plan{}, Options{Run: rec})
 	if err := e.run(context.Background(), &plan.Params{LUKSOpen: &luks.Open{Device: "d", Name: "n", Key: pass}}, ""); err == nil || !strings.Contains(err.Error(), "needs the passphrase") {
 		t.Errorf("no passphrase: %v", err)
+	}
+}
+
+// A resume after a reboot once wrote key files onto the plaintext root:
+// the target was no longer mounted, so its key directory was a plain
+// directory of the running system. A key file is now written only into a
+// directory on the encrypted volume the plan mounts there.
+func TestKeyFileRefusedOffTheEncryptedRoot(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "target")
+	kf := filepath.Join(target, "etc", "cryptsetup-keys.d", "var_crypt.key")
+	p := &plan.Plan{APIVersion: plan.APIVersion, Kind: plan.Kind, Layout: "t", Root: target, Steps: []plan.Step{
+		plan.NewStep(plan.Step{ID: "mount:" + target, Action: plan.ActMount, Target: target},
+			&plan.Params{Mount: &fs.Mount{Device: "/dev/mapper/root_crypt", Target: target, FSType: "ext4"}}, &plan.Params{Umount: &fs.Umount{Target: target}}),
+		plan.NewStep(plan.Step{ID: "keyfile:" + kf, Action: plan.ActKeyFile, Target: kf},
+			&plan.Params{KeyFile: &plan.KeyFile{Path: kf, Bytes: 4096}}, &plan.Params{Remove: &plan.Remove{Path: kf}}),
+	}}
+	// The real check, on this test machine's temporary directory.
+	e := newEnv(p, Options{Run: &execx.Recorder{}})
+	err := e.run(context.Background(), p.Steps[1].Params, "")
+	if err == nil || !strings.Contains(err.Error(), "cannot write key file "+kf+": ") || !strings.Contains(err.Error(), "storage") ||
+		!strings.Contains(err.Error(), "the key files belong on the encrypted root") {
+		t.Fatalf("got %v", err)
+	}
+	if _, err := os.Stat(kf); !os.IsNotExist(err) {
+		t.Fatalf("a key file was written: %v", err)
+	}
+	// The check is asked for the planned volume of the covering mount.
+	var asked []string
+	defer setKeyDirCheck(func(d string, m ...string) error { asked = append([]string{d}, m...); return nil })()
+	if err := e.run(context.Background(), p.Steps[1].Params, ""); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(asked, " "); got != filepath.Dir(kf)+" /dev/mapper/root_crypt" {
+		t.Errorf("checked %q", got)
+	}
+}
+
+// A resume after a reboot must not act on /dev/sdb when the kernel now
+// calls another disk so: the journal records the disks as apply found
+// them, and a resume (or a rollback) compares.
+func TestResumeRefusesAnotherDiskUnderTheSameName(t *testing.T) {
+	allowKeyDirs(t)
+	dir := t.TempDir()
+	p := syntheticPlan(dir)
+	p.Devices = map[string]string{"disk0": "/dev/sdb"}
+	p.DiskIDs = map[string]plan.DiskID{"disk0": {Size: 100 << 30, ByID: []string{"/dev/disk/by-id/ata-WD-111"}}}
+	disk := guard.Identity{Path: "/dev/sdb", Size: 100 << 30, ByID: []string{"/dev/disk/by-id/ata-WD-111"}}
+	defer setIdentify(func(string) (guard.Identity, error) { return disk, nil })()
+	jp := filepath.Join(dir, "j")
+	calls := 0
+	opt := Options{JournalPath: jp, Run: &execx.Recorder{}, Secrets: Secrets{Passphrase: []byte(testPass), RecoveryKey: []byte(testRecovery)},
+		Stop: func() bool { calls++; return calls == 2 }}
+	if err := Run(context.Background(), p, opt); !errors.Is(err, engine.ErrInterrupted) {
+		t.Fatal(err)
+	}
+	before := mustRead(t, jp)
+	disk = guard.Identity{Path: "/dev/sdb", Size: 100 << 30, ByID: []string{"/dev/disk/by-id/ata-WD-222"}}
+	opt.Stop = nil
+	err := Resume(context.Background(), opt)
+	if err == nil || !strings.Contains(err.Error(), "cannot resume: disk disk0: /dev/sdb is not the disk it was: known as /dev/disk/by-id/ata-WD-222, was /dev/disk/by-id/ata-WD-111") {
+		t.Fatalf("got %v", err)
+	}
+	if _, err := Rollback(context.Background(), jp, opt, io.Discard); err == nil || !strings.Contains(err.Error(), "cannot roll back: disk disk0") {
+		t.Fatalf("rollback: got %v", err)
+	}
+	if !bytes.Equal(before, mustRead(t, jp)) {
+		t.Error("a refused resume wrote to the journal")
+	}
+	// The plan itself names the disk by its by-id links: a fresh apply on
+	// another disk under the planned name is refused as drift.
+	if err := Run(context.Background(), p, Options{JournalPath: filepath.Join(dir, "j2"), Run: &execx.Recorder{}}); exitcode.Of(err) != exitcode.Drift ||
+		!strings.Contains(err.Error(), "cannot apply: disk disk0: /dev/sdb is not the disk it was") {
+		t.Fatalf("fresh apply on another disk: %v", err)
+	}
+	disk.ByID = []string{"/dev/disk/by-id/ata-WD-111"}
+	if err := Resume(context.Background(), opt); err != nil {
+		t.Fatal(err)
 	}
 }

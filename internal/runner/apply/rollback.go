@@ -29,6 +29,9 @@ func Rollback(ctx context.Context, journalPath string, opt Options, w io.Writer)
 	if j.Log().RolledBack {
 		return nil, fmt.Errorf("cannot roll back: %s was already rolled back", journalPath)
 	}
+	if err := sameDisks(h); err != nil {
+		return nil, fmt.Errorf("cannot roll back: %w", err)
+	}
 	opt.JournalPath, opt.Out = journalPath, w
 	e := newEnv(h.Plan, opt)
 	return j.Rollback(ctx, engine.Reverse(e.steps(), j.Log()), opt.engine())

@@ -19,6 +19,7 @@ import (
 	"github.com/cryptshift/cryptshift/internal/hostview/blockstack"
 	"github.com/cryptshift/cryptshift/internal/model/plan"
 	"github.com/cryptshift/cryptshift/internal/runner/engine"
+	"github.com/cryptshift/cryptshift/internal/runner/guard"
 	"github.com/cryptshift/cryptshift/luks"
 	"github.com/cryptshift/cryptshift/lvm"
 )
@@ -533,5 +534,39 @@ func (e *env) checkSecret(ctx context.Context, secret, dev string) error {
 }
 
 // keyDirEncrypted refuses to write a key file into a directory that is
-// not on encrypted storage.
-func (e *env) keyDirEncrypted(path string) error { return nil }
+// not on the encrypted volume the plan mounts there (or, when the plan
+// mounts nothing there, not on encrypted storage at all): a resume after a
+// reboot once wrote key files onto the plaintext root because the target
+// was no longer mounted. Migrate checks its key directory the same way
+// (guard.EncryptedDir).
+func (e *env) keyDirEncrypted(path string) error {
+	dir := filepath.Dir(path)
+	var want []string
+	best := ""
+	for _, s := range e.p.Steps {
+		if m := s.Params.Mount; m != nil && within(dir, m.Target) && len(m.Target) > len(best) {
+			best, want = m.Target, []string{m.Device}
+		}
+	}
+	if err := keyDirCheck(dir, want...); err != nil {
+		return fmt.Errorf("cannot write key file %s: %w; the key files belong on the encrypted root: mount it there (apply --resume re-establishes the plan's mounts) and try again", path, err)
+	}
+	return nil
+}
+
+// within reports whether p is dir or below it.
+func within(p, dir string) bool {
+	return p == dir || dir == "/" || strings.HasPrefix(p, strings.TrimSuffix(dir, "/")+"/")
+}
+
+// keyDirCheck is the check keyDirEncrypted makes; unit tests, whose key
+// files live in temporary directories, replace it with setKeyDirCheck.
+var keyDirCheck = func(dir string, mappings ...string) error { return guard.EncryptedDir("/", dir, mappings...) }
+
+// setKeyDirCheck replaces keyDirCheck and returns the function that puts
+// it back.
+func setKeyDirCheck(f func(dir string, mappings ...string) error) (restore func()) {
+	prev := keyDirCheck
+	keyDirCheck = f
+	return func() { keyDirCheck = prev }
+}

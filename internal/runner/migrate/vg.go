@@ -17,6 +17,7 @@ import (
 	"github.com/cryptshift/cryptshift/internal/hostview/rootfs"
 	"github.com/cryptshift/cryptshift/internal/model/layout"
 	"github.com/cryptshift/cryptshift/internal/model/plan"
+	"github.com/cryptshift/cryptshift/internal/runner/guard"
 	"github.com/cryptshift/cryptshift/luks"
 	"github.com/cryptshift/cryptshift/lvm"
 )
@@ -252,12 +253,13 @@ func (v *vgTarget) Check(ctx context.Context, h *Header) []string {
 	return problems
 }
 
+// mustBeEncrypted is the check apply makes before it writes a key file
+// (guard.Check), with migrate's words.
 func (v *vgTarget) mustBeEncrypted(sys *blockstack.System, dir, what, flag string) []string {
-	loc := sys.Locate(dir)
-	if loc.Class == blockstack.Encrypted {
-		return nil
+	if err := guard.Check(sys, dir); err != nil {
+		return []string{fmt.Sprintf("the %s %v; choose one on encrypted storage with %s", what, err, flag)}
 	}
-	return []string{fmt.Sprintf("the %s %s is on %s storage (%s); choose one on encrypted storage with %s", what, dir, loc.Class, loc.Reason, flag)}
+	return nil
 }
 
 // Describe names a disk's target in plans.
