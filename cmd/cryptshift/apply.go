@@ -2,17 +2,14 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"reflect"
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/cryptshift/cryptshift/internal/doors/execx"
 	"github.com/cryptshift/cryptshift/internal/doors/progress"
@@ -148,7 +145,8 @@ func runApply(ctx context.Context, stdout, stderr io.Writer, o applyOptions) err
 			return nil
 		}
 		if !o.yes {
-			if err := confirm(stderr, p); err != nil {
+			p.Table(stderr)
+			if err := confirm(fmt.Sprintf("Apply these %d step(s) to this machine?", len(p.Steps)), "refusing to apply without confirmation; nothing was changed", true); err != nil {
 				return err
 			}
 		}
@@ -187,31 +185,7 @@ func planForApply(ctx context.Context, o applyOptions, lv lvm.LVM) (*plan.Plan, 
 		return inventory.Gather(ctx, inventory.Options{Target: root, KeyFileDir: l.Keys.KeyFileDir, HeaderBackupDir: l.Keys.HeaderBackupDir, LVM: &lv})
 	}
 	if o.planFile != "" {
-		b, err := os.ReadFile(o.planFile)
-		if err != nil {
-			return nil, exitcode.With(exitcode.Invalid, fmt.Errorf("cannot read plan: %w", err))
-		}
-		reviewed, err := plan.Parse(o.planFile, b)
-		if err != nil {
-			return nil, exitcode.With(exitcode.Invalid, err)
-		}
-		inv, err := gather(reviewed.Spec, reviewed.Root)
-		if err != nil {
-			return nil, err
-		}
-		f := &layout.File{Name: o.planFile, Layout: reviewed.Spec, Pos: map[string]layout.Pos{}}
-		fresh, _, err := planner.Plan(f, inv, planner.Options{Root: reviewed.Root, AllowDestroy: reviewed.AllowDestroy || o.allowDestroy, Devices: reviewed.Devices})
-		var refused *planner.RefusedError
-		if err != nil && !errors.As(err, &refused) {
-			return nil, exitcode.With(exitcode.Drift, fmt.Errorf("the system has drifted since %s was made: re-planning it fails: %w", o.planFile, err))
-		}
-		if d := planDiff(reviewed, fresh); d != "" {
-			return nil, exitcode.With(exitcode.Drift, fmt.Errorf("the system has drifted since %s was made; nothing was changed. Re-plan and review again. First difference: %s", o.planFile, d))
-		}
-		if len(reviewed.Destructive()) > 0 && !reviewed.AllowDestroy && !o.allowDestroy {
-			return nil, exitcode.With(exitcode.Refused, &planner.RefusedError{Steps: reviewed.Destructive()})
-		}
-		return reviewed, nil
+		return apply.Reviewed(o.planFile, o.allowDestroy, gather)
 	}
 	devices, err := parseDeviceFlags(o.devices)
 	if err != nil {
@@ -236,43 +210,6 @@ func planForApply(ctx context.Context, o applyOptions, lv lvm.LVM) (*plan.Plan, 
 	return p, nil
 }
 
-// planDiff names the first difference between two plans' steps and files.
-func planDiff(a, b *plan.Plan) string {
-	if len(a.Steps) != len(b.Steps) {
-		return fmt.Sprintf("the reviewed plan has %d steps, a fresh one %d", len(a.Steps), len(b.Steps))
-	}
-	for i := range a.Steps {
-		if !reflect.DeepEqual(a.Steps[i], b.Steps[i]) {
-			ja, _ := json.Marshal(a.Steps[i])
-			jb, _ := json.Marshal(b.Steps[i])
-			return fmt.Sprintf("step %d was %s, is now %s", i+1, ja, jb)
-		}
-	}
-	if !reflect.DeepEqual(a.Crypttab, b.Crypttab) {
-		return "the crypttab entries differ"
-	}
-	if !reflect.DeepEqual(a.Fstab, b.Fstab) {
-		return "the fstab entries differ"
-	}
-	return ""
-}
-
-func confirm(w io.Writer, p *plan.Plan) error {
-	tty, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
-	if err != nil || !term.IsTerminal(int(tty.Fd())) {
-		return usageError("refusing to apply without confirmation: there is no terminal to ask on; review the plan and pass --yes")
-	}
-	defer tty.Close()
-	p.Table(w)
-	fmt.Fprintf(tty, "\nApply these %d step(s) to this machine? Type yes to continue: ", len(p.Steps))
-	var answer string
-	fmt.Fscanln(tty, &answer)
-	if answer != "yes" {
-		return fmt.Errorf("not confirmed; nothing was changed")
-	}
-	return nil
-}
-
 func applySecrets(p *plan.Plan, o applyOptions, w io.Writer) (apply.Secrets, error) {
 	var s apply.Secrets
 	var err error
@@ -293,40 +230,11 @@ func applySecrets(p *plan.Plan, o applyOptions, w io.Writer) (apply.Secrets, err
 		return s, nil
 	}
 	if o.resume {
-		if o.recoveryKeyFile != "" {
-			s.RecoveryKey, err = secrets.FromFile(o.recoveryKeyFile)
-		} else {
-			s.RecoveryKey, err = secrets.Prompt("Recovery key shown when this apply started: ", false)
-		}
-		if err != nil {
-			return s, exitcode.With(exitcode.Usage, err)
-		}
-		return s, nil
-	}
-	if s.RecoveryKey, err = secrets.NewRecoveryKey(); err != nil {
+		s.RecoveryKey, err = oldRecoveryKey(o.recoveryKeyFile, "apply")
 		return s, err
 	}
-	if o.recoveryKeyFile != "" {
-		// Written before any keyslot uses it, so a crash cannot lose it.
-		if err := secrets.WriteNew(o.recoveryKeyFile, s.RecoveryKey); err != nil {
-			return s, exitcode.With(exitcode.Usage, fmt.Errorf("%w; choose a path that does not exist yet", err))
-		}
-		fmt.Fprintf(w, "The recovery key was written to %s (mode 0400). Keep it offline; it opens every volume.\n", o.recoveryKeyFile)
-		return s, nil
-	}
-	tty, terr := os.OpenFile("/dev/tty", os.O_RDWR, 0)
-	if terr != nil || !term.IsTerminal(int(tty.Fd())) {
-		return s, usageError("cannot show the recovery key: there is no terminal; pass --recovery-key-file FILE")
-	}
-	defer tty.Close()
-	fmt.Fprintf(tty, "\nRecovery key (shown once; write it down and keep it offline):\n\n    %s\n\nType yes once it is written down: ", s.RecoveryKey)
-	var answer string
-	fmt.Fscanln(tty, &answer)
-	fmt.Fprint(tty, "\033[2J\033[H") // clear the screen so the key does not linger
-	if answer != "yes" {
-		return s, fmt.Errorf("the recovery key was not confirmed; nothing was changed")
-	}
-	return s, nil
+	s.RecoveryKey, err = newRecoveryKey(w, o.recoveryKeyFile, "every volume")
+	return s, err
 }
 
 // stepReporter prints a line per step, or JSON progress events.

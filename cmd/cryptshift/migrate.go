@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -17,8 +15,6 @@ import (
 	"golang.org/x/term"
 
 	"github.com/cryptshift/cryptshift/internal/doors/progress"
-	"github.com/cryptshift/cryptshift/internal/doors/secrets"
-	"github.com/cryptshift/cryptshift/internal/exitcode"
 	"github.com/cryptshift/cryptshift/internal/runner/migrate"
 )
 
@@ -198,10 +194,8 @@ func runMigrate(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, 
 				fmt.Fprintf(stdout, "  note: %s\n", n)
 			}
 		}
-		fmt.Fprint(stdout, "Proceed? [y/N] ")
-		line, _ := bufio.NewReader(stdin).ReadString('\n')
-		if a := strings.ToLower(strings.TrimSpace(line)); a != "y" && a != "yes" {
-			return exitcode.With(exitcode.Refused, fmt.Errorf("cannot migrate %s: not confirmed", o.Domain))
+		if err := confirm("Proceed?", fmt.Sprintf("cannot migrate %s without confirmation", o.Domain), false); err != nil {
+			return err
 		}
 	}
 	o.Out = stdout
@@ -222,54 +216,17 @@ func runMigrate(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, 
 }
 
 // migrateRecoveryKey gives migrate the recovery key of vg: targets, the way
-// apply does: a new one is written to --recovery-key-file (never over an
-// existing file) or shown once on the terminal; a resumed migration reads
-// it back from the file (the flag's, else the one the journal recorded) or
-// asks for it.
+// apply does (newRecoveryKey, oldRecoveryKey): a resumed migration reads
+// it back from the flag's file, else the one the journal recorded.
 func migrateRecoveryKey(w io.Writer, flagFile string, resume bool, recorded string) ([]byte, error) {
 	if resume {
 		file := flagFile
 		if file == "" {
 			file = recorded
 		}
-		if file != "" {
-			k, err := secrets.FromFile(file)
-			if err != nil {
-				return nil, exitcode.With(exitcode.Usage, err)
-			}
-			return k, nil
-		}
-		k, err := secrets.Prompt("Recovery key shown when this migration started: ", false)
-		if err != nil {
-			return nil, exitcode.With(exitcode.Usage, err)
-		}
-		return k, nil
+		return oldRecoveryKey(file, "migration")
 	}
-	k, err := secrets.NewRecoveryKey()
-	if err != nil {
-		return nil, err
-	}
-	if flagFile != "" {
-		// Written before any keyslot uses it, so a crash cannot lose it.
-		if err := secrets.WriteNew(flagFile, k); err != nil {
-			return nil, exitcode.With(exitcode.Usage, fmt.Errorf("%w; choose a path that does not exist yet", err))
-		}
-		fmt.Fprintf(w, "The recovery key was written to %s (mode 0400). Keep it offline; it opens every new volume.\n", flagFile)
-		return k, nil
-	}
-	tty, terr := os.OpenFile("/dev/tty", os.O_RDWR, 0)
-	if terr != nil || !term.IsTerminal(int(tty.Fd())) {
-		return nil, usageError("cannot show the recovery key: there is no terminal; pass --recovery-key-file FILE")
-	}
-	defer tty.Close()
-	fmt.Fprintf(tty, "\nRecovery key (shown once; write it down and keep it offline):\n\n    %s\n\nType yes once it is written down: ", k)
-	var answer string
-	fmt.Fscanln(tty, &answer)
-	fmt.Fprint(tty, "\033[2J\033[H") // clear the screen so the key does not linger
-	if answer != "yes" {
-		return nil, exitcode.With(exitcode.Refused, errors.New("cannot migrate: the recovery key was not confirmed; nothing was changed"))
-	}
-	return k, nil
+	return newRecoveryKey(w, flagFile, "every new volume")
 }
 
 func isTerminal(v any) bool {

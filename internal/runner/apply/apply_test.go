@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -382,7 +381,7 @@ func TestResumeRefusesAnotherDiskUnderTheSameName(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "cannot resume: disk disk0: /dev/sdb is not the disk it was: known as /dev/disk/by-id/ata-WD-222, was /dev/disk/by-id/ata-WD-111") {
 		t.Fatalf("got %v", err)
 	}
-	if _, err := Rollback(context.Background(), jp, opt, io.Discard); err == nil || !strings.Contains(err.Error(), "cannot roll back: disk disk0") {
+	if _, err := Rollback(context.Background(), jp, opt, RollbackOptions{}); err == nil || !strings.Contains(err.Error(), "cannot roll back: disk disk0") {
 		t.Fatalf("rollback: got %v", err)
 	}
 	if !bytes.Equal(before, mustRead(t, jp)) {
@@ -397,5 +396,61 @@ func TestResumeRefusesAnotherDiskUnderTheSameName(t *testing.T) {
 	disk.ByID = []string{"/dev/disk/by-id/ata-WD-111"}
 	if err := Resume(context.Background(), opt); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Rolling back an apply that finished destroyed everything it made, and
+// whatever the system had written there since, without a question. Now it
+// is refused without --allow-destroy (exit 4), says what would be wiped,
+// and asks (Confirm) before it goes on.
+func TestRollbackOfAFinishedApplyNeedsConsent(t *testing.T) {
+	allowKeyDirs(t)
+	dir := t.TempDir()
+	p := syntheticPlan(dir)
+	p.Steps[1].UndoParams = &plan.Params{LVRemove: &lvm.LVRemove{VG: "vg0", Name: "a"}}
+	p.Steps[1].Render()
+	p.Steps[0].UndoParams = &plan.Params{Remove: &plan.Remove{Path: p.Steps[0].Params.KeyFile.Path}}
+	p.Steps[0].Render()
+	p.Steps[4].UndoParams = &plan.Params{RestoreBlock: p.Steps[4].Params.WriteBlock}
+	p.Steps[4].Render()
+	jp := filepath.Join(dir, "j")
+	rec := &execx.Recorder{}
+	opt := Options{JournalPath: jp, Run: rec, Secrets: Secrets{Passphrase: []byte(testPass), RecoveryKey: []byte(testRecovery)}}
+	if err := Run(context.Background(), p, opt); err != nil {
+		t.Fatal(err)
+	}
+	before := mustRead(t, jp)
+	_, err := Rollback(context.Background(), jp, opt, RollbackOptions{})
+	if exitcode.Of(err) != exitcode.Refused || !strings.Contains(err.Error(), "refusing to roll back the finished apply in "+jp+" without --allow-destroy") {
+		t.Fatalf("without the flag: %v", err)
+	}
+	for _, w := range []string{"logical volume vg0/a", "key file " + p.Steps[0].Params.KeyFile.Path, "the cryptshift block in " + filepath.Join(dir, "fstab"), "cryptshift rollback --allow-destroy " + jp} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("the refusal does not say %q:\n%v", w, err)
+		}
+	}
+	var shown string
+	_, err = Rollback(context.Background(), jp, opt, RollbackOptions{AllowDestroy: true, Confirm: func(w string) error { shown = w; return errors.New("not confirmed") }})
+	if err == nil || err.Error() != "not confirmed" || !strings.Contains(shown, "logical volume vg0/a") {
+		t.Fatalf("not confirmed: %v (shown %q)", err, shown)
+	}
+	if _, err := Rollback(context.Background(), jp, opt, RollbackOptions{AllowDestroy: true}); exitcode.Of(err) != exitcode.Refused {
+		t.Fatalf("no way to confirm: %v", err)
+	}
+	if !bytes.Equal(before, mustRead(t, jp)) {
+		t.Fatal("a refused rollback wrote to the journal")
+	}
+	if _, err := os.Stat(p.Steps[0].Params.KeyFile.Path); err != nil {
+		t.Fatalf("a refused rollback removed the key file: %v", err)
+	}
+	rep, err := Rollback(context.Background(), jp, opt, RollbackOptions{AllowDestroy: true, Confirm: func(string) error { return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(p.Steps[0].Params.KeyFile.Path); !os.IsNotExist(err) {
+		t.Errorf("the key file survived the rollback: %v", err)
+	}
+	if types := journalTypes(t, jp); types[len(types)-1] != "rolled-back" || len(rep.Undone) == 0 {
+		t.Errorf("journal %v, report %+v", types, rep)
 	}
 }
