@@ -239,6 +239,20 @@ func (b HeaderBackup) Argv() []string {
 	return []string{"cryptsetup", "luksHeaderBackup", "--batch-mode", b.Device, "--header-backup-file", b.File}
 }
 
+// ProbeFormat formats Image, a small scratch file, with argon2id at its
+// least cost and the smallest metadata areas: doctor's proof that this
+// cryptsetup can make LUKS2 headers with argon2id.
+type ProbeFormat struct {
+	Image string `json:"image"`
+}
+
+func (p ProbeFormat) Argv() []string {
+	return []string{"cryptsetup", "luksFormat", "--batch-mode", "--type", "luks2", "--pbkdf", "argon2id",
+		"--pbkdf-force-iterations", "4", "--pbkdf-memory", "32",
+		"--luks2-metadata-size", "16k", "--luks2-keyslots-size", "512k",
+		"--key-file", Stdin, p.Image}
+}
+
 // TestKey checks that the piped key opens Device, without a mapping.
 type TestKey struct {
 	Device string `json:"device"`

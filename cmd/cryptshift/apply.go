@@ -23,8 +23,6 @@ import (
 	"github.com/cryptshift/cryptshift/lvm"
 )
 
-func init() { verbs = append(verbs, newApplyCmd) }
-
 type applyOptions struct {
 	layoutFile      string
 	planFile        string

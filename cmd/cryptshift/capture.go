@@ -11,8 +11,6 @@ import (
 	"github.com/cryptshift/cryptshift/internal/exitcode"
 )
 
-func init() { verbs = append(verbs, newCaptureCmd) }
-
 type captureOptions struct {
 	root, comment string
 }

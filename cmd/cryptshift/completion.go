@@ -11,8 +11,6 @@ import (
 	"github.com/spf13/cobra/doc"
 )
 
-func init() { verbs = append(verbs, newGenDocsCmd) }
-
 // Completion files as gen-docs names them; packaging/ installs them where
 // bash-completion, zsh and fish look on Debian.
 const (

@@ -10,8 +10,6 @@ import (
 	"github.com/cryptshift/cryptshift/internal/exitcode"
 )
 
-func init() { verbs = append(verbs, newDoctorCmd) }
-
 func newDoctorCmd() *cobra.Command {
 	var o doctor.Options
 	var output string

@@ -14,8 +14,6 @@ import (
 	"github.com/cryptshift/cryptshift/luks"
 )
 
-func init() { verbs = append(verbs, newInspectCmd) }
-
 func newInspectCmd() *cobra.Command {
 	var root, output string
 	cmd := &cobra.Command{

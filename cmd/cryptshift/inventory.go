@@ -16,8 +16,6 @@ import (
 	"github.com/cryptshift/cryptshift/internal/planner"
 )
 
-func init() { verbs = append(verbs, newInventoryCmd) }
-
 type inventoryOptions struct {
 	output     string
 	target     string

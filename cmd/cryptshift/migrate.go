@@ -18,8 +18,6 @@ import (
 	"github.com/cryptshift/cryptshift/internal/runner/migrate"
 )
 
-func init() { verbs = append(verbs, newMigrateCmd) }
-
 type migrateFlags struct {
 	o        migrate.Options
 	yes      bool

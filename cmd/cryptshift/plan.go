@@ -17,8 +17,6 @@ import (
 	"github.com/cryptshift/cryptshift/playbooks"
 )
 
-func init() { verbs = append(verbs, newPlanCmd) }
-
 type planOptions struct {
 	layoutFile    string
 	inventoryFile string

@@ -14,8 +14,6 @@ import (
 	"github.com/cryptshift/cryptshift/lvm"
 )
 
-func init() { verbs = append(verbs, newRollbackCmd) }
-
 func newRollbackCmd() *cobra.Command {
 	var journalFile, connect, lvmConfig string
 	var allowDestroy, yes bool

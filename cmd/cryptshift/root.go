@@ -18,9 +18,23 @@ var (
 	commit  = ""
 )
 
-// verbs registers every subcommand constructor; each verb file adds itself
-// in init(), so adding a verb touches only its own file.
-var verbs []func() *cobra.Command
+// verbs are the subcommands, in the order of the work they do: read the
+// host, plan, apply, migrate, verify and keep the evidence, look closer,
+// undo; then the helpers. A new verb is a file with its constructor, and a
+// line here. (--help lists them alphabetically, as cobra does.)
+var verbs = []func() *cobra.Command{
+	newInventoryCmd,
+	newPlanCmd,
+	newApplyCmd,
+	newMigrateCmd,
+	newVerifyCmd,
+	newCaptureCmd,
+	newInspectCmd,
+	newDoctorCmd,
+	newRollbackCmd,
+	newStepCmd,
+	newGenDocsCmd,
+}
 
 const exitStatusHelp = `Exit status:
   0  success (verify: no check FAILed)

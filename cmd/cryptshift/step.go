@@ -9,8 +9,6 @@ import (
 	"github.com/cryptshift/cryptshift/internal/runner/apply"
 )
 
-func init() { verbs = append(verbs, newStepCmd) }
-
 // step runs one in-process action of a plan; the script form of a plan
 // calls it, apply runs the same code without a subprocess.
 func newStepCmd() *cobra.Command {

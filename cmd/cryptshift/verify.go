@@ -12,8 +12,6 @@ import (
 	"github.com/cryptshift/cryptshift/internal/exitcode"
 )
 
-func init() { verbs = append(verbs, newVerifyCmd) }
-
 type verifyOptions struct {
 	root, image, output, lang, date, outFile string
 	strict                                   bool

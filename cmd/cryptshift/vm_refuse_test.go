@@ -191,7 +191,7 @@ func TestVMApplyRefusesAndFailsClearly(t *testing.T) {
 		if r.code != 0 {
 			t.Fatalf("resume after %v: exit %d\n%s", sig, r.code, r.stderr)
 		}
-		if r := run(t, "rollback", jf); r.code != 0 {
+		if r := run(t, "rollback", "--allow-destroy", "--yes", jf); r.code != 0 {
 			t.Fatalf("rollback after %v: %s", sig, r.stderr)
 		}
 		os.Remove(rk2)

@@ -18,6 +18,7 @@ import (
 	"github.com/cryptshift/cryptshift/internal/doors/execx"
 	"github.com/cryptshift/cryptshift/internal/hostview/rootfs"
 	"github.com/cryptshift/cryptshift/libvirt"
+	"github.com/cryptshift/cryptshift/luks"
 )
 
 // Minimum versions, and the upstream feature each one encodes.
@@ -213,11 +214,7 @@ func (t *tools) argon2id(cs Check) Check {
 	}
 	p, _ := t.find("cryptsetup")
 	tool := runAs("cryptsetup", p)
-	_, err = t.o.Run.Run(t.ctx, execx.Cmd{Tool: tool, Args: []string{
-		"luksFormat", "--batch-mode", "--type", "luks2", "--pbkdf", "argon2id",
-		"--pbkdf-force-iterations", "4", "--pbkdf-memory", "32",
-		"--luks2-metadata-size", "16k", "--luks2-keyslots-size", "512k",
-		"--key-file", "-", img}, Stdin: key})
+	_, err = t.o.Run.Run(t.ctx, execx.Cmd{Tool: tool, Args: luks.ProbeFormat{Image: img}.Argv()[1:], Stdin: key})
 	if err != nil {
 		c.Status, c.Found = Fail, fmt.Sprintf("cryptsetup cannot format LUKS2 with argon2id: %v", err)
 		c.Fix = "install a cryptsetup built with argon2 (Debian's cryptsetup-bin is)"

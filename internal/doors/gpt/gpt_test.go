@@ -58,7 +58,6 @@ func TestHostPartitionImage(t *testing.T) {
 	}
 }
 
-
 func TestNode(t *testing.T) {
 	for disk, want := range map[string]string{
 		"/dev/sda": "/dev/sda3", "/dev/nvme0n1": "/dev/nvme0n1p3", "/dev/loop0": "/dev/loop0p3",

@@ -260,16 +260,22 @@ func (z Zero) flags() []string {
 	return args
 }
 
-func (m Mkdir) verb() string    { return "mkdir" }
-func (m Mkdir) flags() []string { return []string{"--mode", fmt.Sprintf("%04o", m.Mode), "--path", m.Path} }
+func (m Mkdir) verb() string { return "mkdir" }
+func (m Mkdir) flags() []string {
+	return []string{"--mode", fmt.Sprintf("%04o", m.Mode), "--path", m.Path}
+}
 
-func (k KeyFile) verb() string    { return "keyfile" }
-func (k KeyFile) flags() []string { return []string{"--path", k.Path, "--bytes", strconv.Itoa(k.Bytes)} }
+func (k KeyFile) verb() string { return "keyfile" }
+func (k KeyFile) flags() []string {
+	return []string{"--path", k.Path, "--bytes", strconv.Itoa(k.Bytes)}
+}
 
 func (r Remove) verb() string    { return "remove" }
 func (r Remove) flags() []string { return []string{"--path", r.Path} }
 
-func (b Block) flags() []string { return []string{"--file", b.File, "--block", b.Kind + ":" + b.Layout} }
+func (b Block) flags() []string {
+	return []string{"--file", b.File, "--block", b.Kind + ":" + b.Layout}
+}
 
 // writeBlock and restoreBlock are a Block's two operations.
 type writeBlock struct{ Block }

@@ -309,7 +309,7 @@ func TestKeysGoOnPipes(t *testing.T) {
 	want := map[string]fds{
 		"cryptsetup luksAddKey --batch-mode --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file - /dev/vg0/a /proc/self/fd/3":  {testPass, testRecovery},
 		"cryptsetup luksAddKey --batch-mode --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file /k /dev/vg0/b /proc/self/fd/3": {"", testRecovery},
-		"cryptsetup open --type luks2 --key-file /k /dev/vg0/b b": {"", ""},
+		"cryptsetup open --type luks2 --key-file /k /dev/vg0/b b":                                                                  {"", ""},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got %+v\nwant %+v", got, want)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -15,11 +14,10 @@ import (
 	"libvirt.org/go/libvirtxml"
 
 	"github.com/cryptshift/cryptshift/internal/exitcode"
+	"github.com/cryptshift/cryptshift/internal/harness/golden"
 	"github.com/cryptshift/cryptshift/internal/runner/engine"
 	"github.com/cryptshift/cryptshift/libvirt"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files")
 
 // seqReader is a deterministic stand-in for crypto/rand (secret UUIDs).
 type seqReader struct{ n byte }
@@ -95,20 +93,8 @@ func checkDryRunGolden(t *testing.T, name string, res *Result, scrub func(string
 	if err != nil {
 		t.Fatal(err)
 	}
-	golden := filepath.Join("testdata", "dryrun-"+name+".json")
 	got := scrub(string(b)) + "\n"
-	if *update {
-		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatalf("%v (run go test ./migrate -update)", err)
-	}
-	if got != string(want) {
-		t.Errorf("dry-run plan differs from %s (go test ./migrate -update to accept):\n%s", golden, got)
-	}
+	golden.Check(t, filepath.Join("testdata", "dryrun-"+name+".json"), []byte(got))
 	return got
 }
 

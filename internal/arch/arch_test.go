@@ -1,0 +1,207 @@
+package arch
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/cryptshift/cryptshift"
+
+// The groups, bottom up. A package may import packages of its own group
+// and of groups below it, never above. The order is the data flow: tools'
+// doors at the bottom; the host read through a root; the model (layout,
+// inventory, plan); the planner (layout + inventory -> plan); the audit
+// (host root -> block stack -> checks -> report); the runners (the step
+// engine and its clients apply, migrate; the copier), which may use the
+// audit's checks on what they made; the test harness; the CLI on top.
+var groups = []struct {
+	name     string
+	prefixes []string
+}{
+	{"base", []string{"internal/exitcode", "internal/deps", "playbooks"}},
+	{"doors", []string{"lvm", "luks", "libvirt", "internal/doors/"}},
+	{"hostview", []string{"internal/hostview/"}},
+	{"model", []string{"internal/model/"}},
+	{"planner", []string{"internal/planner"}},
+	{"audit", []string{"internal/audit/"}},
+	{"runner", []string{"internal/runner/"}},
+	{"harness", []string{"internal/harness/"}},
+	{"cmd", []string{"cmd/", "internal/arch"}},
+}
+
+func groupOf(pkg string) int {
+	rel := strings.TrimPrefix(strings.TrimPrefix(pkg, module), "/")
+	for i, g := range groups {
+		for _, p := range g.prefixes {
+			if rel == strings.TrimSuffix(p, "/") || strings.HasPrefix(rel, p) || strings.HasPrefix(rel, p+"/") {
+				return i
+			}
+		}
+	}
+	return -1
+}
+
+type listed struct {
+	ImportPath   string
+	Dir          string
+	GoFiles      []string
+	Imports      []string
+	TestImports  []string
+	XTestImports []string
+}
+
+func goList(t *testing.T) []listed {
+	t.Helper()
+	cmd := exec.Command("go", "list", "-json", module+"/...")
+	cmd.Dir = "../.."
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	var pkgs []listed
+	dec := json.NewDecoder(bytes.NewReader(out))
+	for dec.More() {
+		var p listed
+		if err := dec.Decode(&p); err != nil {
+			t.Fatal(err)
+		}
+		pkgs = append(pkgs, p)
+	}
+	if len(pkgs) < 30 {
+		t.Fatalf("go list found %d packages; is this the module root?", len(pkgs))
+	}
+	return pkgs
+}
+
+// Every package belongs to a group, and imports nothing from a group
+// above its own: the doors import no model, planner or runner; nothing
+// imports the CLI; there is no import cycle between the groups.
+func TestLayering(t *testing.T) {
+	for _, p := range goList(t) {
+		g := groupOf(p.ImportPath)
+		if g < 0 {
+			t.Errorf("%s belongs to no group: add it to the groups in internal/arch and docs/DEVELOPING.md", p.ImportPath)
+			continue
+		}
+		for _, imp := range p.Imports {
+			if !strings.HasPrefix(imp, module) {
+				continue
+			}
+			if gi := groupOf(imp); gi > g {
+				t.Errorf("%s (%s) imports %s (%s), a group above it", p.ImportPath, groups[g].name, imp, groups[gi].name)
+			}
+		}
+	}
+}
+
+// The journal is read and written by the step engine alone: apply,
+// migrate and every later runner go through it (one vocabulary, one
+// resume, one rollback).
+func TestOnlyTheEngineImportsTheJournal(t *testing.T) {
+	const journal = module + "/internal/runner/journal"
+	var importers []string
+	for _, p := range goList(t) {
+		if p.ImportPath == journal {
+			continue
+		}
+		for _, imps := range [][]string{p.Imports, p.TestImports, p.XTestImports} {
+			for _, imp := range imps {
+				if imp == journal {
+					importers = append(importers, p.ImportPath)
+				}
+			}
+		}
+	}
+	sort.Strings(importers)
+	importers = compact(importers)
+	if len(importers) != 1 || importers[0] != module+"/internal/runner/engine" {
+		t.Errorf("the journal is imported by %v, want only internal/runner/engine", importers)
+	}
+}
+
+func compact(s []string) []string {
+	var out []string
+	for i, x := range s {
+		if i == 0 || x != s[i-1] {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// cryptsetup's and lvm's command lines are spelled in their doors only:
+// everyone else hands them typed parameters. A string literal outside the
+// door (and outside tests, which play the tools) that is one of these
+// options (an element of an argv) is a command line built by hand; prose
+// that names an option (help texts, advice in reports) is not.
+func TestToolArgumentsOnlyInTheirDoors(t *testing.T) {
+	doors := map[string][]string{
+		"luks": {"--pbkdf", "--pbkdf-memory", "--pbkdf-parallel", "--pbkdf-force-iterations", "--iter-time", "--sector-size",
+			"--key-size", "--key-file", "--allow-discards", "--header-backup-file", "--test-passphrase", "--batch-mode"},
+		"lvm": {"--reportformat", "--wipesignatures", "--physicalextentsize", "--extents", "--nosuffix"},
+	}
+	fset := token.NewFileSet()
+	checked := 0
+	for _, p := range goList(t) {
+		rel := strings.TrimPrefix(strings.TrimPrefix(p.ImportPath, module), "/")
+		for _, f := range p.GoFiles {
+			path := filepath.Join(p.Dir, f)
+			file, err := parser.ParseFile(fset, path, nil, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checked++
+			ast.Inspect(file, func(n ast.Node) bool {
+				lit, ok := n.(*ast.BasicLit)
+				if !ok || lit.Kind != token.STRING {
+					return true
+				}
+				v, err := strconv.Unquote(lit.Value)
+				if err != nil {
+					return true
+				}
+				for door, flags := range doors {
+					if rel == door {
+						continue
+					}
+					for _, fl := range flags {
+						if v == fl || strings.HasPrefix(v, fl+"=") {
+							t.Errorf("%s: %q is %s's argument; render it in package %s", fset.Position(lit.Pos()), fl, door, door)
+						}
+					}
+				}
+				return true
+			})
+		}
+	}
+	if checked < 100 {
+		t.Fatalf("checked only %d files", checked)
+	}
+}
+
+// The groups named here are the ones docs/DEVELOPING.md describes.
+func TestDevelopingNamesTheGroups(t *testing.T) {
+	b, err := os.ReadFile("../../docs/DEVELOPING.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, g := range groups {
+		names = append(names, g.name)
+	}
+	want := "doors < hostview < model < planner < audit < runner < harness < cmd"
+	if !strings.Contains(string(b), want) {
+		t.Errorf("docs/DEVELOPING.md does not state the group order %q (groups here: %s)", want, fmt.Sprint(names))
+	}
+}
