@@ -48,31 +48,7 @@ func KeyFile(path string, n int) error {
 // file in the same directory, synced, renamed into place, and the
 // directory synced.
 func AtomicWrite(path string, data []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("cannot write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return fmt.Errorf("cannot write %s: %w", path, err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("cannot write %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("cannot write %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("cannot write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("cannot write %s: %w", path, err)
-	}
-	return syncDir(dir)
+	return place(path, data, mode, os.Rename)
 }
 
 // CreateAtomic writes data to path, which must not exist yet, with mode:
@@ -82,28 +58,32 @@ func AtomicWrite(path string, data []byte, mode os.FileMode) error {
 // or the whole one, never a part (a recovery key cut in half would be
 // worse than none: it looks like a key and opens nothing).
 func CreateAtomic(path string, data []byte, mode os.FileMode) error {
+	return place(path, data, mode, os.Link)
+}
+
+// place writes data to a synced temporary file next to path, puts it in
+// place with put (rename or link) and syncs the directory.
+func place(path string, data []byte, mode os.FileMode, put func(tmp, path string) error) error {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
 	if err != nil {
 		return fmt.Errorf("cannot write %s: %w", path, err)
 	}
 	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return fmt.Errorf("cannot write %s: %w", path, err)
+	err = tmp.Chmod(mode)
+	if err == nil {
+		_, err = tmp.Write(data)
 	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("cannot write %s: %w", path, err)
+	if err == nil {
+		err = tmp.Sync()
 	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("cannot write %s: %w", path, err)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
 	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("cannot write %s: %w", path, err)
+	if err == nil {
+		err = put(tmp.Name(), path)
 	}
-	if err := os.Link(tmp.Name(), path); err != nil {
+	if err != nil {
 		return fmt.Errorf("cannot write %s: %w", path, err)
 	}
 	return syncDir(dir)

@@ -454,3 +454,23 @@ func TestRollbackOfAFinishedApplyNeedsConsent(t *testing.T) {
 		t.Errorf("journal %v, report %+v", types, rep)
 	}
 }
+
+// A journal from before the step engine (apply format 1: plans without
+// typed parameters) is refused with a message saying what to do, not
+// misread.
+func TestOldJournalIsRefusedClearly(t *testing.T) {
+	jp := filepath.Join(t.TempDir(), "old.journal")
+	old := `{"seq":1,"time":"2026-01-01T00:00:00Z","type":"header","data":{"kind":"apply","version":1,"plan":{"apiVersion":"cryptshift/v1","kind":"Plan","steps":[{"id":"wipe:/dev/sdb","action":"wipe","command":["wipefs","--all","/dev/sdb"]}]}}}` + "\n" +
+		`{"seq":2,"time":"2026-01-01T00:00:01Z","type":"start","data":{"step":"wipe:/dev/sdb","n":1}}` + "\n"
+	os.WriteFile(jp, []byte(old), 0o600)
+	want := "it was written by a cryptshift before the step engine (apply journal format 1, plans without typed parameters); resume or roll it back with the cryptshift that started it"
+	if err := Resume(context.Background(), Options{JournalPath: jp, Run: &execx.Recorder{}}); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("resume: %v", err)
+	}
+	if _, err := Rollback(context.Background(), jp, Options{Run: &execx.Recorder{}}, RollbackOptions{}); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("rollback: %v", err)
+	}
+	if b, _ := os.ReadFile(jp); string(b) != old {
+		t.Error("the old journal was changed")
+	}
+}
