@@ -203,3 +203,32 @@ func TestJSONProgressMakesLogsJSON(t *testing.T) {
 		}
 	}
 }
+
+// A reviewed plan whose command lines were edited after it was made (or
+// that another version made) is refused before anything is read or run:
+// apply executes a step's typed parameters, so the command a reviewer
+// read must be what they render.
+func TestApplyRefusesAnEditedPlan(t *testing.T) {
+	dir := t.TempDir()
+	r := run(t, "plan", "-o", "json")
+	if r.code != 0 {
+		t.Fatalf("plan: %d %s", r.code, r.stderr)
+	}
+	var p map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &p); err != nil {
+		t.Fatal(err)
+	}
+	steps := p["steps"].([]any)
+	cmd := steps[0].(map[string]any)["command"].([]any)
+	cmd[len(cmd)-1] = "/dev/sdz" // the wrong disk
+	b, _ := json.Marshal(p)
+	edited := filepath.Join(dir, "edited.json")
+	os.WriteFile(edited, b, 0o600)
+	r = run(t, "apply", "--plan", edited, "--yes", "--journal", filepath.Join(dir, "j"))
+	if r.code != 3 || !strings.Contains(r.stderr, "is not what its parameters render") || !strings.Contains(r.stderr, "/dev/sdz") {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "j")); err == nil {
+		t.Error("a refused apply wrote a journal")
+	}
+}
