@@ -87,9 +87,12 @@ func Plan(f *layout.File, inv *inventory.Inventory, opt Options) (*plan.Plan, *l
 	}
 	// Structural validation ran in layout.Parse; carry its warnings along.
 	p.rep.Problems = append(p.rep.Problems, f.Warnings...)
-	if !path.IsAbs(root) {
-		p.rep.Errorf("$", "use an absolute --root such as /target", "target root %q is not absolute", opt.Root)
+	if what, at, bad := layout.BadChar(opt.Root); bad {
+		p.rep.Errorf("$", "use an absolute --root such as /target", "target root %s contains %s at byte %d", layout.Short(opt.Root), what, at)
+	} else if !path.IsAbs(root) {
+		p.rep.Errorf("$", "use an absolute --root such as /target", "target root %s is not absolute", layout.Short(opt.Root))
 	}
+	p.checkDeviceOverrides()
 	p.seed()
 	p.planDisks()
 	p.planVGs()
@@ -109,6 +112,36 @@ func Plan(f *layout.File, inv *inventory.Inventory, opt Options) (*plan.Plan, *l
 		return pl, p.rep, &RefusedError{Steps: d}
 	}
 	return pl, p.rep, nil
+}
+
+// checkDeviceOverrides refuses --device NAME=PATH for a NAME the layout
+// does not have: the override would be silently ignored, and the layout's
+// own device path used instead.
+func (p *planner) checkDeviceOverrides() {
+	var names []string
+	known := map[string]bool{}
+	for _, d := range p.l.Disks {
+		names = append(names, d.Name)
+		known[d.Name] = true
+	}
+	for _, name := range sortedKeys(p.opt.Devices) {
+		dev := p.opt.Devices[name]
+		flag := layout.Short(name + "=" + dev)
+		if !known[name] {
+			fix := "name one of the layout's disks: " + strings.Join(names, ", ")
+			if len(names) == 0 {
+				fix = "the layout has no disks"
+			}
+			p.rep.Errorf("$.disks", fix, "--device %s names no disk of this layout", flag)
+			continue
+		}
+		sub := layout.NewReport("", nil)
+		if what, at, bad := layout.BadChar(dev); bad {
+			p.rep.Errorf("$.disks", "give the device's /dev path", "--device %s: the path contains %s at byte %d", flag, what, at)
+		} else if !layout.CheckDevicePath(sub, "", dev) {
+			p.rep.Errorf("$.disks", sub.Problems[0].Fix, "--device %s: %s", flag, sub.Problems[0].Message)
+		}
+	}
 }
 
 func (p *planner) seed() {
