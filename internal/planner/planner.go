@@ -92,7 +92,7 @@ func Plan(f *layout.File, inv *inventory.Inventory, opt Options) (*plan.Plan, *l
 	} else if !path.IsAbs(root) {
 		p.rep.Errorf("$", "use an absolute --root such as /target", "target root %s is not absolute", layout.Short(opt.Root))
 	}
-	p.checkDeviceOverrides()
+	checkDeviceOverrides(p.l, p.opt.Devices, p.rep)
 	p.seed()
 	p.planDisks()
 	p.planVGs()
@@ -117,29 +117,29 @@ func Plan(f *layout.File, inv *inventory.Inventory, opt Options) (*plan.Plan, *l
 // checkDeviceOverrides refuses --device NAME=PATH for a NAME the layout
 // does not have: the override would be silently ignored, and the layout's
 // own device path used instead.
-func (p *planner) checkDeviceOverrides() {
+func checkDeviceOverrides(l *layout.Layout, devices map[string]string, rep *layout.Report) {
 	var names []string
 	known := map[string]bool{}
-	for _, d := range p.l.Disks {
+	for _, d := range l.Disks {
 		names = append(names, d.Name)
 		known[d.Name] = true
 	}
-	for _, name := range sortedKeys(p.opt.Devices) {
-		dev := p.opt.Devices[name]
+	for _, name := range sortedKeys(devices) {
+		dev := devices[name]
 		flag := layout.Short(name + "=" + dev)
 		if !known[name] {
 			fix := "name one of the layout's disks: " + strings.Join(names, ", ")
 			if len(names) == 0 {
 				fix = "the layout has no disks"
 			}
-			p.rep.Errorf("$.disks", fix, "--device %s names no disk of this layout", flag)
+			rep.Errorf("$.disks", fix, "--device %s names no disk of this layout", flag)
 			continue
 		}
 		sub := layout.NewReport("", nil)
 		if what, at, bad := layout.BadChar(dev); bad {
-			p.rep.Errorf("$.disks", "give the device's /dev path", "--device %s: the path contains %s at byte %d", flag, what, at)
+			rep.Errorf("$.disks", "give the device's /dev path", "--device %s: the path contains %s at byte %d", flag, what, at)
 		} else if !layout.CheckDevicePath(sub, "", dev) {
-			p.rep.Errorf("$.disks", sub.Problems[0].Fix, "--device %s: %s", flag, sub.Problems[0].Message)
+			rep.Errorf("$.disks", sub.Problems[0].Fix, "--device %s: %s", flag, sub.Problems[0].Message)
 		}
 	}
 }
