@@ -237,22 +237,25 @@ func (v *vgTarget) Check(ctx context.Context, h *Header) []string {
 	}
 	// The key files unlock the disks: on plaintext storage they would undo
 	// the encryption; in RAM they would be gone at the next boot.
-	problems = append(problems, v.mustBeEncrypted(sys, h.VG.KeyDir, "key directory", "--key-dir")...)
+	problems = append(problems, mustBeEncrypted(sys, h.VG.KeyDir, "key directory", "choose one on encrypted storage with --key-dir")...)
 	if h.Mode == ModeLive {
 		// The guest's writes during the migration land in the overlays:
 		// qemu encrypts them, and they must not leave even their layout on
 		// plaintext storage.
-		problems = append(problems, v.mustBeEncrypted(sys, h.VG.OverlayDir, "overlay directory", "--overlay-dir")...)
+		problems = append(problems, mustBeEncrypted(sys, h.VG.OverlayDir, "overlay directory", "choose one on encrypted storage with --overlay-dir")...)
 	}
 	return problems
 }
 
-func (v *vgTarget) mustBeEncrypted(sys *blockstack.System, dir, what, flag string) []string {
+// mustBeEncrypted refuses a directory that holds keys (or what they
+// protect) unless its storage is traced to dm-crypt. It serves vg: key
+// and overlay directories and the libvirt secret store of pool: targets.
+func mustBeEncrypted(sys *blockstack.System, dir, what, fix string) []string {
 	loc := sys.Locate(dir)
 	if loc.Class == blockstack.Encrypted {
 		return nil
 	}
-	return []string{fmt.Sprintf("the %s %s is on %s storage (%s); choose one on encrypted storage with %s", what, dir, loc.Class, loc.Reason, flag)}
+	return []string{fmt.Sprintf("the %s %s is on %s storage (%s); %s", what, dir, loc.Class, loc.Reason, fix)}
 }
 
 // Describe names a disk's target in plans.
