@@ -1,10 +1,14 @@
 package main
 
 import (
+	"bytes"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func writeExampleLayout(t *testing.T, name string, edit func(string) string) string {
@@ -83,5 +87,42 @@ func TestCLIHostileInventoryHostIsRefused(t *testing.T) {
 	r := run(t, "plan", "--example", "minimal", "--inventory", inv, "-o", "script")
 	if r.code != 3 || r.stdout != "" || !strings.Contains(r.stderr, `$.host: value "vps01\ntouch /tmp/pwned" contains a line break (U+000A) at byte 5`) {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// The verbs that hold secrets run with core dumps off, soft and hard limit
+// (inherited by every tool they start); the kernel's /proc/PID/limits of
+// the running process is the oracle.
+func TestCLISecretVerbsDisableCoreDumps(t *testing.T) {
+	dir := t.TempDir()
+	cmd := exec.Command(binary, "step", "write-block", "--file", filepath.Join(dir, "fstab"), "--block", "fstab:t")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// write-block reads its block from stdin until EOF: while it waits,
+	// its limits are in place (set before the verb ran).
+	var core string
+	for i := 0; i < 200 && core != "Max core file size 0 0 bytes"; i++ {
+		time.Sleep(10 * time.Millisecond)
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/limits", cmd.Process.Pid))
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "Max core file size") {
+				core = strings.Join(strings.Fields(l), " ")
+			}
+		}
+	}
+	stdin.Write([]byte("# BEGIN cryptshift layout t\n# END cryptshift layout t\n"))
+	stdin.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("%v: %s", err, out.String())
+	}
+	if core != "Max core file size 0 0 bytes" {
+		t.Fatalf("got %q", core)
 	}
 }
