@@ -174,7 +174,7 @@ shopt -s nullglob
 calls=("` + logDir + `"/*.argv)
 n=$(printf '%03d' "${#calls[@]}")
 printf '%s\0' "${0##*/}" "$@" > "` + logDir + `/$n.argv"
-/bin/cat > "` + logDir + `/$n.stdin"
+[ -c /dev/stdin ] || /bin/cat > "` + logDir + `/$n.stdin" # /dev/null: nothing to record
 if [ "${0##*/}" = pwned ]; then : > "` + logDir + `/BREACH"; fi
 exit 0
 `
@@ -302,7 +302,9 @@ func TestScriptInjection(t *testing.T) {
 func TestScriptInjectionUnvalidatedPlan(t *testing.T) {
 	canary := filepath.Join(t.TempDir(), "canary")
 	f, inv := loadExample(t, "mail-host")
-	for i, v := range payloads {
+	// The payloads that attack the script's own syntax; FuzzScript covers
+	// the rest without bash.
+	for i, v := range []string{payloads[0], payloads[1], payloads[2], payloads[4], payloads[9], payloads[11], payloads[13]} {
 		v = strings.ReplaceAll(v, "CANARY", canary)
 		t.Run(fmt.Sprint(i), func(t *testing.T) {
 			p, _, err := Plan(f, inv, Options{})
