@@ -3,7 +3,6 @@ package inventory
 import (
 	"fmt"
 	"reflect"
-	"strings"
 
 	"github.com/cryptshift/cryptshift/internal/model/layout"
 )
@@ -22,35 +21,11 @@ const MaxBytes = 1 << 60
 // target root's crypttab and fstab are file contents (line breaks are their
 // syntax); they are only ever compared, never written, and are skipped.
 func (inv *Inventory) textFields(fn func(path string, v reflect.Value)) {
-	walkText(reflect.ValueOf(inv).Elem(), "$", fn)
-}
-
-func walkText(v reflect.Value, p string, fn func(string, reflect.Value)) {
-	switch v.Kind() {
-	case reflect.Pointer:
-		if !v.IsNil() {
-			walkText(v.Elem(), p, fn)
+	layout.WalkText(inv, "json", func(p string, v reflect.Value) {
+		if p != "$.target.crypttab" && p != "$.target.fstab" {
+			fn(p, v)
 		}
-	case reflect.String:
-		fn(p, v)
-	case reflect.Slice:
-		for i := 0; i < v.Len(); i++ {
-			walkText(v.Index(i), fmt.Sprintf("%s[%d]", p, i), fn)
-		}
-	case reflect.Struct:
-		t := v.Type()
-		for i := 0; i < t.NumField(); i++ {
-			f := t.Field(i)
-			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-			if !f.IsExported() || name == "-" || name == "" {
-				continue
-			}
-			if t == reflect.TypeOf(Target{}) && (name == "crypttab" || name == "fstab") {
-				continue
-			}
-			walkText(v.Field(i), p+"."+name, fn)
-		}
-	}
+	})
 }
 
 // makePrintable escapes, in place, every character a plan could not carry

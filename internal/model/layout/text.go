@@ -126,7 +126,8 @@ const MaxFreeText = 1024
 // the characters BadChar finds and values longer than MaxText. It runs on
 // layouts parsed from YAML and on the specs carried by plan files alike.
 func checkText(l *Layout, rep *Report) {
-	walkStrings(reflect.ValueOf(l).Elem(), "$", func(p, s string) {
+	WalkText(l, "yaml", func(p string, v reflect.Value) {
+		s := v.String()
 		if what, i, bad := BadChar(s); bad {
 			rep.Errorf(p, "remove it; values may not hold control characters, line breaks or bidirectional overrides",
 				"value %s contains %s at byte %d", Short(s), what, i)
@@ -138,19 +139,25 @@ func checkText(l *Layout, rep *Report) {
 	})
 }
 
-// walkStrings calls fn with the path and value of every string field,
-// following the YAML tags the decoder uses (so paths match positions).
-func walkStrings(v reflect.Value, p string, fn func(path, s string)) {
+// WalkText calls fn with the path ($.volumes[2].mount) and the settable
+// value of every string in the struct ptr points to, naming fields by the
+// given struct tag ("yaml" for layouts, "json" for inventories), the way
+// their decoders and error messages name them.
+func WalkText(ptr any, tag string, fn func(path string, v reflect.Value)) {
+	walkStrings(reflect.ValueOf(ptr).Elem(), "$", tag, fn)
+}
+
+func walkStrings(v reflect.Value, p, tag string, fn func(string, reflect.Value)) {
 	switch v.Kind() {
 	case reflect.Pointer:
 		if !v.IsNil() {
-			walkStrings(v.Elem(), p, fn)
+			walkStrings(v.Elem(), p, tag, fn)
 		}
 	case reflect.String:
-		fn(p, v.String())
+		fn(p, v)
 	case reflect.Slice:
 		for i := 0; i < v.Len(); i++ {
-			walkStrings(v.Index(i), fmt.Sprintf("%s[%d]", p, i), fn)
+			walkStrings(v.Index(i), fmt.Sprintf("%s[%d]", p, i), tag, fn)
 		}
 	case reflect.Struct:
 		t := v.Type()
@@ -159,13 +166,13 @@ func walkStrings(v reflect.Value, p string, fn func(path, s string)) {
 			if !f.IsExported() {
 				continue
 			}
-			name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			name, opts, _ := strings.Cut(f.Tag.Get(tag), ",")
 			switch {
 			case opts == "inline":
-				walkStrings(v.Field(i), p, fn)
+				walkStrings(v.Field(i), p, tag, fn)
 			case name == "" || name == "-":
 			default:
-				walkStrings(v.Field(i), p+"."+name, fn)
+				walkStrings(v.Field(i), p+"."+name, tag, fn)
 			}
 		}
 	}
