@@ -1,6 +1,7 @@
 package probe
 
 import (
+	"bytes"
 	"encoding/binary"
 	"os"
 	"os/exec"
@@ -201,5 +202,18 @@ func TestHostBlankAgainstRealLeftovers(t *testing.T) {
 			t.Fatalf("dumpe2fs does not read the backup superblock:\n%s", out)
 		}
 		check(t, p, "an ext2/3/4 backup superblock at byte 134217728")
+	})
+}
+
+// FuzzBlank: any content and any claimed size never panics Blank, and a
+// finding always says what and where.
+func FuzzBlank(f *testing.F) {
+	f.Add([]byte{}, int64(0))
+	f.Add([]byte("SKUL\xba\xbe"), int64(1<<30))
+	f.Fuzz(func(t *testing.T, b []byte, size int64) {
+		r, err := Blank(bytes.NewReader(b), size)
+		if err == nil && r != nil && (r.Type != "unknown" || r.Note == "") {
+			t.Fatalf("got %+v", r)
+		}
 	})
 }
