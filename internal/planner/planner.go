@@ -87,6 +87,12 @@ func Plan(f *layout.File, inv *inventory.Inventory, opt Options) (*plan.Plan, *l
 	}
 	// Structural validation ran in layout.Parse; carry its warnings along.
 	p.rep.Problems = append(p.rep.Problems, f.Warnings...)
+	// A spec that did not come through Parse (the one a plan file carries,
+	// for apply --plan) is validated here: its errors count, its warnings
+	// were shown when the plan was made.
+	check := f.NewReport()
+	layout.Validate(f, check)
+	p.rep.Problems = append(p.rep.Problems, check.Errors()...)
 	if what, at, bad := layout.BadChar(opt.Root); bad {
 		p.rep.Errorf("$", "use an absolute --root such as /target", "target root %s contains %s at byte %d", layout.Short(opt.Root), what, at)
 	} else if !path.IsAbs(root) {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/cryptshift/cryptshift/internal/model/inventory"
 	"github.com/cryptshift/cryptshift/internal/model/layout"
+	"github.com/cryptshift/cryptshift/internal/model/plan"
 	"github.com/cryptshift/cryptshift/playbooks"
 )
 
@@ -178,5 +179,25 @@ func TestBlankInMountPointIsEscapedInFstab(t *testing.T) {
 	}
 	if s := p.Step(`mount:/target/var/v mail\store`); s == nil || fmt.Sprintf("%q", s.Command) != `["mount" "--mkdir" "-t" "ext4" "/dev/mapper/vmail_crypt" "/target/var/v mail\\store"]` {
 		t.Fatalf("got %+v", s)
+	}
+}
+
+// The spec a plan file carries (apply --plan re-plans it) is validated
+// like a layout file: a hand-edited plan cannot bring in a value the
+// layout reader would refuse.
+func TestPlanFileSpecIsValidated(t *testing.T) {
+	f, inv := loadExample(t, "mail-host")
+	p, _, err := Plan(f, inv, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := p.JSON()
+	reviewed, err := plan.Parse("p.json", []byte(strings.Replace(string(b), `"mount": "/var/vmail"`, `"mount": "/var/vmail\nx"`, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rep, err := Plan(&layout.File{Name: "p.json", Layout: reviewed.Spec, Pos: map[string]layout.Pos{}}, inv, Options{})
+	if err == nil || !strings.Contains(rep.Error(), `error at p.json $.volumes[2].mount: value "/var/vmail\nx" contains a line break (U+000A) at byte 10`) {
+		t.Fatalf("got %v", rep.Error())
 	}
 }
