@@ -256,6 +256,8 @@ func newRuntime(o *Options) (*runtime, func(), error) {
 			return nil, nil, usage(errors.New("cannot use --passphrase-file: the passphrase is shorter than 16 characters"))
 		}
 		rt.passphrase = b
+		closeHV := closeFn
+		closeFn = func() { secrets.Wipe(b); closeHV() }
 	}
 	return rt, closeFn, nil
 }
