@@ -154,6 +154,7 @@ func validateDisks(l *Layout, rep *Report, vgs map[string]int, mounts map[string
 		if !path.IsAbs(d.Device) {
 			rep.Errorf(p+".device", "name the device by a stable path, e.g. /dev/disk/by-id/...", "device %s is not an absolute path", Short(d.Device))
 		} else if !CheckDevicePath(rep, p+".device", d.Device) {
+			// reported
 		} else if j, dup := devices[d.Device]; dup {
 			rep.Errorf(p+".device", "each disk must be a different device", "device %s is also used by $.disks[%d]", d.Device, j)
 		} else {
@@ -498,6 +499,7 @@ func validateKeys(l *Layout, rep *Report) {
 	if !path.IsAbs(k.KeyFileDir) || path.Clean(k.KeyFileDir) != k.KeyFileDir {
 		rep.Errorf("$.keys.keyFileDir", "use an absolute path such as "+DefaultKeyFileDir, "key file directory %s is not a clean absolute path", Short(k.KeyFileDir))
 	} else if !checkComponents(rep, "$.keys.keyFileDir", "key file directory", k.KeyFileDir) {
+		// reported
 	} else if strings.ContainsAny(k.KeyFileDir, " \\") {
 		// systemd-cryptsetup-generator reads crypttab's fields with
 		// sscanf("%ms"): no escape sequence can put a blank into the key
@@ -527,6 +529,7 @@ func validateKeys(l *Layout, rep *Report) {
 		// Clean, so that it cannot climb out of the target root with "..".
 		rep.Errorf("$.keys.headerBackupDir", "use a clean absolute path such as /root/luks-header-backups", "header backup directory %s is not a clean absolute path", Short(k.HeaderBackupDir))
 	} else if !checkComponents(rep, "$.keys.headerBackupDir", "header backup directory", k.HeaderBackupDir) {
+		// reported
 	} else if o, ok := ownerOf(l, k.HeaderBackupDir); ok {
 		if o.encrypted {
 			rep.Warnf("$.keys.headerBackupDir", "copy the backups to offline storage as well",
