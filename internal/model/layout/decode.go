@@ -151,7 +151,7 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, val := n.Content[i], n.Content[i+1]
 		key := k.Value
-		kp := path + "." + key
+		kp := path + "." + Printable(key) // a hostile key must not reach a terminal raw
 		if seen[key] {
 			d.pos[kp] = Pos{Line: k.Line, Column: k.Column}
 			d.rep.Errorf(kp, "keep one of them", "key %q appears twice", key)

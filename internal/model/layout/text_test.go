@@ -198,3 +198,12 @@ func TestPrintable(t *testing.T) {
 		}
 	}
 }
+
+// A key is printed in its error's path too: a hostile key arrives escaped.
+func TestHostileKeyIsEscapedInPath(t *testing.T) {
+	_, rep := Parse("t.yaml", []byte(strings.Replace(base, "name: t\n", "name: t\n\"x\\e[2J\\n\": 1\n", 1)))
+	got := rep.Errors()[0].String()
+	if want := `error at t.yaml $.x\x1b[2J\n, line 4 col 1: unknown key "x\x1b[2J\n"`; !strings.HasPrefix(got, want) {
+		t.Fatalf("got  %s\nwant %s", got, want)
+	}
+}
