@@ -17,11 +17,12 @@ import (
 // volume group a host has, and keeps sums of a few sizes inside int64.
 const MaxBytes = 1 << 60
 
-// textFields walks every string of the inventory by its JSON path. The
-// target root's crypttab and fstab are file contents (line breaks are their
-// syntax); they are only ever compared, never written, and are skipped.
-func (inv *Inventory) textFields(fn func(path string, v reflect.Value)) {
-	layout.WalkText(inv, "json", func(p string, v reflect.Value) {
+// textFields walks the strings of the inventory for which want is true,
+// by their JSON paths. The target root's crypttab and fstab are file
+// contents (line breaks are their syntax); they are only ever compared,
+// never written, and are skipped.
+func (inv *Inventory) textFields(want func(string) bool, fn func(path string, v reflect.Value)) {
+	layout.WalkText(inv, "json", want, func(p string, v reflect.Value) {
 		if p != "$.target.crypttab" && p != "$.target.fstab" {
 			fn(p, v)
 		}
@@ -31,19 +32,16 @@ func (inv *Inventory) textFields(fn func(path string, v reflect.Value)) {
 // makePrintable escapes, in place, every character a plan could not carry
 // (layout.Printable): a gathered inventory then always passes Parse.
 func (inv *Inventory) makePrintable() {
-	inv.textFields(func(_ string, v reflect.Value) {
-		if s := v.String(); layout.Printable(s) != s {
-			v.SetString(layout.Printable(s))
-		}
-	})
+	changes := func(s string) bool { return layout.Printable(s) != s }
+	inv.textFields(changes, func(_ string, v reflect.Value) { v.SetString(layout.Printable(v.String())) })
 }
 
 func (inv *Inventory) checkText(bad func(p, format string, a ...any)) {
-	inv.textFields(func(p string, v reflect.Value) {
+	inv.textFields(layout.TextProblem, func(p string, v reflect.Value) {
 		s := v.String()
 		if what, i, found := layout.BadChar(s); found {
 			bad(p, "value %s contains %s at byte %d", layout.Short(s), what, i)
-		} else if len(s) > layout.MaxText {
+		} else {
 			bad(p, "value %s is %d bytes long; at most %d are allowed", layout.Short(s), len(s), layout.MaxText)
 		}
 	})

@@ -126,38 +126,74 @@ const MaxFreeText = 1024
 // the characters BadChar finds and values longer than MaxText. It runs on
 // layouts parsed from YAML and on the specs carried by plan files alike.
 func checkText(l *Layout, rep *Report) {
-	WalkText(l, "yaml", func(p string, v reflect.Value) {
+	WalkText(l, "yaml", TextProblem, func(p string, v reflect.Value) {
 		s := v.String()
 		if what, i, bad := BadChar(s); bad {
 			rep.Errorf(p, "remove it; values may not hold control characters, line breaks or bidirectional overrides",
 				"value %s contains %s at byte %d", Short(s), what, i)
 			return
 		}
-		if len(s) > MaxText {
-			rep.Errorf(p, "shorten it", "value %s is %d bytes long; at most %d are allowed", Short(s), len(s), MaxText)
-		}
+		rep.Errorf(p, "shorten it", "value %s is %d bytes long; at most %d are allowed", Short(s), len(s), MaxText)
 	})
 }
 
-// WalkText calls fn with the path ($.volumes[2].mount) and the settable
-// value of every string in the struct ptr points to, naming fields by the
-// given struct tag ("yaml" for layouts, "json" for inventories), the way
-// their decoders and error messages name them.
-func WalkText(ptr any, tag string, fn func(path string, v reflect.Value)) {
-	walkStrings(reflect.ValueOf(ptr).Elem(), "$", tag, fn)
+// TextProblem reports whether a value breaks the rules every string
+// follows: a character BadChar refuses, or more than MaxText bytes.
+func TextProblem(s string) bool {
+	_, _, bad := BadChar(s)
+	return bad || len(s) > MaxText
 }
 
-func walkStrings(v reflect.Value, p, tag string, fn func(string, reflect.Value)) {
+// WalkText calls fn with the path ($.volumes[2].mount) and the settable
+// value of every string in the struct ptr points to for which want is
+// true, naming fields by the given struct tag ("yaml" for layouts, "json"
+// for inventories), the way their decoders and error messages name them.
+// Paths are built only for those strings: a document may hold 100,000.
+func WalkText(ptr any, tag string, want func(string) bool, fn func(path string, v reflect.Value)) {
+	w := textWalker{tag: tag, want: want, fn: fn}
+	w.walk(reflect.ValueOf(ptr).Elem())
+}
+
+type pathStep struct {
+	name  string // field name, or "" for an index
+	index int
+}
+
+type textWalker struct {
+	tag  string
+	want func(string) bool
+	fn   func(string, reflect.Value)
+	path []pathStep
+}
+
+func (w *textWalker) pathString() string {
+	var b strings.Builder
+	b.WriteString("$")
+	for _, s := range w.path {
+		if s.name != "" {
+			b.WriteString("." + s.name)
+		} else {
+			fmt.Fprintf(&b, "[%d]", s.index)
+		}
+	}
+	return b.String()
+}
+
+func (w *textWalker) walk(v reflect.Value) {
 	switch v.Kind() {
 	case reflect.Pointer:
 		if !v.IsNil() {
-			walkStrings(v.Elem(), p, tag, fn)
+			w.walk(v.Elem())
 		}
 	case reflect.String:
-		fn(p, v)
+		if w.want(v.String()) {
+			w.fn(w.pathString(), v)
+		}
 	case reflect.Slice:
 		for i := 0; i < v.Len(); i++ {
-			walkStrings(v.Index(i), fmt.Sprintf("%s[%d]", p, i), tag, fn)
+			w.path = append(w.path, pathStep{index: i})
+			w.walk(v.Index(i))
+			w.path = w.path[:len(w.path)-1]
 		}
 	case reflect.Struct:
 		t := v.Type()
@@ -166,13 +202,15 @@ func walkStrings(v reflect.Value, p, tag string, fn func(string, reflect.Value))
 			if !f.IsExported() {
 				continue
 			}
-			name, opts, _ := strings.Cut(f.Tag.Get(tag), ",")
+			name, opts, _ := strings.Cut(f.Tag.Get(w.tag), ",")
 			switch {
 			case opts == "inline":
-				walkStrings(v.Field(i), p, tag, fn)
+				w.walk(v.Field(i))
 			case name == "" || name == "-":
 			default:
-				walkStrings(v.Field(i), p+"."+name, tag, fn)
+				w.path = append(w.path, pathStep{name: name})
+				w.walk(v.Field(i))
+				w.path = w.path[:len(w.path)-1]
 			}
 		}
 	}
