@@ -189,7 +189,8 @@ func planForApply(ctx context.Context, o applyOptions, lv lvm.LVM) (*plan.Plan, 
 	if err != nil {
 		return nil, err
 	}
-	f, inv, rep, err := planner.Load(planner.Inputs{LayoutFile: o.layoutFile, Gather: func(l *layout.Layout) (*inventory.Inventory, error) { return gather(l, o.root) }})
+	f, inv, rep, err := planner.Load(planner.Inputs{LayoutFile: o.layoutFile, Devices: devices,
+		Gather: func(l *layout.Layout) (*inventory.Inventory, error) { return gather(l, o.root) }})
 	if err != nil {
 		if rep != nil && rep.HasErrors() {
 			printProblems(os.Stderr, rep)

@@ -29,7 +29,10 @@ func newInventoryCmd() *cobra.Command {
 		Short: "Record this machine's disks, partitions, LVM, LUKS headers and mounts (read-only)",
 		Long: `inventory reads what block storage exists: disks with their sizes, sector
 sizes and partition tables; the signature on every device (filesystem, LUKS
-header parameters, LVM PV); PVs, VGs and LVs (lvm --reportformat json);
+header parameters, LVM PV), and for a device without one whether it is
+blank: its first and last MiB, the places where LUKS2, md, GPT, ext and
+btrfs keep backup copies, and 64 samples of the rest must all be zero;
+PVs, VGs and LVs (lvm --reportformat json);
 open dm-crypt mappings; mounts and swaps; and, under --target, the state of
 the new system's crypttab, fstab, key files and header backups (metadata
 only, never a key's bytes).
@@ -95,8 +98,14 @@ func inventoryTable(w io.Writer, inv *inventory.Inventory) error {
 	fmt.Fprintln(tw, "DEVICE\tKIND\tSIZE\tCONTENT\tON")
 	for _, d := range inv.Devices {
 		content := "-"
+		if d.Blank != "" {
+			content = "blank"
+		}
 		if d.Content != nil {
 			content = d.Content.Type
+			if d.Content.Note != "" {
+				content += " (" + d.Content.Note + ")"
+			}
 			if d.Content.LUKS != nil {
 				content += fmt.Sprintf(" (LUKS%d %s %d-bit, %d keyslot(s))", d.Content.LUKS.Version, d.Content.LUKS.Cipher, d.Content.LUKS.KeySize, len(d.Content.LUKS.Keyslots))
 			}

@@ -123,7 +123,7 @@ func runPlan(stdout, stderr io.Writer, o planOptions) error {
 		return err
 	}
 	f, inv, rep, err := planner.Load(planner.Inputs{
-		LayoutFile: o.layoutFile, Example: o.example, InventoryFile: o.inventoryFile,
+		LayoutFile: o.layoutFile, Example: o.example, InventoryFile: o.inventoryFile, Devices: devices,
 		Gather: func(l *layout.Layout) (*inventory.Inventory, error) {
 			return inventory.GatherFor(l, o.root, devices)
 		},

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cryptshift/cryptshift/internal/doors/secrets"
 	"github.com/cryptshift/cryptshift/internal/exitcode"
 )
 
@@ -61,12 +62,18 @@ nothing. Secrets are never taken from the command line.
 		Version:       versionString(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		PersistentPreRun: func(cmd *cobra.Command, args []string) {
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
 			logLevel.Set(slog.LevelWarn)
 			if verbose {
 				logLevel.Set(slog.LevelDebug)
 			}
 			setLogger(os.Stderr, false)
+			if handlesSecrets[cmd.Name()] {
+				// Before any passphrase or key is in memory: no core dump,
+				// no ptrace (secrets.Harden).
+				return secrets.Harden()
+			}
+			return nil
 		},
 	}
 	root.PersistentFlags().BoolVarP(&verbose, "verbose", "v", false, "log every command run, with its duration")
@@ -79,6 +86,9 @@ nothing. Secrets are never taken from the command line.
 	}
 	return root
 }
+
+// handlesSecrets names the verbs that hold passphrases or keys in memory.
+var handlesSecrets = map[string]bool{"apply": true, "migrate": true, "rollback": true, "step": true}
 
 // logLevel is WARN, or DEBUG with --verbose.
 var logLevel = new(slog.LevelVar)

@@ -91,12 +91,12 @@ func (p *planner) describe(dev *inventory.Device) string {
 		parts = append(parts, fmt.Sprintf("%s partition table with %d partition(s)", strings.ToUpper(dev.Table.Type), len(dev.Table.Partitions)))
 		for _, c := range p.inv.Children(dev.Path) {
 			if c.Content != nil {
-				parts = append(parts, fmt.Sprintf("%s holds %s", c.Path, contentText(p.inv, c.Path, c.Content)))
+				parts = append(parts, fmt.Sprintf("%s holds %s", layout.Printable(c.Path), contentText(p.inv, c.Path, c.Content)))
 			}
 		}
 	}
-	if dev.Content != nil && (dev.Table == nil || (dev.Content.Type != "gpt" && dev.Content.Type != "dos")) {
-		parts = append(parts, contentText(p.inv, dev.Path, dev.Content))
+	if c := p.content(dev); c != nil && (dev.Table == nil || (c.Type != "gpt" && c.Type != "dos")) {
+		parts = append(parts, contentText(p.inv, dev.Path, c))
 	}
 	if len(parts) == 0 {
 		return "data of unknown kind"
@@ -104,46 +104,81 @@ func (p *planner) describe(dev *inventory.Device) string {
 	return strings.Join(parts, "; ")
 }
 
+// contentText says what a device holds, for refusals and destructive
+// steps. Every value in it comes from an inventory, that is from disks
+// anyone may have prepared: each is made printable (or quoted), so the
+// text stays one harmless line in a plan, a script comment or a terminal.
 func contentText(inv *inventory.Inventory, devPath string, c *inventory.Content) string {
 	var b strings.Builder
+	pr := layout.Printable
 	switch c.Type {
 	case "crypto_LUKS":
-		fmt.Fprintf(&b, "a LUKS%s header", c.Version)
+		fmt.Fprintf(&b, "a LUKS%s header", pr(c.Version))
 		if c.LUKS != nil {
-			fmt.Fprintf(&b, " (%s, %d keyslot(s))", c.LUKS.Cipher, len(c.LUKS.Keyslots))
+			fmt.Fprintf(&b, " (%s, %d keyslot(s))", pr(c.LUKS.Cipher), len(c.LUKS.Keyslots))
 		}
 	case "LVM2_member":
 		b.WriteString("an LVM physical volume")
 		if pv := inv.PV(devPath); pv != nil && pv.VG != "" {
 			var lvs []string
 			for _, lv := range inv.LVsOf(pv.VG) {
-				lvs = append(lvs, lv.Name)
+				lvs = append(lvs, pr(lv.Name))
 			}
-			fmt.Fprintf(&b, " of volume group %s", pv.VG)
+			fmt.Fprintf(&b, " of volume group %s", pr(pv.VG))
 			if len(lvs) > 0 {
 				fmt.Fprintf(&b, " (LVs: %s)", strings.Join(lvs, ", "))
 			}
 		}
+	case "linux_raid_member":
+		b.WriteString("an md RAID member")
 	case "swap":
 		b.WriteString("a swap area")
 	case "gpt", "dos":
 		fmt.Fprintf(&b, "a %s partition table", strings.ToUpper(c.Type))
 	case "unknown":
 		b.WriteString("data with no recognised signature")
+		if c.Note != "" {
+			fmt.Fprintf(&b, " (%s)", pr(c.Note))
+		}
 	case "unreadable":
-		b.WriteString("data cryptshift could not read (" + c.Note + ")")
+		b.WriteString("data cryptshift could not read (" + pr(c.Note) + ")")
 		return b.String()
 	default:
-		fmt.Fprintf(&b, "an %s filesystem", c.Type)
+		fmt.Fprintf(&b, "an %s filesystem", pr(c.Type))
 	}
 	if c.UUID != "" && c.Type != "gpt" && c.Type != "dos" {
-		fmt.Fprintf(&b, " UUID %s", c.UUID)
+		fmt.Fprintf(&b, " UUID %s", pr(c.UUID))
 	}
 	if c.Label != "" {
 		fmt.Fprintf(&b, " label %q", c.Label)
 	}
 	return b.String()
 }
+
+// content is what the planner may assume a device holds. A volume (an LV,
+// or a mapping on one) that existed before this plan counts as empty only
+// when its inventory says probe.Blank found it blank: an inventory written
+// by hand or by an older cryptshift that merely shows no signature does not
+// prove that nothing is there, and formatting it needs --allow-destroy.
+func (p *planner) content(d *inventory.Device) *inventory.Content {
+	if d == nil {
+		return nil
+	}
+	if d.Content == nil && d.Blank == "" && d.Table == nil {
+		switch d.Kind {
+		case inventory.KindLVM, inventory.KindCrypt, inventory.KindDM:
+			return &inventory.Content{Type: "unknown", Note: "the inventory does not show that it was probed and found blank; re-run cryptshift inventory"}
+		}
+	}
+	return d.Content
+}
+
+var uuidRe = regexp.MustCompile(`^([0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}|[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4})$`)
+
+// isUUID accepts the UUIDs cryptshift writes into fstab and crypttab:
+// RFC 4122 form, or a FAT volume serial. What an inventory says a device's
+// UUID is may be any text; only these are kept.
+func isUUID(s string) bool { return uuidRe.MatchString(s) }
 
 // inUse reports why a device (or one of its partitions) cannot be wiped at
 // all: it is mounted, active swap, open under a mapping, or a PV of a VG
@@ -315,7 +350,7 @@ func (p *planner) planGPT(lp string, d layout.Disk, dev *inventory.Device) {
 			for _, c := range children {
 				if c.PartitionNumber == j+1 {
 					ps.device = c.Path
-					ps.content = c.Content
+					ps.content = p.content(&c)
 				}
 			}
 		}
@@ -334,7 +369,7 @@ func (p *planner) planPartitionFS(ps *partState) {
 		return
 	}
 	uuid := ""
-	if ps.content != nil && ps.content.Type == part.Filesystem {
+	if ps.content != nil && ps.content.Type == part.Filesystem && isUUID(ps.content.UUID) {
 		uuid = ps.content.UUID
 	} else {
 		if ps.content != nil {

@@ -27,9 +27,10 @@ func (p *planner) planKeyFile(st *volState) {
 		}
 		return
 	}
-	hasHeader := !st.created && st.dev != nil && st.dev.Content != nil && st.dev.Content.Type == "crypto_LUKS"
+	c := p.content(st.dev)
+	hasHeader := !st.created && c != nil && c.Type == "crypto_LUKS"
 	if hasHeader {
-		if ok, _ := luksMatches(st.dev.Content, e); ok {
+		if ok, _ := luksMatches(c, e); ok {
 			p.rep.Errorf(st.lp+".encryption", "restore the key file from backup, or open the volume with the recovery key and add a new key file with cryptsetup luksAddKey",
 				"%s has a LUKS2 header but its key file %s is missing from %s", st.lvPath, st.keyFile, p.root)
 			return
@@ -171,7 +172,7 @@ func (p *planner) planTmp() {
 func crypttabEntry(name, device, keyFile, options string) plan.CrypttabEntry {
 	return plan.CrypttabEntry{
 		Name: name, Device: device, KeyFile: keyFile, Options: options,
-		Line: strings.Join([]string{name, device, keyFile, options}, " "),
+		Line: plan.CrypttabLine(name, device, keyFile, options),
 	}
 }
 
@@ -182,6 +183,6 @@ func fstabEntry(spec, file, typ string, options []string, pass int) plan.FstabEn
 	}
 	return plan.FstabEntry{
 		Spec: spec, File: file, Type: typ, Options: opts, Pass: pass,
-		Line: fmt.Sprintf("%s %s %s %s 0 %d", spec, file, typ, opts, pass),
+		Line: plan.FstabLine(spec, file, typ, opts, 0, pass),
 	}
 }

@@ -18,6 +18,9 @@ type Inputs struct {
 	// Gather reads the live system's inventory for a layout file planned
 	// without --inventory.
 	Gather func(*layout.Layout) (*inventory.Inventory, error)
+	// Devices are the --device NAME=PATH overrides; each must name a disk
+	// of the layout (checked before anything is gathered).
+	Devices map[string]string
 }
 
 // Load reads the layout and the inventory. Invalid input comes back as an
@@ -47,6 +50,9 @@ func Load(in Inputs) (*layout.File, *inventory.Inventory, *layout.Report, error)
 		}
 	}
 	f, rep := layout.Parse(name, data)
+	if !rep.HasErrors() {
+		checkDeviceOverrides(f.Layout, in.Devices, rep)
+	}
 	if rep.HasErrors() {
 		return f, nil, rep, exitcode.With(exitcode.Invalid, rep)
 	}

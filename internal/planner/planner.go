@@ -90,9 +90,18 @@ func Plan(f *layout.File, inv *inventory.Inventory, opt Options) (*plan.Plan, *l
 	}
 	// Structural validation ran in layout.Parse; carry its warnings along.
 	p.rep.Problems = append(p.rep.Problems, f.Warnings...)
-	if !path.IsAbs(root) {
-		p.rep.Errorf("$", "use an absolute --root such as /target", "target root %q is not absolute", opt.Root)
+	// A spec that did not come through Parse (the one a plan file carries,
+	// for apply --plan) is validated here: its errors count, its warnings
+	// were shown when the plan was made.
+	check := f.NewReport()
+	layout.Validate(f, check)
+	p.rep.Problems = append(p.rep.Problems, check.Errors()...)
+	if what, at, bad := layout.BadChar(opt.Root); bad {
+		p.rep.Errorf("$", "use an absolute --root such as /target", "target root %s contains %s at byte %d", layout.Short(opt.Root), what, at)
+	} else if !path.IsAbs(root) {
+		p.rep.Errorf("$", "use an absolute --root such as /target", "target root %s is not absolute", layout.Short(opt.Root))
 	}
+	checkDeviceOverrides(p.l, p.opt.Devices, p.rep)
 	p.seed()
 	p.planDisks()
 	p.planVGs()
@@ -112,6 +121,36 @@ func Plan(f *layout.File, inv *inventory.Inventory, opt Options) (*plan.Plan, *l
 		return pl, p.rep, &RefusedError{Steps: d}
 	}
 	return pl, p.rep, nil
+}
+
+// checkDeviceOverrides refuses --device NAME=PATH for a NAME the layout
+// does not have: the override would be silently ignored, and the layout's
+// own device path used instead.
+func checkDeviceOverrides(l *layout.Layout, devices map[string]string, rep *layout.Report) {
+	var names []string
+	known := map[string]bool{}
+	for _, d := range l.Disks {
+		names = append(names, d.Name)
+		known[d.Name] = true
+	}
+	for _, name := range sortedKeys(devices) {
+		dev := devices[name]
+		flag := layout.Short(name + "=" + dev)
+		if !known[name] {
+			fix := "name one of the layout's disks: " + strings.Join(names, ", ")
+			if len(names) == 0 {
+				fix = "the layout has no disks"
+			}
+			rep.Errorf("$.disks", fix, "--device %s names no disk of this layout", flag)
+			continue
+		}
+		sub := layout.NewReport("", nil)
+		if what, at, bad := layout.BadChar(dev); bad {
+			rep.Errorf("$.disks", "give the device's /dev path", "--device %s: the path contains %s at byte %d", flag, what, at)
+		} else if !layout.CheckDevicePath(sub, "", dev) {
+			rep.Errorf("$.disks", sub.Problems[0].Fix, "--device %s: %s", flag, sub.Problems[0].Message)
+		}
+	}
 }
 
 func (p *planner) seed() {

@@ -122,8 +122,8 @@ func (p *planner) planLVs() {
 					}
 				}
 				what := "its contents"
-				if st.dev != nil && st.dev.Content != nil {
-					what = contentText(p.inv, st.dev.Path, st.dev.Content)
+				if c := p.content(st.dev); c != nil {
+					what = contentText(p.inv, st.dev.Path, c)
 				}
 				p.add(plan.Step{
 					Action: plan.ActLVRemove, Target: st.lvPath,
@@ -154,6 +154,11 @@ func (p *planner) lvcreate(st *volState) {
 // parameters; cipher, key size, sector size and version cannot change
 // without reformatting (cryptsetup reencrypt is out of scope).
 func luksMatches(c *inventory.Content, e layout.Encryption) (bool, string) {
+	if !isUUID(c.UUID) {
+		// The UUID goes into crypttab: a header whose UUID is not one
+		// (any bytes, on a prepared disk) is not kept.
+		return false, fmt.Sprintf("a UUID %s that is not a UUID", layout.Short(c.UUID))
+	}
 	if c.LUKS == nil {
 		return c.Version == "2", ""
 	}
@@ -248,12 +253,12 @@ func (p *planner) planVolume(st *volState) {
 		return
 	}
 	// Is there a header to keep?
-	switch {
-	case st.created || st.dev == nil || st.dev.Content == nil:
+	switch c := p.content(st.dev); {
+	case st.created || c == nil:
 		st.format = true
-	case st.dev.Content.Type == "crypto_LUKS":
-		if ok, why := luksMatches(st.dev.Content, e); ok {
-			st.luksUUID = st.dev.Content.UUID
+	case c.Type == "crypto_LUKS":
+		if ok, why := luksMatches(c, e); ok {
+			st.luksUUID = c.UUID
 		} else {
 			if !p.wipeFor(st, "its LUKS header has "+why) {
 				return
@@ -363,11 +368,9 @@ func (p *planner) planContent(st *volState, dev string) {
 	}
 	var existing *inventory.Content
 	if !st.format && !st.created {
-		if d := p.inv.Device(dev); d != nil {
-			existing = d.Content
-		}
+		existing = p.content(p.inv.Device(dev))
 	}
-	if existing != nil && existing.Type == want {
+	if existing != nil && existing.Type == want && isUUID(existing.UUID) {
 		st.fsUUID = existing.UUID
 		return
 	}
@@ -413,7 +416,7 @@ func (p *planner) planRandomSwap(st *volState) {
 		}
 	}
 	if !st.isOpen {
-		if !st.created && st.dev != nil && st.dev.Content != nil && st.dev.Content.Type != "swap" {
+		if c := p.content(st.dev); !st.created && c != nil && c.Type != "swap" {
 			// A random key turns whatever is on the LV into noise.
 			if !p.wipe(st.lp, st.dev) {
 				return

@@ -1,7 +1,9 @@
 // Package probe identifies what a block device or image holds from its
 // first bytes, the way blkid does for the types cryptshift plans with:
-// LUKS, LVM PVs, ext2/3/4, XFS, btrfs, FAT, swap, GPT and MBR partition
-// tables. It reads magic numbers, UUIDs and labels only.
+// LUKS, LVM PVs, md RAID members, ext2/3/4, XFS, btrfs, FAT, swap, GPT and
+// MBR partition tables. It reads magic numbers, UUIDs and labels only.
+// Blank decides whether a device without a signature at its start is
+// really blank.
 package probe
 
 import (
@@ -19,6 +21,7 @@ type Result struct {
 	UUID    string
 	Label   string
 	Version string
+	Note    string // what Blank found where, for a device without a signature at its start
 }
 
 // ReadSize is how much Probe reads: btrfs keeps its superblock at 64 KiB.
@@ -57,6 +60,12 @@ func Bytes(b []byte) *Result {
 		o := s * 512
 		if at(o, "LABELONE") && at(o+24, "LVM2 001") && len(b) >= o+64 {
 			return &Result{Type: "LVM2_member", UUID: lvmUUID(string(b[o+32 : o+64])), Version: "LVM2 001"}
+		}
+	}
+	// md RAID 1.1 and 1.2 superblocks sit at 0 and 4 KiB (mdadm(8)).
+	for _, o := range []int{0, 4096} {
+		if at(o, mdMagic) && len(b) >= o+32 {
+			return &Result{Type: "linux_raid_member", UUID: uuidString(b[o+16 : o+32]), Version: fmt.Sprint(binary.LittleEndian.Uint32(b[o+4:]))}
 		}
 	}
 	switch {

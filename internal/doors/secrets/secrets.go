@@ -1,7 +1,8 @@
 // Package secrets obtains the secrets apply and migrate need, from the
 // sources an admin trusts: a terminal without echo, a file, or an inherited
 // file descriptor; and generates recovery keys. Secrets are []byte, never
-// strings in logs, and are wiped from memory by Wipe when done.
+// strings in logs, kept in locked memory outside the Go heap (memory.go),
+// and wiped by Wipe when done; the process is made non-dumpable first.
 package secrets
 
 import (
@@ -11,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 
 	"golang.org/x/term"
 
@@ -27,20 +27,22 @@ const MaxLen = 8 << 20
 // type at the boot prompt has none).
 func trimNewlines(b []byte) []byte { return bytes.TrimRight(b, "\r\n") }
 
-// FromFile reads a passphrase from a file (trailing newlines dropped).
+// FromFile reads a passphrase from a file (trailing newlines dropped). The
+// file must not be readable or writable by group or others; its mode is
+// checked on the opened file, so it cannot be swapped in between.
 func FromFile(path string) ([]byte, error) {
-	st, err := os.Stat(path)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read passphrase file: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("cannot read passphrase file: %w", err)
 	}
 	if st.Mode().Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("cannot use passphrase file %s: its mode %04o lets other users read it; chmod 600 it", path, st.Mode().Perm())
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("cannot read passphrase file: %w", err)
-	}
-	defer f.Close()
 	return readAll(f, "passphrase file "+path)
 }
 
@@ -54,18 +56,62 @@ func FromFD(fd int) ([]byte, error) {
 	return readAll(f, fmt.Sprintf("fd %d", fd))
 }
 
+// readAll reads r into locked memory (alloc), growing the buffer by
+// doubling and wiping every smaller copy, up to MaxLen bytes.
 func readAll(r io.Reader, what string) ([]byte, error) {
-	b, err := io.ReadAll(io.LimitReader(r, MaxLen+1))
+	b, err := alloc(4096)
 	if err != nil {
-		return nil, fmt.Errorf("cannot read %s: %w", what, err)
+		return nil, err
+	}
+	b = b[:0]
+	for {
+		if len(b) == cap(b) {
+			if cap(b) > MaxLen {
+				release(b)
+				return nil, fmt.Errorf("cannot use %s: longer than %d bytes", what, MaxLen)
+			}
+			bigger, err := alloc(min(2*cap(b), MaxLen+1))
+			if err != nil {
+				release(b)
+				return nil, err
+			}
+			bigger = bigger[:copy(bigger, b)]
+			release(b)
+			b = bigger
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			release(b)
+			return nil, fmt.Errorf("cannot read %s: %w", what, err)
+		}
 	}
 	if len(b) > MaxLen {
+		release(b)
 		return nil, fmt.Errorf("cannot use %s: longer than %d bytes", what, MaxLen)
 	}
+	full := len(b)
 	b = trimNewlines(b)
+	Wipe(b[len(b):full])
 	if len(b) == 0 {
+		release(b)
 		return nil, fmt.Errorf("cannot use %s: it is empty", what)
 	}
+	return b, nil
+}
+
+// locked copies a secret into locked memory and wipes the original.
+func locked(src []byte) ([]byte, error) {
+	b, err := alloc(len(src))
+	if err != nil {
+		Wipe(src)
+		return nil, err
+	}
+	copy(b, src)
+	Wipe(src)
 	return b, nil
 }
 
@@ -84,6 +130,9 @@ func Prompt(prompt string, confirm bool) ([]byte, error) {
 	if !term.IsTerminal(fd) {
 		return nil, ErrNoTerminal
 	}
+	if err := Harden(); err != nil {
+		return nil, err
+	}
 	for {
 		fmt.Fprint(tty, prompt)
 		a, err := term.ReadPassword(fd)
@@ -96,7 +145,7 @@ func Prompt(prompt string, confirm bool) ([]byte, error) {
 			continue
 		}
 		if !confirm {
-			return a, nil
+			return locked(a)
 		}
 		fmt.Fprint(tty, "Repeat it: ")
 		b, err := term.ReadPassword(fd)
@@ -106,7 +155,7 @@ func Prompt(prompt string, confirm bool) ([]byte, error) {
 		}
 		if bytes.Equal(a, b) {
 			Wipe(b)
-			return a, nil
+			return locked(a)
 		}
 		Wipe(a)
 		Wipe(b)
@@ -126,20 +175,28 @@ const recoveryAlphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 // NewRecoveryKey returns a recovery key of 8 groups of 5 characters
 // (200 bits from the kernel's CSPRNG), e.g. 7K2QH-...; easy to write down.
+// It lives in locked memory, as do the random bytes it is made from.
 func NewRecoveryKey() ([]byte, error) {
-	raw := make([]byte, 40)
+	raw, err := alloc(40)
+	if err != nil {
+		return nil, err
+	}
+	defer release(raw)
 	if _, err := rand.Read(raw); err != nil {
 		return nil, fmt.Errorf("cannot generate a recovery key: %w", err)
 	}
-	var b strings.Builder
+	k, err := alloc(len(raw) + len(raw)/5 - 1)
+	if err != nil {
+		return nil, err
+	}
+	k = k[:0]
 	for i, v := range raw {
 		if i > 0 && i%5 == 0 {
-			b.WriteByte('-')
+			k = append(k, '-')
 		}
-		b.WriteByte(recoveryAlphabet[int(v)%32]) // 256 is a multiple of 32: no bias
+		k = append(k, recoveryAlphabet[int(v)%32]) // 256 is a multiple of 32: no bias
 	}
-	Wipe(raw)
-	return []byte(b.String()), nil
+	return k, nil
 }
 
 // WriteNew writes a secret (and a newline) to a new file with mode 0400,
@@ -150,7 +207,12 @@ func WriteNew(path string, secret []byte) error {
 	if _, err := os.Lstat(path); err == nil {
 		return fmt.Errorf("cannot write %s: %w", path, os.ErrExist)
 	}
-	data := append(append(make([]byte, 0, len(secret)+1), secret...), '\n')
-	defer Wipe(data)
-	return files.CreateAtomic(path, data, 0o400)
+	line, err := alloc(len(secret) + 1)
+	if err != nil {
+		return err
+	}
+	defer release(line)
+	copy(line, secret)
+	line[len(secret)] = '\n'
+	return files.CreateAtomic(path, line, 0o400)
 }

@@ -125,6 +125,10 @@ func Gather(ctx context.Context, opt Options) (*Inventory, error) {
 	if opt.Target != "" {
 		inv.Target = gatherTarget(opt)
 	}
+	// Labels, serials, header strings and paths come from disks and
+	// devices anyone may have prepared: made printable here, so a plan
+	// never carries a line break from a recycled disk's label.
+	inv.makePrintable()
 	inv.Sort()
 	if lvErr != nil {
 		// Without LVM facts a PV shows up only by its signature, which
@@ -209,8 +213,18 @@ func readContent(dev *Device) error {
 	if err != nil {
 		return fmt.Errorf("cannot read %s: %w", dev.Path, err)
 	}
+	if r == nil {
+		// Zeros at the start: look where leftovers hide before calling
+		// it blank.
+		if r, err = probe.Blank(f, dev.Size); err != nil {
+			return fmt.Errorf("cannot read %s: %w", dev.Path, err)
+		}
+		if r == nil {
+			dev.Blank = probe.BlankMethod
+		}
+	}
 	if r != nil {
-		dev.Content = &Content{Type: r.Type, UUID: r.UUID, Label: r.Label, Version: r.Version}
+		dev.Content = &Content{Type: r.Type, UUID: r.UUID, Label: r.Label, Version: r.Version, Note: r.Note}
 		if r.Type == "crypto_LUKS" {
 			h, err := luks.ReadHeader(dev.Path)
 			if err != nil {

@@ -8,6 +8,8 @@ import (
 	"path"
 	"sort"
 	"strings"
+
+	"github.com/cryptshift/cryptshift/internal/model/layout"
 )
 
 // Parse reads an inventory document and checks that it is coherent. Errors
@@ -34,7 +36,7 @@ func Parse(name string, data []byte) (*Inventory, error) {
 		return nil, fmt.Errorf("cannot read inventory %s: trailing data after the JSON object", name)
 	}
 	if errs := inv.check(); len(errs) > 0 {
-		return nil, fmt.Errorf("cannot use inventory %s:\n  %s", name, strings.Join(errs, "\n  "))
+		return nil, fmt.Errorf("cannot use inventory %s:\n  %s\nfix: regenerate it with cryptshift inventory -o json on the host, or correct these values", name, strings.Join(errs, "\n  "))
 	}
 	inv.Sort()
 	return &inv, nil
@@ -59,36 +61,22 @@ func (inv *Inventory) check() []string {
 	if inv.Kind != Kind {
 		bad("$.kind", "is %q, want %q", inv.Kind, Kind)
 	}
+	inv.checkText(bad)
+	inv.checkNumbers(bad)
 	seen := map[string]bool{}
 	for i, d := range inv.Devices {
 		p := fmt.Sprintf("$.devices[%d]", i)
 		if !path.IsAbs(d.Path) {
-			bad(p+".path", "%q is not an absolute path", d.Path)
+			bad(p+".path", "%s is not an absolute path", layout.Short(d.Path))
 		}
 		if seen[d.Path] {
-			bad(p+".path", "%s is listed twice", d.Path)
+			bad(p+".path", "%s is listed twice", layout.Short(d.Path))
 		}
 		seen[d.Path] = true
-		if d.Size < 0 {
-			bad(p+".size", "is negative")
-		}
 		switch d.Kind {
 		case KindDisk, KindPart, KindLVM, KindCrypt, KindLoop, KindDM:
 		default:
-			bad(p+".kind", "unknown kind %q", d.Kind)
-		}
-		if d.Table != nil {
-			for j, part := range d.Table.Partitions {
-				pp := fmt.Sprintf("%s.table.partitions[%d]", p, j)
-				if part.Start < 0 || part.Size <= 0 || part.Start+part.Size > d.Size {
-					bad(pp, "partition %d (start %d, size %d) does not fit the %d-byte device", part.Number, part.Start, part.Size, d.Size)
-				}
-			}
-		}
-	}
-	for i, vg := range inv.VGs {
-		if vg.ExtentSize <= 0 {
-			bad(fmt.Sprintf("$.vgs[%d].extentSize", i), "must be positive")
+			bad(p+".kind", "unknown kind %s", layout.Short(d.Kind))
 		}
 	}
 	return errs

@@ -55,7 +55,12 @@ type Device struct {
 	DMName             string   `json:"dmName,omitempty"`
 	DMUUID             string   `json:"dmUUID,omitempty"`
 	Table              *Table   `json:"table,omitempty"`
-	Content            *Content `json:"content,omitempty"` // nil: no signature found (blank)
+	Content            *Content `json:"content,omitempty"` // nil: no signature found
+	// Blank says how the device was found to hold nothing (probe.BlankMethod:
+	// which regions were read); empty when it was not probed that way. An
+	// existing LV is formatted without --allow-destroy only when its
+	// inventory says it is blank.
+	Blank string `json:"blank,omitempty"`
 }
 
 // Table is a partition table.

@@ -34,6 +34,11 @@ type decoder struct {
 	nodes  int      // values visited, aliases counted each time they expand
 }
 
+// ExtensionPrefix marks keys cryptshift ignores on purpose (x-owner,
+// x-ticket: notes for people and other tools); every other unknown key is
+// an error.
+const ExtensionPrefix = "x-"
+
 // maxNodes bounds how many values a layout may expand to. YAML aliases can
 // make a small file expand exponentially ("billion laughs"); a real layout
 // has a few hundred values.
@@ -146,21 +151,26 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, val := n.Content[i], n.Content[i+1]
 		key := k.Value
-		kp := path + "." + key
+		kp := path + "." + Printable(key) // a hostile key must not reach a terminal raw
 		if seen[key] {
 			d.pos[kp] = Pos{Line: k.Line, Column: k.Column}
 			d.rep.Errorf(kp, "keep one of them", "key %q appears twice", key)
 			continue
 		}
 		seen[key] = true
+		if strings.HasPrefix(key, ExtensionPrefix) {
+			continue // the documented escape hatch: notes for people and other tools
+		}
 		idx, ok := fields[key]
 		if !ok {
+			// An error, not a warning: a misspelt key silently drops what
+			// it meant (a misspelt mountOptions drops nodev,nosuid).
 			d.pos[kp] = Pos{Line: k.Line, Column: k.Column}
-			fix := "remove it"
+			fix := "remove it, or prefix it with " + ExtensionPrefix + " to keep it as a note cryptshift ignores"
 			if s := closest(key, keysOf(fields)); s != "" {
 				fix = fmt.Sprintf("did you mean %q?", s)
 			}
-			d.rep.Warnf(kp, fix, "unknown key %q is ignored", key)
+			d.rep.Errorf(kp, fix, "unknown key %s", Short(key))
 			continue
 		}
 		d.decode(val, v.FieldByIndex(idx), kp)

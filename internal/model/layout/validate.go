@@ -13,6 +13,8 @@ import (
 // hibernation. Checks against real disks live in the planner.
 func Validate(f *File, rep *Report) {
 	l := f.Layout
+	checkText(l, rep)
+	checkFreeText(rep, "$.description", l.Description)
 	if l.APIVersion != APIVersion {
 		if l.APIVersion == "" {
 			rep.Errorf("$.apiVersion", "add apiVersion: "+APIVersion, "apiVersion is missing")
@@ -62,8 +64,9 @@ var (
 	// LVM allows a-z A-Z 0-9 + _ . - (lvm(8) "VALID NAMES").
 	lvmNameRe = regexp.MustCompile(`^[A-Za-z0-9+_.][A-Za-z0-9+_.-]*$`)
 	// dm names may hold more, but crypttab splits fields on white space and
-	// /dev/mapper/NAME must be a plain file name; keep to a safe alphabet.
-	dmNameRe  = regexp.MustCompile(`^[A-Za-z0-9_.+-]+$`)
+	// /dev/mapper/NAME must be a plain file name; keep to a safe alphabet,
+	// and no leading dash: the name is a positional argument of cryptsetup.
+	dmNameRe  = regexp.MustCompile(`^[A-Za-z0-9_.+][A-Za-z0-9_.+-]*$`)
 	gptNameRe = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,36}$`) // GPT names: 36 UTF-16 units
 )
 
@@ -120,7 +123,10 @@ func addMount(rep *Report, mounts map[string]string, mnt, p string) {
 		return
 	}
 	if !path.IsAbs(mnt) || path.Clean(mnt) != mnt {
-		rep.Errorf(p, "write an absolute path without trailing slash, e.g. /var", "mount point %q is not a clean absolute path", mnt)
+		rep.Errorf(p, "write an absolute path without trailing slash, e.g. /var", "mount point %s is not a clean absolute path", Short(mnt))
+		return
+	}
+	if !checkComponents(rep, p, "mount point", mnt) {
 		return
 	}
 	if prev, dup := mounts[mnt]; dup {
@@ -146,7 +152,9 @@ func validateDisks(l *Layout, rep *Report, vgs map[string]int, mounts map[string
 			names[d.Name] = i
 		}
 		if !path.IsAbs(d.Device) {
-			rep.Errorf(p+".device", "name the device by a stable path, e.g. /dev/disk/by-id/...", "device %q is not an absolute path", d.Device)
+			rep.Errorf(p+".device", "name the device by a stable path, e.g. /dev/disk/by-id/...", "device %s is not an absolute path", Short(d.Device))
+		} else if !CheckDevicePath(rep, p+".device", d.Device) {
+			// reported
 		} else if j, dup := devices[d.Device]; dup {
 			rep.Errorf(p+".device", "each disk must be a different device", "device %s is also used by $.disks[%d]", d.Device, j)
 		} else {
@@ -223,6 +231,8 @@ func validateDisks(l *Layout, rep *Report, vgs map[string]int, mounts map[string
 				rep.Errorf(pp+".filesystem", "use vfat, ext4 or xfs", "unsupported filesystem %q", part.Filesystem)
 			}
 			checkFSLabel(rep, pp+".label", part.Filesystem, part.Label)
+			checkOptions(rep, pp+".mountOptions", "mount", part.MountOptions)
+			checkFreeText(rep, pp+".encryption.reason", part.Encryption.Reason)
 			if part.Type == PartESP && part.Filesystem != "vfat" {
 				rep.Errorf(pp+".filesystem", "use filesystem: vfat", "the firmware reads only FAT on an EFI system partition")
 			}
@@ -306,6 +316,7 @@ func validateVolumes(l *Layout, rep *Report, vgs map[string]int, mounts map[stri
 		default:
 			rep.Errorf(p+".purpose", "use filesystem, swap, guest or raw", "unknown purpose %q", v.Purpose)
 		}
+		checkOptions(rep, p+".mountOptions", "mount", v.MountOptions)
 		if v.Guest != nil && v.Purpose != PurposeGuest {
 			rep.Errorf(p+".guest", "remove guest or set purpose: guest", "only a guest volume names a domain")
 		}
@@ -325,6 +336,7 @@ var knownCiphers = map[string][]int{ // cipher -> allowed key sizes (bits)
 func validateEncryption(l *Layout, rep *Report, p string, v Volume, dmNames map[string]string) {
 	e := v.Encryption
 	ep := p + ".encryption"
+	checkFreeText(rep, ep+".reason", e.Reason)
 	switch e.Type {
 	case EncNone:
 		if strings.TrimSpace(e.Reason) == "" {
@@ -351,7 +363,7 @@ func validateEncryption(l *Layout, rep *Report, p string, v Volume, dmNames map[
 		return
 	}
 	if !dmNameRe.MatchString(e.Name) || e.Name == "." || e.Name == ".." {
-		rep.Errorf(ep+".name", "use letters, digits and _ . + -", "mapping name %q is not a valid device-mapper name", e.Name)
+		rep.Errorf(ep+".name", "use letters, digits and _ . + -", "mapping name %s is not a valid device-mapper name", Short(e.Name))
 	} else if len(e.Name) > 127 { // DM_NAME_LEN is 128 including NUL
 		rep.Errorf(ep+".name", "shorten it", "mapping name %q is longer than 127 characters", e.Name)
 	} else if prev, dup := dmNames[e.Name]; dup {
@@ -381,7 +393,11 @@ func validateEncryption(l *Layout, rep *Report, p string, v Volume, dmNames map[
 		return
 	}
 	if len(e.Label) > 47 { // LUKS2_LABEL_L is 48 bytes including NUL
-		rep.Errorf(ep+".label", "shorten it to at most 47 characters", "LUKS2 label %q is %d characters", e.Label, len(e.Label))
+		rep.Errorf(ep+".label", "shorten it to at most 47 characters", "LUKS2 label %s is %d characters", Short(e.Label), len(e.Label))
+	}
+	// The hash names a kernel crypto API algorithm (luksFormat --hash).
+	if !hashRe.MatchString(e.Hash) {
+		rep.Errorf(ep+".hash", "use sha256 or sha512", "hash %s is not a hash algorithm name", Short(e.Hash))
 	}
 	switch e.PBKDF {
 	case "argon2id":
@@ -481,7 +497,16 @@ func validateKeys(l *Layout, rep *Report) {
 		}
 	}
 	if !path.IsAbs(k.KeyFileDir) || path.Clean(k.KeyFileDir) != k.KeyFileDir {
-		rep.Errorf("$.keys.keyFileDir", "use an absolute path such as "+DefaultKeyFileDir, "key file directory %q is not a clean absolute path", k.KeyFileDir)
+		rep.Errorf("$.keys.keyFileDir", "use an absolute path such as "+DefaultKeyFileDir, "key file directory %s is not a clean absolute path", Short(k.KeyFileDir))
+	} else if !checkComponents(rep, "$.keys.keyFileDir", "key file directory", k.KeyFileDir) {
+		// reported
+	} else if strings.ContainsAny(k.KeyFileDir, " \\") {
+		// systemd-cryptsetup-generator reads crypttab's fields with
+		// sscanf("%ms"): no escape sequence can put a blank into the key
+		// file field, and a backslash would be taken literally by systemd
+		// but decoded by Debian's initramfs scripts.
+		rep.Errorf("$.keys.keyFileDir", "use a path without blanks or backslashes, such as "+DefaultKeyFileDir,
+			"key file directory %s contains a blank or a backslash; the key file paths go into crypttab, whose fields cannot hold them", Short(k.KeyFileDir))
 	} else if usesKeyFiles {
 		if o, ok := ownerOf(l, k.KeyFileDir); ok && !o.encrypted {
 			rep.Errorf("$.keys.keyFileDir", "keep key files on the encrypted root, e.g. "+DefaultKeyFileDir,
@@ -500,8 +525,11 @@ func validateKeys(l *Layout, rep *Report) {
 	if k.HeaderBackupDir == "" {
 		rep.Warnf("$.keys", "set keys.headerBackupDir to removable or offsite storage",
 			"no LUKS header backups: a damaged header makes a volume unreadable for good")
-	} else if !path.IsAbs(k.HeaderBackupDir) {
-		rep.Errorf("$.keys.headerBackupDir", "use an absolute path", "header backup directory %q is not absolute", k.HeaderBackupDir)
+	} else if !path.IsAbs(k.HeaderBackupDir) || path.Clean(k.HeaderBackupDir) != k.HeaderBackupDir {
+		// Clean, so that it cannot climb out of the target root with "..".
+		rep.Errorf("$.keys.headerBackupDir", "use a clean absolute path such as /root/luks-header-backups", "header backup directory %s is not a clean absolute path", Short(k.HeaderBackupDir))
+	} else if !checkComponents(rep, "$.keys.headerBackupDir", "header backup directory", k.HeaderBackupDir) {
+		// reported
 	} else if o, ok := ownerOf(l, k.HeaderBackupDir); ok {
 		if o.encrypted {
 			rep.Warnf("$.keys.headerBackupDir", "copy the backups to offline storage as well",
@@ -547,9 +575,13 @@ func validateTmp(l *Layout, rep *Report, mounts map[string]string) {
 	for i, t := range l.Tmp {
 		p := fmt.Sprintf("$.tmp[%d]", i)
 		if !path.IsAbs(t.Path) || path.Clean(t.Path) != t.Path {
-			rep.Errorf(p+".path", "use an absolute path such as /tmp", "tmp path %q is not a clean absolute path", t.Path)
+			rep.Errorf(p+".path", "use an absolute path such as /tmp", "tmp path %s is not a clean absolute path", Short(t.Path))
 			continue
 		}
+		if !checkComponents(rep, p+".path", "tmp path", t.Path) {
+			continue
+		}
+		checkOptions(rep, p+".options", "tmpfs", t.Options)
 		if seen[t.Path] {
 			rep.Errorf(p+".path", "list each path once", "tmp path %s is listed twice", t.Path)
 			continue
@@ -591,6 +623,62 @@ var fsLabelMax = map[string]int{"ext4": 16, "xfs": 12, "vfat": 11}
 
 func checkFSLabel(rep *Report, p, fs, label string) {
 	if n, ok := fsLabelMax[fs]; ok && len(label) > n {
-		rep.Errorf(p, fmt.Sprintf("shorten it to at most %d characters", n), "%s label %q is %d characters; %s allows %d", fs, label, len(label), fs, n)
+		rep.Errorf(p, fmt.Sprintf("shorten it to at most %d characters", n), "%s label %s is %d characters; %s allows %d", fs, Short(label), len(label), fs, n)
+	}
+}
+
+var hashRe = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)
+
+// NAME_MAX: the longest file name a Linux filesystem takes.
+const nameMax = 255
+
+// checkComponents refuses a path with a component longer than NAME_MAX:
+// mkdir and mount would fail on it halfway through an apply.
+func checkComponents(rep *Report, p, what, s string) bool {
+	for _, c := range strings.Split(s, "/") {
+		if len(c) > nameMax {
+			rep.Errorf(p, "shorten it", "%s %s has a component of %d bytes; a file name holds at most %d", what, Short(s), len(c), nameMax)
+			return false
+		}
+	}
+	return true
+}
+
+// CheckDevicePath checks a device path by what it becomes: an argument of
+// wipefs, sgdisk, pvcreate and cryptsetup, and a name in messages. Device
+// nodes and udev's by-id links never hold blanks (udev replaces them with
+// underscores), so a blank is a mistake.
+func CheckDevicePath(rep *Report, p, s string) bool {
+	switch {
+	case !path.IsAbs(s) || path.Clean(s) != s:
+		rep.Errorf(p, "name the device by a clean absolute path, e.g. /dev/disk/by-id/...", "device %s is not a clean absolute path", Short(s))
+	case strings.ContainsAny(s, " \\"):
+		rep.Errorf(p, "name the device by its /dev path or a /dev/disk/by-id link", "device %s contains a blank or a backslash, which no device node has", Short(s))
+	default:
+		return checkComponents(rep, p, "device", s)
+	}
+	return false
+}
+
+// checkOptions checks mount or tmpfs options, which go into the options
+// field of fstab, one comma-separated field without blanks.
+func checkOptions(rep *Report, p, what string, opts []string) {
+	for i, o := range opts {
+		op := fmt.Sprintf("%s[%d]", p, i)
+		switch {
+		case o == "":
+			rep.Errorf(op, "remove the empty option", "%s option %d is empty", what, i+1)
+		case strings.ContainsAny(o, " ,\\"):
+			rep.Errorf(op, "write one option per list item, without blanks or backslashes, e.g. [noatime, nodev]",
+				"%s option %s contains a blank, a comma or a backslash; fstab's options are one comma-separated field", what, Short(o))
+		}
+	}
+}
+
+// checkFreeText bounds descriptions and reasons: they are shown in plans,
+// step descriptions and notes, one line each.
+func checkFreeText(rep *Report, p, s string) {
+	if len(s) > MaxFreeText {
+		rep.Errorf(p, "shorten it", "text %s is %d bytes long; at most %d are allowed here", Short(s), len(s), MaxFreeText)
 	}
 }

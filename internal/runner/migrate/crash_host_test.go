@@ -56,7 +56,7 @@ func TestMain(m *testing.M) {
 // process to die of SIGKILL there and reports whether it did.
 func (e *env) runCLI(t *testing.T, g *guest, mode, failpoint string, extra ...string) (killed bool, out string, err error) {
 	t.Helper()
-	args := append([]string{"migrate", g.name, "--connect", e.d.Socket, "--to", "pool:enc", "--mode", mode,
+	args := append([]string{"migrate", g.name, "--connect", e.d.Socket, "--to", "pool:enc", "--allow-plaintext-secret-store", "--mode", mode,
 		"--yes", "--journal", e.journalOf(g), "--iter-time", "10", "--progress", "none"}, extra...)
 	cmd := exec.Command(cli(t), args...)
 	cmd.Env = append(os.Environ(), "CRYPTSHIFT_FAULT="+failpoint)
@@ -170,7 +170,7 @@ func itoa(i int) string {
 func TestHostCLIOfflineProgressJSON(t *testing.T) {
 	e := newEnv(t)
 	g := e.newGuest(t, "cli", false)
-	cmd := exec.Command(cli(t), "migrate", g.name, "--connect", e.d.Socket, "--to", "pool:enc", "--mode", "offline",
+	cmd := exec.Command(cli(t), "migrate", g.name, "--connect", e.d.Socket, "--to", "pool:enc", "--allow-plaintext-secret-store", "--mode", "offline",
 		"--yes", "--journal", e.journalOf(g), "--iter-time", "10", "--progress", "json")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

@@ -27,6 +27,13 @@ const iterTime = 10
 
 const diskSize = 24 << 20
 
+// plaintextStoreOK: the private libvirtd keeps its secrets in a test
+// directory on this machine's plaintext disk, and cryptshift checks the
+// host's /etc/libvirt/secrets, which is plaintext here too; the tests that
+// migrate accept that explicitly (TestHostPlaintextSecretStoreRefused
+// checks the refusal).
+const plaintextStoreOK = true
+
 // env is one private libvirtd with a target pool and a source directory.
 type env struct {
 	d       *libvirttest.Daemon
@@ -88,7 +95,7 @@ func (e *env) newGuest(t *testing.T, name string, start bool) *guest {
 }
 
 func (e *env) options(g *guest, mode string) migrate.Options {
-	return migrate.Options{Domain: g.name, Connect: e.d.Socket, To: "pool:enc", Mode: mode,
+	return migrate.Options{Domain: g.name, Connect: e.d.Socket, To: "pool:enc", AllowPlaintextSecretStore: plaintextStoreOK, Mode: mode,
 		JournalPath: filepath.Join(e.dir, "journal", g.name+".journal"), IterTimeMS: iterTime}
 }
 
@@ -418,7 +425,7 @@ func TestHostBadInput(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			o := migrate.Options{Domain: tt.domain, Connect: e.d.Socket, To: "pool:enc", Mode: migrate.ModeLive,
+			o := migrate.Options{Domain: tt.domain, Connect: e.d.Socket, To: "pool:enc", AllowPlaintextSecretStore: plaintextStoreOK, Mode: migrate.ModeLive,
 				JournalPath: filepath.Join(e.dir, "journal", tt.domain+".journal"), IterTimeMS: iterTime}
 			if tt.adjust != nil {
 				tt.adjust(&o)
@@ -493,7 +500,7 @@ func TestHostMigrateBlockAndVolumeDisks(t *testing.T) {
 		Target: &libvirtxml.DomainDiskTarget{Dev: "vdb", Bus: "virtio"}}
 	e.d.Define(t, libvirttest.Domain("kinds", blk, vd), false)
 
-	o := migrate.Options{Domain: "kinds", Connect: e.d.Socket, To: "pool:enc", Mode: migrate.ModeOffline,
+	o := migrate.Options{Domain: "kinds", Connect: e.d.Socket, To: "pool:enc", AllowPlaintextSecretStore: plaintextStoreOK, Mode: migrate.ModeOffline,
 		JournalPath: filepath.Join(e.dir, "journal", "kinds.journal"), IterTimeMS: iterTime}
 	res, err := migrate.Run(ctx, o)
 	if err != nil {
@@ -520,4 +527,26 @@ func TestHostMigrateBlockAndVolumeDisks(t *testing.T) {
 	}
 	must(t, e.c.StartDomain("kinds"))
 	must(t, e.c.DestroyDomain("kinds"))
+}
+
+// Without --allow-plaintext-secret-store, a pool: migration on a host
+// whose /etc/libvirt/secrets is not on encrypted storage (this one) is
+// refused before libvirtd is asked for anything: virsh lists no secret
+// and the pool holds no image.
+func TestHostPlaintextSecretStoreRefused(t *testing.T) {
+	e := newEnv(t)
+	g := e.newGuest(t, "store", false)
+	o := e.options(g, migrate.ModeOffline)
+	o.AllowPlaintextSecretStore = false
+	_, err := migrate.Run(context.Background(), o)
+	if err == nil || !strings.Contains(err.Error(), "the libvirt secret store /etc/libvirt/secrets is on") ||
+		!strings.Contains(err.Error(), "--allow-plaintext-secret-store") {
+		t.Fatalf("got %v", err)
+	}
+	if out := e.d.Virsh(t, "secret-list"); strings.Contains(out, e.pool) {
+		t.Errorf("virsh lists secrets:\n%s", out)
+	}
+	if entries, _ := os.ReadDir(e.pool); len(entries) != 0 {
+		t.Errorf("the pool holds %d files", len(entries))
+	}
 }

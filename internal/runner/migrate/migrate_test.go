@@ -15,6 +15,7 @@ import (
 
 	"github.com/cryptshift/cryptshift/internal/exitcode"
 	"github.com/cryptshift/cryptshift/internal/harness/golden"
+	"github.com/cryptshift/cryptshift/internal/hostview/blockstack/blockstacktest"
 	"github.com/cryptshift/cryptshift/internal/runner/engine"
 	"github.com/cryptshift/cryptshift/libvirt"
 )
@@ -77,8 +78,24 @@ func newFixture(t *testing.T, state libvirt.State, mode string) *fixture {
 		Format: &libvirtxml.DomainDiskFormat{Type: "raw"},
 		Source: &libvirtxml.DomainDiskSource{File: &libvirtxml.DomainDiskSourceFile{File: f.base}}}
 	f.opts = Options{Domain: "mail", To: "pool:enc", Mode: mode, JournalPath: filepath.Join(dir, "journal", "mail.journal"),
-		Hypervisor: f.hv, Images: f.img, Rand: &seqReader{}, Out: f.out, IterTimeMS: 10}
+		Hypervisor: f.hv, Images: f.img, Rand: &seqReader{}, Out: f.out, IterTimeMS: 10, Root: encryptedHostRoot(t)}
 	return f
+}
+
+// encryptedHostRoot is a host tree (sysfs, mountinfo) whose root
+// filesystem, and so libvirt's secret store, is on dm-crypt.
+func encryptedHostRoot(t *testing.T) string {
+	t.Helper()
+	root := filepath.Join(t.TempDir(), "host")
+	tr := blockstacktest.New(root)
+	tr.Disk("sda", "8:0", 20<<30)
+	tr.Crypt("dm-0", "253:0", "LUKS2", "root_crypt", 20<<30, "sda")
+	tr.Mount("/", "ext4", "/dev/mapper/root_crypt", "253:0", "rw")
+	tr.Disk("sdc", "8:32", 1<<30) // plaintext, for tests that mount it
+	if err := tr.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	return root
 }
 
 // scrub makes paths stable for golden files.

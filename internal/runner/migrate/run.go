@@ -15,6 +15,7 @@ import (
 	"github.com/cryptshift/cryptshift/internal/doors/execx"
 	"github.com/cryptshift/cryptshift/internal/doors/progress"
 	"github.com/cryptshift/cryptshift/internal/doors/qemuimg"
+	"github.com/cryptshift/cryptshift/internal/doors/secrets"
 	"github.com/cryptshift/cryptshift/internal/exitcode"
 	"github.com/cryptshift/cryptshift/internal/model/plan"
 	"github.com/cryptshift/cryptshift/internal/runner/copier"
@@ -44,6 +45,10 @@ type Options struct {
 	PassphraseFile string
 	// IterTimeMS is the LUKS PBKDF2 iteration time; 0 keeps qemu's 2000 ms.
 	IterTimeMS int
+	// AllowPlaintextSecretStore lets pool: targets keep their keys in a
+	// libvirt secret store (LibvirtSecretStore) that is not on encrypted
+	// storage; without it such a migration is refused.
+	AllowPlaintextSecretStore bool
 
 	// vg: targets (VGConfig says what each is for).
 	KeyDir     string // default /etc/cryptsetup-keys.d
@@ -132,10 +137,14 @@ type runtime struct {
 	shutdownTimeout time.Duration
 	lockWait        time.Duration // how long whenUnlocked waits
 
-	run         execx.Runner // cryptsetup, lvm, blkdiscard
-	root        string
-	recoveryFn  func(resume bool, file string) ([]byte, error)
-	recovery    []byte                        // the recovery key, in memory only
+	run        execx.Runner // cryptsetup, lvm, blkdiscard
+	root       string
+	recoveryFn func(resume bool, file string) ([]byte, error)
+	recovery   []byte // the recovery key, in memory only
+
+	// allowPlaintextSecretStore: Options.AllowPlaintextSecretStore.
+	allowPlaintextSecretStore bool
+
 	checkpoints map[string]*copier.Checkpoint // disk → last durable copy checkpoint
 	copySums    map[string]string             // disk → SHA-256 of the source as copied
 }
@@ -201,7 +210,8 @@ func newRuntime(o *Options) (*runtime, func(), error) {
 		keys: map[string][]byte{}, copyStarted: map[string]bool{}, states: map[string]string{},
 		verified: map[string]bool{}, noted: map[string]bool{}, shutdownTimeout: o.ShutdownTimeout,
 		lockWait: 30 * time.Minute, run: o.Runner, root: o.Root, recoveryFn: o.RecoveryKey,
-		checkpoints: map[string]*copier.Checkpoint{}, copySums: map[string]string{}}
+		checkpoints: map[string]*copier.Checkpoint{}, copySums: map[string]string{},
+		allowPlaintextSecretStore: o.AllowPlaintextSecretStore}
 	if rt.run == nil {
 		rt.run = execx.Exec{}
 	}
@@ -221,17 +231,21 @@ func newRuntime(o *Options) (*runtime, func(), error) {
 		rt.img = &qemuimg.Driver{Runner: execx.Exec{}}
 	}
 	if o.PassphraseFile != "" {
-		b, err := os.ReadFile(o.PassphraseFile)
+		// apply's reader: mode check, size limit, the same trimming, and
+		// locked memory.
+		b, err := secrets.FromFile(o.PassphraseFile)
 		if err != nil {
 			closeFn()
-			return nil, nil, fmt.Errorf("cannot read --passphrase-file: %w", err)
+			return nil, nil, usage(err)
 		}
-		b = []byte(strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r"))
 		if len(b) < 16 {
+			secrets.Wipe(b)
 			closeFn()
 			return nil, nil, usage(errors.New("cannot use --passphrase-file: the passphrase is shorter than 16 characters"))
 		}
 		rt.passphrase = b
+		closeHV := closeFn
+		closeFn = func() { secrets.Wipe(b); closeHV() }
 	}
 	return rt, closeFn, nil
 }

@@ -13,6 +13,8 @@ import (
 	"libvirt.org/go/libvirtxml"
 
 	"github.com/cryptshift/cryptshift/internal/doors/qemuimg"
+	"github.com/cryptshift/cryptshift/internal/hostview/blockstack"
+	"github.com/cryptshift/cryptshift/internal/hostview/rootfs"
 	"github.com/cryptshift/cryptshift/internal/model/plan"
 )
 
@@ -66,6 +68,10 @@ type Target interface {
 	// live, which LUKS version qemu can read).
 	Notes(h *Header) []string
 }
+
+// LibvirtSecretStore is where a system libvirtd (or virtsecretd) keeps
+// secret values.
+const LibvirtSecretStore = "/etc/libvirt/secrets"
 
 // luksHeaderBytes is the room qemu's LUKS1 header with its 8 keyslots takes
 // in front of the payload (a 512-bit aes-xts key: payload offset 2068480
@@ -153,6 +159,17 @@ func (p *poolTarget) Check(ctx context.Context, h *Header) []string {
 		need += d.VirtualSize + luksHeaderBytes
 		if h.Mode == ModeLive && h.Engine == EngineSnapshot {
 			need += overlayReserve
+		}
+	}
+	// libvirtd keeps every secret's value in its secret store, base64 in
+	// a file: the disks' keys are only as safe as that directory's
+	// storage, as vg: targets' key files are.
+	if !p.rt.allowPlaintextSecretStore {
+		sys, err := blockstack.Scan(rootfs.Dir(p.rt.root))
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("cannot tell whether the libvirt secret store %s is on encrypted storage: %v", LibvirtSecretStore, err))
+		} else {
+			problems = append(problems, mustBeEncrypted(sys, LibvirtSecretStore, "libvirt secret store", "libvirtd would keep the disks' keys there in the clear; keep /etc on the encrypted root, use --to vg:NAME, or accept it with --allow-plaintext-secret-store")...)
 		}
 	}
 	// libvirt's figure is only as fresh as the last refresh.

@@ -243,21 +243,24 @@ func (v *vgTarget) Check(ctx context.Context, h *Header) []string {
 	}
 	// The key files unlock the disks: on plaintext storage they would undo
 	// the encryption; in RAM they would be gone at the next boot.
-	problems = append(problems, v.mustBeEncrypted(sys, h.VG.KeyDir, "key directory", "--key-dir")...)
+	problems = append(problems, mustBeEncrypted(sys, h.VG.KeyDir, "key directory", "choose one on encrypted storage with --key-dir")...)
 	if h.Mode == ModeLive {
 		// The guest's writes during the migration land in the overlays:
 		// qemu encrypts them, and they must not leave even their layout on
 		// plaintext storage.
-		problems = append(problems, v.mustBeEncrypted(sys, h.VG.OverlayDir, "overlay directory", "--overlay-dir")...)
+		problems = append(problems, mustBeEncrypted(sys, h.VG.OverlayDir, "overlay directory", "choose one on encrypted storage with --overlay-dir")...)
 	}
 	return problems
 }
 
-// mustBeEncrypted is the check apply makes before it writes a key file
-// (guard.Check), with migrate's words.
-func (v *vgTarget) mustBeEncrypted(sys *blockstack.System, dir, what, flag string) []string {
+// mustBeEncrypted refuses a directory that holds keys (or what they
+// protect) unless its storage is traced to dm-crypt: the check apply makes
+// before it writes a key file (guard.Check), with migrate's words. It
+// serves vg: key and overlay directories and the libvirt secret store of
+// pool: targets.
+func mustBeEncrypted(sys *blockstack.System, dir, what, fix string) []string {
 	if err := guard.Check(sys, dir); err != nil {
-		return []string{fmt.Sprintf("the %s %v; choose one on encrypted storage with %s", what, err, flag)}
+		return []string{fmt.Sprintf("the %s %v; %s", what, err, fix)}
 	}
 	return nil
 }

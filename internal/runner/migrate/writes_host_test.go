@@ -97,7 +97,7 @@ func TestHostLiveMigrationUnderWrites(t *testing.T) {
 	pid := e.d.QemuPID("w")
 
 	before := waitACK(t, e.d, "w", 64, 3*time.Minute)
-	o := migrate.Options{Domain: "w", Connect: e.d.Socket, To: "pool:enc", Mode: migrate.ModeLive,
+	o := migrate.Options{Domain: "w", Connect: e.d.Socket, To: "pool:enc", AllowPlaintextSecretStore: plaintextStoreOK, Mode: migrate.ModeLive,
 		JournalPath: filepath.Join(e.dir, "journal", "w.journal"), IterTimeMS: iterTime}
 	var out bytes.Buffer
 	o.Out = &out
