@@ -504,7 +504,7 @@ func (c *copier) image(p string, fi fs.FileInfo) {
 	case luks.IsLUKS(head):
 		c.stub(p, fi, head)
 		c.m.Files[p] = manifest.FileInfo{Size: fi.Size(), Format: "luks"}
-		h, err := luks.ReadHeader(c.src.HostPath(p))
+		h, err := readHeader(f, p)
 		if err != nil {
 			c.skip("%s: %v", p, err)
 			return
@@ -518,10 +518,19 @@ func (c *copier) image(p string, fi fs.FileInfo) {
 	}
 }
 
+// readHeader reads LUKS metadata from a file opened through the root.
+func readHeader(f rootfs.File, name string) (*luks.Header, error) {
+	o, ok := rootfs.OSFile(f)
+	if !ok {
+		return nil, fmt.Errorf("cannot read LUKS header of %s: not a file of this machine", name)
+	}
+	return luks.ReadHeaderFile(o, name)
+}
+
 // signature records what a block device starts with (blkid-style magic
 // only), for devices verify probes.
 func (c *copier) signature(p string) {
-	f, err := c.src.Open(p)
+	f, err := rootfs.OpenDevice(c.src, p)
 	if err != nil {
 		c.skip("%s: %v", p, err)
 		return
@@ -544,7 +553,13 @@ func (c *copier) cryptHeaders() {
 			continue
 		}
 		p := "/dev/" + low[0]
-		h, err := luks.ReadHeader(c.src.HostPath(p))
+		f, err := rootfs.OpenDevice(c.src, p)
+		if err != nil {
+			c.skip("%s: %v", p, err)
+			continue
+		}
+		h, err := readHeader(f, p)
+		f.Close()
 		if err != nil {
 			c.skip("%s: %v", p, err)
 			continue

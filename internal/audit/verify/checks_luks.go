@@ -199,11 +199,16 @@ func (e *env) header(d *blockstack.Device) (*luks.Header, string, error) {
 		}
 		return h, e.t("ev.luks.fromcapture", devPath), nil
 	}
-	hp, ok := e.fs.(rootfs.HostPather)
+	f, err := rootfs.OpenDevice(e.fs, devPath)
+	if err != nil {
+		return nil, "", err
+	}
+	defer f.Close()
+	o, ok := rootfs.OSFile(f)
 	if !ok {
 		return nil, "", errors.New(e.t("ev.luks.notcaptured", devPath))
 	}
-	h, err := luks.ReadHeader(hp.HostPath(devPath))
+	h, err := luks.ReadHeaderFile(o, devPath)
 	if err != nil {
 		return nil, "", err
 	}

@@ -4,6 +4,7 @@ import (
 	"sort"
 
 	"github.com/cryptshift/cryptshift/internal/hostview/blockstack"
+	"github.com/cryptshift/cryptshift/internal/hostview/rootfs"
 	"github.com/cryptshift/cryptshift/internal/hostview/sysconf"
 )
 
@@ -100,7 +101,7 @@ func (e *env) signature(d *blockstack.Device) (string, bool) {
 		s, ok := e.manifest.Signatures[d.Name]
 		return s, ok
 	}
-	f, err := e.fs.Open("/dev/" + d.Name)
+	f, err := rootfs.OpenDevice(e.fs, "/dev/"+d.Name)
 	if err != nil {
 		return "", false
 	}

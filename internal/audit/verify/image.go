@@ -9,6 +9,7 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"syscall"
 
 	diskfs "github.com/diskfs/go-diskfs"
 	"github.com/diskfs/go-diskfs/disk"
@@ -68,24 +69,41 @@ func (p *imagePart) describe() string {
 	return s
 }
 
+// guard turns a panic inside go-diskfs (which parses partition tables and
+// ext4 structures of an image that may come from a compromised guest) into
+// an error.
+func guard(what string, err *error) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("cannot read %s: malformed image (the parser gave up: %v)", what, r)
+	}
+}
+
 // openImage reads the partition table, probes every partition and finds
 // the root filesystem (the ext4 one holding etc/fstab).
-func openImage(p string) (*guestImage, error) {
-	f, err := os.Open(p)
+func openImage(p string) (g *guestImage, err error) {
+	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("cannot read image %s: %w", p, err)
 	}
+	if fi, err := f.Stat(); err != nil || !(fi.Mode().IsRegular() || fi.Mode()&fs.ModeDevice != 0 && fi.Mode()&fs.ModeCharDevice == 0) {
+		f.Close()
+		return nil, fmt.Errorf("cannot read image %s: not a regular file or block device", p)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+		}
+	}()
+	defer guard("image "+p, &err)
 	head := make([]byte, 8)
 	if n, _ := f.ReadAt(head, 0); n >= 4 && bytes.HasPrefix(head, sysconf.QCOW2Magic) {
-		f.Close()
 		return nil, fmt.Errorf("cannot read image %s: it is qcow2; convert it first (qemu-img convert -O raw) or verify it on its host", p)
 	}
 	d, err := diskfs.Open(p, diskfs.WithOpenMode(diskfs.ReadOnly))
 	if err != nil {
-		f.Close()
 		return nil, fmt.Errorf("cannot read image %s: %w", p, err)
 	}
-	g := &guestImage{path: p, f: f, disk: d, mounts: map[string]filesystem.FileSystem{}}
+	g = &guestImage{path: p, f: f, disk: d, mounts: map[string]filesystem.FileSystem{}}
 	if t, err := d.GetPartitionTable(); err == nil {
 		for _, pt := range t.GetPartitions() {
 			if pt.GetSize() <= 0 {
@@ -250,7 +268,8 @@ func (g *guestImage) fsFor(name string) (filesystem.FileSystem, string, error) {
 }
 
 // Lstat implements rootfs.FS.
-func (g *guestImage) Lstat(name string) (fs.FileInfo, error) {
+func (g *guestImage) Lstat(name string) (fi fs.FileInfo, err error) {
+	defer guard(name+" in the image", &err)
 	f, rel, err := g.fsFor(name)
 	if err != nil {
 		return nil, err
@@ -258,7 +277,7 @@ func (g *guestImage) Lstat(name string) (fs.FileInfo, error) {
 	if rel == "." {
 		return f.Stat(".")
 	}
-	fi, err := f.Stat(rel)
+	fi, err = f.Stat(rel)
 	if err != nil {
 		return nil, &fs.PathError{Op: "lstat", Path: name, Err: fs.ErrNotExist}
 	}
@@ -266,7 +285,8 @@ func (g *guestImage) Lstat(name string) (fs.FileInfo, error) {
 }
 
 // Readlink implements rootfs.FS.
-func (g *guestImage) Readlink(name string) (string, error) {
+func (g *guestImage) Readlink(name string) (_ string, err error) {
+	defer guard(name+" in the image", &err)
 	f, rel, err := g.fsFor(name)
 	if err != nil {
 		return "", err
@@ -279,7 +299,8 @@ func (g *guestImage) Readlink(name string) (string, error) {
 }
 
 // ReadDir implements rootfs.FS.
-func (g *guestImage) ReadDir(name string) ([]fs.DirEntry, error) {
+func (g *guestImage) ReadDir(name string) (_ []fs.DirEntry, err error) {
+	defer guard(name+" in the image", &err)
 	f, rel, err := g.fsFor(name)
 	if err != nil {
 		return nil, err
@@ -308,10 +329,14 @@ func (memFile) Close() error { return nil }
 
 // Open implements rootfs.FS; go-diskfs files have no ReadAt, so the file is
 // read into memory.
-func (g *guestImage) Open(name string) (rootfs.File, error) {
+func (g *guestImage) Open(name string) (_ rootfs.File, err error) {
+	defer guard(name+" in the image", &err)
 	f, rel, err := g.fsFor(name)
 	if err != nil {
 		return nil, err
+	}
+	if fi, err := f.Stat(rel); err == nil && !fi.Mode().IsRegular() && !fi.IsDir() {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: rootfs.ErrNotRegular}
 	}
 	h, err := f.Open(rel)
 	if err != nil {
@@ -358,6 +383,10 @@ func (g *guestImage) Locate(p string) blockstack.Location {
 	}
 	if (best == nil || best.File == "/") && (r == "/tmp" || strings.HasPrefix(r, "/tmp/")) && g.tmpMount() {
 		loc.Class, loc.Evidence = blockstack.RAM, "systemd tmp.mount (tmpfs)"
+		return loc
+	}
+	if best == nil && g.root == nil {
+		loc.Class, loc.Evidence = blockstack.Unknown, "no root filesystem with etc/fstab was found in the image"
 		return loc
 	}
 	if best == nil {
