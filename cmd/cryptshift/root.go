@@ -83,6 +83,12 @@ func setLogger(w io.Writer, asJSON bool) {
 }
 
 func versionString() string {
+	return fmt.Sprintf("%s (commit %s)", version, buildCommit())
+}
+
+// buildCommit is the commit the binary was built from (ldflags, else the
+// Go build info), shortened to 12 characters, or "unknown".
+func buildCommit() string {
 	c := commit
 	if c == "" {
 		if bi, ok := debug.ReadBuildInfo(); ok {
@@ -99,7 +105,7 @@ func versionString() string {
 	if len(c) > 12 {
 		c = c[:12]
 	}
-	return fmt.Sprintf("%s (commit %s)", version, c)
+	return c
 }
 
 // usageError marks bad arguments so they exit with status 2.

@@ -26,7 +26,7 @@ func TestVerifyExitStatuses(t *testing.T) {
 		{"bad date", []string{"verify", "--date", "22.11.2026"}, 2},
 		{"root and image", []string{"verify", "--root", "/", "--image", "x.raw"}, 2},
 		{"unknown flag", []string{"verify", "--nope"}, 2},
-		{"missing root", []string{"verify", "--root", "/nonexistent/x"}, 1},
+		{"missing root", []string{"verify", "--root", "/nonexistent/x"}, 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -35,6 +35,49 @@ func TestVerifyExitStatuses(t *testing.T) {
 				t.Errorf("got exit %d, want %d; stderr: %s", r.code, tt.code, r.stderr)
 			}
 		})
+	}
+}
+
+// TestVerifyRefusesWhatIsNoHostTree: an empty directory, or the fixture
+// folder instead of its root/, is no host: verify exits 2, names what is
+// missing and how to fix it, and prints no report at all (so nothing can
+// read as a PASS), with or without --strict and in every format.
+func TestVerifyRefusesWhatIsNoHostTree(t *testing.T) {
+	for _, dir := range []string{t.TempDir(), fixtures + "mailhost-luks-on-lvm"} {
+		for _, args := range [][]string{{}, {"--strict"}, {"-o", "json"}, {"-o", "html", "--lang", "de"}} {
+			r := run(t, append([]string{"verify", "--root", dir}, args...)...)
+			if r.code != 2 || r.stdout != "" {
+				t.Errorf("verify --root %s %v: exit %d, stdout %q; want exit 2 and no report", dir, args, r.code, r.stdout)
+			}
+			if !strings.Contains(r.stderr, "cannot verify "+dir+": not a host tree (no proc/self/mountinfo") || !strings.Contains(r.stderr, "fix:") {
+				t.Errorf("verify --root %s: stderr %q does not say what is missing and how to fix it", dir, r.stderr)
+			}
+		}
+	}
+}
+
+// TestVerifyIncompleteIsNoPass: a capture lacking facts verify needs for
+// data at rest reports INCOMPLETE, says what it did not examine, and exits
+// 2, not 0, even though nothing FAILed.
+func TestVerifyIncompleteIsNoPass(t *testing.T) {
+	r := run(t, "verify", "--root", fixtures+"partial-capture/root")
+	if r.code != 2 || !strings.Contains(r.stdout, "INCOMPLETE: no PASS possible, not examined: hibernation and crash and core dumps") ||
+		strings.Contains(r.stdout, "Result: PASS") {
+		t.Errorf("partial capture: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	if !strings.Contains(r.stdout, "NOT examined: crash and core dumps: coredump.pattern kernel.core_pattern") {
+		t.Errorf("coverage does not say what was not examined:\n%s", r.stdout)
+	}
+}
+
+func TestVerifyDate(t *testing.T) {
+	r := run(t, "verify", "--root", fixtures+"mailhost-luks-on-lvm/root", "--date", "2026-02-30")
+	if r.code != 2 {
+		t.Errorf("--date 2026-02-30: exit %d, want 2 (no such day)", r.code)
+	}
+	r = run(t, "verify", "--root", fixtures+"mailhost-luks-on-lvm/root", "--date", "2025-01-31")
+	if r.code != 0 || !strings.Contains(r.stdout, "Date: 2025-01-31 (set by the operator with --date, not the day of the check)") {
+		t.Errorf("--date 2025-01-31: exit %d, the report does not mark the date as the operator's:\n%s", r.code, r.stdout)
 	}
 }
 
@@ -101,7 +144,7 @@ func TestCaptureAndInspect(t *testing.T) {
 	}
 	a := run(t, "verify", "--root", fixtures+"zram-writeback-plain/root", "-o", "json")
 	b := run(t, "verify", "--root", dest, "-o", "json")
-	strip := regexp.MustCompile(`"root": "[^"]*"`)
+	strip := regexp.MustCompile(`"(root|manifestSHA256)": "[^"]*"`)
 	if strip.ReplaceAllString(a.stdout, "") != strip.ReplaceAllString(b.stdout, "") || a.code != b.code {
 		t.Errorf("verify on the capture differs from verify on the tree")
 	}

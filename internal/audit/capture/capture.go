@@ -71,7 +71,8 @@ func Capture(o Options) (*Result, error) {
 	}
 	src := rootfs.Dir(o.Root)
 	rec := newRecorder(src)
-	live, err := verify.Run(verify.Options{Root: o.Root, FS: rec, Version: o.Tool})
+	isLive := src.Live()
+	live, err := verify.Run(verify.Options{Root: o.Root, FS: rec, Version: o.Tool, Live: &isLive})
 	if err != nil {
 		return nil, fmt.Errorf("cannot capture %s: %w", o.Root, err)
 	}
@@ -142,6 +143,13 @@ func inherit(m, prev *manifest.Manifest) {
 		m.Modes[k] = v
 	}
 	m.Skipped = append(m.Skipped, prev.Skipped...)
+	m.Absent = append(m.Absent, prev.Absent...)
+	for k, v := range prev.DMCrypt {
+		if m.DMCrypt == nil {
+			m.DMCrypt = map[string]string{}
+		}
+		m.DMCrypt[k] = v
+	}
 }
 
 // Compare lists the results (id, subject, status) that differ between two
@@ -300,7 +308,12 @@ func (c *copier) materialize(recorded string, a *access) {
 	}
 	fi, err := c.src.Lstat(p)
 	if err != nil {
-		return // verify saw it missing; the capture keeps it missing
+		// verify saw it missing; the capture keeps it missing and says so,
+		// so that its absence is a fact in the tree, not a gap.
+		if errors.Is(err, fs.ErrNotExist) && c.src.Live() && !c.covered(recorded) {
+			c.m.Absent = append(c.m.Absent, recorded)
+		}
+		return
 	}
 	if err := c.mkdirs(path.Dir(p)); err != nil {
 		c.fail(err)
@@ -325,6 +338,16 @@ func (c *copier) materialize(recorded string, a *access) {
 		}
 		c.stub(p, fi, nil)
 	}
+}
+
+// covered reports whether p lies below a path already recorded absent.
+func (c *copier) covered(p string) bool {
+	for _, a := range c.m.Absent {
+		if strings.HasPrefix(p, a+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *copier) link(p string) {

@@ -20,7 +20,7 @@ func init() { register(false, checkCrypttabKeys, checkInitramfsKeys, checkHeader
 func checkCrypttabKeys(e *env) {
 	const id = "keys.crypttab"
 	if e.crypttabErr != nil {
-		e.skip(id, "/etc/crypttab", e.unreadable("/etc/crypttab", e.crypttabErr))
+		e.crypttabSkip(id)
 		return
 	}
 	n := 0
@@ -52,7 +52,7 @@ func checkCrypttabKeys(e *env) {
 		e.add(id, st, c.KeyFile, ev...)
 	}
 	if n == 0 {
-		e.skip(id, "/etc/crypttab", e.t("ev.keys.nokeyfiles"))
+		e.na(id, "/etc/crypttab", e.t("ev.keys.nokeyfiles"))
 	}
 }
 
@@ -63,7 +63,11 @@ func checkInitramfsKeys(e *env) {
 	const id = "keys.initramfs"
 	images := e.initramfsImages()
 	if len(images) == 0 {
-		e.skip(id, "/boot", e.t("ev.keys.noinitramfs"))
+		if _, err := rootfs.ReadDir(e.fs, "/boot"); err == nil || e.absent("/boot") {
+			e.na(id, "/boot", e.t("ev.keys.noinitramfs"))
+		} else {
+			e.skip(id, "/boot", e.unreadable("/boot", err))
+		}
 		return
 	}
 	keyNames := map[string]bool{}

@@ -24,7 +24,7 @@ const (
 
 func checkLibvirt(e *env) {
 	if !e.exists("/etc/libvirt") {
-		e.skip("libvirt.installed", "libvirt", e.t("ev.absent", "/etc/libvirt"))
+		e.naIfAbsent("libvirt.installed", "libvirt", "/etc/libvirt")
 		return
 	}
 	doms, problems := e.readDomains()
@@ -73,10 +73,10 @@ func (e *env) checkGuestDisks(doms []domainInfo, problems []string, used map[str
 		}
 	}
 	if nDisks == 0 && len(problems) == 0 {
-		e.skip("libvirt.disk.storage", "libvirt", e.t("ev.libvirt.nodomains"))
+		e.na("libvirt.disk.storage", "libvirt", e.t("ev.libvirt.nodomains"))
 	}
 	if nChains == 0 {
-		e.skip("libvirt.disk.backing", "libvirt", e.t("ev.libvirt.nochains"))
+		e.na("libvirt.disk.backing", "libvirt", e.t("ev.libvirt.nochains"))
 	}
 }
 
@@ -193,7 +193,7 @@ func (e *env) checkSnapshotMemory() map[string]bool {
 		}
 	}
 	if n == 0 {
-		e.skip(id, libvirtSnapshotDir, e.t("ev.libvirt.nosnapshots"))
+		e.na(id, libvirtSnapshotDir, e.t("ev.libvirt.nosnapshots"))
 	}
 	return used
 }
@@ -283,7 +283,7 @@ func (e *env) checkMemoryBacking(q map[string]string, doms []domainInfo) {
 		e.locationCheck(id, d.Name, dir, "memoryBacking source type='file', memory_backing_dir = "+dir)
 	}
 	if n == 0 {
-		e.skip(id, "libvirt", e.t("ev.libvirt.nofileram"))
+		e.na(id, "libvirt", e.t("ev.libvirt.nofileram"))
 	}
 }
 
@@ -293,7 +293,7 @@ func (e *env) checkMemoryBacking(q map[string]string, doms []domainInfo) {
 func (e *env) checkSecrets() {
 	const id = "libvirt.secrets"
 	if !e.exists(libvirtSecrets) {
-		e.skip(id, libvirtSecrets, e.t("ev.absent", libvirtSecrets))
+		e.naIfAbsent(id, libvirtSecrets, libvirtSecrets)
 		return
 	}
 	values := e.listFiles(libvirtSecrets, ".base64")

@@ -24,11 +24,49 @@ const (
 	xtsMinKeyBits = 512   // aes-xts with a 512-bit key is AES-256; 256 bits is AES-128
 )
 
+// prepare learns, before any check runs, which crypt nodes really encrypt:
+// a mapping with cipher_null (in its LUKS header, its captured dm table or
+// its crypttab cipher= option) passes data through unencrypted, and the
+// block stack must count what sits on it as plaintext.
+func (e *env) prepare() {
+	if e.sys == nil {
+		return
+	}
+	e.headers = map[string]headerResult{}
+	for _, d := range e.sys.CryptNodes() {
+		cipher, src := "", ""
+		if c, ok := e.manifest.DMCipher(d.DMName); ok {
+			cipher, src = c, "captured dm table"
+		} else if d.CryptType() == "LUKS1" || d.CryptType() == "LUKS2" {
+			if h, hsrc, err := e.header(d); err == nil {
+				cipher, src = h.Cipher, hsrc
+			}
+		} else {
+			for _, c := range e.crypttab {
+				if c.Name == d.DMName {
+					if v, ok := c.Option("cipher"); ok {
+						cipher, src = v, fmt.Sprintf("/etc/crypttab line %d: cipher=%s", c.Line, v)
+					}
+				}
+			}
+		}
+		if cipher != "" {
+			e.sys.SetCipher(d.Name, cipher, src)
+		}
+	}
+}
+
+type headerResult struct {
+	h   *luks.Header
+	src string
+	err error
+}
+
 // checkLUKS looks at every crypt node and the header under it.
 func checkLUKS(e *env) {
 	nodes := e.sys.CryptNodes()
 	if len(nodes) == 0 {
-		e.skip("luks.header", "dm-crypt", e.t("ev.luks.nonodes"))
+		e.na("luks.header", "dm-crypt", e.t("ev.luks.nonodes"))
 		return
 	}
 	for _, d := range nodes {
@@ -183,6 +221,17 @@ func kdfString(k luks.Keyslot) string {
 // header finds the LUKS metadata of a crypt node: in a captured tree from
 // the manifest, on a live root from the device under the node.
 func (e *env) header(d *blockstack.Device) (*luks.Header, string, error) {
+	if r, ok := e.headers[d.Name]; ok {
+		return r.h, r.src, r.err
+	}
+	h, src, err := e.readHeader(d)
+	if e.headers != nil {
+		e.headers[d.Name] = headerResult{h, src, err}
+	}
+	return h, src, err
+}
+
+func (e *env) readHeader(d *blockstack.Device) (*luks.Header, string, error) {
 	low := d.Lower()
 	if len(low) != 1 {
 		return nil, "", errors.New(e.t("ev.luks.noslave", d.Name))
@@ -191,6 +240,9 @@ func (e *env) header(d *blockstack.Device) (*luks.Header, string, error) {
 	want := d.CryptUUID()
 	if e.manifest != nil {
 		h, ok := e.manifest.LUKS[devPath]
+		if ok && h == nil {
+			ok = false
+		}
 		if !ok {
 			return nil, "", errors.New(e.t("ev.luks.notcaptured", devPath))
 		}

@@ -30,7 +30,7 @@ func checkLVMSnapshots(e *env) {
 		e.add(id, st, d.DMName, ev...)
 	}
 	if n == 0 {
-		e.skip(id, "LVM", e.t("ev.lvm.nosnapshots"))
+		e.na(id, "LVM", e.t("ev.lvm.nosnapshots"))
 	}
 }
 
@@ -43,19 +43,7 @@ func checkLVMLeftovers(e *env) {
 		e.skip(id, "LVM", e.t("ev.nosysfs"))
 		return
 	}
-	guest := map[string]bool{}
-	doms, _ := e.readDomains()
-	for _, d := range doms {
-		for _, g := range d.Disks {
-			for _, l := range append([]layer{g.Source}, g.Chain...) {
-				if l.Kind == "block" {
-					if dev := e.sys.DeviceByPath(l.Path); dev != nil {
-						guest[dev.Name] = true
-					}
-				}
-			}
-		}
-	}
+	guest := e.guestBlockDevices()
 	// A loop device's backing file is not a holder in sysfs; neither is a
 	// guest. Everything else that uses an LV shows up as mount, swap or holder.
 	var cands []*blockstack.Device
@@ -82,11 +70,12 @@ func checkLVMLeftovers(e *env) {
 			e.add(id, Warn, d.DMName, ev...)
 		case sig == "luks":
 			e.add(id, Pass, d.DMName, append(ev, e.t("ev.lvm.closedluks"))...)
+		case sig == "" || sig == "partition-table":
+			e.add(id, Warn, d.DMName, append(ev, e.t("ev.lvm.sig", orDash(sig)))...)
 		default:
-			if sig == "" {
-				sig = "?"
-			}
-			e.add(id, Warn, d.DMName, append(ev, e.t("ev.lvm.sig", sig))...)
+			// A plaintext filesystem, swap area or PV that nothing uses: an
+			// old copy, readable by anyone with the disk.
+			e.addKind(id, "storage.leftover.fix", Fail, FindingLeftover, d.DMName, append(ev, e.t("ev.storage.leftover", sig))...)
 		}
 	}
 	if n == 0 {

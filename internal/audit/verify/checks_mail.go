@@ -15,7 +15,7 @@ func init() { register(false, checkPostfix, checkDovecot, checkFilters) }
 func checkPostfix(e *env) {
 	s, ok := e.read("/etc/postfix/main.cf")
 	if !ok {
-		e.skip("mail.postfix.queue", "postfix", e.t("ev.absent", "/etc/postfix/main.cf"))
+		e.naIfAbsent("mail.postfix.queue", "postfix", "/etc/postfix/main.cf")
 		return
 	}
 	c, _ := sysconf.ParsePostfixMainCF(strings.NewReader(s))
@@ -40,7 +40,7 @@ func checkPostfix(e *env) {
 // with FTS, message text).
 func checkDovecot(e *env) {
 	if !e.exists("/etc/dovecot/dovecot.conf") {
-		e.skip("mail.dovecot.location", "dovecot", e.t("ev.absent", "/etc/dovecot/dovecot.conf"))
+		e.naIfAbsent("mail.dovecot.location", "dovecot", "/etc/dovecot/dovecot.conf")
 		return
 	}
 	c, err := sysconf.ReadDovecotConfig(e.fs, "/etc/dovecot/dovecot.conf")
@@ -107,7 +107,7 @@ func checkDovecot(e *env) {
 	}
 	emit("mail.dovecot.location", mail)
 	if len(index) == 0 {
-		e.skip("mail.dovecot.index", "dovecot", e.t("ev.dovecot.indexwithmail"))
+		e.na("mail.dovecot.index", "dovecot", e.t("ev.dovecot.indexwithmail"))
 	} else {
 		emit("mail.dovecot.index", index)
 	}
@@ -146,7 +146,11 @@ func checkFilters(e *env) {
 		e.locationCheck("mail.spamassassin", "/var/lib/spamassassin", "/var/lib/spamassassin", "spamd bayes_path (Debian: debian-spamd home)")
 	}
 	if n == 0 {
-		e.skip("mail.filters", "amavis, rspamd, spamassassin", e.t("ev.absent", "/etc/amavis, /etc/rspamd, /etc/spamassassin"))
+		if e.absent("/etc/amavis") && e.absent("/etc/rspamd") && e.absent("/etc/spamassassin") {
+			e.na("mail.filters", "amavis, rspamd, spamassassin", e.t("ev.absent", "/etc/amavis, /etc/rspamd, /etc/spamassassin"))
+		} else {
+			e.skip("mail.filters", "amavis, rspamd, spamassassin", e.t("ev.notcaptured", "/etc/amavis, /etc/rspamd, /etc/spamassassin"))
+		}
 	}
 }
 

@@ -190,16 +190,32 @@ var fixtures = []fixture{
 	},
 	{
 		name:    "hibernate-plain",
-		comment: "encrypted swap, but hibernation resumes from an old plaintext swap partition",
+		comment: "encrypted swap, but an old plaintext swap partition is still active and hibernation resumes from it (Linux writes the image to the active swap area resume= names)",
 		build: func(f *fx) {
 			f.std("mx5", stdOpts{})
 			f.plainDisk()
+			f.Swap("/dev/sdb2", "partition", 8<<20)
 			f.DevLink("/dev/disk/by-uuid/c0ffee00-0000-4000-8000-000000000018", "sdb2")
 			f.File("/sys/power/resume", "8:18\n", 0o444)
 			f.File("/proc/cmdline", "BOOT_IMAGE=/vmlinuz-6.1.0-28-amd64 root=/dev/mapper/root_crypt ro quiet resume=UUID=c0ffee00-0000-4000-8000-000000000018\n", 0o444)
 			f.File("/etc/initramfs-tools/conf.d/resume", "RESUME=UUID=c0ffee00-0000-4000-8000-000000000018\n", 0o644)
 		},
-		want: []want{{"hibernate.resume", "", Fail}, {"swap.device", "", Pass}},
+		want: []want{{"hibernate.resume", "", Fail}, {"swap.device", "/dev/dm-6", Pass}, {"swap.device", "/dev/sdb2", Fail}},
+	},
+	{
+		name:    "hibernate-resume-not-swap",
+		comment: "clean counterpart: resume= names a plaintext partition that is no active swap area; Linux writes a hibernation image only to an active swap area, so hibernation fails and nothing lands there (WARN, not a leak)",
+		build: func(f *fx) {
+			f.std("mx5b", stdOpts{})
+			f.plainDisk()
+			f.DevLink("/dev/disk/by-uuid/c0ffee00-0000-4000-8000-000000000018", "sdb2")
+			f.File("/sys/power/resume", "8:18\n", 0o444)
+			f.File("/proc/cmdline", "BOOT_IMAGE=/vmlinuz-6.1.0-28-amd64 root=/dev/mapper/root_crypt ro quiet resume=UUID=c0ffee00-0000-4000-8000-000000000018\n", 0o444)
+			f.m.Signatures["sdb2"] = ""
+			f.m.Signatures["sdb1"] = ""
+		},
+		noFail: true,
+		want:   []want{{"hibernate.resume", "", Warn}, {"swap.device", "", Pass}},
 	},
 	{
 		name:    "tmp-plain",
@@ -345,17 +361,17 @@ var fixtures = []fixture{
 	},
 	{
 		name:    "partial-capture",
-		comment: "a capture without /proc/swaps and without LUKS metadata, mail on NFS: missing facts give SKIP or WARN, never PASS or FAIL",
+		comment: "a capture without kernel.core_pattern, without /sys/power/resume and without LUKS metadata, mail on NFS: missing facts give SKIP (or WARN), never PASS, and the verdict is INCOMPLETE",
 		build: func(f *fx) {
 			f.std("mx10", stdOpts{})
 			for k := range f.m.LUKS {
 				delete(f.m.LUKS, k)
 			}
-			f.drop = append(f.drop, "/proc/swaps")
+			f.drop = append(f.drop, "/proc/sys/kernel/core_pattern", "/sys/power/resume")
 			f.Mount("/srv/vmail", "nfs4", "filer:/export/vmail", "0:60", "rw,vers=4.2")
 			f.File("/etc/dovecot/conf.d/10-mail.conf", "mail_location = maildir:/srv/vmail/%d/%n\n", 0o644)
 		},
-		want: []want{{"swap.device", "", Skip}, {"luks.header", "", Skip}, {"mail.dovecot.location", "/srv/vmail", Warn}},
+		want: []want{{"coredump.pattern", "", Skip}, {"hibernate.resume", "", Skip}, {"luks.header", "", Skip}, {"mail.dovecot.location", "/srv/vmail", Warn}},
 	},
 	{
 		name:    "lvm-snapshot-plain",
@@ -373,7 +389,7 @@ var fixtures = []fixture{
 			f.m.Signatures["dm-15"] = "luks"
 			f.Mount("/srv/data", "ext4", "/dev/mapper/vg1-data", "253:12", "rw")
 		},
-		want: []want{{"lvm.snapshot", "vg1-data--snap", Fail}, {"lvm.leftover", "vg1-old--mx", Warn}, {"lvm.leftover", "vg1-new--vm", Pass}},
+		want: []want{{"lvm.snapshot", "vg1-data--snap", Fail}, {"lvm.leftover", "vg1-old--mx", Fail}, {"lvm.leftover", "vg1-new--vm", Pass}},
 	},
 	{
 		name:    "fleet-host",

@@ -62,6 +62,19 @@ var (
 	ErrDotDot     = errors.New("\"..\" after a missing component: the kernel would fail this lookup")
 )
 
+// Refuser is implemented by roots that want to hear about every refusal
+// (verify lists them in its report): Resolve and ReadFile call it.
+type Refuser interface {
+	Refuse(name string, err error)
+}
+
+func refuse(f FS, name string, err error) error {
+	if r, ok := f.(Refuser); ok {
+		r.Refuse(name, err)
+	}
+	return err
+}
+
 // Refused reports whether err is one of the refusals above (as opposed to
 // a file that is simply absent or unreadable).
 func Refused(err error) bool {
@@ -86,7 +99,7 @@ func Resolve(f FS, name string) (string, error) {
 	rest := strings.Split(name, "/")
 	for len(rest) > 0 {
 		if steps++; steps > maxComponents {
-			return "", fmt.Errorf("cannot resolve %s: %w", Clean(name), ErrLoop)
+			return "", refuse(f, Clean(name), fmt.Errorf("cannot resolve %s: %w", Clean(name), ErrLoop))
 		}
 		c := rest[0]
 		rest = rest[1:]
@@ -106,7 +119,7 @@ func Resolve(f FS, name string) (string, error) {
 				switch r {
 				case "", ".":
 				case "..":
-					return "", fmt.Errorf("cannot resolve %s: %w", Clean(name), ErrDotDot)
+					return "", refuse(f, Clean(name), fmt.Errorf("cannot resolve %s: %w", Clean(name), ErrDotDot))
 				default:
 					tail = append(tail, r)
 				}
@@ -119,7 +132,7 @@ func Resolve(f FS, name string) (string, error) {
 		}
 		links++
 		if links > maxSymlinks {
-			return "", fmt.Errorf("cannot resolve %s: %w", Clean(name), ErrLoop)
+			return "", refuse(f, Clean(name), fmt.Errorf("cannot resolve %s: %w", Clean(name), ErrLoop))
 		}
 		target, err := f.Readlink(next)
 		if err != nil {
@@ -153,7 +166,7 @@ func ReadFile(f FS, name string) ([]byte, error) {
 		return nil, err
 	}
 	if len(b) > MaxFileSize {
-		return nil, &fs.PathError{Op: "read", Path: r, Err: ErrTooLarge}
+		return nil, refuse(f, r, &fs.PathError{Op: "read", Path: r, Err: ErrTooLarge})
 	}
 	return b, nil
 }
