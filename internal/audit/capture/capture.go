@@ -89,7 +89,7 @@ func Capture(o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &copier{src: src, dest: o.Dest, m: m, sparse: sparseDirs(src)}
+	c := &copier{src: src, dest: o.Dest, m: m, sparse: sparseDirs(src), inputs: live.Inputs}
 	for _, p := range rec.paths() {
 		if p == path.Dir(manifest.ManifestPath) || strings.HasPrefix(p, path.Dir(manifest.ManifestPath)+"/") {
 			continue
@@ -246,6 +246,7 @@ type copier struct {
 	dest   string
 	m      *manifest.Manifest
 	sparse map[string]bool
+	inputs map[string]string // configuration files verify read elsewhere than usual, by kind
 	n      int
 	err    error
 }
@@ -424,7 +425,7 @@ var copyable = regexp.MustCompile(`^(` + strings.Join([]string{
 	`/etc/postfix/main\.cf`, `/etc/dovecot/.*\.conf`,
 	`/etc/libvirt/qemu\.conf`, `/(etc|run)/libvirt/qemu/[^/]+\.xml`, `/etc/libvirt/storage/[^/]+\.xml`,
 	`/etc/libvirt/secrets/[^/]+\.xml`, `/var/lib/libvirt/qemu/snapshot/[^/]+/[^/]+\.xml`,
-	`/etc/amavis/conf\.d/[^/]+`,
+	`/etc/amavis/conf\.d/[^/]+`, `/etc/lvm/backup/[^/]+`,
 }, "|") + `)$`)
 
 var (
@@ -455,8 +456,9 @@ func Redact(p string, b []byte) []byte {
 }
 
 func (c *copier) content(p string, fi fs.FileInfo) {
+	kind := c.inputs[p]
 	switch {
-	case copyable.MatchString(p):
+	case copyable.MatchString(p) || kind != "":
 		f, err := c.src.Open(p)
 		if err != nil {
 			c.skip("%s: %v", p, err)
@@ -467,6 +469,9 @@ func (c *copier) content(p string, fi fs.FileInfo) {
 		f.Close()
 		if err != nil {
 			c.skip("%s: %v", p, err)
+		}
+		if kind == "passwd-file" {
+			b = RedactPasswdFile(b)
 		}
 		if err := os.WriteFile(c.host(p), Redact(p, b), 0o644); err != nil {
 			c.fail(err)
@@ -480,6 +485,27 @@ func (c *copier) content(p string, fi fs.FileInfo) {
 		c.image(p, fi)
 	}
 }
+
+// RedactPasswdFile blanks the password field (the second) of a Dovecot
+// passwd-file ("user:password:uid:gid:gecos:home:shell:extra"): verify
+// needs the homes, never the hashes.
+func RedactPasswdFile(b []byte) []byte {
+	lines := strings.Split(string(b), "\n")
+	for i, l := range lines {
+		f := strings.Split(l, ":")
+		if len(f) > 1 && !strings.HasPrefix(strings.TrimSpace(l), "#") {
+			f[1] = "<redacted>"
+			if len(f) > 7 {
+				f = append(f[:7], secretField.ReplaceAllString(strings.Join(f[7:], ":"), "$1<redacted>"))
+			}
+			lines[i] = strings.Join(f, ":")
+		}
+	}
+	return []byte(strings.Join(lines, "\n"))
+}
+
+// secretField matches pass=..., password=... and nopassword in extra fields.
+var secretField = regexp.MustCompile(`((?:^|\s)(?:userdb_)?(?:pass|password|passwd)=)\S*`)
 
 func (c *copier) initramfs(p string) {
 	f, err := c.src.Open(p)

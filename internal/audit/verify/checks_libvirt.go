@@ -58,11 +58,11 @@ func (e *env) checkGuestDisks(doms []domainInfo, problems []string, used map[str
 			nDisks++
 			subj := d.Name + "/" + g.Target
 			st, ev := e.layerStatus(g.Source)
-			used[rootfs.Clean(g.Source.Path)] = true
+			used[e.resolved(g.Source.Path)] = true
 			e.add("libvirt.disk.storage", st, subj, append([]string{d.File}, ev...)...)
 			for i, l := range g.Chain {
 				nChains++
-				used[rootfs.Clean(l.Path)] = true
+				used[e.resolved(l.Path)] = true
 				st, ev := e.layerStatus(l)
 				what := fmt.Sprintf("%s: backing layer %d", subj, i+1)
 				if l.Note == "data-file" {
@@ -185,7 +185,7 @@ func (e *env) checkSnapshotMemory() map[string]bool {
 					continue
 				}
 				n++
-				used[rootfs.Clean(s.Memory.File)] = true
+				used[e.resolved(s.Memory.File)] = true
 				loc := e.locate(s.Memory.File)
 				st, ev := e.statusOf(loc)
 				e.add(id, st, d.Name()+"/"+s.Name, append([]string{f}, ev...)...)
@@ -376,7 +376,7 @@ func (e *env) checkLeftovers(used map[string]bool) {
 		}
 		for _, ent := range ents {
 			f := path.Join(p.Path, ent.Name())
-			if !ent.Type().IsRegular() || used[rootfs.Clean(f)] || strings.HasSuffix(ent.Name(), ".iso") {
+			if !ent.Type().IsRegular() || used[e.resolved(f)] || strings.HasSuffix(ent.Name(), ".iso") {
 				continue
 			}
 			n++

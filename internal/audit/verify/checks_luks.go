@@ -11,7 +11,24 @@ import (
 	"github.com/cryptshift/cryptshift/luks"
 )
 
-func init() { register(true, checkLUKS) }
+func init() {
+	register(true, checkLUKS)
+	register(false, checkCrypttabCiphers)
+}
+
+// luks.cipher (crypttab): a crypttab entry with cipher=cipher_null sets up
+// a mapping that stores every sector as it is, whether or not it is open
+// now (cryptsetup accepts it for plain mode).
+func checkCrypttabCiphers(e *env) {
+	for _, c := range e.crypttab {
+		v, ok := c.Option("cipher")
+		if !ok || !blockstack.NullCipher(v) {
+			continue
+		}
+		e.addKind("luks.cipher", "luks.cipher.fix.nullplain", Fail, FindingPlaintext, "crypttab "+c.Name,
+			fmt.Sprintf("/etc/crypttab line %d: %s %s %s %s", c.Line, c.Name, c.Device, orDash(c.KeyFile), strings.Join(c.Options, ",")), e.t("ev.luks.null"))
+	}
+}
 
 // Thresholds, with their sources.
 const (
@@ -94,7 +111,12 @@ func (e *env) checkCryptNode(d *blockstack.Device) {
 	vol.Protects = e.protects(d)
 	if vol.Type == "PLAIN" {
 		vol.Header = e.t("ev.luks.plainnoheader")
+		vol.Cipher = d.Cipher
 		e.volumes = append(e.volumes, vol)
+		if blockstack.NullCipher(d.Cipher) {
+			e.addKind("luks.cipher", "luks.cipher.fix.nullplain", Fail, FindingPlaintext, subj, d.CipherSource, e.t("ev.luks.null"))
+			return
+		}
 		random := false
 		var src string
 		for _, c := range e.crypttab {
@@ -142,10 +164,10 @@ func (e *env) checkCryptNode(d *blockstack.Device) {
 	c := strings.ToLower(h.Cipher)
 	cev := fmt.Sprintf("cipher %s, key %d bits, sector %d bytes", h.Cipher, h.KeySize, h.SectorSize)
 	switch {
-	case strings.Contains(c, "null"):
+	case blockstack.NullCipher(c) || blockstack.NullCipher(d.Cipher):
 		// cipher_null: what cryptsetup reencrypt --encrypt leaves while in
 		// progress, or a deliberate no-op: data is stored as it is.
-		e.addFix("luks.cipher", "luks.cipher.fix.null", Fail, subj, cev, e.t("ev.luks.null"))
+		e.addKind("luks.cipher", "luks.cipher.fix.null", Fail, FindingPlaintext, subj, cev, d.CipherSource+": "+d.Cipher, e.t("ev.luks.null"))
 	case strings.HasSuffix(c, "-ecb") || strings.Contains(c, "-ecb-"):
 		e.add("luks.cipher", Fail, subj, cev, e.t("ev.luks.ecb"))
 	case strings.Contains(c, "-cbc-plain"):

@@ -42,6 +42,10 @@ var catalog = map[string]msg{
 	"hibernate.resume.fix.inactive": {"Point resume= (kernel command line, /etc/initramfs-tools/conf.d/resume) at the encrypted swap device you hibernate to, or remove it (RESUME=none) if the host never hibernates.",
 		"resume= (Kernel-Kommandozeile, /etc/initramfs-tools/conf.d/resume) auf das verschlüsselte Swap-Gerät setzen, in das der Ruhezustand geschrieben werden soll, oder entfernen (RESUME=none), wenn das System nie in den Ruhezustand geht."},
 
+	"lvm.metadata.title": {"LVM metadata backups", "LVM-Metadaten-Sicherungen"},
+	"lvm.metadata.why": {"LVM's metadata lists every LV, also inactive snapshots that sysfs does not show.", "Die LVM-Metadaten nennen jedes LV, auch inaktive Snapshots, die sysfs nicht zeigt."},
+	"lvm.metadata.fix": {"Make /etc/lvm/backup readable (run `vgcfgbackup`), or capture with root rights.", "/etc/lvm/backup lesbar machen (`vgcfgbackup` ausführen) oder mit Root-Rechten erfassen."},
+
 	// storage
 	"storage.mount.title": {"Mounted filesystems", "Eingehängte Dateisysteme"},
 	"storage.mount.why": {"Any program may write to a mounted filesystem: what lands on one without encryption below it is readable from the disk.",
@@ -261,6 +265,8 @@ var catalog = map[string]msg{
 	"luks.cipher.why":   {"State of the art is AES-XTS with a 512-bit key (AES-256).", "Stand der Technik ist AES-XTS mit 512-Bit-Schlüssel (AES-256)."},
 	"luks.cipher.fix": {"Re-encrypt with `cryptsetup reencrypt --cipher aes-xts-plain64 --key-size 512 DEVICE`.",
 		"Mit `cryptsetup reencrypt --cipher aes-xts-plain64 --key-size 512 GERÄT` neu verschlüsseln."},
+	"luks.cipher.fix.nullplain": {"Use a real cipher: for swap and tmp `cipher=aes-xts-plain64,size=512` with /dev/urandom in crypttab, for data a LUKS2 container; reopen the mapping and wipe what was written through cipher_null.",
+		"Ein echtes Verfahren verwenden: für Swap und tmp `cipher=aes-xts-plain64,size=512` mit /dev/urandom in der crypttab, für Daten einen LUKS2-Container; die Zuordnung neu öffnen und das über cipher_null Geschriebene überschreiben."},
 	"luks.cipher.fix.null": {"Finish or restart the encryption: `cryptsetup reencrypt --resume-only DEVICE`, or re-encrypt with aes-xts-plain64.",
 		"Die Verschlüsselung abschließen oder neu starten: `cryptsetup reencrypt --resume-only GERÄT` oder mit aes-xts-plain64 neu verschlüsseln."},
 	"luks.kdf.title": {"Key derivation (keyslots)", "Schlüsselableitung (Keyslots)"},
@@ -374,6 +380,12 @@ var catalog = map[string]msg{
 	"ev.resume.notswap":          {"not an active swap area: the kernel writes a hibernation image only to an active swap area", "kein aktiver Swap-Bereich: der Kernel schreibt ein Ruhezustand-Abbild nur in einen aktiven Swap-Bereich"},
 	"ev.resume.fails":            {"hibernation fails with this setting; nothing is written to this device", "der Ruhezustand scheitert mit dieser Einstellung; auf dieses Gerät wird nichts geschrieben"},
 	"ev.resume.isswap":           {"an active swap area: a hibernation image is written here", "ein aktiver Swap-Bereich: hierhin wird ein Ruhezustand-Abbild geschrieben"},
+	"ev.kdump.raw":               {"the vmcore (all of RAM, volume keys included) is written raw onto this device", "das vmcore (der gesamte Arbeitsspeicher samt Volume-Schlüsseln) wird roh auf dieses Gerät geschrieben"},
+	"ev.kdump.fs":                {"the crash kernel mounts this %s filesystem and writes the vmcore under %s on it", "der Crash-Kernel hängt dieses %s-Dateisystem ein und schreibt das vmcore darauf unter %s"},
+	"ev.notmounted":              {"not mounted now; mounted when needed", "derzeit nicht eingehängt; wird bei Bedarf eingehängt"},
+	"ev.dovecot.nohome":          {"the userdb returns no home: ~ is undefined", "die userdb liefert kein Home-Verzeichnis: ~ ist undefiniert"},
+	"ev.dovecot.dbhome":          {"homes come from the %s userdb, which cannot be read here: set mail_home or check where its query points", "Home-Verzeichnisse stammen aus der %s-userdb, die hier nicht lesbar ist: mail_home setzen oder das Ziel der Abfrage prüfen"},
+	"ev.lvm.metadata":            {"%d volume group metadata backups read", "%d Metadaten-Sicherungen von Volume-Gruppen gelesen"},
 	"subj.disks":                 {"(disks)", "(Datenträger)"},
 	"ev.notcaptured":             {"%s is not in this tree, and the tree does not record that the system lacks it", "%s fehlt in diesem Verzeichnisbaum, und der Baum belegt nicht, dass es dem System fehlt"},
 	"ev.storage.bootkeys":        {"key material on this plaintext filesystem: %s", "Schlüsselmaterial auf diesem unverschlüsselten Dateisystem: %s"},

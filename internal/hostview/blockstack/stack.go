@@ -111,6 +111,14 @@ var networkFS = map[string]bool{
 	"ceph": true, "glusterfs": true, "fuse.sshfs": true, "fuse.glusterfs": true, "afs": true,
 }
 
+// passthroughFUSE are FUSE filesystems that store each file unchanged in
+// the source directories mountinfo names (bindfs passes its source as
+// fsname; mergerfs, mhddfs and unionfs-fuse join branches with ":").
+var passthroughFUSE = map[string]bool{
+	"fuse.bindfs": true, "fuse.mergerfs": true, "fuse.mhddfs": true, "fuse.unionfs": true, "fuse.unionfs-fuse": true,
+	"fuse.rofs": true, "fuse.ciopfs": true, "fuse.disorderfs": true,
+}
+
 // IsNetworkFS reports whether a filesystem type stores data on another
 // machine.
 func IsNetworkFS(fstype string) bool { return networkFS[fstype] }
@@ -189,6 +197,31 @@ func (s *System) locate(p string, seen map[string]bool) Location {
 			return loc
 		}
 		loc.Evidence = mdesc + " → upperdir " + inner.Evidence
+		return loc
+	case passthroughFUSE[m.FSType] && strings.HasPrefix(m.Source, "/"):
+		// A pass-through FUSE filesystem stores every file in its source
+		// directory(ies) as it is: judge where those are.
+		loc.Class = Encrypted
+		var evs []string
+		for _, src := range strings.Split(m.Source, ":") {
+			if !strings.HasPrefix(src, "/") {
+				continue
+			}
+			inner := s.locate(src, seen)
+			if inner.Mount != nil && inner.Mount.ID == m.ID {
+				inner.Class, inner.Evidence = Unknown, src+" (the FUSE mount itself)"
+			}
+			loc.Class = Worst(loc.Class, inner.Class)
+			loc.Crypt = append(loc.Crypt, inner.Crypt...)
+			loc.Plain = append(loc.Plain, inner.Plain...)
+			loc.Hops = append(append(loc.Hops, m.FSType+" source "+src), inner.Hops...)
+			if loc.Chain == nil {
+				loc.Chain, loc.Device = inner.Chain, inner.Device
+			}
+			evs = append(evs, inner.Evidence)
+		}
+		loc.Reason = m.FSType + " passes files through to " + m.Source
+		loc.Evidence = mdesc + " → source " + strings.Join(evs, " | ")
 		return loc
 	case networkFS[m.FSType]:
 		loc.Class, loc.Reason, loc.Evidence = Unknown, "network filesystem "+m.FSType+" from "+m.Source+": encryption at rest is the server's", mdesc

@@ -413,6 +413,12 @@ func appendUnique(list []string, v string) []string {
 	return append(list, v)
 }
 
+// DMName joins VG and LV names as device-mapper does (LVM
+// lib/misc/lvm-string.c build_dm_name doubles each dash).
+func DMName(vg, lv string) string {
+	return strings.ReplaceAll(vg, "-", "--") + "-" + strings.ReplaceAll(lv, "-", "--")
+}
+
 // DeviceByPath finds the device a /dev path names: /dev/sda1, /dev/dm-3,
 // /dev/mapper/NAME, /dev/VG/LV, or any symlink under /dev that the root
 // holds (/dev/disk/by-uuid/..., which `capture` records).
