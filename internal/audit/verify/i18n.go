@@ -43,8 +43,8 @@ var catalog = map[string]msg{
 		"resume= (Kernel-Kommandozeile, /etc/initramfs-tools/conf.d/resume) auf das verschlüsselte Swap-Gerät setzen, in das der Ruhezustand geschrieben werden soll, oder entfernen (RESUME=none), wenn das System nie in den Ruhezustand geht."},
 
 	"lvm.metadata.title": {"LVM metadata backups", "LVM-Metadaten-Sicherungen"},
-	"lvm.metadata.why": {"LVM's metadata lists every LV, also inactive snapshots that sysfs does not show.", "Die LVM-Metadaten nennen jedes LV, auch inaktive Snapshots, die sysfs nicht zeigt."},
-	"lvm.metadata.fix": {"Make /etc/lvm/backup readable (run `vgcfgbackup`), or capture with root rights.", "/etc/lvm/backup lesbar machen (`vgcfgbackup` ausführen) oder mit Root-Rechten erfassen."},
+	"lvm.metadata.why":   {"LVM's metadata lists every LV, also inactive snapshots that sysfs does not show.", "Die LVM-Metadaten nennen jedes LV, auch inaktive Snapshots, die sysfs nicht zeigt."},
+	"lvm.metadata.fix":   {"Make /etc/lvm/backup readable (run `vgcfgbackup`), or capture with root rights.", "/etc/lvm/backup lesbar machen (`vgcfgbackup` ausführen) oder mit Root-Rechten erfassen."},
 
 	// storage
 	"storage.mount.title": {"Mounted filesystems", "Eingehängte Dateisysteme"},
