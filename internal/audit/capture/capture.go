@@ -458,6 +458,9 @@ func Redact(p string, b []byte) []byte {
 func (c *copier) content(p string, fi fs.FileInfo) {
 	kind := c.inputs[p]
 	switch {
+	case (copyable.MatchString(p) || kind != "") && fi.Size() > maxCopy:
+		c.skip("%s: %d bytes, larger than %d: not copied", p, fi.Size(), maxCopy)
+		c.stub(p, fi, nil)
 	case copyable.MatchString(p) || kind != "":
 		f, err := c.src.Open(p)
 		if err != nil {
