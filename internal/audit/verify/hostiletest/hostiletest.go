@@ -61,19 +61,19 @@ func Base(root string) error {
 	t.Mount("/boot", "ext4", "/dev/sda1", "8:1", "rw")
 	t.Swap("/dev/dm-1", "partition", 4<<20)
 	for p, c := range map[string]string{
-		"/etc/hostname":                 "hostile\n",
-		"/proc/sys/kernel/hostname":     "hostile\n",
-		"/proc/sys/kernel/osrelease":    "6.1.0-28-amd64\n",
-		"/proc/sys/kernel/core_pattern": "|/lib/systemd/systemd-coredump %P %u %g %s %t 9223372036854775808 %h\n",
-		"/proc/cmdline":                 "root=/dev/mapper/root_crypt ro\n",
-		"/sys/power/resume":             "0:0\n",
+		"/etc/hostname":                  "hostile\n",
+		"/proc/sys/kernel/hostname":      "hostile\n",
+		"/proc/sys/kernel/osrelease":     "6.1.0-28-amd64\n",
+		"/proc/sys/kernel/core_pattern":  "|/lib/systemd/systemd-coredump %P %u %g %s %t 9223372036854775808 %h\n",
+		"/proc/cmdline":                  "root=/dev/mapper/root_crypt ro\n",
+		"/sys/power/resume":              "0:0\n",
 		"/sys/kernel/kexec_crash_loaded": "0\n",
-		"/etc/passwd":                   "root:x:0:0:root:/root:/bin/bash\nanna:x:1000:1000::/home/anna:/bin/bash\n",
-		"/etc/fstab":                    "/dev/mapper/root_crypt / ext4 defaults 0 1\n/dev/sda1 /boot ext4 defaults 0 2\n/dev/mapper/swap_crypt none swap sw 0 0\n",
-		"/etc/crypttab":                 "root_crypt /dev/sda2 none luks\nswap_crypt /dev/sda2 /dev/urandom swap,cipher=aes-xts-plain64,size=512\n",
-		"/etc/postfix/main.cf":          "myhostname = hostile.example\n",
-		"/etc/dovecot/dovecot.conf":     "mail_location = maildir:~/Maildir\n",
-		"/etc/libvirt/qemu.conf":        "\n",
+		"/etc/passwd":                    "root:x:0:0:root:/root:/bin/bash\nanna:x:1000:1000::/home/anna:/bin/bash\n",
+		"/etc/fstab":                     "/dev/mapper/root_crypt / ext4 defaults 0 1\n/dev/sda1 /boot ext4 defaults 0 2\n/dev/mapper/swap_crypt none swap sw 0 0\n",
+		"/etc/crypttab":                  "root_crypt /dev/sda2 none luks\nswap_crypt /dev/sda2 /dev/urandom swap,cipher=aes-xts-plain64,size=512\n",
+		"/etc/postfix/main.cf":           "myhostname = hostile.example\n",
+		"/etc/dovecot/dovecot.conf":      "mail_location = maildir:~/Maildir\n",
+		"/etc/libvirt/qemu.conf":         "\n",
 		"/etc/libvirt/qemu/g.xml": `<domain type='kvm'><name>g</name><memory unit='KiB'>1024</memory><devices>
 <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/var/lib/libvirt/images/g.qcow2'/><target dev='vda' bus='virtio'/></disk>
 </devices></domain>
