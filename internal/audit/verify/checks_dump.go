@@ -64,12 +64,14 @@ func checkCorePattern(e *env) {
 	if e.sys != nil && !hl {
 		// Every running kernel has /proc/sys/kernel/core_pattern: the value
 		// in force cannot be told, whatever sysctl.d says for the next boot.
-		e.skip(id, "kernel.core_pattern", e.t("ev.absent", "/proc/sys/kernel/core_pattern"))
+		ev := []string{e.t("ev.absent", "/proc/sys/kernel/core_pattern")}
+		if hc {
+			ev = append(ev, fmt.Sprintf("%s: kernel.core_pattern = %s (%s)", conf.File, conf.Value, e.t("ev.core.nextboot")))
+		}
+		e.skip(id, "kernel.core_pattern", ev...)
+		return
 	}
 	if len(pats) == 0 {
-		if e.sys != nil {
-			return
-		}
 		pats = append(pats, pat{"core", e.t("ev.core.kerneldefault")})
 	}
 	for _, p := range pats {
@@ -326,8 +328,8 @@ func checkKdump(e *env) {
 		return
 	}
 	if e.sys != nil && len(evidence) == 0 {
-		if !e.sys.HaveSysfs() {
-			e.skip(id, "kdump", e.t("ev.nosysfs"))
+		if !e.absent("/sys/kernel/kexec_crash_loaded") {
+			e.skip(id, "kdump", e.t("ev.notcaptured", "/sys/kernel/kexec_crash_loaded"))
 			return
 		}
 		// CONFIG_CRASH_DUMP off: the kernel cannot load a crash kernel at all.

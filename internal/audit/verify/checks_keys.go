@@ -163,10 +163,15 @@ func checkHeaderBackups(e *env) {
 			found[h] = fmt.Sprintf("/etc/crypttab line %d: header=%s", c.Line, h)
 		}
 	}
-	for _, p := range e.findLUKSFiles() {
+	files, listed := e.findLUKSFiles()
+	for _, p := range files {
 		if _, ok := found[p]; !ok {
 			found[p] = e.t("ev.keys.hdrmagic")
 		}
+	}
+	if len(found) == 0 && listed == 0 {
+		e.skip(id, strings.Join(HeaderBackupDirs, " "), e.t("ev.notcaptured", strings.Join(HeaderBackupDirs, ", ")))
+		return
 	}
 	if len(found) == 0 {
 		e.add(id, Pass, strings.Join(HeaderBackupDirs, " "), e.t("ev.keys.nohdr", strings.Join(HeaderBackupDirs, " ")))
@@ -188,15 +193,23 @@ func checkHeaderBackups(e *env) {
 }
 
 // findLUKSFiles returns small regular files starting with the LUKS magic
-// in HeaderBackupDirs and their direct subdirectories.
-func (e *env) findLUKSFiles() []string {
+// in HeaderBackupDirs and their direct subdirectories, and how many of
+// those directories could be listed (or are known not to exist).
+func (e *env) findLUKSFiles() ([]string, int) {
 	var out []string
+	listed := 0
 	seen := map[string]bool{}
 	var scan func(dir string, depth int)
 	scan = func(dir string, depth int) {
 		ents, err := rootfs.ReadDir(e.fs, dir)
 		if err != nil {
+			if depth == 0 && e.absent(dir) {
+				listed++
+			}
 			return
+		}
+		if depth == 0 {
+			listed++
 		}
 		for _, ent := range ents {
 			p := path.Join(dir, ent.Name())
@@ -233,5 +246,5 @@ func (e *env) findLUKSFiles() []string {
 	for _, d := range HeaderBackupDirs {
 		scan(d, 0)
 	}
-	return out
+	return out, listed
 }

@@ -19,6 +19,7 @@ func checkPostfix(e *env) {
 	s, ok := e.read("/etc/postfix/main.cf")
 	if !ok {
 		e.naIfAbsent("mail.postfix.queue", "postfix", "/etc/postfix/main.cf")
+		e.naIfAbsent("mail.postfix.spool", "postfix", "/etc/postfix/main.cf")
 		return
 	}
 	c, _ := sysconf.ParsePostfixMainCF(strings.NewReader(s))
@@ -200,11 +201,13 @@ type place struct{ p, src string }
 func checkDovecot(e *env) {
 	if !e.exists("/etc/dovecot/dovecot.conf") {
 		e.naIfAbsent("mail.dovecot.location", "dovecot", "/etc/dovecot/dovecot.conf")
+		e.naIfAbsent("mail.dovecot.index", "dovecot", "/etc/dovecot/dovecot.conf")
 		return
 	}
 	c, err := sysconf.ReadDovecotConfig(e.fs, "/etc/dovecot/dovecot.conf")
 	if err != nil {
 		e.skip("mail.dovecot.location", "dovecot", err.Error())
+		e.skip("mail.dovecot.index", "dovecot", err.Error())
 		return
 	}
 	var mail, index []place

@@ -49,7 +49,7 @@ func (f *fx) finish() error {
 	}
 	// What capture records as absent on the host: the places verify looks
 	// for that this fixture does not have.
-	for _, p := range []string{"/etc/libvirt", "/etc/amavis", "/etc/rspamd", "/etc/spamassassin", "/etc/postfix",
+	for _, p := range []string{"/etc/libvirt", "/etc/libvirt/secrets", "/etc/amavis", "/etc/rspamd", "/etc/spamassassin", "/etc/postfix",
 		"/etc/dovecot", "/var/crash", "/etc/crypttab", "/etc/fstab", "/etc/default/kdump-tools", "/etc/kdump.conf", "/etc/lvm"} {
 		if _, err := os.Lstat(filepath.Join(f.Dir, filepath.FromSlash(p))); err != nil && len(f.ct) == 0 && p == "/etc/crypttab" || err != nil && p != "/etc/crypttab" && !(p == "/etc/fstab" && len(f.fst) > 0) {
 			f.m.Absent = append(f.m.Absent, p)

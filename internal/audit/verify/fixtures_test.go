@@ -2,6 +2,7 @@ package verify
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/cryptshift/cryptshift/internal/hostview/blockstack/blockstacktest"
 	"github.com/cryptshift/cryptshift/luks"
@@ -66,6 +67,11 @@ func (f *fx) std(host string, o stdOpts) {
 	}
 	f.Mkdir("/var/tmp")
 	f.Mkdir("/var/crash")
+	lvs := []string{"root", "var", "mail"}
+	if !o.noSwap {
+		lvs = append(lvs, "swap")
+	}
+	f.File("/etc/lvm/backup/vg0", lvmStripedMeta("vg0", "/dev/sda2", lvs...), 0o600)
 	f.postfix("")
 	f.dovecot("maildir:/srv/mail/%d/%n:INDEX=/var/lib/dovecot/index/%d/%n")
 }
@@ -629,6 +635,17 @@ var leakClassFixtures = []fixture{
 		},
 		want: []want{{"lvm.snapshot", "vg1/data-snap", Pass}},
 	},
+}
+
+// lvmStripedMeta is the metadata of a VG with plain (striped) LVs on one PV.
+func lvmStripedMeta(vg, pv string, lvs ...string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "contents = \"Text Format Volume Group\"\nversion = 1\n%s {\n\tid = \"x\"\n\tphysical_volumes {\n\t\tpv0 {\n\t\t\tdevice = \"%s\"\n\t\t}\n\t}\n\tlogical_volumes {\n", vg, pv)
+	for i, lv := range lvs {
+		fmt.Fprintf(&b, "\t\t%s {\n\t\t\tstatus = [\"READ\", \"WRITE\", \"VISIBLE\"]\n\t\t\tsegment1 {\n\t\t\t\ttype = \"striped\"\n\t\t\t\tstripes = [\"pv0\", %d]\n\t\t\t}\n\t\t}\n", lv, i*5120)
+	}
+	b.WriteString("\t}\n}\n")
+	return b.String()
 }
 
 // lvmThinMeta is a VG's metadata as LVM 2.03 writes it to

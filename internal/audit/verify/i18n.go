@@ -386,6 +386,7 @@ var catalog = map[string]msg{
 	"ev.dovecot.nohome":          {"the userdb returns no home: ~ is undefined", "die userdb liefert kein Home-Verzeichnis: ~ ist undefiniert"},
 	"ev.dovecot.dbhome":          {"homes come from the %s userdb, which cannot be read here: set mail_home or check where its query points", "Home-Verzeichnisse stammen aus der %s-userdb, die hier nicht lesbar ist: mail_home setzen oder das Ziel der Abfrage prüfen"},
 	"ev.lvm.metadata":            {"%d volume group metadata backups read", "%d Metadaten-Sicherungen von Volume-Gruppen gelesen"},
+	"ev.core.nextboot":           {"what sysctl.d sets at the next boot", "was sysctl.d beim nächsten Start setzt"},
 	"subj.disks":                 {"(disks)", "(Datenträger)"},
 	"ev.notcaptured":             {"%s is not in this tree, and the tree does not record that the system lacks it", "%s fehlt in diesem Verzeichnisbaum, und der Baum belegt nicht, dass es dem System fehlt"},
 	"ev.storage.bootkeys":        {"key material on this plaintext filesystem: %s", "Schlüsselmaterial auf diesem unverschlüsselten Dateisystem: %s"},

@@ -138,6 +138,8 @@ func Headline(r *Report) string {
 	return tr(l, "ui.verdict.PASS")
 }
 
+// missingAreas names what was not examined: the essential areas first,
+// then the titles of other checks that could not run.
 func missingAreas(r *Report) []string {
 	var out []string
 	for _, e := range r.Coverage.Essentials {
@@ -145,7 +147,34 @@ func missingAreas(r *Report) []string {
 			out = append(out, tr(r.Header.Lang, "ui.essential."+e.Area))
 		}
 	}
+	seen := map[string]bool{}
+	for _, g := range r.Coverage.NotExamined {
+		if ess := essentialOf(g.ID); ess != "" || seen[g.ID] {
+			continue
+		}
+		seen[g.ID] = true
+		out = append(out, Title(r.Header.Lang, g.ID))
+	}
 	return out
+}
+
+// essentialOf returns the essential area a check id belongs to, or "".
+func essentialOf(id string) string {
+	for _, a := range essentialAreas {
+		if contains(a.live, id) || contains(a.image, id) {
+			return a.area
+		}
+	}
+	return ""
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
 }
 
 func joinAnd(l string, items []string) string {

@@ -253,6 +253,9 @@ func coverage(checks []Result, image bool, refused []string) Coverage {
 				reason = c.Evidence[0]
 			}
 			cv.NotExamined = append(cv.NotExamined, Gap{ID: c.ID, Subject: c.Subject, Reason: reason})
+			// Not examined is not examined: no PASS rests on a gap,
+			// essential area or not.
+			cv.Complete = false
 		}
 	}
 	for _, a := range essentialAreas {
