@@ -136,3 +136,29 @@ func TestThirdPartyPanicGuarded(t *testing.T) {
 		t.Errorf("luks.go on the header: got %v, want its panic turned into an error", err)
 	}
 }
+
+// FuzzReadHeader drives the whole header path, the third-party parser
+// included (through ReadHeaderFile and its guard), with arbitrary files.
+func FuzzReadHeader(f *testing.F) {
+	for _, name := range []string{"luks1.hdr", "luks2.hdr"} {
+		zf, err := os.Open(filepath.Join("testdata", name+".gz"))
+		if err != nil {
+			f.Fatal(err)
+		}
+		zr, _ := gzip.NewReader(zf)
+		b, _ := io.ReadAll(zr)
+		zf.Close()
+		f.Add(b[:32768])
+	}
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) > 1<<20 {
+			return
+		}
+		p := filepath.Join(dir, "hdr")
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, _ = ReadHeader(p)
+	})
+}
