@@ -33,6 +33,8 @@ type Header struct {
 	Flags      []string  `json:"flags,omitempty"`
 	Keyslots   []Keyslot `json:"keyslots"`
 	Tokens     []string  `json:"tokens,omitempty"` // token types, e.g. systemd-tpm2
+	// TokenInfo says what each token unlocks and how (token.go).
+	TokenInfo []Token `json:"tokenInfo,omitempty"`
 }
 
 // Keyslot describes one active keyslot: how its key is stretched.
@@ -205,9 +207,7 @@ type v2JSON struct {
 		Encryption string      `json:"encryption"`
 		SectorSize int         `json:"sector_size"`
 	} `json:"segments"`
-	Tokens map[string]struct {
-		Type string `json:"type"`
-	} `json:"tokens"`
+	Tokens map[string]json.RawMessage `json:"tokens"`
 	Config struct {
 		Flags []string `json:"flags"`
 	} `json:"config"`
@@ -268,7 +268,9 @@ func parseV2(r io.ReaderAt) (*Header, error) {
 		}
 	}
 	for _, id := range sortedKeys(j.Tokens) {
-		h.Tokens = append(h.Tokens, j.Tokens[strconv.Itoa(id)].Type)
+		t := parseToken(id, j.Tokens[strconv.Itoa(id)])
+		h.Tokens = append(h.Tokens, t.Type)
+		h.TokenInfo = append(h.TokenInfo, t)
 	}
 	return h, nil
 }

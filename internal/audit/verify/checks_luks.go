@@ -150,6 +150,7 @@ func (e *env) checkCryptNode(d *blockstack.Device) {
 			vol.Discard = true
 		}
 	}
+	e.checkUnlock(d, subj, h, &vol)
 	e.volumes = append(e.volumes, vol)
 	hdr := fmt.Sprintf("%s: LUKS%d %s", src, h.Version, h.UUID)
 

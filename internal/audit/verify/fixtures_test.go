@@ -744,3 +744,43 @@ vg1 {
 }
 
 func init() { fixtures = append(fixtures, leakClassFixtures...) }
+
+// unlockFixtures show the unlock methods read from LUKS2 tokens.
+var unlockFixtures = []fixture{
+	{
+		name:    "unlock-tpm2-tang-self",
+		comment: "root unlocked by Clevis: a tpm2 pin (no PIN: a stolen server unlocks itself) and a tang pin whose server is this host (localhost); both keyslots are token-bound, so no recovery keyslot; SSH unlock by dropbear in the initramfs",
+		noFail:  true,
+		build: func(f *fx) {
+			f.std("mx21", stdOpts{})
+			h := f.m.LUKS["/dev/dm-0"]
+			h.Keyslots = append(h.Keyslots, luks.Keyslot{ID: 2, KDF: "pbkdf2", Hash: "sha256", Iterations: 1000, KeySize: 512})
+			h.Keyslots[2].Iterations = 1000000
+			h.Tokens = []string{"clevis", "clevis"}
+			h.TokenInfo = []luks.Token{
+				{ID: 0, Type: "clevis", Keyslots: []int{1}, Clevis: &luks.ClevisPin{Pin: "tpm2", PCRIDs: "7", PCRBank: "sha256"}},
+				{ID: 1, Type: "clevis", Keyslots: []int{2}, Clevis: &luks.ClevisPin{Pin: "tang", URLs: []string{"http://localhost:7500"}}},
+				{ID: 2, Type: "clevis", Keyslots: []int{0}, Clevis: &luks.ClevisPin{Pin: "tang", URLs: []string{"http://tang.example.net"}}},
+			}
+			f.File("/etc/dropbear/initramfs/authorized_keys", "", 0o600)
+			f.initramfs("/boot/initrd.img-6.1.0-28-amd64", []string{"usr/sbin/dropbear", "etc/dropbear/dropbear_ed25519_host_key"})
+		},
+		want: []want{{"keys.unlock", "root_crypt (dm-4)", Warn}, {"keys.unlock", "var_crypt (dm-5)", Pass}},
+	},
+	{
+		name:    "unlock-sss-recovery",
+		comment: "clean counterpart: Clevis sss with t=2 over tpm2 and a Tang server elsewhere, a passphrase keyslot and a recovery keyslot",
+		noFail:  true,
+		build: func(f *fx) {
+			f.std("mx22", stdOpts{})
+			h := f.m.LUKS["/dev/dm-0"]
+			h.Keyslots = append(h.Keyslots, luks.Keyslot{ID: 2, KDF: "argon2id", Time: 4, MemoryKiB: 1048576, Parallel: 4, KeySize: 512})
+			h.Tokens = []string{"clevis"}
+			h.TokenInfo = []luks.Token{{ID: 0, Type: "clevis", Keyslots: []int{2}, Clevis: &luks.ClevisPin{Pin: "sss", Threshold: 2,
+				Pins: []luks.ClevisPin{{Pin: "tang", URLs: []string{"http://tang.example.net"}}, {Pin: "tang", URLs: []string{"http://tang2.example.net"}}}}}}
+		},
+		want: []want{{"keys.unlock", "root_crypt (dm-4)", Pass}},
+	},
+}
+
+func init() { fixtures = append(fixtures, unlockFixtures...) }
