@@ -40,4 +40,3 @@ func TestParseTokens(t *testing.T) {
 		t.Errorf("a malformed header gave %+v", tok.Clevis)
 	}
 }
-

@@ -137,6 +137,7 @@ func (e *env) checkCryptNode(d *blockstack.Device) {
 		vol.Header = err.Error()
 		e.volumes = append(e.volumes, vol)
 		e.skip("luks.header", subj, err.Error())
+		e.skip("keys.unlock", subj, err.Error())
 		return
 	}
 	vol.Header = src

@@ -45,6 +45,7 @@ var checkInputs = map[string]struct {
 	"keys.initramfs":        {[]string{"/boot"}, false},
 	"keys.header-backup":    {[]string{"/boot", "/root", "/etc", "/var/backups", "/home"}, false},
 	"luks.header":           {[]string{"/cryptshift-capture/manifest.json:luks"}, false},
+	"keys.unlock":           {[]string{"/cryptshift-capture/manifest.json:luks"}, false},
 }
 
 // libvirtIDs rest on /etc/libvirt: without it only libvirt.installed says SKIP.
