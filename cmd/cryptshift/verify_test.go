@@ -3,10 +3,13 @@ package main
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/cryptshift/cryptshift/internal/harness/testtier"
 )
 
 const fixtures = "../../testdata/verify/"
@@ -161,5 +164,72 @@ func TestCaptureAndInspect(t *testing.T) {
 	}
 	if r := run(t, "inspect", "../../go.mod"); r.code != 1 {
 		t.Errorf("inspect of a non-header: exit %d, want 1", r.code)
+	}
+}
+
+// TestHostInspectEncryptedQCOW2: qemu-img makes a qcow2 with
+// encrypt.format=luks (the secret from a file, never argv); inspect shows
+// the cipher, key size and KDF of the LUKS header inside, and they match
+// what qemu-img info reports.
+func TestHostInspectEncryptedQCOW2(t *testing.T) {
+	testtier.Host(t, "qemu-img")
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	os.WriteFile(secret, []byte("inspect test passphrase"), 0o400)
+	img := filepath.Join(dir, "enc.qcow2")
+	out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "--object", "secret,id=sec0,file="+secret,
+		"-o", "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10", img, "16M").CombinedOutput()
+	if err != nil {
+		t.Fatalf("qemu-img create: %v %s", err, out)
+	}
+	info, err := exec.Command("qemu-img", "info", "--output=json", img).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var qi struct {
+		Spec struct {
+			Data struct {
+				Encrypt struct {
+					CipherAlg  string `json:"cipher-alg"`
+					CipherMode string `json:"cipher-mode"`
+					IVGenAlg   string `json:"ivgen-alg"`
+					Slots      []struct {
+						Active bool `json:"active"`
+						Iters  int  `json:"iters"`
+					} `json:"slots"`
+				} `json:"encrypt"`
+			} `json:"data"`
+		} `json:"format-specific"`
+	}
+	if err := json.Unmarshal(info, &qi); err != nil {
+		t.Fatal(err)
+	}
+	enc := qi.Spec.Data.Encrypt
+	r := run(t, "inspect", "-o", "json", img)
+	var got struct {
+		CryptMethod int `json:"cryptMethod"`
+		Encryption  struct {
+			Cipher   string `json:"cipher"`
+			KeySize  int    `json:"keySize"`
+			Keyslots []struct {
+				KDF        string `json:"kdf"`
+				Iterations int    `json:"iterations"`
+			} `json:"keyslots"`
+		} `json:"encryption"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &got); err != nil || r.code != 0 {
+		t.Fatalf("inspect: exit %d %v\n%s%s", r.code, err, r.stdout, r.stderr)
+	}
+	wantCipher := strings.SplitN(enc.CipherAlg, "-", 2)[0] + "-" + enc.CipherMode + "-" + enc.IVGenAlg
+	if got.CryptMethod != 2 || got.Encryption.Cipher != wantCipher || len(got.Encryption.Keyslots) == 0 ||
+		got.Encryption.Keyslots[0].KDF != "pbkdf2" || got.Encryption.Keyslots[0].Iterations != enc.Slots[0].Iters {
+		t.Errorf("inspect says %+v; qemu-img info says %+v", got, enc)
+	}
+	if enc.CipherAlg == "aes-256" && enc.CipherMode == "xts" && got.Encryption.KeySize != 512 {
+		t.Errorf("key size %d, want 512 for aes-256 in xts", got.Encryption.KeySize)
+	}
+	text := run(t, "inspect", img)
+	if !strings.Contains(text.stdout, "LUKS header inside") || !strings.Contains(text.stdout, "cipher "+wantCipher) {
+		t.Errorf("inspect text:\n%s", text.stdout)
 	}
 }
