@@ -64,7 +64,7 @@ func checkCorePattern(e *env) {
 	if e.sys != nil && !hl {
 		// Every running kernel has /proc/sys/kernel/core_pattern: the value
 		// in force cannot be told, whatever sysctl.d says for the next boot.
-		ev := []string{e.t("ev.absent", "/proc/sys/kernel/core_pattern")}
+		ev := []string{e.t("ev.notcaptured", "/proc/sys/kernel/core_pattern")}
 		if hc {
 			ev = append(ev, fmt.Sprintf("%s: kernel.core_pattern = %s (%s)", conf.File, conf.Value, e.t("ev.core.nextboot")))
 		}
@@ -227,7 +227,7 @@ func (e *env) kdumpConf(id, s string, evidence []string) {
 			kind, target, line = f[0], f[1], i+1
 		}
 	}
-	src := fmt.Sprintf("/etc/kdump.conf line %d: %s %s", line, kind, target)
+	src := e.line("/etc/kdump.conf", line) + fmt.Sprintf(": %s %s", kind, target)
 	switch {
 	case kind == "nfs" || kind == "ssh":
 		e.add(id, Warn, "kdump", append(evidence, src, e.t("ev.kdump.remote"))...)
@@ -274,7 +274,7 @@ func (e *env) locateConfigured(dir string) blockstack.Location {
 	}
 	in := e.locateSpec(best.Spec)
 	in.Path = dir
-	in.Evidence = fmt.Sprintf("/etc/fstab line %d: %s %s %s (%s) → %s", best.Line, best.Spec, best.File, best.VFSType, e.t("ev.notmounted"), in.Evidence)
+	in.Evidence = e.line("/etc/fstab", best.Line) + fmt.Sprintf(": %s %s %s (%s) → %s", best.Spec, best.File, best.VFSType, e.t("ev.notmounted"), in.Evidence)
 	return in
 }
 

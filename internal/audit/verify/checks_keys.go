@@ -29,7 +29,7 @@ func checkCrypttabKeys(e *env) {
 			continue
 		}
 		n++
-		src := fmt.Sprintf("/etc/crypttab line %d: %s %s %s", c.Line, c.Name, c.Device, c.KeyFile)
+		src := e.line("/etc/crypttab", c.Line) + fmt.Sprintf(": %s %s %s", c.Name, c.Device, c.KeyFile)
 		if c.KeyDevice != "" {
 			e.add(id, Warn, c.KeyFile, src, e.t("ev.keys.keydevice", c.KeyDevice))
 			continue
@@ -89,7 +89,7 @@ func checkInitramfsKeys(e *env) {
 			}
 		}
 		if len(keys) == 0 {
-			e.add(id, Pass, img, e.t("ev.keys.initramfs.none", len(members)))
+			e.add(id, Pass, img, e.tn("ev.keys.initramfs.none", len(members)))
 			continue
 		}
 		loc := e.locate(img)
@@ -160,7 +160,7 @@ func checkHeaderBackups(e *env) {
 	found := map[string]string{} // path -> source
 	for _, c := range e.crypttab {
 		if h, ok := c.Option("header"); ok {
-			found[h] = fmt.Sprintf("/etc/crypttab line %d: header=%s", c.Line, h)
+			found[h] = e.line("/etc/crypttab", c.Line) + fmt.Sprintf(": header=%s", h)
 		}
 	}
 	files, listed := e.findLUKSFiles()

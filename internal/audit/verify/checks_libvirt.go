@@ -84,7 +84,7 @@ func (e *env) checkGuestDisks(doms []domainInfo, problems []string, used map[str
 // image, qcow2 with encrypt.format=luks, <encryption>) protects it on any
 // storage; otherwise the storage under it decides.
 func (e *env) layerStatus(l layer) (Status, []string) {
-	head := fmt.Sprintf("%s %s", l.Kind, l.Path)
+	head := e.t("ev.layer."+l.Kind, l.Path)
 	if l.Format != "" {
 		head += " (" + l.Format + ")"
 	}
@@ -299,7 +299,7 @@ func (e *env) checkSecrets() {
 	values := e.listFiles(libvirtSecrets, ".base64")
 	loc := e.locate(libvirtSecrets)
 	st, ev := e.statusOf(loc)
-	ev = append([]string{e.t("ev.libvirt.secretvalues", len(values))}, ev...)
+	ev = append([]string{e.tn("ev.libvirt.secretvalues", len(values))}, ev...)
 	if st == Fail && len(values) == 0 {
 		st = Warn
 	}

@@ -26,7 +26,7 @@ func checkCrypttabCiphers(e *env) {
 			continue
 		}
 		e.addKind("luks.cipher", "luks.cipher.fix.nullplain", Fail, FindingPlaintext, "crypttab "+c.Name,
-			fmt.Sprintf("/etc/crypttab line %d: %s %s %s %s", c.Line, c.Name, c.Device, orDash(c.KeyFile), strings.Join(c.Options, ",")), e.t("ev.luks.null"))
+			e.line("/etc/crypttab", c.Line)+fmt.Sprintf(": %s %s %s %s", c.Name, c.Device, orDash(c.KeyFile), strings.Join(c.Options, ",")), e.t("ev.luks.null"))
 	}
 }
 
@@ -62,7 +62,7 @@ func (e *env) prepare() {
 			for _, c := range e.crypttab {
 				if c.Name == d.DMName {
 					if v, ok := c.Option("cipher"); ok {
-						cipher, src = v, fmt.Sprintf("/etc/crypttab line %d: cipher=%s", c.Line, v)
+						cipher, src = v, e.line("/etc/crypttab", c.Line)+fmt.Sprintf(": cipher=%s", v)
 					}
 				}
 			}
@@ -94,7 +94,7 @@ func checkLUKS(e *env) {
 func (e *env) cryptEntry(d *blockstack.Device) (string, bool) {
 	for _, c := range e.crypttab {
 		if c.Name == d.DMName {
-			return fmt.Sprintf("/etc/crypttab line %d: %s %s %s %s", c.Line, c.Name, c.Device, orDash(c.KeyFile), strings.Join(c.Options, ",")), true
+			return e.line("/etc/crypttab", c.Line) + fmt.Sprintf(": %s %s %s %s", c.Name, c.Device, orDash(c.KeyFile), strings.Join(c.Options, ",")), true
 		}
 	}
 	return "", false
@@ -122,7 +122,7 @@ func (e *env) checkCryptNode(d *blockstack.Device) {
 		for _, c := range e.crypttab {
 			if c.Name == d.DMName {
 				random = c.RandomKey()
-				src = fmt.Sprintf("/etc/crypttab line %d: %s %s %s", c.Line, c.Name, c.Device, orDash(c.KeyFile))
+				src = e.line("/etc/crypttab", c.Line) + fmt.Sprintf(": %s %s %s", c.Name, c.Device, orDash(c.KeyFile))
 			}
 		}
 		if random {
@@ -164,7 +164,7 @@ func (e *env) checkCryptNode(d *blockstack.Device) {
 
 	// luks.cipher
 	c := strings.ToLower(h.Cipher)
-	cev := fmt.Sprintf("cipher %s, key %d bits, sector %d bytes", h.Cipher, h.KeySize, h.SectorSize)
+	cev := e.t("ev.luks.params", h.Cipher, h.KeySize, h.SectorSize)
 	switch {
 	case blockstack.NullCipher(c) || blockstack.NullCipher(d.Cipher):
 		// cipher_null: what cryptsetup reencrypt --encrypt leaves while in
@@ -195,7 +195,7 @@ func (e *env) checkCryptNode(d *blockstack.Device) {
 		case strings.HasPrefix(k.KDF, "argon2") && k.MemoryKiB < argon2MinKiB:
 			s = Warn
 		}
-		kev = append(kev, fmt.Sprintf("keyslot %s: %s", kdfString(k), s))
+		kev = append(kev, fmt.Sprintf("Keyslot %s: %s", kdfString(k), s))
 		if s.rank() > kst.rank() {
 			kst = s
 		}
@@ -203,7 +203,7 @@ func (e *env) checkCryptNode(d *blockstack.Device) {
 	e.add("luks.kdf", kst, subj, kev...)
 
 	// luks.keyslots
-	slots := e.t("ev.luks.slots", len(h.Keyslots))
+	slots := e.tn("ev.luks.slots", len(h.Keyslots))
 	if len(h.Tokens) > 0 {
 		slots += ", tokens: " + strings.Join(h.Tokens, ", ")
 	}
@@ -225,7 +225,7 @@ func (e *env) checkCryptNode(d *blockstack.Device) {
 	}
 	for _, ct := range e.crypttab {
 		if ct.Name == d.DMName && ct.HasOption("discard") {
-			dev = append(dev, fmt.Sprintf("/etc/crypttab line %d: discard", ct.Line))
+			dev = append(dev, e.line("/etc/crypttab", ct.Line)+": discard")
 		}
 	}
 	if len(dev) > 0 {

@@ -1,7 +1,6 @@
 package verify
 
 import (
-	"fmt"
 	"path"
 	"sort"
 	"strings"
@@ -72,7 +71,7 @@ func checkLVMMetadata(e *env) {
 				continue // active: judged from sysfs above
 			}
 			subj := vg.Name + "/" + shown
-			src := fmt.Sprintf("%s: %s is a snapshot of %s (%s), not active", f, shown, lv.Origin, strings.Join(lv.Types, ","))
+			src := f + ": " + e.t("ev.lvm.inactivesnap", shown, lv.Origin, strings.Join(lv.Types, ","))
 			st, ev := Pass, []string{src}
 			for _, pv := range vg.PVsOf(name) {
 				hint := vg.PVs[pv]
@@ -91,7 +90,7 @@ func checkLVMMetadata(e *env) {
 			e.add(id, st, subj, ev...)
 		}
 	}
-	e.na("lvm.metadata", lvmBackupDir, e.t("ev.lvm.metadata", n))
+	e.na("lvm.metadata", lvmBackupDir, e.tn("ev.lvm.metadata", n))
 }
 
 func worse(a, b Status) Status {

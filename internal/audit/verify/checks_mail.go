@@ -1,7 +1,6 @@
 package verify
 
 import (
-	"fmt"
 	"path"
 	"sort"
 	"strings"
@@ -148,7 +147,7 @@ func (e *env) dovecotHomes(c *sysconf.DovecotConfig) (homes []place, unknown []s
 					h = fieldHome
 				}
 				if h != "" {
-					addHome(h, fmt.Sprintf("%s line %d (%s)", f, i+1, src))
+					addHome(h, e.line(f, i+1)+" ("+src+")")
 				}
 			}
 		default:
@@ -256,8 +255,8 @@ func checkDovecot(e *env) {
 	if len(mail) == 0 {
 		// Dovecot's default: autodetection, which finds ~/Maildir, ~/mail
 		// or the mbox spool /var/mail/%u (doc.dovecot.org, mail_location).
-		addPath(&mail, "/var/mail", "dovecot: mail_location "+e.t("ev.default")+" (autodetect)")
-		addPath(&mail, "~/Maildir", "dovecot: mail_location "+e.t("ev.default")+" (autodetect)")
+		addPath(&mail, "/var/mail", "dovecot: mail_location "+e.t("ev.default")+" ("+e.t("ev.dovecot.autodetect")+")")
+		addPath(&mail, "~/Maildir", "dovecot: mail_location "+e.t("ev.default")+" ("+e.t("ev.dovecot.autodetect")+")")
 	}
 	emit := func(id string, ps []place) {
 		sort.SliceStable(ps, func(i, j int) bool { return ps[i].p < ps[j].p })

@@ -67,7 +67,7 @@ func checkMounts(e *env) {
 					append(ev, e.t("ev.storage.bootkeys", strings.Join(keys, ", ")))...)
 				continue
 			}
-			e.add(id, Pass, m.MountPoint, append(ev, e.t("ev.storage.boot", searched))...)
+			e.add(id, Pass, m.MountPoint, append(ev, e.tn("ev.storage.boot", searched))...)
 		case readOnly(m.Options):
 			e.addKind(id, "storage.mount.fix", Warn, FindingPlaintext, m.MountPoint, append(ev, e.t("ev.storage.ro"))...)
 		default:

@@ -63,7 +63,7 @@ func checkSwapFstab(e *env) {
 		if loc.Class == blockstack.RAM {
 			st, ev = Pass, []string{e.where(loc)}
 		}
-		ev = append([]string{fmt.Sprintf("/etc/fstab line %d: %s %s swap", f.Line, f.Spec, f.File)}, ev...)
+		ev = append([]string{e.line("/etc/fstab", f.Line) + fmt.Sprintf(": %s %s swap", f.Spec, f.File)}, ev...)
 		e.add(id, st, f.Spec, ev...)
 	}
 	if n == 0 {
@@ -87,7 +87,7 @@ func checkSwapCrypttab(e *env) {
 			continue
 		}
 		n++
-		ev := fmt.Sprintf("/etc/crypttab line %d: %s %s %s %s", c.Line, c.Name, c.Device, orDash(c.KeyFile), strings.Join(c.Options, ","))
+		ev := e.line("/etc/crypttab", c.Line) + fmt.Sprintf(": %s %s %s %s", c.Name, c.Device, orDash(c.KeyFile), strings.Join(c.Options, ","))
 		st := Pass
 		if sysconf.UnstableDevice(c.Device) {
 			st = Warn

@@ -51,7 +51,7 @@ func (e *env) checkUnlock(d *blockstack.Device, subj string, h *luks.Header, vol
 				warn(FindingConfig, e.t("ev.unlock.tpm2nopin", "systemd-tpm2"))
 			}
 		}
-		lines = append(lines, fmt.Sprintf("token %d %s → keyslot %v", t.ID, desc, t.Keyslots))
+		lines = append(lines, fmt.Sprintf("Token %d %s → Keyslot %v", t.ID, desc, t.Keyslots))
 	}
 	free := 0
 	var freeIDs []string

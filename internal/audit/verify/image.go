@@ -36,7 +36,12 @@ type guestImage struct {
 	mounts   map[string]filesystem.FileSystem
 	fstab    []sysconf.FstabEntry
 	crypttab []sysconf.CrypttabEntry
+	lang     string // evidence language
 }
+
+func (g *guestImage) t(key string, args ...any) string { return tr(g.lang, key, args...) }
+
+func (g *guestImage) line(file string, n int) string { return g.t("ev.line", file, n) }
 
 // imagePart is one partition (or the whole disk when it has no table).
 type imagePart struct {
@@ -386,7 +391,7 @@ func (g *guestImage) Locate(p string) blockstack.Location {
 		return loc
 	}
 	if best == nil && g.root == nil {
-		loc.Class, loc.Evidence = blockstack.Unknown, "no root filesystem with etc/fstab was found in the image"
+		loc.Class, loc.Evidence = blockstack.Unknown, g.t("ev.image.noroot")
 		return loc
 	}
 	if best == nil {
@@ -395,7 +400,7 @@ func (g *guestImage) Locate(p string) blockstack.Location {
 		loc.Plain = []string{g.root.name()}
 		return loc
 	}
-	head := fmt.Sprintf("fstab line %d: %s %s %s", best.Line, best.Spec, best.File, best.VFSType)
+	head := g.line("fstab", best.Line) + fmt.Sprintf(": %s %s %s", best.Spec, best.File, best.VFSType)
 	if ramFSType(best.VFSType) {
 		loc.Class, loc.Evidence = blockstack.RAM, head
 		return loc
@@ -432,7 +437,7 @@ func (g *guestImage) LocateSpec(spec string) blockstack.Location {
 	case strings.HasPrefix(spec, "/dev/mapper/"):
 		name = strings.TrimPrefix(spec, "/dev/mapper/")
 	case strings.HasPrefix(spec, "/dev/dm-"):
-		loc.Class, loc.Evidence = blockstack.Unknown, spec+": a kernel dm name cannot be resolved offline"
+		loc.Class, loc.Evidence = blockstack.Unknown, spec+": "+g.t("ev.image.dmname")
 		return loc
 	}
 	if name != "" {
@@ -440,12 +445,12 @@ func (g *guestImage) LocateSpec(spec string) blockstack.Location {
 			if c.Name != name {
 				continue
 			}
-			ev := fmt.Sprintf("crypttab line %d: %s %s", c.Line, c.Name, c.Device)
+			ev := g.line("crypttab", c.Line) + fmt.Sprintf(": %s %s", c.Name, c.Device)
 			if ip := g.partForSpec(c.Device); ip != nil {
 				ev += " → image " + ip.describe()
 			}
 			if c.RandomKey() {
-				ev += " (random key)"
+				ev += " (" + g.t("ev.image.randomkey") + ")"
 			}
 			loc.Class, loc.Crypt, loc.Evidence = blockstack.Encrypted, []string{name}, ev
 			return loc
@@ -456,11 +461,11 @@ func (g *guestImage) LocateSpec(spec string) blockstack.Location {
 		for i := range g.parts {
 			if g.parts[i].Sig == "LVM2_member" {
 				loc.Class, loc.Plain = blockstack.Plaintext, []string{g.parts[i].name()}
-				loc.Evidence = spec + ": LVM volume; image " + g.parts[i].describe() + " is a plaintext PV"
+				loc.Evidence = spec + ": " + g.t("ev.image.lvmplain", g.parts[i].describe())
 				return loc
 			}
 		}
-		loc.Class, loc.Evidence = blockstack.Unknown, spec+": LVM volume inside an encrypted container or not in this image: cannot look inside offline"
+		loc.Class, loc.Evidence = blockstack.Unknown, spec+": "+g.t("ev.image.lvmhidden")
 		return loc
 	}
 	if ip := g.partForSpec(spec); ip != nil {
@@ -471,7 +476,7 @@ func (g *guestImage) LocateSpec(spec string) blockstack.Location {
 		loc.Class, loc.Plain, loc.Evidence = blockstack.Plaintext, []string{ip.name()}, spec+" → image "+ip.describe()
 		return loc
 	}
-	loc.Class, loc.Evidence = blockstack.Unknown, spec+": not found in the image"
+	loc.Class, loc.Evidence = blockstack.Unknown, spec+": "+g.t("ev.image.notfound")
 	return loc
 }
 

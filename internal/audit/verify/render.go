@@ -153,9 +153,19 @@ func missingAreas(r *Report) []string {
 			continue
 		}
 		seen[g.ID] = true
-		out = append(out, Title(r.Header.Lang, g.ID))
+		out = append(out, midSentence(r.Header.Lang, Title(r.Header.Lang, g.ID)))
 	}
 	return out
+}
+
+// midSentence lowercases an English title's first letter for use inside a
+// sentence ("unlock methods ..."), but not an acronym's ("LUKS headers");
+// German nouns keep their capital.
+func midSentence(l, s string) string {
+	if l != "en" || len(s) < 2 || s[1] < 'a' || s[1] > 'z' {
+		return s
+	}
+	return strings.ToLower(s[:1]) + s[1:]
 }
 
 // essentialOf returns the essential area a check id belongs to, or "".

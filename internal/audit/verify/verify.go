@@ -69,6 +69,7 @@ func Run(o Options) (*Report, error) {
 			return nil, err
 		}
 		defer img.Close()
+		img.lang = o.Lang
 		e.fs, e.image = &watch{FS: img, e: e}, img
 		hdr.Source, hdr.Root = "image", o.Image
 		if fi, err := img.f.Stat(); err == nil {
@@ -273,6 +274,9 @@ func (e *env) load() {
 	}
 }
 
+// line names a line of a configuration file in the report's language.
+func (e *env) line(file string, n int) string { return e.t("ev.line", file, n) }
+
 // unreadable words a read error as evidence; a missing file is "absent".
 func (e *env) unreadable(p string, err error) string {
 	if errors.Is(err, fs.ErrNotExist) {
@@ -449,7 +453,7 @@ func (e *env) locateSpec(spec string) blockstack.Location {
 		for _, c := range e.crypttab {
 			if c.Name == name {
 				return blockstack.Location{Path: spec, Class: blockstack.Encrypted, Crypt: []string{name},
-					Reason: "crypttab", Evidence: fmt.Sprintf("/etc/crypttab line %d: %s %s", c.Line, c.Name, c.Device)}
+					Reason: "crypttab", Evidence: e.line("/etc/crypttab", c.Line) + fmt.Sprintf(": %s %s", c.Name, c.Device)}
 			}
 		}
 	}
@@ -508,7 +512,27 @@ func (e *env) where(loc blockstack.Location) string {
 	}
 	s := p + " ⇒ " + e.t("class."+string(loc.Class))
 	if loc.Evidence != "" {
-		s += ": " + loc.Evidence
+		s += ": " + e.chainWords(loc.Evidence)
+	}
+	return s
+}
+
+// chainNotes are the notes blockstack puts into a storage chain, which is
+// language-neutral otherwise (device names, lsblk's kinds); German reports
+// get them in German.
+var chainNotes = [][2]string{
+	{"(see above)", "(siehe oben)"}, {": no encryption)", ": keine Verschlüsselung)"}, {"(device loop)", "(Geräteschleife)"},
+	{"(no slaves)", "(keine unterliegenden Geräte)"}, {"(no backing file)", "(keine Backing-Datei)"}, {" (not in sysfs)", " (nicht in sysfs)"},
+	{"(file ", "(Datei "}, {" (outside this root)", " (außerhalb dieser Wurzel)"}, {" → source ", " → Quelle "},
+	{"(the FUSE mount itself)", "(der FUSE-Mount selbst)"},
+}
+
+func (e *env) chainWords(s string) string {
+	if e.lang != "de" {
+		return s
+	}
+	for _, n := range chainNotes {
+		s = strings.ReplaceAll(s, n[0], n[1])
 	}
 	return s
 }
