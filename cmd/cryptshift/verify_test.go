@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -231,5 +233,21 @@ func TestHostInspectEncryptedQCOW2(t *testing.T) {
 	text := run(t, "inspect", img)
 	if !strings.Contains(text.stdout, "LUKS header inside") || !strings.Contains(text.stdout, "cipher "+wantCipher) {
 		t.Errorf("inspect text:\n%s", text.stdout)
+	}
+}
+
+// TestReportDigestMatchesJSON: the SHA-256 in the HTML and Markdown
+// footers is the SHA-256 of `verify -o json` with the same options.
+func TestReportDigestMatchesJSON(t *testing.T) {
+	for _, lang := range []string{"en", "de"} {
+		args := []string{"verify", "--root", fixtures + "tmp-plain/root", "--lang", lang}
+		j := run(t, append(args, "-o", "json")...).stdout
+		sum := sha256.Sum256([]byte(j))
+		want := hex.EncodeToString(sum[:])
+		for _, f := range []string{"html", "markdown"} {
+			if out := run(t, append(args, "-o", f)...).stdout; !strings.Contains(out, want) {
+				t.Errorf("%s %s: footer lacks the JSON report's SHA-256 %s", lang, f, want)
+			}
+		}
 	}
 }

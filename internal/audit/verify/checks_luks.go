@@ -126,6 +126,7 @@ func (e *env) checkCryptNode(d *blockstack.Device) {
 			}
 		}
 		if random {
+			e.volumes[len(e.volumes)-1].Unlock = []string{e.t("ev.unlock.random")}
 			e.add("luks.version", Pass, subj, src, e.t("ev.luks.plainrandom"))
 		} else {
 			e.addFix("luks.version", "luks.version.fix.plain", Warn, subj, e.t("ev.luks.plainpass"))

@@ -426,6 +426,8 @@ var catalog = map[string]msg{
 	"ev.layer.network":              {"network disk %s", "Netzwerkplatte %s"},
 	"ev.layer.volume":               {"pool volume %s", "Pool-Volume %s"},
 	"ev.layer.other":                {"disk source %s", "Plattenquelle %s"},
+	"ui.params":                     {"%s, %d bit, sector %d", "%s, %d Bit, Sektor %d"},
+	"ev.unlock.random":              {"crypttab: a fresh random key at every boot (/dev/urandom)", "crypttab: bei jedem Start ein neuer Zufallsschlüssel (/dev/urandom)"},
 	"subj.disks":                    {"(disks)", "(Datenträger)"},
 	"ev.notcaptured":                {"%s is not in this tree, and the tree does not record that the system lacks it", "%s fehlt in diesem Verzeichnisbaum, und der Baum belegt nicht, dass es dem System fehlt"},
 	"ev.storage.bootkeys":           {"key material on this plaintext filesystem: %s", "Schlüsselmaterial auf diesem unverschlüsselten Dateisystem: %s"},

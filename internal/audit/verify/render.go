@@ -309,14 +309,26 @@ func coverageLines(r *Report) []string {
 }
 
 func volumeParams(lang string, v Volume) string {
-	if v.Cipher == "" {
-		return v.Header
+	s := cipherText(lang, v)
+	if len(v.KDF) > 0 {
+		s += ", " + strings.Join(v.KDF, "; ")
 	}
-	s := fmt.Sprintf("%s %d bit, %s", v.Cipher, v.KeySize, strings.Join(v.KDF, "; "))
 	if v.Discard {
 		s += ", discard"
 	}
 	return s
+}
+
+// cipherText says how a volume encrypts: cipher, key and sector size from
+// its header, or what is known of a plain mapping.
+func cipherText(lang string, v Volume) string {
+	switch {
+	case v.Cipher == "":
+		return v.Header
+	case v.KeySize == 0:
+		return v.Cipher + "; " + v.Header
+	}
+	return tr(lang, "ui.params", v.Cipher, v.KeySize, v.SectorSize)
 }
 
 func mdEscape(s string) string {
@@ -343,10 +355,7 @@ func renderMarkdown(w io.Writer, r *Report) error {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n|---|---|---|---|---|---|---|---|---|\n",
 			tr(l, "ui.device"), tr(l, "ui.name"), tr(l, "ui.type"), tr(l, "ui.on"), tr(l, "ui.cipher"), tr(l, "ui.kdf"), tr(l, "ui.unlock"), tr(l, "ui.discard"), tr(l, "ui.protects"))
 		for _, v := range r.Volumes {
-			cipher := v.Header
-			if v.Cipher != "" {
-				cipher = fmt.Sprintf("%s, %d bit, sector %d", v.Cipher, v.KeySize, v.SectorSize)
-			}
+			cipher := cipherText(l, v)
 			unlock := make([]string, len(v.Unlock))
 			for i, u := range v.Unlock {
 				unlock[i] = mdEscape(u)
@@ -421,12 +430,7 @@ var htmlTemplate = template.Must(template.New("report").Funcs(template.FuncMap{
 	"groups":   groups,
 	"code":     codeSpans,
 	"ev":       func(lang, s string) template.HTML { return evidenceHTML(lang, s) },
-	"params": func(v Volume) string {
-		if v.Cipher == "" {
-			return v.Header
-		}
-		return fmt.Sprintf("%s, %d bit, sector %d", v.Cipher, v.KeySize, v.SectorSize)
-	},
+	"params": cipherText,
 }).Parse(`<!DOCTYPE html>
 <html lang="{{.Header.Lang}}">
 <head>
@@ -450,7 +454,7 @@ table.checks td{overflow-wrap:anywhere}
 table.meta th{background:none;padding-left:0;color:#5a6478;font-weight:normal}
 code,.ev{font-family:"DejaVu Sans Mono",Menlo,Consolas,monospace;font-size:11.5px}
 .ev div{margin:1px 0;word-break:break-word}
-.badge{display:inline-block;min-width:38px;text-align:center;font-weight:700;font-size:11px;padding:2px 6px;border-radius:3px;color:#fff}
+.badge{display:inline-block;white-space:nowrap;min-width:38px;text-align:center;font-weight:700;font-size:11px;padding:2px 6px;border-radius:3px;color:#fff}
 .PASS{background:#2e7d32}.WARN{background:#b26a00}.FAIL{background:#c62828}.SKIP{background:#78839a}.INCOMPLETE{background:#6a1b9a}
 .cov li{margin:2px 0}.cov .no{color:#6a1b9a;font-weight:700}
 .verdict{padding:12px 16px;border-radius:4px;margin:16px 0;font-size:15px;font-weight:600;color:#fff}
@@ -479,7 +483,7 @@ footer{margin-top:30px;padding-top:10px;border-top:1px solid #d8dde6;color:#5a64
 <table>
 <tr><th>{{t $l "ui.device"}}</th><th>{{t $l "ui.name"}}</th><th>{{t $l "ui.type"}}</th><th>{{t $l "ui.on"}}</th><th>{{t $l "ui.cipher"}}</th><th>{{t $l "ui.kdf"}}</th><th>{{t $l "ui.unlock"}}</th><th>{{t $l "ui.discard"}}</th><th>{{t $l "ui.protects"}}</th></tr>
 {{- range .Volumes}}
-<tr><td><code>{{clean .Device}}</code></td><td><code>{{clean .Name}}</code></td><td>{{.Type}}</td><td class="ev">{{clean .On}}</td><td class="ev">{{clean (params .)}}</td><td class="ev">{{range .KDF}}<div>{{.}}</div>{{end}}</td><td class="ev">{{range .Unlock}}<div>{{clean .}}</div>{{end}}</td><td>{{yesno $l .Discard}}</td><td class="ev">{{clean (join .Protects ", ")}}</td></tr>
+<tr><td><code>{{clean .Device}}</code></td><td><code>{{clean .Name}}</code></td><td>{{.Type}}</td><td class="ev">{{clean .On}}</td><td class="ev">{{clean (params $l .)}}</td><td class="ev">{{range .KDF}}<div>{{.}}</div>{{end}}</td><td class="ev">{{range .Unlock}}<div>{{clean .}}</div>{{end}}</td><td>{{yesno $l .Discard}}</td><td class="ev">{{clean (join .Protects ", ")}}</td></tr>
 {{- end}}
 </table>{{end}}
 
@@ -487,7 +491,7 @@ footer{margin-top:30px;padding-top:10px;border-top:1px solid #d8dde6;color:#5a64
 {{- range groups .}}
 <h3>{{t $l (printf "ui.area.%s" (area (index . 0).ID))}}</h3>
 <table class="checks">
-<colgroup><col style="width:64px"><col style="width:230px"><col style="width:200px"><col></colgroup>
+<colgroup><col style="width:118px"><col style="width:220px"><col style="width:200px"><col></colgroup>
 <tr><th>{{t $l "ui.status"}}</th><th>{{t $l "ui.check"}}</th><th>{{t $l "ui.subject"}}</th><th>{{t $l "ui.evidence"}}</th></tr>
 {{- range .}}
 <tr><td><span class="badge {{.Status}}">{{badge $l .}}</span></td><td>{{title $l .ID}}<br><code>{{.ID}}</code></td><td><code>{{clean .Subject}}</code></td>
