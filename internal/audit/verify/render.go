@@ -430,7 +430,7 @@ var htmlTemplate = template.Must(template.New("report").Funcs(template.FuncMap{
 	"groups":   groups,
 	"code":     codeSpans,
 	"ev":       func(lang, s string) template.HTML { return evidenceHTML(lang, s) },
-	"params": cipherText,
+	"params":   cipherText,
 }).Parse(`<!DOCTYPE html>
 <html lang="{{.Header.Lang}}">
 <head>
