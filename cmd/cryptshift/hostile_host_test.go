@@ -21,20 +21,15 @@ import (
 func TestHostVerifyReadsOnlyTheRoot(t *testing.T) {
 	testtier.Host(t, "strace")
 	dir := t.TempDir()
-	root, out := filepath.Join(dir, "root"), filepath.Join(dir, "outside")
-	if err := hostiletest.Canary(out); err != nil {
-		t.Fatal(err)
-	}
-	if err := hostiletest.Base(root); err != nil {
-		t.Fatal(err)
-	}
+	var cases []hostiletest.Case
 	for _, c := range hostiletest.Cases() {
-		if c.Name == "gzip-bomb-initramfs" {
-			continue
+		if c.Name != "gzip-bomb-initramfs" { // nested-gzip replaces the same file
+			cases = append(cases, c)
 		}
-		if err := c.Apply(root, out); err != nil {
-			t.Fatal(c.Name, err)
-		}
+	}
+	root, _, err := hostiletest.Tree(dir, cases...)
+	if err != nil {
+		t.Fatal(err)
 	}
 	log := filepath.Join(dir, "strace.log")
 	for _, verb := range [][]string{{"verify", "--root", root, "-o", "json"}, {"inspect", "--root", root}, {"capture", "--root", root, filepath.Join(dir, "cap")}} {

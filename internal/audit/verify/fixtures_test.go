@@ -76,6 +76,26 @@ func (f *fx) std(host string, o stdOpts) {
 	f.dovecot("maildir:/srv/mail/%d/%n:INDEX=/var/lib/dovecot/index/%d/%n")
 }
 
+// vmVolume adds an encrypted volume for guest images: LV vg0/vm with a
+// LUKS2 container (key file on the encrypted root) mounted on /srv/vm.
+func (f *fx) vmVolume() {
+	f.LV("dm-8", "253:8", "vg0", "vm", 50*G, "sda2")
+	f.Crypt("dm-9", "253:9", "LUKS2", "vm_crypt", 50*G-16<<20, "dm-8")
+	f.luks2("/dev/dm-8", "vm_crypt")
+	f.keyFile("/etc/keys/vm.key", 0o400)
+	f.ct = append(f.ct, "vm_crypt /dev/vg0/vm /etc/keys/vm.key luks")
+	f.Mount("/srv/vm", "ext4", "/dev/mapper/vm_crypt", "253:9", "rw")
+}
+
+// plainPool adds libvirt with its default pool on a plaintext disk and
+// an encrypted /srv/vm beside it.
+func (f *fx) plainPool() {
+	f.plainDisk()
+	f.libvirtBase()
+	f.Mount("/var/lib/libvirt/images", "ext4", "/dev/sdb1", "8:17", "rw")
+	f.vmVolume()
+}
+
 // plainDisk adds a second disk with plaintext partitions 1 and 2.
 func (f *fx) plainDisk() {
 	f.DiskWith("sdb", "8:16", 500*G, 512, 4096, 0)
@@ -267,12 +287,7 @@ var fixtures = []fixture{
 			f.std("kvm2", stdOpts{})
 			f.plainDisk()
 			f.libvirtBase()
-			f.LV("dm-8", "253:8", "vg0", "vm", 50*G, "sda2")
-			f.Crypt("dm-9", "253:9", "LUKS2", "vm_crypt", 50*G-16<<20, "dm-8")
-			f.luks2("/dev/dm-8", "vm_crypt")
-			f.keyFile("/etc/keys/vm.key", 0o400)
-			f.ct = append(f.ct, "vm_crypt /dev/vg0/vm /etc/keys/vm.key luks")
-			f.Mount("/srv/vm", "ext4", "/dev/mapper/vm_crypt", "253:9", "rw")
+			f.vmVolume()
 			f.Mount("/var/lib/libvirt/images", "ext4", "/dev/sdb1", "8:17", "rw")
 			f.domain("mx", fileDisk("/srv/vm/mx-overlay.qcow2", "qcow2", "vda"))
 			f.image("/srv/vm/mx-overlay.qcow2", 3<<30, qcow2Header(20*G, "/var/lib/libvirt/images/debian12-mx.qcow2", "qcow2", 0), "qcow2")
@@ -535,15 +550,7 @@ var leakClassFixtures = []fixture{
 		comment: "qemu opens a relative backing file as IMAGE_DIR/NAME with IMAGE_DIR as written; the kernel follows the symlink before '..': /srv/vm/cur/../base.raw is /var/lib/libvirt/images/base.raw (plaintext), not /srv/vm/base.raw",
 		build: func(f *fx) {
 			f.std("kvm5", stdOpts{})
-			f.plainDisk()
-			f.libvirtBase()
-			f.Mount("/var/lib/libvirt/images", "ext4", "/dev/sdb1", "8:17", "rw")
-			f.LV("dm-8", "253:8", "vg0", "vm", 50*G, "sda2")
-			f.Crypt("dm-9", "253:9", "LUKS2", "vm_crypt", 50*G-16<<20, "dm-8")
-			f.luks2("/dev/dm-8", "vm_crypt")
-			f.keyFile("/etc/keys/vm.key", 0o400)
-			f.ct = append(f.ct, "vm_crypt /dev/vg0/vm /etc/keys/vm.key luks")
-			f.Mount("/srv/vm", "ext4", "/dev/mapper/vm_crypt", "253:9", "rw")
+			f.plainPool()
 			f.Symlink("/srv/vm/cur", "/var/lib/libvirt/images/mx")
 			f.domain("mx", fileDisk("/srv/vm/mx-overlay.qcow2", "qcow2", "vda"))
 			f.image("/srv/vm/mx-overlay.qcow2", 1<<30, qcow2Header(20*G, "cur/mx-top.qcow2", "qcow2", 0), "qcow2")
@@ -559,15 +566,7 @@ var leakClassFixtures = []fixture{
 		comment: "clean counterpart: cleaned as text, ../base.raw would be the plaintext /var/lib/libvirt/images/base.raw; through the symlink it is the encrypted /srv/vm/base.raw qemu really opens",
 		build: func(f *fx) {
 			f.std("kvm6", stdOpts{})
-			f.plainDisk()
-			f.libvirtBase()
-			f.Mount("/var/lib/libvirt/images", "ext4", "/dev/sdb1", "8:17", "rw")
-			f.LV("dm-8", "253:8", "vg0", "vm", 50*G, "sda2")
-			f.Crypt("dm-9", "253:9", "LUKS2", "vm_crypt", 50*G-16<<20, "dm-8")
-			f.luks2("/dev/dm-8", "vm_crypt")
-			f.keyFile("/etc/keys/vm.key", 0o400)
-			f.ct = append(f.ct, "vm_crypt /dev/vg0/vm /etc/keys/vm.key luks")
-			f.Mount("/srv/vm", "ext4", "/dev/mapper/vm_crypt", "253:9", "rw")
+			f.plainPool()
 			f.Symlink("/var/lib/libvirt/images/cur", "/srv/vm/mx")
 			f.domain("mx", fileDisk("/var/lib/libvirt/images/cur/mx.qcow2", "qcow2", "vda"))
 			f.image("/srv/vm/mx/mx.qcow2", 1<<30, qcow2Header(20*G, "../base.raw", "raw", 0), "qcow2")

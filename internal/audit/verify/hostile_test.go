@@ -34,15 +34,8 @@ func TestHostileTrees(t *testing.T) {
 	}}
 	for _, c := range append(cases, all) {
 		t.Run(c.Name, func(t *testing.T) {
-			dir := t.TempDir()
-			root, out := filepath.Join(dir, "root"), filepath.Join(dir, "outside")
-			if err := hostiletest.Canary(out); err != nil {
-				t.Fatal(err)
-			}
-			if err := hostiletest.Base(root); err != nil {
-				t.Fatal(err)
-			}
-			if err := c.Apply(root, out); err != nil {
+			root, _, err := hostiletest.Tree(t.TempDir(), c)
+			if err != nil {
 				t.Fatal(err)
 			}
 			type res struct {

@@ -91,6 +91,24 @@ func Base(root string) error {
 	return t.Finish()
 }
 
+// Tree writes the canary into dir/outside and a Base tree with the given
+// cases applied into dir/root, and returns both paths.
+func Tree(dir string, cases ...Case) (root, outside string, err error) {
+	root, outside = filepath.Join(dir, "root"), filepath.Join(dir, "outside")
+	if err := Canary(outside); err != nil {
+		return "", "", err
+	}
+	if err := Base(root); err != nil {
+		return "", "", err
+	}
+	for _, c := range cases {
+		if err := c.Apply(root, outside); err != nil {
+			return "", "", fmt.Errorf("%s: %w", c.Name, err)
+		}
+	}
+	return root, outside, nil
+}
+
 // Case is one hostile change to a Base tree.
 type Case struct {
 	Name string
