@@ -101,6 +101,9 @@ func Capture(o Options) (*Result, error) {
 	} else {
 		c.cryptHeaders()
 	}
+	if src.Live() {
+		c.dmCiphers()
+	}
 	if err := rootfs.KeepEmptyDirs(o.Dest); err != nil {
 		return nil, fmt.Errorf("cannot capture into %s: %w", o.Dest, err)
 	}
@@ -618,6 +621,28 @@ func (c *copier) cryptHeaders() {
 		}
 		c.m.LUKS[p] = h
 	}
+}
+
+// dmCiphers records the cipher the kernel runs each crypt node with (the
+// dm table's IMA form: no key), so a capture knows a cipher_null mapping.
+func (c *copier) dmCiphers() {
+	sys, err := blockstack.Scan(c.src)
+	if err != nil {
+		return
+	}
+	var names []string
+	for _, d := range sys.CryptNodes() {
+		names = append(names, d.DMName)
+	}
+	if len(names) == 0 {
+		return
+	}
+	ciphers, err := blockstack.LiveCryptCiphers(names)
+	if err != nil {
+		c.skip("dm tables: %v", err)
+		return
+	}
+	c.m.DMCrypt = ciphers
 }
 
 // KeepName is put into empty directories (see rootfs.KeepName).

@@ -50,10 +50,22 @@ func (e *env) prepare() {
 		return
 	}
 	e.headers = map[string]headerResult{}
+	live := map[string]string{}
+	if e.live {
+		var names []string
+		for _, d := range e.sys.CryptNodes() {
+			names = append(names, d.DMName)
+		}
+		if len(names) > 0 {
+			live, _ = blockstack.LiveCryptCiphers(names) // without dm access: header and crypttab below
+		}
+	}
 	for _, d := range e.sys.CryptNodes() {
 		cipher, src := "", ""
-		if c, ok := e.manifest.DMCipher(d.DMName); ok {
-			cipher, src = c, "captured dm table"
+		if c, ok := live[d.DMName]; ok {
+			cipher, src = c, e.t("ev.luks.dmtable")
+		} else if c, ok := e.manifest.DMCipher(d.DMName); ok {
+			cipher, src = c, e.t("ev.luks.dmcaptured")
 		} else if d.CryptType() == "LUKS1" || d.CryptType() == "LUKS2" {
 			if h, hsrc, err := e.header(d); err == nil {
 				cipher, src = h.Cipher, hsrc

@@ -428,6 +428,8 @@ var catalog = map[string]msg{
 	"ev.layer.other":                {"disk source %s", "Plattenquelle %s"},
 	"ui.params":                     {"%s, %d bit, sector %d", "%s, %d Bit, Sektor %d"},
 	"ev.unlock.random":              {"crypttab: a fresh random key at every boot (/dev/urandom)", "crypttab: bei jedem Start ein neuer Zufallsschlüssel (/dev/urandom)"},
+	"ev.luks.dmtable":               {"the running kernel's dm table", "die dm-Tabelle des laufenden Kernels"},
+	"ev.luks.dmcaptured":            {"the captured dm table", "die erfasste dm-Tabelle"},
 	"subj.disks":                    {"(disks)", "(Datenträger)"},
 	"ev.notcaptured":                {"%s is not in this tree, and the tree does not record that the system lacks it", "%s fehlt in diesem Verzeichnisbaum, und der Baum belegt nicht, dass es dem System fehlt"},
 	"ev.storage.bootkeys":           {"key material on this plaintext filesystem: %s", "Schlüsselmaterial auf diesem unverschlüsselten Dateisystem: %s"},
