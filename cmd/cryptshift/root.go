@@ -25,7 +25,8 @@ var verbs []func() *cobra.Command
 const exitStatusHelp = `Exit status:
   0  success (verify: no check FAILed)
   1  an operation failed (verify: at least one check FAILed)
-  2  usage error: unknown flag or bad argument
+  2  usage error: unknown flag or bad argument (verify: cannot check: not a host
+     tree, unreadable image, or INCOMPLETE: something that matters was not examined)
   3  invalid input: the layout, inventory or plan file has errors
   4  refused: a step would destroy data and --allow-destroy was not given
   5  drift: the system changed since the reviewed plan was made
