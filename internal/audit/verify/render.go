@@ -332,7 +332,7 @@ func cipherText(lang string, v Volume) string {
 }
 
 func mdEscape(s string) string {
-	r := strings.NewReplacer("|", `\|`, "\n", " ", "<", "&lt;", ">", "&gt;", "`", "\\`", "*", `\*`, "_", `\_`, "[", `\[`)
+	r := strings.NewReplacer("|", `\|`, "\n", " ", "<", "&lt;", ">", "&gt;", "`", "\\`", "*", `\*`, "[", `\[`)
 	return r.Replace(Clean(s))
 }
 
