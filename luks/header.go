@@ -33,6 +33,8 @@ type Header struct {
 	Flags      []string  `json:"flags,omitempty"`
 	Keyslots   []Keyslot `json:"keyslots"`
 	Tokens     []string  `json:"tokens,omitempty"` // token types, e.g. systemd-tpm2
+	// TokenInfo says what each token unlocks and how (token.go).
+	TokenInfo []Token `json:"tokenInfo,omitempty"`
 }
 
 // Keyslot describes one active keyslot: how its key is stretched.
@@ -63,28 +65,38 @@ func ReadHeader(path string) (*Header, error) {
 		return nil, fmt.Errorf("cannot read LUKS header of %s: %w", path, err)
 	}
 	defer f.Close()
+	return ReadHeaderFile(f, path)
+}
+
+// ReadHeaderFile is ReadHeader on a file the caller opened (verify opens
+// device nodes and header backups confined to a root, and only regular
+// files and block devices); name is used in errors. The third-party parser
+// reopens the same file through /proc/self/fd.
+func ReadHeaderFile(f *os.File, name string) (*Header, error) {
 	first := make([]byte, 8)
 	if _, err := f.ReadAt(first, 0); err != nil {
-		return nil, fmt.Errorf("cannot read LUKS header of %s: %w", path, err)
+		return nil, fmt.Errorf("cannot read LUKS header of %s: %w", name, err)
 	}
 	if !IsLUKS(first) {
-		return nil, fmt.Errorf("cannot read LUKS header of %s: %w", path, ErrNotLUKS)
+		return nil, fmt.Errorf("cannot read LUKS header of %s: %w", name, ErrNotLUKS)
 	}
-	dev, err := luksgo.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("cannot read LUKS header of %s: %w", path, err)
-	}
-	defer dev.Close()
+	// Our own parse first: it bounds and checks what luks.go would index
+	// without checking (a LUKS2 JSON area without a NUL makes luks.go
+	// panic), and fails cleanly on anything malformed.
 	h, err := parse(f)
 	if err != nil {
-		return nil, fmt.Errorf("cannot read LUKS header of %s: %w", path, err)
+		return nil, fmt.Errorf("cannot read LUKS header of %s: %w", name, err)
+	}
+	slots, uuid, err := thirdParty(fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
+	if err != nil {
+		return nil, fmt.Errorf("cannot read LUKS header of %s: %w", name, err)
 	}
 	// luks.go is the authority on which keyslots are active and on the UUID.
-	if h.UUID != dev.UUID() {
-		return nil, fmt.Errorf("cannot read LUKS header of %s: UUID mismatch between parsers", path)
+	if h.UUID != uuid {
+		return nil, fmt.Errorf("cannot read LUKS header of %s: UUID mismatch between parsers", name)
 	}
 	active := map[int]bool{}
-	for _, s := range dev.Slots() {
+	for _, s := range slots {
 		active[s] = true
 	}
 	kept := h.Keyslots[:0]
@@ -95,6 +107,23 @@ func ReadHeader(path string) (*Header, error) {
 	}
 	h.Keyslots = kept
 	return h, nil
+}
+
+// thirdParty runs luks.go's header validation (magic, version, LUKS2
+// checksum) and turns any panic inside it into an error: its input may come
+// from a compromised host.
+func thirdParty(p string) (slots []int, uuid string, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			slots, uuid, err = nil, "", fmt.Errorf("malformed header (the LUKS parser gave up: %v)", r)
+		}
+	}()
+	dev, err := luksgo.Open(p)
+	if err != nil {
+		return nil, "", err
+	}
+	defer dev.Close()
+	return dev.Slots(), dev.UUID(), nil
 }
 
 // Parse decodes header metadata from r without validating checksums; it is
@@ -178,9 +207,7 @@ type v2JSON struct {
 		Encryption string      `json:"encryption"`
 		SectorSize int         `json:"sector_size"`
 	} `json:"segments"`
-	Tokens map[string]struct {
-		Type string `json:"type"`
-	} `json:"tokens"`
+	Tokens map[string]json.RawMessage `json:"tokens"`
 	Config struct {
 		Flags []string `json:"flags"`
 	} `json:"config"`
@@ -200,9 +227,13 @@ func parseV2(r io.ReaderAt) (*Header, error) {
 	if _, err := r.ReadAt(area, 4096); err != nil {
 		return nil, err
 	}
-	if i := bytes.IndexByte(area, 0); i >= 0 {
-		area = area[:i]
+	// The JSON text ends with a NUL inside the area (cryptsetup pads the
+	// rest with zeros); without one the header is malformed.
+	i := bytes.IndexByte(area, 0)
+	if i < 0 {
+		return nil, errors.New("invalid LUKS2 header: JSON area not terminated by a NUL")
 	}
+	area = area[:i]
 	var j v2JSON
 	if err := json.Unmarshal(area, &j); err != nil {
 		return nil, fmt.Errorf("invalid LUKS2 JSON metadata: %w", err)
@@ -237,7 +268,9 @@ func parseV2(r io.ReaderAt) (*Header, error) {
 		}
 	}
 	for _, id := range sortedKeys(j.Tokens) {
-		h.Tokens = append(h.Tokens, j.Tokens[strconv.Itoa(id)].Type)
+		t := parseToken(id, j.Tokens[strconv.Itoa(id)])
+		h.Tokens = append(h.Tokens, t.Type)
+		h.TokenInfo = append(h.TokenInfo, t)
 	}
 	return h, nil
 }

@@ -3,11 +3,14 @@ package luks
 import (
 	"bytes"
 	"compress/gzip"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"io"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -90,7 +93,8 @@ func TestReadHeaderCorruptChecksum(t *testing.T) {
 	}
 }
 
-func FuzzParse(f *testing.F) {
+// addHeaderSeeds seeds a fuzz target with the real LUKS1 and LUKS2 headers.
+func addHeaderSeeds(f *testing.F) {
 	for _, name := range []string{"luks1.hdr", "luks2.hdr"} {
 		zf, err := os.Open(filepath.Join("testdata", name+".gz"))
 		if err != nil {
@@ -101,7 +105,56 @@ func FuzzParse(f *testing.F) {
 		zf.Close()
 		f.Add(b[:32768])
 	}
+}
+
+func FuzzParse(f *testing.F) {
+	addHeaderSeeds(f)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		_, _ = Parse(bytes.NewReader(b))
+	})
+}
+
+// TestThirdPartyPanicGuarded: a LUKS2 header with a right checksum but no
+// NUL after its JSON makes github.com/anatol/luks.go panic (it slices with
+// bytes.IndexByte(...) == -1). Our parse refuses it first, and the guard
+// around luks.go turns its panic into an error.
+func TestThirdPartyPanicGuarded(t *testing.T) {
+	b := make([]byte, 16384)
+	copy(b, "LUKS\xba\xbe")
+	b[7] = 2
+	binary.BigEndian.PutUint64(b[8:], 16384)
+	copy(b[72:], "sha256")
+	copy(b[168:], "0b9e3c1e-1d8e-4a55-9b3e-3d2f0c1a2b3c")
+	for i := 4096; i < len(b); i++ {
+		b[i] = ' '
+	}
+	sum := sha256.Sum256(b)
+	copy(b[448:], sum[:])
+	p := filepath.Join(t.TempDir(), "hdr")
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadHeader(p); err == nil || !strings.Contains(err.Error(), "not terminated by a NUL") {
+		t.Errorf("ReadHeader: got %v, want our parse to refuse the header", err)
+	}
+	if _, _, err := thirdParty(p); err == nil || !strings.Contains(err.Error(), "gave up") {
+		t.Errorf("luks.go on the header: got %v, want its panic turned into an error", err)
+	}
+}
+
+// FuzzReadHeader drives the whole header path, the third-party parser
+// included (through ReadHeaderFile and its guard), with arbitrary files.
+func FuzzReadHeader(f *testing.F) {
+	addHeaderSeeds(f)
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) > 1<<20 {
+			return
+		}
+		p := filepath.Join(dir, "hdr")
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, _ = ReadHeader(p)
 	})
 }

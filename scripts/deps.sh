@@ -6,7 +6,7 @@ set -euo pipefail
 
 PKGS=(
   # tier 2: real tools on the host
-  cryptsetup-bin lvm2 e2fsprogs dosfstools util-linux fdisk
+  cryptsetup-bin lvm2 e2fsprogs dosfstools util-linux fdisk strace
   qemu-utils qemu-system-x86
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
   # tier 3: the throwaway VM (busybox initramfs, kernel modules)

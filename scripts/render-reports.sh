@@ -49,4 +49,4 @@ for lang in en de; do
   echo "render-reports: $out/report.$lang.png"
 done
 echo "== render-reports: automated check of the rendering (width, text, FAIL banner)"
-CRYPTSHIFT_TEST_HOST=1 CRYPTSHIFT_TEST_RENDER=1 go test -count=1 -run '^TestHostRenderReports$' ./verify
+CRYPTSHIFT_TEST_HOST=1 CRYPTSHIFT_TEST_RENDER=1 go test -count=1 -run '^TestHostRenderReports$' ./internal/audit/verify

@@ -4,7 +4,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
+	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -61,49 +65,98 @@ encryption) — never keyslot material.`,
 	return cmd
 }
 
+func printLUKS(w interface{ Write([]byte) (int, error) }, h *luks.Header) {
+	c := verify.Clean
+	fmt.Fprintf(w, "LUKS%d  UUID %s", h.Version, c(h.UUID))
+	if h.Label != "" {
+		fmt.Fprintf(w, "  label %q", h.Label)
+	}
+	fmt.Fprintf(w, "\ncipher %s, key %d bits, sector %d bytes, data offset %d bytes\n", c(h.Cipher), h.KeySize, h.SectorSize, h.DataOffset)
+	if len(h.Flags) > 0 {
+		fmt.Fprintf(w, "flags: %s\n", c(strings.Join(h.Flags, ", ")))
+	}
+	for _, k := range h.Keyslots {
+		if k.KDF == "pbkdf2" {
+			fmt.Fprintf(w, "keyslot %d: pbkdf2-%s, %d iterations, key %d bits\n", k.ID, c(k.Hash), k.Iterations, k.KeySize)
+		} else {
+			fmt.Fprintf(w, "keyslot %d: %s, time %d, memory %d KiB, %d threads, key %d bits\n", k.ID, c(k.KDF), k.Time, k.MemoryKiB, k.Parallel, k.KeySize)
+		}
+	}
+	for _, t := range h.TokenInfo {
+		desc := c(t.Type)
+		if t.Clevis != nil {
+			desc += " " + c(t.Clevis.String())
+		}
+		if t.TPM2 != nil {
+			desc += fmt.Sprintf(" pcrs %v %s pin %v", t.TPM2.PCRs, c(t.TPM2.Bank), t.TPM2.PIN)
+		}
+		fmt.Fprintf(w, "token %d: %s → keyslots %v\n", t.ID, desc, t.Keyslots)
+	}
+}
+
 // inspectFile reads a LUKS or qcow2 header.
 func inspectFile(p string) (any, error) {
-	h, err := luks.ReadHeader(p)
+	// Never block on a FIFO, never read a character device.
+	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, fmt.Errorf("cannot inspect %s: %w", p, err)
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !(fi.Mode().IsRegular() || fi.Mode()&fs.ModeDevice != 0 && fi.Mode()&fs.ModeCharDevice == 0) {
+		return nil, exitcode.With(exitcode.Failure, fmt.Errorf("cannot inspect %s: not a regular file or block device", p))
+	}
+	h, err := luks.ReadHeaderFile(f, p)
 	if err == nil {
 		return h, nil
 	}
 	if !errors.Is(err, luks.ErrNotLUKS) {
 		return nil, err
 	}
-	f, ferr := os.Open(p)
-	if ferr != nil {
-		return nil, fmt.Errorf("cannot inspect %s: %w", p, ferr)
-	}
-	defer f.Close()
 	q, qerr := sysconf.ParseQCOW2(f)
 	if qerr == nil {
-		return q, nil
+		out := &qcowInfo{QCOW2: q}
+		if q.CryptMethod == 2 {
+			out.Encryption, out.EncryptionError = qcowLUKS(f, q)
+		}
+		return out, nil
 	}
 	return nil, exitcode.With(exitcode.Failure, fmt.Errorf("cannot inspect %s: neither a LUKS header nor a qcow2 image", p))
+}
+
+// qcowInfo is a qcow2 header with the parameters of the LUKS header qemu
+// keeps inside an encrypted image.
+type qcowInfo struct {
+	*sysconf.QCOW2
+	Encryption      *luks.Header `json:"encryption,omitempty"`
+	EncryptionError string       `json:"encryptionError,omitempty"`
+}
+
+// maxQCOWLUKSHeader bounds the LUKS header read from inside a qcow2
+// image: qemu's LUKS1 header with 8 keyslots of a 512-bit key is about 2
+// MiB; LUKS2 metadata is at most 4 MiB plus keyslots.
+const maxQCOWLUKSHeader = 32 << 20
+
+// qcowLUKS reads the LUKS header inside an encrypted qcow2 image, bounded
+// by the extension's length; only metadata is decoded (luks.Parse).
+func qcowLUKS(f *os.File, q *sysconf.QCOW2) (*luks.Header, string) {
+	if q.CryptHeaderOffset == 0 || q.CryptHeaderLength == 0 {
+		return nil, "no LUKS header pointer in the qcow2 header"
+	}
+	if q.CryptHeaderLength > maxQCOWLUKSHeader || q.CryptHeaderOffset > 1<<62 {
+		return nil, fmt.Sprintf("LUKS header of %d bytes at %d: out of bounds", q.CryptHeaderLength, q.CryptHeaderOffset)
+	}
+	h, err := luks.Parse(io.NewSectionReader(f, int64(q.CryptHeaderOffset), int64(q.CryptHeaderLength)))
+	if err != nil {
+		return nil, "cannot read the LUKS header inside: " + err.Error()
+	}
+	return h, ""
 }
 
 func printHeader(w interface{ Write([]byte) (int, error) }, v any) error {
 	switch h := v.(type) {
 	case *luks.Header:
-		fmt.Fprintf(w, "LUKS%d  UUID %s", h.Version, h.UUID)
-		if h.Label != "" {
-			fmt.Fprintf(w, "  label %q", h.Label)
-		}
-		fmt.Fprintf(w, "\ncipher %s, key %d bits, sector %d bytes, data offset %d bytes\n", h.Cipher, h.KeySize, h.SectorSize, h.DataOffset)
-		if len(h.Flags) > 0 {
-			fmt.Fprintf(w, "flags: %v\n", h.Flags)
-		}
-		for _, k := range h.Keyslots {
-			if k.KDF == "pbkdf2" {
-				fmt.Fprintf(w, "keyslot %d: pbkdf2-%s, %d iterations, key %d bits\n", k.ID, k.Hash, k.Iterations, k.KeySize)
-			} else {
-				fmt.Fprintf(w, "keyslot %d: %s, time %d, memory %d KiB, %d threads, key %d bits\n", k.ID, k.KDF, k.Time, k.MemoryKiB, k.Parallel, k.KeySize)
-			}
-		}
-		for _, t := range h.Tokens {
-			fmt.Fprintf(w, "token: %s\n", t)
-		}
-	case *sysconf.QCOW2:
+		printLUKS(w, h)
+	case *qcowInfo:
 		fmt.Fprintf(w, "qcow2 v%d, virtual size %d bytes, clusters of %d bytes\n", h.Version, h.Size, 1<<h.ClusterBits)
 		enc := map[int]string{0: "none", 1: "legacy AES (weak)", 2: "LUKS"}[h.CryptMethod]
 		fmt.Fprintf(w, "encryption: %s\n", enc)
@@ -115,6 +168,12 @@ func printHeader(w interface{ Write([]byte) (int, error) }, v any) error {
 		}
 		if h.Snapshots > 0 {
 			fmt.Fprintf(w, "internal snapshots: %d\n", h.Snapshots)
+		}
+		if h.Encryption != nil {
+			fmt.Fprintf(w, "LUKS header inside (offset %d, %d bytes):\n", h.CryptHeaderOffset, h.CryptHeaderLength)
+			printLUKS(w, h.Encryption)
+		} else if h.EncryptionError != "" {
+			fmt.Fprintf(w, "LUKS header inside: %s\n", verify.Clean(h.EncryptionError))
 		}
 	}
 	return nil

@@ -40,7 +40,8 @@ var verbs = []func() *cobra.Command{
 const exitStatusHelp = `Exit status:
   0  success (verify: no check FAILed)
   1  an operation failed (verify: at least one check FAILed)
-  2  usage error: unknown flag or bad argument
+  2  usage error: unknown flag or bad argument (verify: cannot check: not a host
+     tree, unreadable image, or INCOMPLETE: something that matters was not examined)
   3  invalid input: the layout, inventory or plan file has errors
   4  refused: a step would destroy data and --allow-destroy was not given
   5  drift: the system changed since the reviewed plan was made
@@ -107,6 +108,12 @@ func setLogger(w io.Writer, asJSON bool) {
 }
 
 func versionString() string {
+	return fmt.Sprintf("%s (commit %s)", version, buildCommit())
+}
+
+// buildCommit is the commit the binary was built from (ldflags, else the
+// Go build info), shortened to 12 characters, or "unknown".
+func buildCommit() string {
 	c := commit
 	if c == "" {
 		if bi, ok := debug.ReadBuildInfo(); ok {
@@ -123,7 +130,7 @@ func versionString() string {
 	if len(c) > 12 {
 		c = c[:12]
 	}
-	return fmt.Sprintf("%s (commit %s)", version, c)
+	return c
 }
 
 // usageError marks bad arguments so they exit with status 2.

@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
-	"regexp"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -59,8 +59,6 @@ or WARN, never PASS or FAIL.
 	return cmd
 }
 
-var dateRE = regexp.MustCompile(`^\d{4}-\d{2}-\d{2}$`)
-
 func runVerify(cmd *cobra.Command, o verifyOptions) error {
 	switch o.output {
 	case "text", "json", "markdown", "html":
@@ -70,8 +68,8 @@ func runVerify(cmd *cobra.Command, o verifyOptions) error {
 	if !verify.Supported(o.lang) {
 		return usageError("unknown language %q: use en or de", o.lang)
 	}
-	if o.date != "" && !dateRE.MatchString(o.date) {
-		return usageError("bad --date %q: use YYYY-MM-DD", o.date)
+	if _, err := time.Parse(time.DateOnly, o.date); o.date != "" && err != nil {
+		return usageError("bad --date %q: use a real day as YYYY-MM-DD", o.date)
 	}
 	root := o.root
 	if o.image != "" {
@@ -80,9 +78,10 @@ func runVerify(cmd *cobra.Command, o verifyOptions) error {
 		}
 		root = ""
 	}
-	r, err := verify.Run(verify.Options{Root: root, Image: o.image, Lang: o.lang, Date: o.date, Version: versionString()})
+	r, err := verify.Run(verify.Options{Root: root, Image: o.image, Lang: o.lang, Date: o.date, Version: version, Commit: buildCommit()})
 	if err != nil {
-		return err
+		// Nothing could be checked: no report, exit status 2.
+		return exitcode.With(exitcode.Usage, err)
 	}
 	var buf bytes.Buffer
 	if err := verify.Render(&buf, r, o.output); err != nil {
@@ -95,9 +94,14 @@ func runVerify(cmd *cobra.Command, o verifyOptions) error {
 	} else if _, err := cmd.OutOrStdout().Write(buf.Bytes()); err != nil {
 		return err
 	}
-	if r.Failed(o.strict) {
-		s := r.Summary
+	s := r.Summary
+	switch {
+	case s.Fail > 0:
 		return exitcode.With(exitcode.Failure, fmt.Errorf("verification failed: %d FAIL, %d WARN (see the report)", s.Fail, s.Warn))
+	case r.Incomplete():
+		return exitcode.With(exitcode.Usage, fmt.Errorf("cannot verify completely: %s (see the report's coverage); no PASS without evidence", verify.Headline(r)))
+	case r.Failed(o.strict):
+		return exitcode.With(exitcode.Failure, fmt.Errorf("verification failed with --strict: %d WARN (see the report)", s.Warn))
 	}
 	return nil
 }

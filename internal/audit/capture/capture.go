@@ -71,7 +71,8 @@ func Capture(o Options) (*Result, error) {
 	}
 	src := rootfs.Dir(o.Root)
 	rec := newRecorder(src)
-	live, err := verify.Run(verify.Options{Root: o.Root, FS: rec, Version: o.Tool})
+	isLive := src.Live()
+	live, err := verify.Run(verify.Options{Root: o.Root, FS: rec, Version: o.Tool, Live: &isLive})
 	if err != nil {
 		return nil, fmt.Errorf("cannot capture %s: %w", o.Root, err)
 	}
@@ -88,7 +89,7 @@ func Capture(o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &copier{src: src, dest: o.Dest, m: m, sparse: sparseDirs(src)}
+	c := &copier{src: src, dest: o.Dest, m: m, sparse: sparseDirs(src), inputs: live.Inputs}
 	for _, p := range rec.paths() {
 		if p == path.Dir(manifest.ManifestPath) || strings.HasPrefix(p, path.Dir(manifest.ManifestPath)+"/") {
 			continue
@@ -99,6 +100,9 @@ func Capture(o Options) (*Result, error) {
 		inherit(m, prev)
 	} else {
 		c.cryptHeaders()
+	}
+	if src.Live() {
+		c.dmCiphers()
 	}
 	if err := rootfs.KeepEmptyDirs(o.Dest); err != nil {
 		return nil, fmt.Errorf("cannot capture into %s: %w", o.Dest, err)
@@ -142,6 +146,13 @@ func inherit(m, prev *manifest.Manifest) {
 		m.Modes[k] = v
 	}
 	m.Skipped = append(m.Skipped, prev.Skipped...)
+	m.Absent = append(m.Absent, prev.Absent...)
+	for k, v := range prev.DMCrypt {
+		if m.DMCrypt == nil {
+			m.DMCrypt = map[string]string{}
+		}
+		m.DMCrypt[k] = v
+	}
 }
 
 // Compare lists the results (id, subject, status) that differ between two
@@ -238,6 +249,7 @@ type copier struct {
 	dest   string
 	m      *manifest.Manifest
 	sparse map[string]bool
+	inputs map[string]string // configuration files verify read elsewhere than usual, by kind
 	n      int
 	err    error
 }
@@ -300,7 +312,12 @@ func (c *copier) materialize(recorded string, a *access) {
 	}
 	fi, err := c.src.Lstat(p)
 	if err != nil {
-		return // verify saw it missing; the capture keeps it missing
+		// verify saw it missing; the capture keeps it missing and says so,
+		// so that its absence is a fact in the tree, not a gap.
+		if errors.Is(err, fs.ErrNotExist) && c.src.Live() && !c.covered(recorded) {
+			c.m.Absent = append(c.m.Absent, recorded)
+		}
+		return
 	}
 	if err := c.mkdirs(path.Dir(p)); err != nil {
 		c.fail(err)
@@ -325,6 +342,16 @@ func (c *copier) materialize(recorded string, a *access) {
 		}
 		c.stub(p, fi, nil)
 	}
+}
+
+// covered reports whether p lies below a path already recorded absent.
+func (c *copier) covered(p string) bool {
+	for _, a := range c.m.Absent {
+		if strings.HasPrefix(p, a+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *copier) link(p string) {
@@ -401,7 +428,7 @@ var copyable = regexp.MustCompile(`^(` + strings.Join([]string{
 	`/etc/postfix/main\.cf`, `/etc/dovecot/.*\.conf`,
 	`/etc/libvirt/qemu\.conf`, `/(etc|run)/libvirt/qemu/[^/]+\.xml`, `/etc/libvirt/storage/[^/]+\.xml`,
 	`/etc/libvirt/secrets/[^/]+\.xml`, `/var/lib/libvirt/qemu/snapshot/[^/]+/[^/]+\.xml`,
-	`/etc/amavis/conf\.d/[^/]+`,
+	`/etc/amavis/conf\.d/[^/]+`, `/etc/lvm/backup/[^/]+`,
 }, "|") + `)$`)
 
 var (
@@ -432,8 +459,12 @@ func Redact(p string, b []byte) []byte {
 }
 
 func (c *copier) content(p string, fi fs.FileInfo) {
+	kind := c.inputs[p]
 	switch {
-	case copyable.MatchString(p):
+	case (copyable.MatchString(p) || kind != "") && fi.Size() > maxCopy:
+		c.skip("%s: %d bytes, larger than %d: not copied", p, fi.Size(), maxCopy)
+		c.stub(p, fi, nil)
+	case copyable.MatchString(p) || kind != "":
 		f, err := c.src.Open(p)
 		if err != nil {
 			c.skip("%s: %v", p, err)
@@ -444,6 +475,9 @@ func (c *copier) content(p string, fi fs.FileInfo) {
 		f.Close()
 		if err != nil {
 			c.skip("%s: %v", p, err)
+		}
+		if kind == "passwd-file" {
+			b = RedactPasswdFile(b)
 		}
 		if err := os.WriteFile(c.host(p), Redact(p, b), 0o644); err != nil {
 			c.fail(err)
@@ -457,6 +491,27 @@ func (c *copier) content(p string, fi fs.FileInfo) {
 		c.image(p, fi)
 	}
 }
+
+// RedactPasswdFile blanks the password field (the second) of a Dovecot
+// passwd-file ("user:password:uid:gid:gecos:home:shell:extra"): verify
+// needs the homes, never the hashes.
+func RedactPasswdFile(b []byte) []byte {
+	lines := strings.Split(string(b), "\n")
+	for i, l := range lines {
+		f := strings.Split(l, ":")
+		if len(f) > 1 && !strings.HasPrefix(strings.TrimSpace(l), "#") {
+			f[1] = "<redacted>"
+			if len(f) > 7 {
+				f = append(f[:7], secretField.ReplaceAllString(strings.Join(f[7:], ":"), "$1<redacted>"))
+			}
+			lines[i] = strings.Join(f, ":")
+		}
+	}
+	return []byte(strings.Join(lines, "\n"))
+}
+
+// secretField matches pass=..., password=... and nopassword in extra fields.
+var secretField = regexp.MustCompile(`((?:^|\s)(?:userdb_)?(?:pass|password|passwd)=)\S*`)
 
 func (c *copier) initramfs(p string) {
 	f, err := c.src.Open(p)
@@ -504,7 +559,7 @@ func (c *copier) image(p string, fi fs.FileInfo) {
 	case luks.IsLUKS(head):
 		c.stub(p, fi, head)
 		c.m.Files[p] = manifest.FileInfo{Size: fi.Size(), Format: "luks"}
-		h, err := luks.ReadHeader(c.src.HostPath(p))
+		h, err := readHeader(f, p)
 		if err != nil {
 			c.skip("%s: %v", p, err)
 			return
@@ -518,10 +573,19 @@ func (c *copier) image(p string, fi fs.FileInfo) {
 	}
 }
 
+// readHeader reads LUKS metadata from a file opened through the root.
+func readHeader(f rootfs.File, name string) (*luks.Header, error) {
+	o, ok := rootfs.OSFile(f)
+	if !ok {
+		return nil, fmt.Errorf("cannot read LUKS header of %s: not a file of this machine", name)
+	}
+	return luks.ReadHeaderFile(o, name)
+}
+
 // signature records what a block device starts with (blkid-style magic
 // only), for devices verify probes.
 func (c *copier) signature(p string) {
-	f, err := c.src.Open(p)
+	f, err := rootfs.OpenDevice(c.src, p)
 	if err != nil {
 		c.skip("%s: %v", p, err)
 		return
@@ -544,13 +608,41 @@ func (c *copier) cryptHeaders() {
 			continue
 		}
 		p := "/dev/" + low[0]
-		h, err := luks.ReadHeader(c.src.HostPath(p))
+		f, err := rootfs.OpenDevice(c.src, p)
+		if err != nil {
+			c.skip("%s: %v", p, err)
+			continue
+		}
+		h, err := readHeader(f, p)
+		f.Close()
 		if err != nil {
 			c.skip("%s: %v", p, err)
 			continue
 		}
 		c.m.LUKS[p] = h
 	}
+}
+
+// dmCiphers records the cipher the kernel runs each crypt node with (the
+// dm table's IMA form: no key), so a capture knows a cipher_null mapping.
+func (c *copier) dmCiphers() {
+	sys, err := blockstack.Scan(c.src)
+	if err != nil {
+		return
+	}
+	var names []string
+	for _, d := range sys.CryptNodes() {
+		names = append(names, d.DMName)
+	}
+	if len(names) == 0 {
+		return
+	}
+	ciphers, err := blockstack.LiveCryptCiphers(names)
+	if err != nil {
+		c.skip("dm tables: %v", err)
+		return
+	}
+	c.m.DMCrypt = ciphers
 }
 
 // KeepName is put into empty directories (see rootfs.KeepName).

@@ -34,14 +34,14 @@ func TestCaptureFixtures(t *testing.T) {
 			if res.LiveCheck.Summary.Pass+res.LiveCheck.Summary.Fail == 0 {
 				t.Errorf("the live run judged nothing: %+v", res.LiveCheck.Summary)
 			}
-			checkNoContents(t, dest)
+			checkNoContents(t, dest, res.LiveCheck.Inputs)
 		})
 	}
 }
 
 // checkNoContents fails for any file with contents that capture must not
 // copy: key files, secret values, images beyond their header.
-func checkNoContents(t *testing.T, dest string) {
+func checkNoContents(t *testing.T, dest string, inputs map[string]string) {
 	t.Helper()
 	filepath.Walk(dest, func(p string, fi os.FileInfo, err error) error {
 		if err != nil || !fi.Mode().IsRegular() || fi.Size() == 0 {
@@ -50,12 +50,28 @@ func checkNoContents(t *testing.T, dest string) {
 		rel := "/" + filepath.ToSlash(strings.TrimPrefix(p, dest+string(filepath.Separator)))
 		switch {
 		case copyable.MatchString(rel), rel == manifest.ManifestPath:
+		case inputs[rel] == "passwd-file":
+			b, _ := os.ReadFile(p)
+			for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+				if f := strings.Split(l, ":"); len(f) > 1 && f[1] != "<redacted>" {
+					t.Errorf("%s: password field copied: %q", rel, l)
+				}
+			}
+		case inputs[rel] != "": // a configuration file verify read and named
 		case strings.HasSuffix(rel, ".qcow2") && fi.Size() <= 64<<10: // header prefix
 		default:
 			t.Errorf("%s: %d bytes copied, want an empty stub", rel, fi.Size())
 		}
 		return nil
 	})
+}
+
+func TestRedactPasswdFile(t *testing.T) {
+	in := "anna@example.org:{SHA512-CRYPT}$6$x$y:5000:5000::/srv/mail/anna::userdb_quota_rule=*:storage=1G pass=hunter2\n# comment\n"
+	want := "anna@example.org:<redacted>:5000:5000::/srv/mail/anna::userdb_quota_rule=*:storage=1G pass=<redacted>\n# comment\n"
+	if got := string(RedactPasswdFile([]byte(in))); got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
 }
 
 func TestRedact(t *testing.T) {
@@ -98,6 +114,6 @@ func TestCaptureLive(t *testing.T) {
 	if len(res.Mismatch) > 0 {
 		t.Errorf("verify differs between this machine and its capture:\n%s", strings.Join(res.Mismatch, "\n"))
 	}
-	checkNoContents(t, dest)
+	checkNoContents(t, dest, res.LiveCheck.Inputs)
 
 }

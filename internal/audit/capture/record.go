@@ -58,6 +58,11 @@ func (r *recorder) Open(name string) (rootfs.File, error) {
 	return r.Dir.Open(name)
 }
 
+func (r *recorder) OpenDevice(name string) (rootfs.File, error) {
+	r.note(name, func(a *access) { a.open = true })
+	return r.Dir.OpenDevice(name)
+}
+
 // paths returns the recorded paths, parents before children.
 func (r *recorder) paths() []string {
 	r.mu.Lock()

@@ -61,11 +61,17 @@ func checkCorePattern(e *env) {
 	if hc && (!hl || conf.Value != live) {
 		pats = append(pats, pat{conf.Value, conf.File})
 	}
-	if len(pats) == 0 {
-		if e.sys != nil && e.sys.HaveSysfs() {
-			e.skip(id, "kernel.core_pattern", e.t("ev.absent", "/proc/sys/kernel/core_pattern"))
-			return
+	if e.sys != nil && !hl {
+		// Every running kernel has /proc/sys/kernel/core_pattern: the value
+		// in force cannot be told, whatever sysctl.d says for the next boot.
+		ev := []string{e.t("ev.notcaptured", "/proc/sys/kernel/core_pattern")}
+		if hc {
+			ev = append(ev, fmt.Sprintf("%s: kernel.core_pattern = %s (%s)", conf.File, conf.Value, e.t("ev.core.nextboot")))
 		}
+		e.skip(id, "kernel.core_pattern", ev...)
+		return
+	}
+	if len(pats) == 0 {
 		pats = append(pats, pat{"core", e.t("ev.core.kerneldefault")})
 	}
 	for _, p := range pats {
@@ -161,7 +167,7 @@ func ramFSType(t string) bool { return t == "tmpfs" || t == "ramfs" }
 func checkSystemdCoredump(e *env) {
 	const id = "coredump.systemd"
 	if !e.usesSystemdCoredump() {
-		e.skip(id, "systemd-coredump", e.t("ev.coredump.notused"))
+		e.na(id, "systemd-coredump", e.t("ev.coredump.notused"))
 		return
 	}
 	conf, _ := sysconf.ReadSystemdConf(e.fs, "systemd/coredump.conf")
@@ -191,10 +197,85 @@ func checkSystemdCoredump(e *env) {
 func checkCrashDir(e *env) {
 	const id = "coredump.crash-dir"
 	if !e.exists("/var/crash") {
-		e.skip(id, "/var/crash", e.t("ev.absent", "/var/crash"))
+		e.naIfAbsent(id, "/var/crash", "/var/crash")
 		return
 	}
 	e.locationCheck(id, "/var/crash", "/var/crash")
+}
+
+// kdumpFSTypes are the local filesystem targets of kdump.conf(5): "<fs
+// type> <device>" mounts that device in the crash kernel and writes the
+// vmcore under "path" on it.
+var kdumpFSTypes = map[string]bool{"ext2": true, "ext3": true, "ext4": true, "xfs": true, "btrfs": true, "minix": true, "vfat": true}
+
+// kdumpConf judges a RHEL-style /etc/kdump.conf: "raw DEV" writes the
+// vmcore straight onto the device; "<fs> DEV" onto that device's
+// filesystem (path relative to it); nfs and ssh elsewhere; with no target
+// the vmcore goes to "path" (default /var/crash) on the running layout.
+func (e *env) kdumpConf(id, s string, evidence []string) {
+	dir, target, kind := "/var/crash", "", ""
+	line := 0
+	for i, l := range strings.Split(s, "\n") {
+		f := strings.Fields(l)
+		if len(f) < 2 || strings.HasPrefix(f[0], "#") {
+			continue
+		}
+		switch {
+		case f[0] == "path":
+			dir = f[1]
+		case f[0] == "nfs" || f[0] == "ssh" || f[0] == "raw" || kdumpFSTypes[f[0]]:
+			kind, target, line = f[0], f[1], i+1
+		}
+	}
+	src := e.line("/etc/kdump.conf", line) + fmt.Sprintf(": %s %s", kind, target)
+	switch {
+	case kind == "nfs" || kind == "ssh":
+		e.add(id, Warn, "kdump", append(evidence, src, e.t("ev.kdump.remote"))...)
+	case kind == "raw" || kind != "":
+		loc := e.locateSpec(target)
+		st, ev := e.statusOf(loc)
+		what := e.t("ev.kdump.raw")
+		if kind != "raw" {
+			what = e.t("ev.kdump.fs", kind, dir)
+		}
+		e.add(id, st, target, append(append(evidence, src, what), ev...)...)
+	default:
+		loc := e.locateConfigured(dir)
+		st, ev := e.statusOf(loc)
+		e.add(id, st, dir, append(append(evidence, "/etc/kdump.conf: path "+dir), ev...)...)
+	}
+}
+
+// locateConfigured says where a directory lands once every fstab
+// filesystem is mounted: a crash kernel or the next boot mounts what fstab
+// lists even if it is not mounted now.
+func (e *env) locateConfigured(dir string) blockstack.Location {
+	loc := e.locate(dir)
+	if e.sys == nil {
+		return loc
+	}
+	cur := "/"
+	if loc.Mount != nil {
+		cur = loc.Mount.MountPoint
+	}
+	var best *sysconf.FstabEntry
+	for i := range e.fstab {
+		f := &e.fstab[i]
+		mp := path.Clean(f.File)
+		if f.VFSType == "swap" || !strings.HasPrefix(mp, "/") || !(dir == mp || strings.HasPrefix(dir, mp+"/")) || len(mp) <= len(cur) {
+			continue
+		}
+		if best == nil || len(mp) > len(path.Clean(best.File)) {
+			best = f
+		}
+	}
+	if best == nil {
+		return loc
+	}
+	in := e.locateSpec(best.Spec)
+	in.Path = dir
+	in.Evidence = e.line("/etc/fstab", best.Line) + fmt.Sprintf(": %s %s %s (%s) → %s", best.Spec, best.File, best.VFSType, e.t("ev.notmounted"), in.Evidence)
+	return in
 }
 
 // kdump.target: a kernel crash dump holds all of RAM, including the
@@ -227,31 +308,17 @@ func checkKdump(e *env) {
 			if dir == "" {
 				dir = "/var/crash" // kdump-tools default
 			}
-			e.locationCheck(id, dir, dir, append(evidence, "/etc/default/kdump-tools: KDUMP_COREDIR="+dir)...)
+			// The crash kernel's initramfs mounts filesystems from fstab:
+			// a dump directory on a filesystem that is not mounted now
+			// (noauto) lands there, not on what covers it today.
+			loc := e.locateConfigured(dir)
+			st, ev := e.statusOf(loc)
+			e.add(id, st, dir, append(append(evidence, "/etc/default/kdump-tools: KDUMP_COREDIR="+dir), ev...)...)
 		}
 	}
 	if s, ok := e.read("/etc/kdump.conf"); ok { // RHEL/Fedora kexec-tools
 		found = true
-		dir, remote := "/var/crash", ""
-		for _, l := range strings.Split(s, "\n") {
-			f := strings.Fields(l)
-			if len(f) < 2 || strings.HasPrefix(f[0], "#") {
-				continue
-			}
-			switch f[0] {
-			case "path":
-				dir = f[1]
-			case "nfs", "ssh":
-				remote = f[0] + " " + f[1]
-			case "raw":
-				remote = "raw " + f[1]
-			}
-		}
-		if remote != "" {
-			e.add(id, Warn, "kdump", append(evidence, "/etc/kdump.conf: "+remote, e.t("ev.kdump.remote"))...)
-		} else {
-			e.locationCheck(id, dir, dir, append(evidence, "/etc/kdump.conf: path "+dir)...)
-		}
+		e.kdumpConf(id, s, evidence)
 	}
 	if found {
 		return
@@ -261,8 +328,8 @@ func checkKdump(e *env) {
 		return
 	}
 	if e.sys != nil && len(evidence) == 0 {
-		if !e.sys.HaveSysfs() {
-			e.skip(id, "kdump", e.t("ev.nosysfs"))
+		if !e.absent("/sys/kernel/kexec_crash_loaded") {
+			e.skip(id, "kdump", e.t("ev.notcaptured", "/sys/kernel/kexec_crash_loaded"))
 			return
 		}
 		// CONFIG_CRASH_DUMP off: the kernel cannot load a crash kernel at all.

@@ -20,7 +20,7 @@ func init() { register(false, checkCrypttabKeys, checkInitramfsKeys, checkHeader
 func checkCrypttabKeys(e *env) {
 	const id = "keys.crypttab"
 	if e.crypttabErr != nil {
-		e.skip(id, "/etc/crypttab", e.unreadable("/etc/crypttab", e.crypttabErr))
+		e.crypttabSkip(id)
 		return
 	}
 	n := 0
@@ -29,7 +29,7 @@ func checkCrypttabKeys(e *env) {
 			continue
 		}
 		n++
-		src := fmt.Sprintf("/etc/crypttab line %d: %s %s %s", c.Line, c.Name, c.Device, c.KeyFile)
+		src := e.line("/etc/crypttab", c.Line) + fmt.Sprintf(": %s %s %s", c.Name, c.Device, c.KeyFile)
 		if c.KeyDevice != "" {
 			e.add(id, Warn, c.KeyFile, src, e.t("ev.keys.keydevice", c.KeyDevice))
 			continue
@@ -52,7 +52,7 @@ func checkCrypttabKeys(e *env) {
 		e.add(id, st, c.KeyFile, ev...)
 	}
 	if n == 0 {
-		e.skip(id, "/etc/crypttab", e.t("ev.keys.nokeyfiles"))
+		e.na(id, "/etc/crypttab", e.t("ev.keys.nokeyfiles"))
 	}
 }
 
@@ -63,7 +63,11 @@ func checkInitramfsKeys(e *env) {
 	const id = "keys.initramfs"
 	images := e.initramfsImages()
 	if len(images) == 0 {
-		e.skip(id, "/boot", e.t("ev.keys.noinitramfs"))
+		if _, err := rootfs.ReadDir(e.fs, "/boot"); err == nil || e.absent("/boot") {
+			e.na(id, "/boot", e.t("ev.keys.noinitramfs"))
+		} else {
+			e.skip(id, "/boot", e.unreadable("/boot", err))
+		}
 		return
 	}
 	keyNames := map[string]bool{}
@@ -85,7 +89,7 @@ func checkInitramfsKeys(e *env) {
 			}
 		}
 		if len(keys) == 0 {
-			e.add(id, Pass, img, e.t("ev.keys.initramfs.none", len(members)))
+			e.add(id, Pass, img, e.tn("ev.keys.initramfs.none", len(members)))
 			continue
 		}
 		loc := e.locate(img)
@@ -156,13 +160,18 @@ func checkHeaderBackups(e *env) {
 	found := map[string]string{} // path -> source
 	for _, c := range e.crypttab {
 		if h, ok := c.Option("header"); ok {
-			found[h] = fmt.Sprintf("/etc/crypttab line %d: header=%s", c.Line, h)
+			found[h] = e.line("/etc/crypttab", c.Line) + fmt.Sprintf(": header=%s", h)
 		}
 	}
-	for _, p := range e.findLUKSFiles() {
+	files, listed := e.findLUKSFiles()
+	for _, p := range files {
 		if _, ok := found[p]; !ok {
 			found[p] = e.t("ev.keys.hdrmagic")
 		}
+	}
+	if len(found) == 0 && listed == 0 {
+		e.skip(id, strings.Join(HeaderBackupDirs, " "), e.t("ev.notcaptured", strings.Join(HeaderBackupDirs, ", ")))
+		return
 	}
 	if len(found) == 0 {
 		e.add(id, Pass, strings.Join(HeaderBackupDirs, " "), e.t("ev.keys.nohdr", strings.Join(HeaderBackupDirs, " ")))
@@ -184,15 +193,23 @@ func checkHeaderBackups(e *env) {
 }
 
 // findLUKSFiles returns small regular files starting with the LUKS magic
-// in HeaderBackupDirs and their direct subdirectories.
-func (e *env) findLUKSFiles() []string {
+// in HeaderBackupDirs and their direct subdirectories, and how many of
+// those directories could be listed (or are known not to exist).
+func (e *env) findLUKSFiles() ([]string, int) {
 	var out []string
+	listed := 0
 	seen := map[string]bool{}
 	var scan func(dir string, depth int)
 	scan = func(dir string, depth int) {
 		ents, err := rootfs.ReadDir(e.fs, dir)
 		if err != nil {
+			if depth == 0 && e.absent(dir) {
+				listed++
+			}
 			return
+		}
+		if depth == 0 {
+			listed++
 		}
 		for _, ent := range ents {
 			p := path.Join(dir, ent.Name())
@@ -229,5 +246,5 @@ func (e *env) findLUKSFiles() []string {
 	for _, d := range HeaderBackupDirs {
 		scan(d, 0)
 	}
-	return out
+	return out, listed
 }

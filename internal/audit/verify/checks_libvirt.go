@@ -24,7 +24,7 @@ const (
 
 func checkLibvirt(e *env) {
 	if !e.exists("/etc/libvirt") {
-		e.skip("libvirt.installed", "libvirt", e.t("ev.absent", "/etc/libvirt"))
+		e.naIfAbsent("libvirt.installed", "libvirt", "/etc/libvirt")
 		return
 	}
 	doms, problems := e.readDomains()
@@ -58,11 +58,11 @@ func (e *env) checkGuestDisks(doms []domainInfo, problems []string, used map[str
 			nDisks++
 			subj := d.Name + "/" + g.Target
 			st, ev := e.layerStatus(g.Source)
-			used[rootfs.Clean(g.Source.Path)] = true
+			used[e.resolved(g.Source.Path)] = true
 			e.add("libvirt.disk.storage", st, subj, append([]string{d.File}, ev...)...)
 			for i, l := range g.Chain {
 				nChains++
-				used[rootfs.Clean(l.Path)] = true
+				used[e.resolved(l.Path)] = true
 				st, ev := e.layerStatus(l)
 				what := fmt.Sprintf("%s: backing layer %d", subj, i+1)
 				if l.Note == "data-file" {
@@ -73,10 +73,10 @@ func (e *env) checkGuestDisks(doms []domainInfo, problems []string, used map[str
 		}
 	}
 	if nDisks == 0 && len(problems) == 0 {
-		e.skip("libvirt.disk.storage", "libvirt", e.t("ev.libvirt.nodomains"))
+		e.na("libvirt.disk.storage", "libvirt", e.t("ev.libvirt.nodomains"))
 	}
 	if nChains == 0 {
-		e.skip("libvirt.disk.backing", "libvirt", e.t("ev.libvirt.nochains"))
+		e.na("libvirt.disk.backing", "libvirt", e.t("ev.libvirt.nochains"))
 	}
 }
 
@@ -84,7 +84,7 @@ func (e *env) checkGuestDisks(doms []domainInfo, problems []string, used map[str
 // image, qcow2 with encrypt.format=luks, <encryption>) protects it on any
 // storage; otherwise the storage under it decides.
 func (e *env) layerStatus(l layer) (Status, []string) {
-	head := fmt.Sprintf("%s %s", l.Kind, l.Path)
+	head := e.t("ev.layer."+l.Kind, l.Path)
 	if l.Format != "" {
 		head += " (" + l.Format + ")"
 	}
@@ -185,7 +185,7 @@ func (e *env) checkSnapshotMemory() map[string]bool {
 					continue
 				}
 				n++
-				used[rootfs.Clean(s.Memory.File)] = true
+				used[e.resolved(s.Memory.File)] = true
 				loc := e.locate(s.Memory.File)
 				st, ev := e.statusOf(loc)
 				e.add(id, st, d.Name()+"/"+s.Name, append([]string{f}, ev...)...)
@@ -193,7 +193,7 @@ func (e *env) checkSnapshotMemory() map[string]bool {
 		}
 	}
 	if n == 0 {
-		e.skip(id, libvirtSnapshotDir, e.t("ev.libvirt.nosnapshots"))
+		e.na(id, libvirtSnapshotDir, e.t("ev.libvirt.nosnapshots"))
 	}
 	return used
 }
@@ -283,7 +283,7 @@ func (e *env) checkMemoryBacking(q map[string]string, doms []domainInfo) {
 		e.locationCheck(id, d.Name, dir, "memoryBacking source type='file', memory_backing_dir = "+dir)
 	}
 	if n == 0 {
-		e.skip(id, "libvirt", e.t("ev.libvirt.nofileram"))
+		e.na(id, "libvirt", e.t("ev.libvirt.nofileram"))
 	}
 }
 
@@ -293,13 +293,13 @@ func (e *env) checkMemoryBacking(q map[string]string, doms []domainInfo) {
 func (e *env) checkSecrets() {
 	const id = "libvirt.secrets"
 	if !e.exists(libvirtSecrets) {
-		e.skip(id, libvirtSecrets, e.t("ev.absent", libvirtSecrets))
+		e.naIfAbsent(id, libvirtSecrets, libvirtSecrets)
 		return
 	}
 	values := e.listFiles(libvirtSecrets, ".base64")
 	loc := e.locate(libvirtSecrets)
 	st, ev := e.statusOf(loc)
-	ev = append([]string{e.t("ev.libvirt.secretvalues", len(values))}, ev...)
+	ev = append([]string{e.tn("ev.libvirt.secretvalues", len(values))}, ev...)
 	if st == Fail && len(values) == 0 {
 		st = Warn
 	}
@@ -376,7 +376,7 @@ func (e *env) checkLeftovers(used map[string]bool) {
 		}
 		for _, ent := range ents {
 			f := path.Join(p.Path, ent.Name())
-			if !ent.Type().IsRegular() || used[rootfs.Clean(f)] || strings.HasSuffix(ent.Name(), ".iso") {
+			if !ent.Type().IsRegular() || used[e.resolved(f)] || strings.HasSuffix(ent.Name(), ".iso") {
 				continue
 			}
 			n++

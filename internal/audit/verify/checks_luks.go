@@ -11,7 +11,24 @@ import (
 	"github.com/cryptshift/cryptshift/luks"
 )
 
-func init() { register(true, checkLUKS) }
+func init() {
+	register(true, checkLUKS)
+	register(false, checkCrypttabCiphers)
+}
+
+// luks.cipher (crypttab): a crypttab entry with cipher=cipher_null sets up
+// a mapping that stores every sector as it is, whether or not it is open
+// now (cryptsetup accepts it for plain mode).
+func checkCrypttabCiphers(e *env) {
+	for _, c := range e.crypttab {
+		v, ok := c.Option("cipher")
+		if !ok || !blockstack.NullCipher(v) {
+			continue
+		}
+		e.addKind("luks.cipher", "luks.cipher.fix.nullplain", Fail, FindingPlaintext, "crypttab "+c.Name,
+			e.line("/etc/crypttab", c.Line)+fmt.Sprintf(": %s %s %s %s", c.Name, c.Device, orDash(c.KeyFile), strings.Join(c.Options, ",")), e.t("ev.luks.null"))
+	}
+}
 
 // Thresholds, with their sources.
 const (
@@ -24,11 +41,61 @@ const (
 	xtsMinKeyBits = 512   // aes-xts with a 512-bit key is AES-256; 256 bits is AES-128
 )
 
+// prepare learns, before any check runs, which crypt nodes really encrypt:
+// a mapping with cipher_null (in its LUKS header, its captured dm table or
+// its crypttab cipher= option) passes data through unencrypted, and the
+// block stack must count what sits on it as plaintext.
+func (e *env) prepare() {
+	if e.sys == nil {
+		return
+	}
+	e.headers = map[string]headerResult{}
+	live := map[string]string{}
+	if e.live {
+		var names []string
+		for _, d := range e.sys.CryptNodes() {
+			names = append(names, d.DMName)
+		}
+		if len(names) > 0 {
+			live, _ = blockstack.LiveCryptCiphers(names) // without dm access: header and crypttab below
+		}
+	}
+	for _, d := range e.sys.CryptNodes() {
+		cipher, src := "", ""
+		if c, ok := live[d.DMName]; ok {
+			cipher, src = c, e.t("ev.luks.dmtable")
+		} else if c, ok := e.manifest.DMCipher(d.DMName); ok {
+			cipher, src = c, e.t("ev.luks.dmcaptured")
+		} else if d.CryptType() == "LUKS1" || d.CryptType() == "LUKS2" {
+			if h, hsrc, err := e.header(d); err == nil {
+				cipher, src = h.Cipher, hsrc
+			}
+		} else {
+			for _, c := range e.crypttab {
+				if c.Name == d.DMName {
+					if v, ok := c.Option("cipher"); ok {
+						cipher, src = v, e.line("/etc/crypttab", c.Line)+fmt.Sprintf(": cipher=%s", v)
+					}
+				}
+			}
+		}
+		if cipher != "" {
+			e.sys.SetCipher(d.Name, cipher, src)
+		}
+	}
+}
+
+type headerResult struct {
+	h   *luks.Header
+	src string
+	err error
+}
+
 // checkLUKS looks at every crypt node and the header under it.
 func checkLUKS(e *env) {
 	nodes := e.sys.CryptNodes()
 	if len(nodes) == 0 {
-		e.skip("luks.header", "dm-crypt", e.t("ev.luks.nonodes"))
+		e.na("luks.header", "dm-crypt", e.t("ev.luks.nonodes"))
 		return
 	}
 	for _, d := range nodes {
@@ -39,7 +106,7 @@ func checkLUKS(e *env) {
 func (e *env) cryptEntry(d *blockstack.Device) (string, bool) {
 	for _, c := range e.crypttab {
 		if c.Name == d.DMName {
-			return fmt.Sprintf("/etc/crypttab line %d: %s %s %s %s", c.Line, c.Name, c.Device, orDash(c.KeyFile), strings.Join(c.Options, ",")), true
+			return e.line("/etc/crypttab", c.Line) + fmt.Sprintf(": %s %s %s %s", c.Name, c.Device, orDash(c.KeyFile), strings.Join(c.Options, ",")), true
 		}
 	}
 	return "", false
@@ -56,16 +123,22 @@ func (e *env) checkCryptNode(d *blockstack.Device) {
 	vol.Protects = e.protects(d)
 	if vol.Type == "PLAIN" {
 		vol.Header = e.t("ev.luks.plainnoheader")
+		vol.Cipher = d.Cipher
 		e.volumes = append(e.volumes, vol)
+		if blockstack.NullCipher(d.Cipher) {
+			e.addKind("luks.cipher", "luks.cipher.fix.nullplain", Fail, FindingPlaintext, subj, d.CipherSource, e.t("ev.luks.null"))
+			return
+		}
 		random := false
 		var src string
 		for _, c := range e.crypttab {
 			if c.Name == d.DMName {
 				random = c.RandomKey()
-				src = fmt.Sprintf("/etc/crypttab line %d: %s %s %s", c.Line, c.Name, c.Device, orDash(c.KeyFile))
+				src = e.line("/etc/crypttab", c.Line) + fmt.Sprintf(": %s %s %s", c.Name, c.Device, orDash(c.KeyFile))
 			}
 		}
 		if random {
+			e.volumes[len(e.volumes)-1].Unlock = []string{e.t("ev.unlock.random")}
 			e.add("luks.version", Pass, subj, src, e.t("ev.luks.plainrandom"))
 		} else {
 			e.addFix("luks.version", "luks.version.fix.plain", Warn, subj, e.t("ev.luks.plainpass"))
@@ -77,6 +150,7 @@ func (e *env) checkCryptNode(d *blockstack.Device) {
 		vol.Header = err.Error()
 		e.volumes = append(e.volumes, vol)
 		e.skip("luks.header", subj, err.Error())
+		e.skip("keys.unlock", subj, err.Error())
 		return
 	}
 	vol.Header = src
@@ -90,6 +164,7 @@ func (e *env) checkCryptNode(d *blockstack.Device) {
 			vol.Discard = true
 		}
 	}
+	e.checkUnlock(d, subj, h, &vol)
 	e.volumes = append(e.volumes, vol)
 	hdr := fmt.Sprintf("%s: LUKS%d %s", src, h.Version, h.UUID)
 
@@ -102,12 +177,12 @@ func (e *env) checkCryptNode(d *blockstack.Device) {
 
 	// luks.cipher
 	c := strings.ToLower(h.Cipher)
-	cev := fmt.Sprintf("cipher %s, key %d bits, sector %d bytes", h.Cipher, h.KeySize, h.SectorSize)
+	cev := e.t("ev.luks.params", h.Cipher, h.KeySize, h.SectorSize)
 	switch {
-	case strings.Contains(c, "null"):
+	case blockstack.NullCipher(c) || blockstack.NullCipher(d.Cipher):
 		// cipher_null: what cryptsetup reencrypt --encrypt leaves while in
 		// progress, or a deliberate no-op: data is stored as it is.
-		e.addFix("luks.cipher", "luks.cipher.fix.null", Fail, subj, cev, e.t("ev.luks.null"))
+		e.addKind("luks.cipher", "luks.cipher.fix.null", Fail, FindingPlaintext, subj, cev, d.CipherSource+": "+d.Cipher, e.t("ev.luks.null"))
 	case strings.HasSuffix(c, "-ecb") || strings.Contains(c, "-ecb-"):
 		e.add("luks.cipher", Fail, subj, cev, e.t("ev.luks.ecb"))
 	case strings.Contains(c, "-cbc-plain"):
@@ -133,7 +208,7 @@ func (e *env) checkCryptNode(d *blockstack.Device) {
 		case strings.HasPrefix(k.KDF, "argon2") && k.MemoryKiB < argon2MinKiB:
 			s = Warn
 		}
-		kev = append(kev, fmt.Sprintf("keyslot %s: %s", kdfString(k), s))
+		kev = append(kev, fmt.Sprintf("Keyslot %s: %s", kdfString(k), s))
 		if s.rank() > kst.rank() {
 			kst = s
 		}
@@ -141,7 +216,7 @@ func (e *env) checkCryptNode(d *blockstack.Device) {
 	e.add("luks.kdf", kst, subj, kev...)
 
 	// luks.keyslots
-	slots := e.t("ev.luks.slots", len(h.Keyslots))
+	slots := e.tn("ev.luks.slots", len(h.Keyslots))
 	if len(h.Tokens) > 0 {
 		slots += ", tokens: " + strings.Join(h.Tokens, ", ")
 	}
@@ -163,7 +238,7 @@ func (e *env) checkCryptNode(d *blockstack.Device) {
 	}
 	for _, ct := range e.crypttab {
 		if ct.Name == d.DMName && ct.HasOption("discard") {
-			dev = append(dev, fmt.Sprintf("/etc/crypttab line %d: discard", ct.Line))
+			dev = append(dev, e.line("/etc/crypttab", ct.Line)+": discard")
 		}
 	}
 	if len(dev) > 0 {
@@ -183,6 +258,17 @@ func kdfString(k luks.Keyslot) string {
 // header finds the LUKS metadata of a crypt node: in a captured tree from
 // the manifest, on a live root from the device under the node.
 func (e *env) header(d *blockstack.Device) (*luks.Header, string, error) {
+	if r, ok := e.headers[d.Name]; ok {
+		return r.h, r.src, r.err
+	}
+	h, src, err := e.readHeader(d)
+	if e.headers != nil {
+		e.headers[d.Name] = headerResult{h, src, err}
+	}
+	return h, src, err
+}
+
+func (e *env) readHeader(d *blockstack.Device) (*luks.Header, string, error) {
 	low := d.Lower()
 	if len(low) != 1 {
 		return nil, "", errors.New(e.t("ev.luks.noslave", d.Name))
@@ -191,6 +277,9 @@ func (e *env) header(d *blockstack.Device) (*luks.Header, string, error) {
 	want := d.CryptUUID()
 	if e.manifest != nil {
 		h, ok := e.manifest.LUKS[devPath]
+		if ok && h == nil {
+			ok = false
+		}
 		if !ok {
 			return nil, "", errors.New(e.t("ev.luks.notcaptured", devPath))
 		}
@@ -199,11 +288,16 @@ func (e *env) header(d *blockstack.Device) (*luks.Header, string, error) {
 		}
 		return h, e.t("ev.luks.fromcapture", devPath), nil
 	}
-	hp, ok := e.fs.(rootfs.HostPather)
+	f, err := rootfs.OpenDevice(e.fs, devPath)
+	if err != nil {
+		return nil, "", err
+	}
+	defer f.Close()
+	o, ok := rootfs.OSFile(f)
 	if !ok {
 		return nil, "", errors.New(e.t("ev.luks.notcaptured", devPath))
 	}
-	h, err := luks.ReadHeader(hp.HostPath(devPath))
+	h, err := luks.ReadHeaderFile(o, devPath)
 	if err != nil {
 		return nil, "", err
 	}

@@ -11,52 +11,216 @@ import (
 func init() { register(false, checkPostfix, checkDovecot, checkFilters) }
 
 // mail.postfix.*: the queue holds every message in transit; the spool
-// (local delivery) every mailbox.
+// (local delivery) every mailbox. With multi-instance Postfix
+// (postmulti(1)) every instance listed in multi_instance_directories has
+// its own main.cf and its own queue.
 func checkPostfix(e *env) {
 	s, ok := e.read("/etc/postfix/main.cf")
 	if !ok {
-		e.skip("mail.postfix.queue", "postfix", e.t("ev.absent", "/etc/postfix/main.cf"))
+		e.naIfAbsent("mail.postfix.queue", "postfix", "/etc/postfix/main.cf")
+		e.naIfAbsent("mail.postfix.spool", "postfix", "/etc/postfix/main.cf")
 		return
 	}
 	c, _ := sysconf.ParsePostfixMainCF(strings.NewReader(s))
+	e.postfixInstance("/etc/postfix/main.cf", c)
+	for _, dir := range strings.FieldsFunc(c.Get("multi_instance_directories"), func(r rune) bool { return r == ' ' || r == ',' || r == '\t' }) {
+		f := path.Join(dir, "main.cf")
+		e.inputs[f] = "postfix-main.cf"
+		t, ok := e.read(f)
+		if !ok {
+			e.skip("mail.postfix.queue", dir, "/etc/postfix/main.cf: multi_instance_directories: "+e.t("ev.notcaptured", f))
+			continue
+		}
+		ic, _ := sysconf.ParsePostfixMainCF(strings.NewReader(t))
+		e.postfixInstance(f, ic)
+	}
+}
+
+func (e *env) postfixInstance(file string, c sysconf.PostfixConfig) {
 	q := c.Get("queue_directory")
-	e.locationCheck("mail.postfix.queue", q, q, "/etc/postfix/main.cf: queue_directory = "+q)
+	e.locationCheck("mail.postfix.queue", q, q, file+": queue_directory = "+q)
 	if hm := c.Get("home_mailbox"); hm != "" {
 		// Local delivery into $HOME/<home_mailbox> instead of the spool.
 		for _, h := range e.homes() {
 			p := path.Join(h, hm)
-			e.locationCheck("mail.postfix.spool", p, p, "/etc/postfix/main.cf: home_mailbox = "+hm)
+			e.locationCheck("mail.postfix.spool", p, p, file+": home_mailbox = "+hm)
 		}
 	} else {
 		sp := c.Get("mail_spool_directory")
-		e.locationCheck("mail.postfix.spool", sp, sp, "/etc/postfix/main.cf: mail_spool_directory = "+sp)
+		e.locationCheck("mail.postfix.spool", sp, sp, file+": mail_spool_directory = "+sp)
 	}
 	if vb := c.Get("virtual_mailbox_base"); vb != "" {
-		e.locationCheck("mail.postfix.spool", vb, vb, "/etc/postfix/main.cf: virtual_mailbox_base = "+vb)
+		e.locationCheck("mail.postfix.spool", vb, vb, file+": virtual_mailbox_base = "+vb)
 	}
 }
+
+// dovecotHomes says what "~" is in Dovecot's paths: the home directory the
+// userdb returns for each user (doc.dovecot.org, "Home directories"), not
+// /etc/passwd unless the userdb is the passwd driver. Each home comes with
+// where it was found; a userdb whose homes cannot be read from files (sql,
+// ldap, ...) is returned in unknown.
+func (e *env) dovecotHomes(c *sysconf.DovecotConfig) (homes []place, unknown []string) {
+	type userdb struct {
+		driver, args, fields, file string
+	}
+	dbs := map[string]*userdb{}
+	var order []string
+	for _, s := range c.Settings {
+		sec := s.Section
+		if !strings.HasPrefix(sec, "userdb") {
+			continue
+		}
+		name, _, _ := strings.Cut(sec, "/")
+		db := dbs[name]
+		if db == nil {
+			db = &userdb{file: s.File}
+			if _, n, ok := strings.Cut(name, " "); ok {
+				db.driver = n // Dovecot 2.4: "userdb passwd-file { ... }"
+			}
+			dbs[name] = db
+			order = append(order, name)
+		}
+		switch {
+		case s.Key == "driver":
+			db.driver = s.Value
+		case s.Key == "args" || s.Key == "passwd_file_path":
+			db.args = s.Value
+		case s.Key == "default_fields" || s.Key == "override_fields":
+			db.fields += " " + s.Value
+		case strings.HasSuffix(sec, "/fields") && s.Key == "home":
+			db.fields += " home=" + s.Value
+		}
+	}
+	addHome := func(tmpl, src string) {
+		if sp, ok := sysconf.StaticPrefix(tmpl); ok {
+			homes = append(homes, place{sp, src})
+		}
+	}
+	for _, name := range order {
+		db := dbs[name]
+		src := db.file + ": " + name + " { driver = " + db.driver + " }"
+		fieldHome := fieldValue(db.fields, "home")
+		switch db.driver {
+		case "passwd":
+			for _, h := range e.homes() {
+				homes = append(homes, place{h, src + " (/etc/passwd)"})
+			}
+		case "static":
+			if h := fieldValue(db.args, "home"); h != "" {
+				addHome(h, src+" args home="+h)
+			} else if fieldHome != "" {
+				addHome(fieldHome, src+" home="+fieldHome)
+			} else {
+				unknown = append(unknown, src+": "+e.t("ev.dovecot.nohome"))
+			}
+		case "passwd-file":
+			f := lastPlain(db.args)
+			if f == "" || strings.Contains(f, "%") {
+				if fieldHome != "" {
+					addHome(fieldHome, src+" home="+fieldHome)
+				} else {
+					unknown = append(unknown, src+": "+f)
+				}
+				continue
+			}
+			e.inputs[f] = "passwd-file"
+			b, ok := e.read(f)
+			if !ok {
+				unknown = append(unknown, src+": "+e.t("ev.notcaptured", f))
+				continue
+			}
+			for i, l := range strings.Split(b, "\n") {
+				fs := strings.Split(l, ":")
+				if len(fs) < 1 || strings.TrimSpace(fs[0]) == "" || strings.HasPrefix(strings.TrimSpace(l), "#") {
+					continue
+				}
+				h := ""
+				if len(fs) > 5 {
+					h = fs[5]
+				}
+				if len(fs) > 7 {
+					if v := fieldValue(strings.Join(fs[7:], ":"), "userdb_home"); v != "" {
+						h = v
+					}
+				}
+				if h == "" {
+					h = fieldHome
+				}
+				if h != "" {
+					addHome(h, e.line(f, i+1)+" ("+src+")")
+				}
+			}
+		default:
+			if fieldHome != "" {
+				addHome(fieldHome, src+" home="+fieldHome)
+				continue
+			}
+			unknown = append(unknown, src+": "+e.t("ev.dovecot.dbhome", db.driver))
+		}
+	}
+	if v, ok := c.Get("mail_home"); ok && v != "" {
+		addHome(v, "mail_home = "+v)
+	}
+	if len(order) == 0 && len(homes) == 0 {
+		// No userdb configured here (Debian's auth-system.conf.ext, when
+		// included, uses passwd): the system accounts.
+		for _, h := range e.homes() {
+			homes = append(homes, place{h, "userdb passwd (" + e.t("ev.default") + ")"})
+		}
+	}
+	return homes, unknown
+}
+
+// fieldValue finds key=value in a space-separated Dovecot args or fields string.
+func fieldValue(s, key string) string {
+	v := ""
+	for _, f := range strings.Fields(s) {
+		if x, ok := strings.CutPrefix(f, key+"="); ok {
+			v = x
+		}
+	}
+	return v
+}
+
+// lastPlain returns the last word of args without "=": a passwd-file path.
+func lastPlain(args string) string {
+	f := strings.Fields(args)
+	for i := len(f) - 1; i >= 0; i-- {
+		if !strings.Contains(f[i], "=") {
+			return f[i]
+		}
+	}
+	return ""
+}
+
+type place struct{ p, src string }
 
 // mail.dovecot.*: mailboxes and their indexes (which hold headers and,
 // with FTS, message text).
 func checkDovecot(e *env) {
 	if !e.exists("/etc/dovecot/dovecot.conf") {
-		e.skip("mail.dovecot.location", "dovecot", e.t("ev.absent", "/etc/dovecot/dovecot.conf"))
+		e.naIfAbsent("mail.dovecot.location", "dovecot", "/etc/dovecot/dovecot.conf")
+		e.naIfAbsent("mail.dovecot.index", "dovecot", "/etc/dovecot/dovecot.conf")
 		return
 	}
 	c, err := sysconf.ReadDovecotConfig(e.fs, "/etc/dovecot/dovecot.conf")
 	if err != nil {
 		e.skip("mail.dovecot.location", "dovecot", err.Error())
+		e.skip("mail.dovecot.index", "dovecot", err.Error())
 		return
 	}
-	type place struct{ p, src string }
 	var mail, index []place
+	homes, unknownHomes := e.dovecotHomes(c)
 	addPath := func(dst *[]place, p, src string) {
 		if p == "" {
 			return
 		}
 		if strings.HasPrefix(p, "~") {
-			for _, h := range e.homes() {
-				*dst = append(*dst, place{path.Join(h, strings.TrimPrefix(p, "~")), src + " (~ = " + h + ")"})
+			for _, h := range homes {
+				*dst = append(*dst, place{path.Join(h.p, strings.TrimPrefix(p, "~")), src + " (~ = " + h.p + ": " + h.src + ")"})
+			}
+			for _, u := range unknownHomes {
+				e.add("mail.dovecot.location", Warn, p, src, "~: "+u)
 			}
 			return
 		}
@@ -91,8 +255,8 @@ func checkDovecot(e *env) {
 	if len(mail) == 0 {
 		// Dovecot's default: autodetection, which finds ~/Maildir, ~/mail
 		// or the mbox spool /var/mail/%u (doc.dovecot.org, mail_location).
-		addPath(&mail, "/var/mail", "dovecot: mail_location "+e.t("ev.default")+" (autodetect)")
-		addPath(&mail, "~/Maildir", "dovecot: mail_location "+e.t("ev.default")+" (autodetect)")
+		addPath(&mail, "/var/mail", "dovecot: mail_location "+e.t("ev.default")+" ("+e.t("ev.dovecot.autodetect")+")")
+		addPath(&mail, "~/Maildir", "dovecot: mail_location "+e.t("ev.default")+" ("+e.t("ev.dovecot.autodetect")+")")
 	}
 	emit := func(id string, ps []place) {
 		sort.SliceStable(ps, func(i, j int) bool { return ps[i].p < ps[j].p })
@@ -107,7 +271,7 @@ func checkDovecot(e *env) {
 	}
 	emit("mail.dovecot.location", mail)
 	if len(index) == 0 {
-		e.skip("mail.dovecot.index", "dovecot", e.t("ev.dovecot.indexwithmail"))
+		e.na("mail.dovecot.index", "dovecot", e.t("ev.dovecot.indexwithmail"))
 	} else {
 		emit("mail.dovecot.index", index)
 	}
@@ -146,7 +310,11 @@ func checkFilters(e *env) {
 		e.locationCheck("mail.spamassassin", "/var/lib/spamassassin", "/var/lib/spamassassin", "spamd bayes_path (Debian: debian-spamd home)")
 	}
 	if n == 0 {
-		e.skip("mail.filters", "amavis, rspamd, spamassassin", e.t("ev.absent", "/etc/amavis, /etc/rspamd, /etc/spamassassin"))
+		if e.absent("/etc/amavis") && e.absent("/etc/rspamd") && e.absent("/etc/spamassassin") {
+			e.na("mail.filters", "amavis, rspamd, spamassassin", e.t("ev.absent", "/etc/amavis, /etc/rspamd, /etc/spamassassin"))
+		} else {
+			e.skip("mail.filters", "amavis, rspamd, spamassassin", e.t("ev.notcaptured", "/etc/amavis, /etc/rspamd, /etc/spamassassin"))
+		}
 	}
 }
 

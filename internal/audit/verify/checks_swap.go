@@ -1,7 +1,9 @@
 package verify
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"strings"
 
 	"github.com/cryptshift/cryptshift/internal/hostview/blockstack"
@@ -43,7 +45,11 @@ func checkSwapActive(e *env) {
 func checkSwapFstab(e *env) {
 	const id = "swap.fstab"
 	if e.fstabErr != nil {
-		e.skip(id, "/etc/fstab", e.unreadable("/etc/fstab", e.fstabErr))
+		if e.absent("/etc/fstab") && errors.Is(e.fstabErr, fs.ErrNotExist) {
+			e.na(id, "/etc/fstab", e.t("ev.absent", "/etc/fstab"))
+		} else {
+			e.skip(id, "/etc/fstab", e.unreadable("/etc/fstab", e.fstabErr))
+		}
 		return
 	}
 	n := 0
@@ -57,7 +63,7 @@ func checkSwapFstab(e *env) {
 		if loc.Class == blockstack.RAM {
 			st, ev = Pass, []string{e.where(loc)}
 		}
-		ev = append([]string{fmt.Sprintf("/etc/fstab line %d: %s %s swap", f.Line, f.Spec, f.File)}, ev...)
+		ev = append([]string{e.line("/etc/fstab", f.Line) + fmt.Sprintf(": %s %s swap", f.Spec, f.File)}, ev...)
 		e.add(id, st, f.Spec, ev...)
 	}
 	if n == 0 {
@@ -72,7 +78,7 @@ func checkSwapFstab(e *env) {
 func checkSwapCrypttab(e *env) {
 	const id = "swap.crypttab"
 	if e.crypttabErr != nil {
-		e.skip(id, "/etc/crypttab", e.unreadable("/etc/crypttab", e.crypttabErr))
+		e.crypttabSkip(id)
 		return
 	}
 	n := 0
@@ -81,7 +87,7 @@ func checkSwapCrypttab(e *env) {
 			continue
 		}
 		n++
-		ev := fmt.Sprintf("/etc/crypttab line %d: %s %s %s %s", c.Line, c.Name, c.Device, orDash(c.KeyFile), strings.Join(c.Options, ","))
+		ev := e.line("/etc/crypttab", c.Line) + fmt.Sprintf(": %s %s %s %s", c.Name, c.Device, orDash(c.KeyFile), strings.Join(c.Options, ","))
 		st := Pass
 		if sysconf.UnstableDevice(c.Device) {
 			st = Warn
@@ -93,7 +99,7 @@ func checkSwapCrypttab(e *env) {
 		e.add(id, st, c.Name, ev)
 	}
 	if n == 0 {
-		e.skip(id, "/etc/crypttab", e.t("ev.crypttab.noswap"))
+		e.na(id, "/etc/crypttab", e.t("ev.crypttab.noswap"))
 	}
 }
 
@@ -127,12 +133,16 @@ func checkZram(e *env) {
 		e.add(id, st, "/dev/"+d.Name, ev...)
 	}
 	if n == 0 {
-		e.skip(id, "zram", e.t("ev.zram.none"))
+		e.na(id, "zram", e.t("ev.zram.none"))
 	}
 }
 
 // hibernate.resume: the hibernation image (all of RAM, keys of open
-// containers included) goes to the resume device.
+// containers included) goes to the resume device, and only ever to an
+// active swap area: swsusp_write finds its swap area by the resume device
+// (kernel/power/swap.c swsusp_swap_check, swap_type_of) and fails when no
+// active swap area matches it. A resume device that is not an active swap
+// area is therefore a broken setting (hibernation fails), not a leak.
 func checkResume(e *env) {
 	const id = "hibernate.resume"
 	var targets []resumeTarget
@@ -143,8 +153,8 @@ func checkResume(e *env) {
 		case ok && strings.TrimSpace(mm) != "" && strings.TrimSpace(mm) != "0:0":
 			mm = strings.TrimSpace(mm)
 			targets = append(targets, resumeTarget{"/sys/power/resume = " + mm, "", e.sys.DeviceByMajMin(mm), mm})
-		case !ok && !e.sys.HaveSysfs():
-			e.skip(id, "/sys/power/resume", e.t("ev.nosysfs"))
+		case !ok && !e.absent("/sys/power/resume"):
+			e.skip(id, "/sys/power/resume", e.t("ev.notcaptured", "/sys/power/resume"))
 			return
 		case !ok:
 			// CONFIG_HIBERNATION off: the kernel cannot write an image.
@@ -205,18 +215,70 @@ func (e *env) resumeResult(id string, t resumeTarget) {
 	case t.spec != "":
 		loc = e.locateSpec(t.spec)
 	default:
-		e.add(id, Warn, t.source, t.source+": "+e.t("ev.nodevice"))
+		e.addKind(id, "hibernate.resume.fix.inactive", Warn, FindingConfig, t.source, t.source+": "+e.t("ev.nodevice"), e.t("ev.resume.fails"))
+		return
+	}
+	subject := t.spec
+	if subject == "" {
+		subject = loc.Path
+	}
+	swap, known := e.isActiveSwap(t, loc)
+	if known && !swap {
+		e.addKind(id, "hibernate.resume.fix.inactive", Warn, FindingConfig, subject, t.source, e.where(loc), e.t("ev.resume.notswap"), e.t("ev.resume.fails"))
 		return
 	}
 	st, ev := e.statusOf(loc)
 	if loc.Class == blockstack.RAM {
 		st = Fail // a hibernation image in zram would not survive power-off; treat as misconfiguration
 	}
-	subject := t.spec
-	if subject == "" {
-		subject = loc.Path
+	if swap {
+		ev = append(ev, e.t("ev.resume.isswap"))
 	}
 	e.add(id, st, subject, append([]string{t.source}, ev...)...)
+}
+
+// isActiveSwap reports whether the resume device is an active swap area
+// (live and captured systems: /proc/swaps; images: a swap entry of the
+// guest's fstab). known is false when that cannot be told.
+func (e *env) isActiveSwap(t resumeTarget, loc blockstack.Location) (swap, known bool) {
+	if e.sys == nil {
+		for _, f := range e.fstab {
+			if f.VFSType != "swap" {
+				continue
+			}
+			if f.Spec == t.spec || e.locateSpec(f.Spec).Path == loc.Path && loc.Path != "" {
+				return true, true
+			}
+			if p := e.image.partForSpec(f.Spec); p != nil && p == e.image.partForSpec(t.spec) {
+				return true, true
+			}
+		}
+		return false, e.fstabErr == nil
+	}
+	if !e.sys.HaveSwaps() {
+		return false, false
+	}
+	dev := loc.Device
+	if dev == nil {
+		dev = t.dev
+	}
+	if dev == nil {
+		return false, true
+	}
+	for _, sw := range e.sys.Swaps {
+		if sw.Type == "file" {
+			// A swap file: the kernel finds it by the device of its
+			// filesystem plus resume_offset.
+			if l := e.locate(sw.Filename); l.Device == dev {
+				return true, true
+			}
+			continue
+		}
+		if d := e.sys.DeviceByPath(sw.Filename); d == dev {
+			return true, true
+		}
+	}
+	return false, true
 }
 
 // cmdlineParam returns the value of name= on a kernel command line.

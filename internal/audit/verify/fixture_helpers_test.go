@@ -47,6 +47,15 @@ func (f *fx) finish() error {
 	if len(f.fst) > 0 {
 		f.File("/etc/fstab", "# /etc/fstab: static file system information.\n"+strings.Join(f.fst, "\n")+"\n", 0o644)
 	}
+	// What capture records as absent on the host: the places verify looks
+	// for that this fixture does not have.
+	for _, p := range []string{"/etc/libvirt", "/etc/libvirt/secrets", "/etc/amavis", "/etc/rspamd", "/etc/spamassassin", "/etc/postfix",
+		"/etc/dovecot", "/var/crash", "/etc/crypttab", "/etc/fstab", "/etc/default/kdump-tools", "/etc/kdump.conf", "/etc/lvm"} {
+		if _, err := os.Lstat(filepath.Join(f.Dir, filepath.FromSlash(p))); err != nil && len(f.ct) == 0 && p == "/etc/crypttab" || err != nil && p != "/etc/crypttab" && !(p == "/etc/fstab" && len(f.fst) > 0) {
+			f.m.Absent = append(f.m.Absent, p)
+		}
+	}
+	sort.Strings(f.m.Absent)
 	b, err := json.MarshalIndent(f.m, "", "  ")
 	if err != nil {
 		return err

@@ -2,6 +2,7 @@ package verify
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/cryptshift/cryptshift/internal/hostview/blockstack/blockstacktest"
 	"github.com/cryptshift/cryptshift/luks"
@@ -66,8 +67,33 @@ func (f *fx) std(host string, o stdOpts) {
 	}
 	f.Mkdir("/var/tmp")
 	f.Mkdir("/var/crash")
+	lvs := []string{"root", "var", "mail"}
+	if !o.noSwap {
+		lvs = append(lvs, "swap")
+	}
+	f.File("/etc/lvm/backup/vg0", lvmStripedMeta("vg0", "/dev/sda2", lvs...), 0o600)
 	f.postfix("")
 	f.dovecot("maildir:/srv/mail/%d/%n:INDEX=/var/lib/dovecot/index/%d/%n")
+}
+
+// vmVolume adds an encrypted volume for guest images: LV vg0/vm with a
+// LUKS2 container (key file on the encrypted root) mounted on /srv/vm.
+func (f *fx) vmVolume() {
+	f.LV("dm-8", "253:8", "vg0", "vm", 50*G, "sda2")
+	f.Crypt("dm-9", "253:9", "LUKS2", "vm_crypt", 50*G-16<<20, "dm-8")
+	f.luks2("/dev/dm-8", "vm_crypt")
+	f.keyFile("/etc/keys/vm.key", 0o400)
+	f.ct = append(f.ct, "vm_crypt /dev/vg0/vm /etc/keys/vm.key luks")
+	f.Mount("/srv/vm", "ext4", "/dev/mapper/vm_crypt", "253:9", "rw")
+}
+
+// plainPool adds libvirt with its default pool on a plaintext disk and
+// an encrypted /srv/vm beside it.
+func (f *fx) plainPool() {
+	f.plainDisk()
+	f.libvirtBase()
+	f.Mount("/var/lib/libvirt/images", "ext4", "/dev/sdb1", "8:17", "rw")
+	f.vmVolume()
 }
 
 // plainDisk adds a second disk with plaintext partitions 1 and 2.
@@ -190,16 +216,32 @@ var fixtures = []fixture{
 	},
 	{
 		name:    "hibernate-plain",
-		comment: "encrypted swap, but hibernation resumes from an old plaintext swap partition",
+		comment: "encrypted swap, but an old plaintext swap partition is still active and hibernation resumes from it (Linux writes the image to the active swap area resume= names)",
 		build: func(f *fx) {
 			f.std("mx5", stdOpts{})
 			f.plainDisk()
+			f.Swap("/dev/sdb2", "partition", 8<<20)
 			f.DevLink("/dev/disk/by-uuid/c0ffee00-0000-4000-8000-000000000018", "sdb2")
 			f.File("/sys/power/resume", "8:18\n", 0o444)
 			f.File("/proc/cmdline", "BOOT_IMAGE=/vmlinuz-6.1.0-28-amd64 root=/dev/mapper/root_crypt ro quiet resume=UUID=c0ffee00-0000-4000-8000-000000000018\n", 0o444)
 			f.File("/etc/initramfs-tools/conf.d/resume", "RESUME=UUID=c0ffee00-0000-4000-8000-000000000018\n", 0o644)
 		},
-		want: []want{{"hibernate.resume", "", Fail}, {"swap.device", "", Pass}},
+		want: []want{{"hibernate.resume", "", Fail}, {"swap.device", "/dev/dm-6", Pass}, {"swap.device", "/dev/sdb2", Fail}},
+	},
+	{
+		name:    "hibernate-resume-not-swap",
+		comment: "clean counterpart: resume= names a plaintext partition that is no active swap area; Linux writes a hibernation image only to an active swap area, so hibernation fails and nothing lands there (WARN, not a leak)",
+		build: func(f *fx) {
+			f.std("mx5b", stdOpts{})
+			f.plainDisk()
+			f.DevLink("/dev/disk/by-uuid/c0ffee00-0000-4000-8000-000000000018", "sdb2")
+			f.File("/sys/power/resume", "8:18\n", 0o444)
+			f.File("/proc/cmdline", "BOOT_IMAGE=/vmlinuz-6.1.0-28-amd64 root=/dev/mapper/root_crypt ro quiet resume=UUID=c0ffee00-0000-4000-8000-000000000018\n", 0o444)
+			f.m.Signatures["sdb2"] = ""
+			f.m.Signatures["sdb1"] = ""
+		},
+		noFail: true,
+		want:   []want{{"hibernate.resume", "", Warn}, {"swap.device", "", Pass}},
 	},
 	{
 		name:    "tmp-plain",
@@ -245,12 +287,7 @@ var fixtures = []fixture{
 			f.std("kvm2", stdOpts{})
 			f.plainDisk()
 			f.libvirtBase()
-			f.LV("dm-8", "253:8", "vg0", "vm", 50*G, "sda2")
-			f.Crypt("dm-9", "253:9", "LUKS2", "vm_crypt", 50*G-16<<20, "dm-8")
-			f.luks2("/dev/dm-8", "vm_crypt")
-			f.keyFile("/etc/keys/vm.key", 0o400)
-			f.ct = append(f.ct, "vm_crypt /dev/vg0/vm /etc/keys/vm.key luks")
-			f.Mount("/srv/vm", "ext4", "/dev/mapper/vm_crypt", "253:9", "rw")
+			f.vmVolume()
 			f.Mount("/var/lib/libvirt/images", "ext4", "/dev/sdb1", "8:17", "rw")
 			f.domain("mx", fileDisk("/srv/vm/mx-overlay.qcow2", "qcow2", "vda"))
 			f.image("/srv/vm/mx-overlay.qcow2", 3<<30, qcow2Header(20*G, "/var/lib/libvirt/images/debian12-mx.qcow2", "qcow2", 0), "qcow2")
@@ -345,17 +382,17 @@ var fixtures = []fixture{
 	},
 	{
 		name:    "partial-capture",
-		comment: "a capture without /proc/swaps and without LUKS metadata, mail on NFS: missing facts give SKIP or WARN, never PASS or FAIL",
+		comment: "a capture without kernel.core_pattern, without /sys/power/resume and without LUKS metadata, mail on NFS: missing facts give SKIP (or WARN), never PASS, and the verdict is INCOMPLETE",
 		build: func(f *fx) {
 			f.std("mx10", stdOpts{})
 			for k := range f.m.LUKS {
 				delete(f.m.LUKS, k)
 			}
-			f.drop = append(f.drop, "/proc/swaps")
+			f.drop = append(f.drop, "/proc/sys/kernel/core_pattern", "/sys/power/resume")
 			f.Mount("/srv/vmail", "nfs4", "filer:/export/vmail", "0:60", "rw,vers=4.2")
 			f.File("/etc/dovecot/conf.d/10-mail.conf", "mail_location = maildir:/srv/vmail/%d/%n\n", 0o644)
 		},
-		want: []want{{"swap.device", "", Skip}, {"luks.header", "", Skip}, {"mail.dovecot.location", "/srv/vmail", Warn}},
+		want: []want{{"coredump.pattern", "", Skip}, {"hibernate.resume", "", Skip}, {"luks.header", "", Skip}, {"mail.dovecot.location", "/srv/vmail", Warn}},
 	},
 	{
 		name:    "lvm-snapshot-plain",
@@ -373,7 +410,7 @@ var fixtures = []fixture{
 			f.m.Signatures["dm-15"] = "luks"
 			f.Mount("/srv/data", "ext4", "/dev/mapper/vg1-data", "253:12", "rw")
 		},
-		want: []want{{"lvm.snapshot", "vg1-data--snap", Fail}, {"lvm.leftover", "vg1-old--mx", Warn}, {"lvm.leftover", "vg1-new--vm", Pass}},
+		want: []want{{"lvm.snapshot", "vg1-data--snap", Fail}, {"lvm.leftover", "vg1-old--mx", Fail}, {"lvm.leftover", "vg1-new--vm", Pass}},
 	},
 	{
 		name:    "fleet-host",
@@ -398,3 +435,351 @@ var fixtures = []fixture{
 		want: []want{{"libvirt.disk.storage", "guest23/vda", Pass}, {"luks.kdf", "", Pass}},
 	},
 }
+
+// leakClassFixtures are issue 9's leak classes: for each, a host that
+// leaks through it and the clean counterpart a text-pattern auditor would
+// wrongly flag. The comment states the Linux behaviour each encodes.
+var leakClassFixtures = []fixture{
+	{
+		name:    "crypt-null-plain",
+		comment: "dm-crypt stores data as it is with cipher_null: a plain swap mapping with cipher=cipher_null-ecb is no encryption, whatever its dm UUID says",
+		build: func(f *fx) {
+			f.std("mx11", stdOpts{noSwap: true})
+			f.LV("dm-2", "253:2", "vg0", "swap", 4*G, "sda2")
+			f.Crypt("dm-6", "253:6", "PLAIN", "swap_crypt", 4*G, "dm-2")
+			f.ct = append(f.ct, "swap_crypt /dev/vg0/swap /dev/urandom swap,cipher=cipher_null-ecb")
+			f.fst = append(f.fst, "/dev/mapper/swap_crypt none swap sw 0 0")
+			f.Swap("/dev/dm-6", "partition", 4<<20)
+			f.m.DMCrypt = map[string]string{"swap_crypt": "cipher_null-ecb"}
+		},
+		want: []want{{"swap.device", "/dev/dm-6", Fail}, {"luks.cipher", "swap_crypt (dm-6)", Fail}, {"luks.cipher", "crypttab swap_crypt", Fail}, {"tmp.dev-shm", "", Fail}},
+	},
+	{
+		name:    "crypt-null-comment",
+		comment: "clean counterpart: cipher_null only in a commented-out crypttab line; the active mapping uses aes-xts-plain64",
+		noFail:  true,
+		build: func(f *fx) {
+			f.std("mx12", stdOpts{})
+			f.ct = append(f.ct, "# tried: swap_crypt /dev/vg0/swap /dev/urandom swap,cipher=cipher_null-ecb")
+			f.m.DMCrypt = map[string]string{"swap_crypt": "aes-xts-plain64"}
+		},
+		want: []want{{"swap.device", "/dev/dm-6", Pass}, {"luks.version", "swap_crypt (dm-6)", Pass}},
+	},
+	{
+		name:    "kdump-raw-plain",
+		comment: "RHEL kdump.conf 'raw /dev/sdb2': the crash kernel writes the vmcore (all RAM, volume keys included) straight onto that plaintext partition, not to /var/crash on the encrypted root",
+		build: func(f *fx) {
+			f.std("mx13", stdOpts{})
+			f.plainDisk()
+			f.File("/sys/kernel/kexec_crash_loaded", "1\n", 0o444)
+			f.File("/etc/kdump.conf", "# kexec-tools\nraw /dev/sdb2\ncore_collector makedumpfile -l --message-level 7 -d 31\n", 0o644)
+			f.m.Signatures["sdb1"], f.m.Signatures["sdb2"] = "", ""
+		},
+		want: []want{{"kdump.target", "/dev/sdb2", Fail}, {"coredump.crash-dir", "", Pass}},
+	},
+	{
+		name:    "kdump-fs-encrypted",
+		comment: "clean counterpart: kdump.conf 'ext4 /dev/mapper/dump_crypt' writes the vmcore onto an encrypted filesystem, although the host's /var/crash is a plaintext mount a naive auditor would judge",
+		build: func(f *fx) {
+			f.std("mx14", stdOpts{})
+			f.plainDisk()
+			f.Mount("/var/crash", "ext4", "/dev/sdb1", "8:17", "rw")
+			f.LV("dm-8", "253:8", "vg0", "dump", 8*G, "sda2")
+			f.Crypt("dm-9", "253:9", "LUKS2", "dump_crypt", 8*G-16<<20, "dm-8")
+			f.luks2("/dev/dm-8", "dump_crypt")
+			f.keyFile("/etc/keys/dump.key", 0o400)
+			f.ct = append(f.ct, "dump_crypt /dev/vg0/dump /etc/keys/dump.key luks")
+			f.File("/sys/kernel/kexec_crash_loaded", "1\n", 0o444)
+			f.File("/etc/kdump.conf", "ext4 /dev/mapper/dump_crypt\npath /vmcore\n", 0o644)
+			f.m.Signatures["sdb2"] = ""
+		},
+		want: []want{{"kdump.target", "/dev/mapper/dump_crypt", Pass}, {"coredump.crash-dir", "", Fail}},
+	},
+	{
+		name:    "dovecot-userdb-home",
+		comment: "Dovecot's ~ is the home its userdb returns: a static userdb home=/data/vmail/%d/%n on a plaintext disk, while /etc/passwd homes are encrypted",
+		build: func(f *fx) {
+			f.std("mx15", stdOpts{})
+			f.plainDisk()
+			f.Mount("/data", "ext4", "/dev/sdb1", "8:17", "rw")
+			f.File("/etc/dovecot/conf.d/10-mail.conf", "mail_location = maildir:~/Maildir\n", 0o644)
+			f.File("/etc/dovecot/conf.d/auth-static.conf", "userdb {\n  driver = static\n  args = uid=vmail gid=vmail home=/data/vmail/%d/%n\n}\n", 0o644)
+			f.m.Signatures["sdb2"] = ""
+		},
+		want: []want{{"mail.dovecot.location", "/data/vmail/Maildir", Fail}},
+	},
+	{
+		name:    "dovecot-passwdfile-home",
+		comment: "clean counterpart: /etc/passwd puts anna's home on a plaintext /home, but Dovecot's passwd-file userdb gives every mail user a home under encrypted /srv/mail",
+		noFail:  true,
+		build: func(f *fx) {
+			f.std("mx16", stdOpts{})
+			f.File("/etc/dovecot/conf.d/10-mail.conf", "mail_location = maildir:~/Maildir\n", 0o644)
+			f.File("/etc/dovecot/conf.d/auth-passwdfile.conf", "userdb {\n  driver = passwd-file\n  args = username_format=%u /etc/dovecot/users\n}\n", 0o644)
+			f.File("/etc/dovecot/users", "anna@example.org:<redacted>:5000:5000::/srv/mail/example.org/anna::\nbob@example.org:<redacted>:5000:5000::/srv/mail/example.org/bob::\n", 0o640)
+		},
+		want: []want{{"mail.dovecot.location", "/srv/mail/example.org/anna/Maildir", Pass}, {"mail.dovecot.location", "/srv/mail/example.org/bob/Maildir", Pass}},
+	},
+	{
+		name:    "postfix-multi-instance",
+		comment: "multi-instance Postfix: the second instance (multi_instance_directories = /etc/postfix-out) keeps its queue on a plaintext disk",
+		build: func(f *fx) {
+			f.std("mx17", stdOpts{})
+			f.plainDisk()
+			f.Mount("/data", "ext4", "/dev/sdb1", "8:17", "rw")
+			f.postfix("multi_instance_wrapper = ${command_directory}/postmulti -p --\nmulti_instance_enable = yes\nmulti_instance_directories = /etc/postfix-out\n")
+			f.File("/etc/postfix-out/main.cf", "queue_directory = /data/spool/postfix-out\ndata_directory = /var/lib/postfix-out\nmulti_instance_name = postfix-out\nmulti_instance_enable = yes\n", 0o644)
+			f.Mkdir("/data/spool/postfix-out")
+			f.m.Signatures["sdb2"] = ""
+		},
+		want: []want{{"mail.postfix.queue", "/data/spool/postfix-out", Fail}, {"mail.postfix.queue", "/var/spool/postfix", Pass}},
+	},
+	{
+		name:    "postfix-queue-moved",
+		comment: "clean counterpart: queue_directory is /srv/mail/postfix on the encrypted mail volume; a check that assumes the default /var/spool/postfix (here a leftover directory on /var) looks at the wrong place",
+		noFail:  true,
+		build: func(f *fx) {
+			f.std("mx18", stdOpts{})
+			f.postfix("queue_directory = /srv/mail/postfix\n")
+			f.Mkdir("/srv/mail/postfix")
+		},
+		want: []want{{"mail.postfix.queue", "/srv/mail/postfix", Pass}},
+	},
+	{
+		name:    "qcow2-relative-backing",
+		comment: "qemu opens a relative backing file as IMAGE_DIR/NAME with IMAGE_DIR as written; the kernel follows the symlink before '..': /srv/vm/cur/../base.raw is /var/lib/libvirt/images/base.raw (plaintext), not /srv/vm/base.raw",
+		build: func(f *fx) {
+			f.std("kvm5", stdOpts{})
+			f.plainPool()
+			f.Symlink("/srv/vm/cur", "/var/lib/libvirt/images/mx")
+			f.domain("mx", fileDisk("/srv/vm/mx-overlay.qcow2", "qcow2", "vda"))
+			f.image("/srv/vm/mx-overlay.qcow2", 1<<30, qcow2Header(20*G, "cur/mx-top.qcow2", "qcow2", 0), "qcow2")
+			f.image("/var/lib/libvirt/images/mx/mx-top.qcow2", 1<<30, qcow2Header(20*G, "../base.raw", "raw", 0), "qcow2")
+			f.image("/var/lib/libvirt/images/base.raw", 20<<30, nil, "raw")
+			f.image("/srv/vm/base.raw", 20<<30, nil, "raw") // what cleaning the name as text would wrongly pick
+			f.m.Signatures["sdb2"] = ""
+		},
+		want: []want{{"libvirt.disk.backing", "mx/vda: backing layer 2", Fail}},
+	},
+	{
+		name:    "qcow2-relative-backing-clean",
+		comment: "clean counterpart: cleaned as text, ../base.raw would be the plaintext /var/lib/libvirt/images/base.raw; through the symlink it is the encrypted /srv/vm/base.raw qemu really opens",
+		build: func(f *fx) {
+			f.std("kvm6", stdOpts{})
+			f.plainPool()
+			f.Symlink("/var/lib/libvirt/images/cur", "/srv/vm/mx")
+			f.domain("mx", fileDisk("/var/lib/libvirt/images/cur/mx.qcow2", "qcow2", "vda"))
+			f.image("/srv/vm/mx/mx.qcow2", 1<<30, qcow2Header(20*G, "../base.raw", "raw", 0), "qcow2")
+			f.image("/srv/vm/base.raw", 20<<30, nil, "raw")
+			f.image("/var/lib/libvirt/images/base.raw", 20<<30, nil, "raw")
+			f.m.Signatures["sdb2"] = ""
+		},
+		want: []want{{"libvirt.disk.storage", "mx/vda", Pass}, {"libvirt.disk.backing", "mx/vda: backing layer 1", Pass}},
+	},
+	{
+		name:    "fuse-bindfs-plain",
+		comment: "bindfs passes every file through to its source directory (mountinfo names it): the mail store /srv/mail is a bindfs view of /data/mail on a plaintext disk",
+		build: func(f *fx) {
+			f.std("mx19", stdOpts{})
+			f.plainDisk()
+			f.Mount("/data", "ext4", "/dev/sdb1", "8:17", "rw")
+			f.Mkdir("/data/mail")
+			f.Mount("/srv/mail", "fuse.bindfs", "/data/mail", "0:50", "rw,user_id=0,group_id=0,default_permissions,allow_other")
+			f.m.Signatures["sdb2"] = ""
+		},
+		want: []want{{"mail.dovecot.location", "/srv/mail", Fail}, {"storage.mount", "/srv/mail", Fail}},
+	},
+	{
+		name:    "fuse-bindfs-encrypted",
+		comment: "clean counterpart: a bindfs view whose source is on the encrypted /var (FUSE has no block device a naive auditor could trace)",
+		noFail:  true,
+		build: func(f *fx) {
+			f.std("mx20", stdOpts{})
+			f.Mkdir("/var/vmail")
+			f.Mount("/srv/vmail", "fuse.bindfs", "/var/vmail", "0:50", "rw,user_id=0,group_id=0,allow_other")
+			f.File("/etc/dovecot/conf.d/10-mail.conf", "mail_location = maildir:/srv/vmail/%d/%n\n", 0o644)
+		},
+		want: []want{{"mail.dovecot.location", "/srv/vmail", Pass}, {"storage.mount", "/srv/vmail", Pass}},
+	},
+	{
+		name:    "lvm-thin-snapshot-inactive",
+		comment: "thin snapshots are created with the activation-skip flag: no dm device, invisible in sysfs, yet the snapshot of the plaintext LV data keeps its old blocks in the pool on the plaintext PV sdb1 (LVM metadata in /etc/lvm/backup)",
+		build: func(f *fx) {
+			f.std("kvm7", stdOpts{})
+			f.plainDisk()
+			f.LVRole("dm-10", "253:10", "vg1", "pool", "tpool", 100*G, "sdb1")
+			f.LV("dm-11", "253:11", "vg1", "data", 50*G, "dm-10")
+			f.m.Signatures["sdb2"] = ""
+			f.File("/etc/lvm/backup/vg1", lvmThinMeta("/dev/sdb1"), 0o600)
+			f.Mount("/srv/data", "xfs", "/dev/mapper/vg1-data", "253:11", "rw")
+		},
+		want: []want{{"lvm.snapshot", "vg1/data-snap", Fail}},
+	},
+	{
+		name:    "lvm-thin-snapshot-encrypted",
+		comment: "clean counterpart: the same inactive thin snapshot in a VG whose only PV is a LUKS2 container: its old blocks are ciphertext",
+		noFail:  true,
+		build: func(f *fx) {
+			f.std("kvm8", stdOpts{})
+			f.DiskWith("sdb", "8:16", 500*G, 512, 4096, 0)
+			f.Part("sdb", 1, "8:17", 200*G, 1<<20)
+			f.Crypt("dm-9", "253:9", "LUKS2", "sdb1_crypt", 200*G-16<<20, "sdb1")
+			f.luks2("/dev/sdb1", "sdb1_crypt")
+			f.keyFile("/etc/keys/sdb1.key", 0o400)
+			f.ct = append(f.ct, "sdb1_crypt /dev/sdb1 /etc/keys/sdb1.key luks")
+			f.LVRole("dm-10", "253:10", "vg1", "pool", "tpool", 100*G, "dm-9")
+			f.LV("dm-11", "253:11", "vg1", "data", 50*G, "dm-10")
+			f.File("/etc/lvm/backup/vg1", lvmThinMeta("/dev/mapper/sdb1_crypt"), 0o600)
+			f.Mount("/srv/data", "xfs", "/dev/mapper/vg1-data", "253:11", "rw")
+		},
+		want: []want{{"lvm.snapshot", "vg1/data-snap", Pass}},
+	},
+}
+
+// lvmStripedMeta is the metadata of a VG with plain (striped) LVs on one PV.
+func lvmStripedMeta(vg, pv string, lvs ...string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "contents = \"Text Format Volume Group\"\nversion = 1\n%s {\n\tid = \"x\"\n\tphysical_volumes {\n\t\tpv0 {\n\t\t\tdevice = \"%s\"\n\t\t}\n\t}\n\tlogical_volumes {\n", vg, pv)
+	for i, lv := range lvs {
+		fmt.Fprintf(&b, "\t\t%s {\n\t\t\tstatus = [\"READ\", \"WRITE\", \"VISIBLE\"]\n\t\t\tsegment1 {\n\t\t\t\ttype = \"striped\"\n\t\t\t\tstripes = [\"pv0\", %d]\n\t\t\t}\n\t\t}\n", lv, i*5120)
+	}
+	b.WriteString("\t}\n}\n")
+	return b.String()
+}
+
+// lvmThinMeta is a VG's metadata as LVM 2.03 writes it to
+// /etc/lvm/backup: a thin pool, a thin LV and an (inactive) thin snapshot.
+func lvmThinMeta(pvDevice string) string {
+	return `# Generated by LVM2 version 2.03.16(2) (2022-05-18)
+contents = "Text Format Volume Group"
+version = 1
+description = "Created *after* executing 'lvcreate -s vg1/data -n data-snap'"
+creation_host = "kvm"
+vg1 {
+	id = "Xr8bnm-1"
+	seqno = 7
+	format = "lvm2"
+	status = ["RESIZEABLE", "READ", "WRITE"]
+	extent_size = 8192
+	physical_volumes {
+		pv0 {
+			id = "abc-123"
+			device = "` + pvDevice + `"
+			status = ["ALLOCATABLE"]
+			pe_start = 2048
+			pe_count = 51199
+		}
+	}
+	logical_volumes {
+		pool {
+			id = "p1"
+			status = ["READ", "WRITE", "VISIBLE"]
+			segment_count = 1
+			segment1 {
+				start_extent = 0
+				extent_count = 25600
+				type = "thin-pool"
+				metadata = "pool_tmeta"
+				pool = "pool_tdata"
+				transaction_id = 2
+				chunk_size = 128
+			}
+		}
+		data {
+			id = "d1"
+			status = ["READ", "WRITE", "VISIBLE"]
+			segment_count = 1
+			segment1 {
+				start_extent = 0
+				extent_count = 12800
+				type = "thin"
+				thin_pool = "pool"
+				transaction_id = 0
+				device_id = 1
+			}
+		}
+		data-snap {
+			id = "s1"
+			status = ["READ", "WRITE", "VISIBLE"]
+			flags = ["ACTIVATION_SKIP"]
+			segment_count = 1
+			segment1 {
+				start_extent = 0
+				extent_count = 12800
+				type = "thin"
+				thin_pool = "pool"
+				transaction_id = 1
+				device_id = 2
+				origin = "data"
+			}
+		}
+		pool_tmeta {
+			id = "m1"
+			status = ["READ", "WRITE"]
+			segment_count = 1
+			segment1 {
+				start_extent = 0
+				extent_count = 25
+				type = "striped"
+				stripe_count = 1
+				stripes = ["pv0", 25600]
+			}
+		}
+		pool_tdata {
+			id = "t1"
+			status = ["READ", "WRITE"]
+			segment_count = 1
+			segment1 {
+				start_extent = 0
+				extent_count = 25600
+				type = "striped"
+				stripe_count = 1
+				stripes = ["pv0", 0]
+			}
+		}
+	}
+}
+`
+}
+
+func init() { fixtures = append(fixtures, leakClassFixtures...) }
+
+// unlockFixtures show the unlock methods read from LUKS2 tokens.
+var unlockFixtures = []fixture{
+	{
+		name:    "unlock-tpm2-tang-self",
+		comment: "root unlocked by Clevis: a tpm2 pin (no PIN: a stolen server unlocks itself) and a tang pin whose server is this host (localhost); both keyslots are token-bound, so no recovery keyslot; SSH unlock by dropbear in the initramfs",
+		noFail:  true,
+		build: func(f *fx) {
+			f.std("mx21", stdOpts{})
+			h := f.m.LUKS["/dev/dm-0"]
+			h.Keyslots = append(h.Keyslots, luks.Keyslot{ID: 2, KDF: "pbkdf2", Hash: "sha256", Iterations: 1000, KeySize: 512})
+			h.Keyslots[2].Iterations = 1000000
+			h.Tokens = []string{"clevis", "clevis"}
+			h.TokenInfo = []luks.Token{
+				{ID: 0, Type: "clevis", Keyslots: []int{1}, Clevis: &luks.ClevisPin{Pin: "tpm2", PCRIDs: "7", PCRBank: "sha256"}},
+				{ID: 1, Type: "clevis", Keyslots: []int{2}, Clevis: &luks.ClevisPin{Pin: "tang", URLs: []string{"http://localhost:7500"}}},
+				{ID: 2, Type: "clevis", Keyslots: []int{0}, Clevis: &luks.ClevisPin{Pin: "tang", URLs: []string{"http://tang.example.net"}}},
+			}
+			f.File("/etc/dropbear/initramfs/authorized_keys", "", 0o600)
+			f.initramfs("/boot/initrd.img-6.1.0-28-amd64", []string{"usr/sbin/dropbear", "etc/dropbear/dropbear_ed25519_host_key"})
+		},
+		want: []want{{"keys.unlock", "root_crypt (dm-4)", Warn}, {"keys.unlock", "var_crypt (dm-5)", Pass}},
+	},
+	{
+		name:    "unlock-sss-recovery",
+		comment: "clean counterpart: Clevis sss with t=2 over tpm2 and a Tang server elsewhere, a passphrase keyslot and a recovery keyslot",
+		noFail:  true,
+		build: func(f *fx) {
+			f.std("mx22", stdOpts{})
+			h := f.m.LUKS["/dev/dm-0"]
+			h.Keyslots = append(h.Keyslots, luks.Keyslot{ID: 2, KDF: "argon2id", Time: 4, MemoryKiB: 1048576, Parallel: 4, KeySize: 512})
+			h.Tokens = []string{"clevis"}
+			h.TokenInfo = []luks.Token{{ID: 0, Type: "clevis", Keyslots: []int{2}, Clevis: &luks.ClevisPin{Pin: "sss", Threshold: 2,
+				Pins: []luks.ClevisPin{{Pin: "tang", URLs: []string{"http://tang.example.net"}}, {Pin: "tang", URLs: []string{"http://tang2.example.net"}}}}}}
+		},
+		want: []want{{"keys.unlock", "root_crypt (dm-4)", Pass}},
+	},
+}
+
+func init() { fixtures = append(fixtures, unlockFixtures...) }

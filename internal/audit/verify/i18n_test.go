@@ -93,3 +93,30 @@ func TestGermanReportIsGerman(t *testing.T) {
 		}
 	}
 }
+
+// TestGermanEvidenceHasNoEnglish: in German reports the evidence sentences
+// are German; what stays is data (paths, device names, configuration
+// lines as written, lsblk's kinds).
+func TestGermanEvidenceHasNoEnglish(t *testing.T) {
+	english := regexp.MustCompile(`\b(line|not active|see above|no encryption|random key|cannot|is a snapshot|not found|stored|keyslot \d|file /|block device|dumps|the)\b`)
+	for _, fx := range fixtures {
+		r, err := Run(Options{Root: filepath.Join(fixtureDir, fx.name, "root"), Lang: "de", Version: "test"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range r.Checks {
+			for _, ev := range append(append([]string{}, c.Evidence...), c.Explanation, c.Fix) {
+				if m := english.FindString(ev); m != "" {
+					t.Errorf("%s %s %s: English %q in %q", fx.name, c.ID, c.Subject, m, ev)
+				}
+			}
+		}
+		for _, v := range r.Volumes {
+			for _, u := range v.Unlock {
+				if m := english.FindString(u); m != "" {
+					t.Errorf("%s volume %s: English %q in %q", fx.name, v.Name, m, u)
+				}
+			}
+		}
+	}
+}

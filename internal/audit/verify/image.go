@@ -9,6 +9,7 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"syscall"
 
 	diskfs "github.com/diskfs/go-diskfs"
 	"github.com/diskfs/go-diskfs/disk"
@@ -35,7 +36,12 @@ type guestImage struct {
 	mounts   map[string]filesystem.FileSystem
 	fstab    []sysconf.FstabEntry
 	crypttab []sysconf.CrypttabEntry
+	lang     string // evidence language
 }
+
+func (g *guestImage) t(key string, args ...any) string { return tr(g.lang, key, args...) }
+
+func (g *guestImage) line(file string, n int) string { return g.t("ev.line", file, n) }
 
 // imagePart is one partition (or the whole disk when it has no table).
 type imagePart struct {
@@ -68,24 +74,41 @@ func (p *imagePart) describe() string {
 	return s
 }
 
+// guard turns a panic inside go-diskfs (which parses partition tables and
+// ext4 structures of an image that may come from a compromised guest) into
+// an error.
+func guard(what string, err *error) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("cannot read %s: malformed image (the parser gave up: %v)", what, r)
+	}
+}
+
 // openImage reads the partition table, probes every partition and finds
 // the root filesystem (the ext4 one holding etc/fstab).
-func openImage(p string) (*guestImage, error) {
-	f, err := os.Open(p)
+func openImage(p string) (g *guestImage, err error) {
+	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("cannot read image %s: %w", p, err)
 	}
+	if fi, err := f.Stat(); err != nil || !(fi.Mode().IsRegular() || fi.Mode()&fs.ModeDevice != 0 && fi.Mode()&fs.ModeCharDevice == 0) {
+		f.Close()
+		return nil, fmt.Errorf("cannot read image %s: not a regular file or block device", p)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+		}
+	}()
+	defer guard("image "+p, &err)
 	head := make([]byte, 8)
 	if n, _ := f.ReadAt(head, 0); n >= 4 && bytes.HasPrefix(head, sysconf.QCOW2Magic) {
-		f.Close()
 		return nil, fmt.Errorf("cannot read image %s: it is qcow2; convert it first (qemu-img convert -O raw) or verify it on its host", p)
 	}
 	d, err := diskfs.Open(p, diskfs.WithOpenMode(diskfs.ReadOnly))
 	if err != nil {
-		f.Close()
 		return nil, fmt.Errorf("cannot read image %s: %w", p, err)
 	}
-	g := &guestImage{path: p, f: f, disk: d, mounts: map[string]filesystem.FileSystem{}}
+	g = &guestImage{path: p, f: f, disk: d, mounts: map[string]filesystem.FileSystem{}}
 	if t, err := d.GetPartitionTable(); err == nil {
 		for _, pt := range t.GetPartitions() {
 			if pt.GetSize() <= 0 {
@@ -250,7 +273,8 @@ func (g *guestImage) fsFor(name string) (filesystem.FileSystem, string, error) {
 }
 
 // Lstat implements rootfs.FS.
-func (g *guestImage) Lstat(name string) (fs.FileInfo, error) {
+func (g *guestImage) Lstat(name string) (fi fs.FileInfo, err error) {
+	defer guard(name+" in the image", &err)
 	f, rel, err := g.fsFor(name)
 	if err != nil {
 		return nil, err
@@ -258,7 +282,7 @@ func (g *guestImage) Lstat(name string) (fs.FileInfo, error) {
 	if rel == "." {
 		return f.Stat(".")
 	}
-	fi, err := f.Stat(rel)
+	fi, err = f.Stat(rel)
 	if err != nil {
 		return nil, &fs.PathError{Op: "lstat", Path: name, Err: fs.ErrNotExist}
 	}
@@ -266,7 +290,8 @@ func (g *guestImage) Lstat(name string) (fs.FileInfo, error) {
 }
 
 // Readlink implements rootfs.FS.
-func (g *guestImage) Readlink(name string) (string, error) {
+func (g *guestImage) Readlink(name string) (_ string, err error) {
+	defer guard(name+" in the image", &err)
 	f, rel, err := g.fsFor(name)
 	if err != nil {
 		return "", err
@@ -279,7 +304,8 @@ func (g *guestImage) Readlink(name string) (string, error) {
 }
 
 // ReadDir implements rootfs.FS.
-func (g *guestImage) ReadDir(name string) ([]fs.DirEntry, error) {
+func (g *guestImage) ReadDir(name string) (_ []fs.DirEntry, err error) {
+	defer guard(name+" in the image", &err)
 	f, rel, err := g.fsFor(name)
 	if err != nil {
 		return nil, err
@@ -308,10 +334,14 @@ func (memFile) Close() error { return nil }
 
 // Open implements rootfs.FS; go-diskfs files have no ReadAt, so the file is
 // read into memory.
-func (g *guestImage) Open(name string) (rootfs.File, error) {
+func (g *guestImage) Open(name string) (_ rootfs.File, err error) {
+	defer guard(name+" in the image", &err)
 	f, rel, err := g.fsFor(name)
 	if err != nil {
 		return nil, err
+	}
+	if fi, err := f.Stat(rel); err == nil && !fi.Mode().IsRegular() && !fi.IsDir() {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: rootfs.ErrNotRegular}
 	}
 	h, err := f.Open(rel)
 	if err != nil {
@@ -360,13 +390,17 @@ func (g *guestImage) Locate(p string) blockstack.Location {
 		loc.Class, loc.Evidence = blockstack.RAM, "systemd tmp.mount (tmpfs)"
 		return loc
 	}
+	if best == nil && g.root == nil {
+		loc.Class, loc.Evidence = blockstack.Unknown, g.t("ev.image.noroot")
+		return loc
+	}
 	if best == nil {
 		loc.Class = blockstack.Plaintext
 		loc.Evidence = "/ (no fstab entry) → image " + g.root.describe()
 		loc.Plain = []string{g.root.name()}
 		return loc
 	}
-	head := fmt.Sprintf("fstab line %d: %s %s %s", best.Line, best.Spec, best.File, best.VFSType)
+	head := g.line("fstab", best.Line) + fmt.Sprintf(": %s %s %s", best.Spec, best.File, best.VFSType)
 	if ramFSType(best.VFSType) {
 		loc.Class, loc.Evidence = blockstack.RAM, head
 		return loc
@@ -403,7 +437,7 @@ func (g *guestImage) LocateSpec(spec string) blockstack.Location {
 	case strings.HasPrefix(spec, "/dev/mapper/"):
 		name = strings.TrimPrefix(spec, "/dev/mapper/")
 	case strings.HasPrefix(spec, "/dev/dm-"):
-		loc.Class, loc.Evidence = blockstack.Unknown, spec+": a kernel dm name cannot be resolved offline"
+		loc.Class, loc.Evidence = blockstack.Unknown, spec+": "+g.t("ev.image.dmname")
 		return loc
 	}
 	if name != "" {
@@ -411,12 +445,12 @@ func (g *guestImage) LocateSpec(spec string) blockstack.Location {
 			if c.Name != name {
 				continue
 			}
-			ev := fmt.Sprintf("crypttab line %d: %s %s", c.Line, c.Name, c.Device)
+			ev := g.line("crypttab", c.Line) + fmt.Sprintf(": %s %s", c.Name, c.Device)
 			if ip := g.partForSpec(c.Device); ip != nil {
 				ev += " → image " + ip.describe()
 			}
 			if c.RandomKey() {
-				ev += " (random key)"
+				ev += " (" + g.t("ev.image.randomkey") + ")"
 			}
 			loc.Class, loc.Crypt, loc.Evidence = blockstack.Encrypted, []string{name}, ev
 			return loc
@@ -427,11 +461,11 @@ func (g *guestImage) LocateSpec(spec string) blockstack.Location {
 		for i := range g.parts {
 			if g.parts[i].Sig == "LVM2_member" {
 				loc.Class, loc.Plain = blockstack.Plaintext, []string{g.parts[i].name()}
-				loc.Evidence = spec + ": LVM volume; image " + g.parts[i].describe() + " is a plaintext PV"
+				loc.Evidence = spec + ": " + g.t("ev.image.lvmplain", g.parts[i].describe())
 				return loc
 			}
 		}
-		loc.Class, loc.Evidence = blockstack.Unknown, spec+": LVM volume inside an encrypted container or not in this image: cannot look inside offline"
+		loc.Class, loc.Evidence = blockstack.Unknown, spec+": "+g.t("ev.image.lvmhidden")
 		return loc
 	}
 	if ip := g.partForSpec(spec); ip != nil {
@@ -442,7 +476,7 @@ func (g *guestImage) LocateSpec(spec string) blockstack.Location {
 		loc.Class, loc.Plain, loc.Evidence = blockstack.Plaintext, []string{ip.name()}, spec+" → image "+ip.describe()
 		return loc
 	}
-	loc.Class, loc.Evidence = blockstack.Unknown, spec+": not found in the image"
+	loc.Class, loc.Evidence = blockstack.Unknown, spec+": "+g.t("ev.image.notfound")
 	return loc
 }
 

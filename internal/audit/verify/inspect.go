@@ -185,7 +185,7 @@ func RenderTree(w io.Writer, nodes []*StackNode, format string) error {
 		case (n.Kind == "mount" || n.Kind == "swap" || n.Kind == "guest") && n.Class == string(blockstack.Encrypted):
 			mark = "  (encrypted)"
 		}
-		fmt.Fprintf(&b, "%s%s%s%s\n", prefix, branch, n.Label, mark)
+		fmt.Fprintf(&b, "%s%s%s%s\n", prefix, branch, Clean(n.Label), mark)
 		for i, c := range n.Children {
 			walk(c, prefix+next, i == len(n.Children)-1, false)
 		}

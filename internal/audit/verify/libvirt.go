@@ -202,11 +202,25 @@ func (e *env) headerChain(top layer) []layer {
 	return out
 }
 
+// resolveBacking names the backing file the way qemu opens it
+// (block.c bdrv_get_full_backing_filename, path_combine): an absolute name
+// or a protocol URL as it is, a relative one appended to the image's
+// directory as written, without cleaning "..": the kernel then follows
+// symlinks before "..", which Resolve does too.
 func resolveBacking(image, name string) string {
 	if strings.HasPrefix(name, "/") || strings.Contains(name, "://") {
 		return name
 	}
-	return path.Join(path.Dir(image), name)
+	return image[:strings.LastIndexByte(image, '/')+1] + name
+}
+
+// resolved is where a path really leads inside the root (for comparing
+// the files guests use with the files in pools).
+func (e *env) resolved(p string) string {
+	if r, err := rootfs.Resolve(e.fs, p); err == nil {
+		return r
+	}
+	return rootfs.Clean(p)
 }
 
 // imageInfo is what the first bytes of an image file say.

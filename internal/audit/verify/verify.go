@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -23,15 +24,24 @@ type Options struct {
 	Lang    string // "en" (default) or "de"
 	Date    string // report date override, YYYY-MM-DD
 	Version string // tool version for the report header
+	Commit  string // the commit the tool was built from
 	Now     func() time.Time
 	// FS, when set, is read instead of the directory Root (capture passes
 	// a recorder wrapping the live root).
 	FS rootfs.FS
+	// Live says that Root is this machine's own running system; default:
+	// Root is "/" (or empty) and no FS is given.
+	Live *bool
 }
 
+// ErrNotHostTree is wrapped by Run's error for a directory that lacks the
+// essentials of a host: nothing in it could be verified.
+var ErrNotHostTree = errors.New("not a host tree")
+
 // Run verifies the system and returns the report. An error means the
-// verification could not run at all (bad root, unreadable image); facts
-// that are merely missing become SKIP or WARN results.
+// verification could not run at all (bad root, not a host tree, unreadable
+// image); facts that are merely missing become SKIP results, and the
+// coverage says what was not examined.
 func Run(o Options) (*Report, error) {
 	if o.Lang == "" {
 		o.Lang = "en"
@@ -42,8 +52,14 @@ func Run(o Options) (*Report, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	e := &env{lang: o.Lang}
-	hdr := Header{Tool: "cryptshift verify", Version: o.Version, Lang: o.Lang}
+	today := o.Now().UTC().Format(time.DateOnly)
+	if o.Date != "" {
+		if _, err := time.Parse(time.DateOnly, o.Date); err != nil {
+			return nil, fmt.Errorf("cannot verify: bad date %q: want a real day as YYYY-MM-DD", o.Date)
+		}
+	}
+	e := &env{lang: o.Lang, refused: map[string]string{}, inputs: map[string]string{}}
+	hdr := Header{Tool: "cryptshift verify", Version: o.Version, Commit: o.Commit, Lang: o.Lang}
 	if o.Image != "" {
 		if o.Root != "" && o.Root != "/" {
 			return nil, fmt.Errorf("cannot verify: --image and --root exclude each other")
@@ -53,8 +69,12 @@ func Run(o Options) (*Report, error) {
 			return nil, err
 		}
 		defer img.Close()
-		e.fs, e.image = img, img
+		img.lang = o.Lang
+		e.fs, e.image = &watch{FS: img, e: e}, img
 		hdr.Source, hdr.Root = "image", o.Image
+		if fi, err := img.f.Stat(); err == nil {
+			hdr.ImageSize = fi.Size()
+		}
 	} else {
 		root := o.Root
 		if root == "" {
@@ -67,10 +87,15 @@ func Run(o Options) (*Report, error) {
 		if !st.IsDir() {
 			return nil, fmt.Errorf("cannot verify %s: not a directory (use --image for disk images)", root)
 		}
-		e.fs = rootfs.Dir(root)
+		var base rootfs.FS = rootfs.Dir(root)
 		if o.FS != nil {
-			e.fs = o.FS
+			base = o.FS
 		}
+		e.live = o.FS == nil && rootfs.Dir(root).Live()
+		if o.Live != nil {
+			e.live = *o.Live
+		}
+		e.fs = &watch{FS: base, e: e}
 		hdr.Root = root
 		m, captured, err := manifest.ReadManifest(e.fs)
 		if err != nil {
@@ -80,10 +105,18 @@ func Run(o Options) (*Report, error) {
 		hdr.Source = "live"
 		if captured {
 			hdr.Source = "capture"
+			if b, err := rootfs.ReadFile(e.fs, manifest.ManifestPath); err == nil {
+				hdr.ManifestSHA256 = fmt.Sprintf("%x", sha256.Sum256(b))
+			}
+		} else if !e.live {
+			hdr.Source = "tree"
 		}
 		sys, err := blockstack.Scan(e.fs)
 		if err != nil {
 			return nil, fmt.Errorf("cannot verify %s: %w", root, err)
+		}
+		if err := hostTree(root, sys); err != nil {
+			return nil, err
 		}
 		e.sys = sys
 	}
@@ -91,22 +124,95 @@ func Run(o Options) (*Report, error) {
 	hdr.Host, hdr.Kernel = e.hostInfo()
 	switch {
 	case o.Date != "":
-		hdr.Date = o.Date
+		hdr.Date, hdr.DateSource = o.Date, "operator"
+		if o.Date == today {
+			hdr.DateSource = "today"
+		}
 	case e.manifest != nil && e.manifest.Date != "":
-		hdr.Date = e.manifest.Date
+		hdr.Date, hdr.DateSource = e.manifest.Date, "capture"
 	default:
-		hdr.Date = o.Now().UTC().Format("2006-01-02")
+		hdr.Date, hdr.DateSource = today, "today"
 	}
+	e.prepare()
 	for _, c := range checks {
 		if e.image != nil && c.liveOnly {
 			continue
 		}
 		c.run(e)
 	}
-	r := &Report{Schema: SchemaID, Header: hdr, Checks: e.results, Volumes: e.volumes}
+	r := &Report{Schema: SchemaID, Header: hdr, Checks: e.results, Volumes: e.volumes, Inputs: e.inputs}
 	r.Risks = e.risks()
-	r.finish()
+	var refused []string
+	for p, why := range e.refused {
+		refused = append(refused, p+": "+why)
+	}
+	r.finish(e.image != nil, refused)
 	return r, nil
+}
+
+// hostTree refuses a directory that lacks what every Linux host has: a
+// mount table with "/", the swap table and the block devices under /sys.
+// Without them no verdict can rest on evidence.
+func hostTree(root string, sys *blockstack.System) error {
+	var missing []string
+	if !sys.HaveMounts() {
+		missing = append(missing, "proc/self/mountinfo")
+	} else if sys.MountFor("/") == nil || sys.MountFor("/").MountPoint != "/" {
+		missing = append(missing, "a mount on / in proc/self/mountinfo")
+	}
+	if !sys.HaveSwaps() {
+		missing = append(missing, "proc/swaps")
+	}
+	if !sys.HaveSysfs() {
+		missing = append(missing, "sys/class/block")
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	return fmt.Errorf("cannot verify %s: %w (no %s); fix: give the top of a tree made by `cryptshift capture` (the directory holding proc/, sys/ and etc/; for a test fixture its root/), or run verify on the host itself without --root",
+		root, ErrNotHostTree, strings.Join(missing, ", no "))
+}
+
+// watch wraps the root verify reads and notes every input refused as
+// unsafe (a FIFO, a device node, an escaping or looping link, a file too
+// large), so the report can say what it did not read and why.
+type watch struct {
+	rootfs.FS
+	e *env
+}
+
+func (w *watch) Refuse(name string, err error) {
+	why := err.Error()
+	for _, x := range []error{rootfs.ErrLoop, rootfs.ErrTooLarge, rootfs.ErrNotRegular, rootfs.ErrDevice, rootfs.ErrDotDot} {
+		if errors.Is(err, x) {
+			why = x.Error()
+		}
+	}
+	w.e.refused[rootfs.Clean(name)] = why
+}
+
+func (w *watch) note(name string, err error) {
+	if err != nil && rootfs.Refused(err) {
+		w.Refuse(name, err)
+	}
+}
+
+func (w *watch) Open(name string) (rootfs.File, error) {
+	f, err := w.FS.Open(name)
+	w.note(name, err)
+	return f, err
+}
+
+func (w *watch) OpenDevice(name string) (rootfs.File, error) {
+	var f rootfs.File
+	var err error
+	if d, ok := w.FS.(rootfs.DeviceOpener); ok {
+		f, err = d.OpenDevice(name)
+	} else {
+		f, err = w.FS.Open(name)
+	}
+	w.note(name, err)
+	return f, err
 }
 
 // check is one family of checks; run adds its results to the env.
@@ -132,6 +238,10 @@ type env struct {
 	image    *guestImage        // nil unless --image
 	manifest *manifest.Manifest // nil unless a captured tree
 	lang     string
+	live     bool              // the running system itself: absence of a file is evidence
+	refused  map[string]string // inputs refused as unsafe, with why
+	inputs   map[string]string // configuration files read elsewhere than usual, and their kind
+	headers  map[string]headerResult
 
 	fstab       []sysconf.FstabEntry
 	fstabErr    error
@@ -163,6 +273,9 @@ func (e *env) load() {
 		e.passwd = sysconf.ParsePasswd(string(b))
 	}
 }
+
+// line names a line of a configuration file in the report's language.
+func (e *env) line(file string, n int) string { return e.t("ev.line", file, n) }
 
 // unreadable words a read error as evidence; a missing file is "absent".
 func (e *env) unreadable(p string, err error) string {
@@ -222,15 +335,98 @@ func (e *env) add(id string, st Status, subject string, evidence ...string) {
 
 // addFix records a result with a specific fix text from the catalog.
 func (e *env) addFix(id, fixKey string, st Status, subject string, evidence ...string) {
+	e.addKind(id, fixKey, st, "", subject, evidence...)
+}
+
+// addKind records a result whose finding is not the default for its id.
+func (e *env) addKind(id, fixKey string, st Status, finding, subject string, evidence ...string) {
 	r := Result{ID: id, Status: st, Subject: subject, Evidence: evidence, Explanation: e.t(id + ".why")}
 	if st == Fail || st == Warn {
 		r.Fix = e.t(fixKey)
+		r.Finding = finding
+		if r.Finding == "" {
+			r.Finding = defaultFinding(id, st)
+		}
+	}
+	if st == Skip {
+		r.Skip = SkipMissing
+		for _, ev := range evidence {
+			if e.refusedEvidence(ev) {
+				r.Skip = SkipRefused
+			}
+		}
 	}
 	e.results = append(e.results, r)
 }
 
-// skip records that a check could not run, and why.
+// defaultFinding is what a FAIL or WARN of a check is about unless the
+// check says otherwise.
+func defaultFinding(id string, st Status) string {
+	switch {
+	case strings.Contains(id, "leftover") || id == "lvm.snapshot":
+		return FindingLeftover
+	case strings.HasPrefix(id, "luks."):
+		return FindingWeak
+	case strings.HasPrefix(id, "keys."):
+		return FindingKeys
+	case st == Fail:
+		return FindingPlaintext
+	}
+	return FindingUnknown
+}
+
+func (e *env) refusedEvidence(ev string) bool {
+	for _, x := range []error{rootfs.ErrLoop, rootfs.ErrTooLarge, rootfs.ErrNotRegular, rootfs.ErrDevice, rootfs.ErrDotDot} {
+		if strings.Contains(ev, x.Error()) {
+			return true
+		}
+	}
+	return false
+}
+
+// skip records that a check could not run because its inputs are missing
+// (or were refused), and why.
 func (e *env) skip(id, subject string, why ...string) { e.add(id, Skip, subject, why...) }
+
+// na records that a check read its inputs and found nothing of its kind.
+func (e *env) na(id, subject string, why ...string) {
+	e.add(id, Skip, subject, why...)
+	e.results[len(e.results)-1].Skip = SkipNotApplicable
+}
+
+// naIfAbsent records that a check does not apply because its input p is
+// known not to exist; when its absence cannot be told (a tree that may
+// simply lack it), the check is SKIP for a missing input instead.
+func (e *env) naIfAbsent(id, subject, p string) {
+	if e.absent(p) {
+		e.na(id, subject, e.t("ev.absent", p))
+		return
+	}
+	e.skip(id, subject, e.t("ev.notcaptured", p))
+}
+
+// crypttabSkip records a check that needs /etc/crypttab when it could not
+// be read: not applicable when the system has none, else not checked.
+func (e *env) crypttabSkip(id string) {
+	if errors.Is(e.crypttabErr, fs.ErrNotExist) && e.absent("/etc/crypttab") {
+		e.na(id, "/etc/crypttab", e.t("ev.absent", "/etc/crypttab"))
+		return
+	}
+	e.skip(id, "/etc/crypttab", e.unreadable("/etc/crypttab", e.crypttabErr))
+}
+
+// absent reports whether p is known not to exist on the verified system:
+// on the live system its absence is a fact; in a capture only when capture
+// recorded it as absent; in any other tree it cannot be told.
+func (e *env) absent(p string) bool {
+	if e.exists(p) {
+		return false
+	}
+	if e.live || e.image != nil {
+		return true
+	}
+	return e.manifest != nil && e.manifest.IsAbsent(p)
+}
 
 // locate says where data written to p lands.
 func (e *env) locate(p string) blockstack.Location {
@@ -257,7 +453,7 @@ func (e *env) locateSpec(spec string) blockstack.Location {
 		for _, c := range e.crypttab {
 			if c.Name == name {
 				return blockstack.Location{Path: spec, Class: blockstack.Encrypted, Crypt: []string{name},
-					Reason: "crypttab", Evidence: fmt.Sprintf("/etc/crypttab line %d: %s %s", c.Line, c.Name, c.Device)}
+					Reason: "crypttab", Evidence: e.line("/etc/crypttab", c.Line) + fmt.Sprintf(": %s %s", c.Name, c.Device)}
 			}
 		}
 	}
@@ -316,7 +512,27 @@ func (e *env) where(loc blockstack.Location) string {
 	}
 	s := p + " ⇒ " + e.t("class."+string(loc.Class))
 	if loc.Evidence != "" {
-		s += ": " + loc.Evidence
+		s += ": " + e.chainWords(loc.Evidence)
+	}
+	return s
+}
+
+// chainNotes are the notes blockstack puts into a storage chain, which is
+// language-neutral otherwise (device names, lsblk's kinds); German reports
+// get them in German.
+var chainNotes = [][2]string{
+	{"(see above)", "(siehe oben)"}, {": no encryption)", ": keine Verschlüsselung)"}, {"(device loop)", "(Geräteschleife)"},
+	{"(no slaves)", "(keine unterliegenden Geräte)"}, {"(no backing file)", "(keine Backing-Datei)"}, {" (not in sysfs)", " (nicht in sysfs)"},
+	{"(file ", "(Datei "}, {" (outside this root)", " (außerhalb dieser Wurzel)"}, {" → source ", " → Quelle "},
+	{"(the FUSE mount itself)", "(der FUSE-Mount selbst)"},
+}
+
+func (e *env) chainWords(s string) string {
+	if e.lang != "de" {
+		return s
+	}
+	for _, n := range chainNotes {
+		s = strings.ReplaceAll(s, n[0], n[1])
 	}
 	return s
 }

@@ -28,7 +28,7 @@ func TestVMVerifyLive(t *testing.T) {
 	if !vmtest.InGuest(t) {
 		return
 	}
-	devs := vmtest.LoopDevices(t, 96*vmtest.MiB, 96*vmtest.MiB)
+	devs := vmtest.LoopDevices(t, 96*vmtest.MiB, 96*vmtest.MiB, 32*vmtest.MiB)
 	key := []byte("verify vm test passphrase")
 	format := func(dev string) {
 		// The cheapest argon2id cryptsetup accepts: TCG is slow.
@@ -71,6 +71,32 @@ func TestVMVerifyLive(t *testing.T) {
 			t.Errorf("luks.kdf %s: evidence %q does not show the header's argon2id parameters", subj, c.Evidence)
 		}
 	}
+
+	// dm-crypt with cipher_null, set up by hand (no crypttab, no header):
+	// only the running kernel's dm table can tell that it does not
+	// encrypt, and verify must ask it (the key-free IMA status).
+	sectors := strings.TrimSpace(sh(t, nil, "blockdev", "--getsz", devs[2]))
+	sh(t, nil, "dmsetup", "create", "vmnull", "--uuid", "CRYPT-PLAIN-vmnull", "--table", "0 "+sectors+" crypt cipher_null-ecb - 0 "+devs[2]+" 0")
+	removeNull := func() {
+		exec.Command("swapoff", "/dev/mapper/vmnull").Run()
+		exec.Command("dmsetup", "remove", "vmnull").Run()
+	}
+	t.Cleanup(removeNull)
+	sh(t, nil, "mkswap", "/dev/mapper/vmnull")
+	sh(t, nil, "swapon", "/dev/mapper/vmnull")
+	r = run(t)
+	// The loop device's backing file lies on the VM's /tmp (tmpfs): what
+	// the mapping stores stays in RAM, so the verdict is RAM's; the point
+	// is that the crypt node no longer counts as encryption.
+	if c := result(t, r, "swap.device", "/dev/mapper/vmnull"); strings.Contains(strings.Join(c.Evidence, " "), "⇒ encrypted") ||
+		!strings.Contains(strings.Join(c.Evidence, " "), "(cipher_null-ecb: no encryption)") {
+		t.Errorf("swap on a cipher_null mapping: got %s %q, want the mapping traced as no encryption", c.Status, c.Evidence)
+	}
+	nullSubj := "vmnull (" + filepath.Base(dmPath(t, "vmnull")) + ")"
+	if c := result(t, r, "luks.cipher", nullSubj); c.Status != verify.Fail || !strings.Contains(strings.Join(c.Evidence, " "), "running kernel's dm table") {
+		t.Errorf("luks.cipher %s: got %s %q, want FAIL from the kernel's dm table", nullSubj, c.Status, c.Evidence)
+	}
+	removeNull()
 
 	// A swap file on plaintext ext4. On a spare disk, if the VM has one,
 	// that is plaintext and must FAIL. Otherwise the filesystem goes on a

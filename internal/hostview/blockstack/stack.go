@@ -51,7 +51,14 @@ type Node struct {
 }
 
 // String renders the chain top-down: "a → b → c", branches in brackets.
+// A device reached twice (a shared lower device in a diamond of stacks)
+// is spelled out once and then named "(see above)", so the text grows with
+// the number of devices, not the number of paths.
 func (n *Node) String() string {
+	return n.render(map[*Node]bool{})
+}
+
+func (n *Node) render(seen map[*Node]bool) string {
 	if n == nil {
 		return ""
 	}
@@ -59,15 +66,19 @@ func (n *Node) String() string {
 	if n.Note != "" {
 		s += " " + n.Note
 	}
+	if len(n.Lower) > 0 && seen[n] {
+		return s + " (see above)"
+	}
+	seen[n] = true
 	switch len(n.Lower) {
 	case 0:
 		return s
 	case 1:
-		return s + " → " + n.Lower[0].String()
+		return s + " → " + n.Lower[0].render(seen)
 	}
 	parts := make([]string, len(n.Lower))
 	for i, l := range n.Lower {
-		parts[i] = l.String()
+		parts[i] = l.render(seen)
 	}
 	return s + " → [" + strings.Join(parts, " | ") + "]"
 }
@@ -98,6 +109,14 @@ var ramFS = map[string]bool{"tmpfs": true, "ramfs": true, "devtmpfs": true, "hug
 var networkFS = map[string]bool{
 	"nfs": true, "nfs4": true, "cifs": true, "smb3": true, "9p": true, "virtiofs": true,
 	"ceph": true, "glusterfs": true, "fuse.sshfs": true, "fuse.glusterfs": true, "afs": true,
+}
+
+// passthroughFUSE are FUSE filesystems that store each file unchanged in
+// the source directories mountinfo names (bindfs passes its source as
+// fsname; mergerfs, mhddfs and unionfs-fuse join branches with ":").
+var passthroughFUSE = map[string]bool{
+	"fuse.bindfs": true, "fuse.mergerfs": true, "fuse.mhddfs": true, "fuse.unionfs": true, "fuse.unionfs-fuse": true,
+	"fuse.rofs": true, "fuse.ciopfs": true, "fuse.disorderfs": true,
 }
 
 // IsNetworkFS reports whether a filesystem type stores data on another
@@ -178,6 +197,31 @@ func (s *System) locate(p string, seen map[string]bool) Location {
 			return loc
 		}
 		loc.Evidence = mdesc + " → upperdir " + inner.Evidence
+		return loc
+	case passthroughFUSE[m.FSType] && strings.HasPrefix(m.Source, "/"):
+		// A pass-through FUSE filesystem stores every file in its source
+		// directory(ies) as it is: judge where those are.
+		loc.Class = Encrypted
+		var evs []string
+		for _, src := range strings.Split(m.Source, ":") {
+			if !strings.HasPrefix(src, "/") {
+				continue
+			}
+			inner := s.locate(src, seen)
+			if inner.Mount != nil && inner.Mount.ID == m.ID {
+				inner.Class, inner.Evidence = Unknown, src+" (the FUSE mount itself)"
+			}
+			loc.Class = Worst(loc.Class, inner.Class)
+			loc.Crypt = append(loc.Crypt, inner.Crypt...)
+			loc.Plain = append(loc.Plain, inner.Plain...)
+			loc.Hops = append(append(loc.Hops, m.FSType+" source "+src), inner.Hops...)
+			if loc.Chain == nil {
+				loc.Chain, loc.Device = inner.Chain, inner.Device
+			}
+			evs = append(evs, inner.Evidence)
+		}
+		loc.Reason = m.FSType + " passes files through to " + m.Source
+		loc.Evidence = mdesc + " → source " + strings.Join(evs, " | ")
 		return loc
 	case networkFS[m.FSType]:
 		loc.Class, loc.Reason, loc.Evidence = Unknown, "network filesystem "+m.FSType+" from "+m.Source+": encryption at rest is the server's", mdesc
@@ -261,16 +305,52 @@ func (d *Device) Label() string {
 	}
 }
 
+// classified is the memoised answer for one device: its chain and what it
+// adds to a Location (crypt nodes, plaintext devices, files followed).
+type classified struct {
+	node               *Node
+	crypt, plain, hops []string
+}
+
+// classify answers for one device, once: a shared lower device (the PV
+// under many LVs, a diamond of stacked devices) is walked a single time,
+// so the cost grows with the number of devices, not of paths through them.
 func (s *System) classify(d *Device, seen map[string]bool, loc *Location) *Node {
-	n := &Node{Device: d, Label: d.Label()}
+	if c, ok := s.memo[d.Name]; ok {
+		merge(loc, c)
+		return c.node
+	}
 	if seen["dev:"+d.Name] {
-		n.Class, n.Note = Unknown, "(device loop)"
-		return n
+		return &Node{Device: d, Label: d.Label(), Class: Unknown, Note: "(device loop)"}
 	}
 	seen["dev:"+d.Name] = true
 	defer delete(seen, "dev:"+d.Name)
+	var own Location
+	n := s.classifyOnce(d, seen, &own)
+	c := &classified{node: n, crypt: own.Crypt, plain: own.Plain, hops: own.Hops}
+	if s.memo == nil {
+		s.memo = map[string]*classified{}
+	}
+	s.memo[d.Name] = c
+	merge(loc, c)
+	return n
+}
 
-	if d.CryptType() != "" {
+func merge(loc *Location, c *classified) {
+	for _, x := range c.crypt {
+		loc.Crypt = appendUnique(loc.Crypt, x)
+	}
+	for _, x := range c.plain {
+		loc.Plain = appendUnique(loc.Plain, x)
+	}
+	for _, x := range c.hops {
+		loc.Hops = appendUnique(loc.Hops, x)
+	}
+}
+
+func (s *System) classifyOnce(d *Device, seen map[string]bool, loc *Location) *Node {
+	n := &Node{Device: d, Label: d.Label()}
+	if d.CryptType() != "" && d.Encrypts() {
 		n.Class = Encrypted
 		loc.Crypt = appendUnique(loc.Crypt, d.Name)
 		// Below a crypt node lies ciphertext; walk it only as evidence.
@@ -280,10 +360,12 @@ func (s *System) classify(d *Device, seen map[string]bool, loc *Location) *Node 
 				n.Lower = append(n.Lower, s.classify(ld, seen, &scratch))
 			}
 		}
-		for _, l := range n.Lower {
-			markCiphertext(l)
-		}
 		return n
+	}
+	if d.CryptType() != "" {
+		// A dm-crypt mapping whose cipher is cipher_null stores every
+		// sector as it is: it counts as the device below it.
+		n.Note = "(" + d.Cipher + ": no encryption)"
 	}
 	switch d.Kind {
 	case KindZram:
@@ -350,15 +432,6 @@ func (s *System) classify(d *Device, seen map[string]bool, loc *Location) *Node 
 		n.Class = Worst(n.Class, ln.Class)
 	}
 	return n
-}
-
-// markCiphertext labels the devices below a crypt node: they hold only
-// ciphertext, whatever they are.
-func markCiphertext(n *Node) {
-	n.Class = Encrypted
-	for _, l := range n.Lower {
-		markCiphertext(l)
-	}
 }
 
 // CryptNodes returns every encrypting dm device, sorted by name.

@@ -60,6 +60,32 @@ type Device struct {
 	ZramBackingDev     string   `json:"zramBackingDev,omitempty"`
 	Mounts             []string `json:"mounts,omitempty"` // mount points, from mountinfo
 	Swap               bool     `json:"swap,omitempty"`   // an active swap area
+	// Cipher is a crypt node's cipher as the kernel runs it (dm table) or
+	// its header or crypttab names it, with where that came from; "" when
+	// unknown. See SetCipher.
+	Cipher       string `json:"cipher,omitempty"`
+	CipherSource string `json:"cipherSource,omitempty"`
+}
+
+// NullCipher reports whether a cipher spec is dm-crypt's cipher_null,
+// which copies every sector as it is ("cipher_null-ecb", "capi:ecb(cipher_null)").
+func NullCipher(spec string) bool {
+	s := strings.ToLower(spec)
+	return strings.Contains(s, "cipher_null") || s == "null" || strings.HasPrefix(s, "null-")
+}
+
+// Encrypts reports whether a crypt node really encrypts: its cipher is not
+// cipher_null (an unknown cipher is taken to encrypt; the report says the
+// cipher could not be read).
+func (d *Device) Encrypts() bool { return d.CryptType() != "" && !NullCipher(d.Cipher) }
+
+// SetCipher records the cipher of the crypt node named name (kernel name)
+// and forgets earlier answers, which may have counted it as encrypting.
+func (s *System) SetCipher(name, cipher, source string) {
+	if d := s.byName[name]; d != nil {
+		d.Cipher, d.CipherSource = cipher, source
+		s.memo = nil
+	}
 }
 
 // Lower returns the devices this one stores its data on: a partition's
@@ -140,6 +166,7 @@ type System struct {
 	Missing []string `json:"missing,omitempty"`
 
 	fs       rootfs.FS
+	memo     map[string]*classified // Classify's answers per device
 	byName   map[string]*Device
 	byMajMin map[string]*Device
 	byDMName map[string]*Device
@@ -384,6 +411,12 @@ func appendUnique(list []string, v string) []string {
 		}
 	}
 	return append(list, v)
+}
+
+// DMName joins VG and LV names as device-mapper does (LVM
+// lib/misc/lvm-string.c build_dm_name doubles each dash).
+func DMName(vg, lv string) string {
+	return strings.ReplaceAll(vg, "-", "--") + "-" + strings.ReplaceAll(lv, "-", "--")
 }
 
 // DeviceByPath finds the device a /dev path names: /dev/sda1, /dev/dm-3,

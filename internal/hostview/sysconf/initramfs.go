@@ -27,13 +27,51 @@ type InitramfsEntry struct {
 // few thousand members).
 const maxInitramfsMembers = 200000
 
+// Bounds on reading an initramfs from a possibly hostile host: Debian 12
+// images are 30-80 MiB compressed and under 300 MiB unpacked. Beyond
+// MaxInitramfsBytes (counted over compressed input and unpacked output
+// alike) reading stops with an error; decompressors get at most 64 MiB of
+// window (zstd; xz's dictionary is what the stream declares, and its
+// memory is only touched as output is written, so the output cap bounds it).
+const (
+	MaxInitramfsBytes = 512 << 20
+	maxZstdWindow     = 64 << 20
+)
+
+// ErrInitramfsBomb is returned when an image unpacks to more than
+// MaxInitramfsBytes or nests compressed data inside compressed data (the
+// kernel unpacks one level only: init/initramfs.c unpack_to_rootfs).
+var ErrInitramfsBomb = fmt.Errorf("initramfs larger than %d MiB unpacked or compressed twice: refused", MaxInitramfsBytes>>20)
+
 // ListInitramfs lists the members of an initramfs image: one or more cpio
 // "newc" archives (Documentation/driver-api/early-userspace/buffer-format.rst),
 // each optionally compressed with gzip, zstd or xz, concatenated the way
 // Debian's initramfs-tools prepends an uncompressed early microcode archive.
 func ListInitramfs(r io.Reader) ([]InitramfsEntry, error) {
+	return listInitramfs(&capped{r: r, left: MaxInitramfsBytes}, nil, 0)
+}
+
+// capped fails reads past its budget instead of returning EOF, so a
+// truncated listing is never mistaken for a complete one.
+type capped struct {
+	r    io.Reader
+	left int64
+}
+
+func (c *capped) Read(p []byte) (int, error) {
+	if c.left <= 0 {
+		return 0, ErrInitramfsBomb
+	}
+	if int64(len(p)) > c.left {
+		p = p[:c.left]
+	}
+	n, err := c.r.Read(p)
+	c.left -= int64(n)
+	return n, err
+}
+
+func listInitramfs(r io.Reader, out []InitramfsEntry, depth int) ([]InitramfsEntry, error) {
 	br := bufio.NewReaderSize(r, 1<<16)
-	var out []InitramfsEntry
 	for {
 		if err := skipZeros(br); err != nil {
 			if errors.Is(err, io.EOF) {
@@ -45,6 +83,11 @@ func ListInitramfs(r io.Reader) ([]InitramfsEntry, error) {
 		if err != nil {
 			return out, nil
 		}
+		compressed := bytes.HasPrefix(magic, []byte{0x1f, 0x8b}) || bytes.HasPrefix(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}) ||
+			bytes.HasPrefix(magic, []byte{0xfd, '7', 'z', 'X', 'Z', 0})
+		if compressed && depth > 0 {
+			return out, fmt.Errorf("cannot read initramfs: %w", ErrInitramfsBomb)
+		}
 		switch {
 		case bytes.HasPrefix(magic, []byte("07070")):
 			if out, err = listCpio(br, out); err != nil {
@@ -55,29 +98,29 @@ func ListInitramfs(r io.Reader) ([]InitramfsEntry, error) {
 			if err != nil {
 				return out, fmt.Errorf("cannot read gzip initramfs: %w", err)
 			}
-			return listAll(zr, out)
+			return listAll(zr, out, depth)
 		case bytes.HasPrefix(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}):
-			zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1))
+			zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(maxZstdWindow),
+				zstd.WithDecoderMaxMemory(MaxInitramfsBytes))
 			if err != nil {
 				return out, fmt.Errorf("cannot read zstd initramfs: %w", err)
 			}
 			defer zr.Close()
-			return listAll(zr, out)
+			return listAll(zr, out, depth)
 		case bytes.HasPrefix(magic, []byte{0xfd, '7', 'z', 'X', 'Z', 0}):
 			zr, err := xz.NewReader(br)
 			if err != nil {
 				return out, fmt.Errorf("cannot read xz initramfs: %w", err)
 			}
-			return listAll(zr, out)
+			return listAll(zr, out, depth)
 		default:
 			return out, fmt.Errorf("cannot read initramfs: unsupported format (magic % x); gzip, zstd and xz are supported", magic)
 		}
 	}
 }
 
-func listAll(r io.Reader, out []InitramfsEntry) ([]InitramfsEntry, error) {
-	more, err := ListInitramfs(r)
-	return append(out, more...), err
+func listAll(r io.Reader, out []InitramfsEntry, depth int) ([]InitramfsEntry, error) {
+	return listInitramfs(&capped{r: r, left: MaxInitramfsBytes}, out, depth+1)
 }
 
 // skipZeros skips the NUL padding between concatenated archives.

@@ -18,6 +18,10 @@ type QCOW2 struct {
 	BackingFormat string `json:"backingFormat,omitempty"`
 	DataFile      string `json:"dataFile,omitempty"` // external data file: the guest's data is there
 	Snapshots     int    `json:"snapshots,omitempty"`
+	// CryptHeader locates the LUKS header qemu keeps inside an image with
+	// encrypt.format=luks (header extension 0x0537be77: offset, length).
+	CryptHeaderOffset uint64 `json:"cryptHeaderOffset,omitempty"`
+	CryptHeaderLength uint64 `json:"cryptHeaderLength,omitempty"`
 	// HeaderEnd is the offset up to which the header, its extensions and the
 	// backing file name reach; `capture` copies exactly these bytes.
 	HeaderEnd int64 `json:"-"`
@@ -46,6 +50,7 @@ const (
 	extEnd           = 0x00000000
 	extBackingFormat = 0xe2792aca
 	extDataFile      = 0x44415441
+	extCryptHeader   = 0x0537be77
 )
 
 // ParseQCOW2 reads the header of a qcow2 image: version, size,
@@ -102,6 +107,13 @@ func ParseQCOW2(r io.ReaderAt) (*QCOW2, error) {
 		}
 		if l > cluster-off {
 			return nil, fmt.Errorf("cannot read qcow2 header: extension 0x%08x length %d beyond the first cluster", typ, l)
+		}
+		if typ == extCryptHeader && l >= 16 {
+			data := make([]byte, 16)
+			if _, err := r.ReadAt(data, off); err != nil {
+				return nil, fmt.Errorf("cannot read qcow2 header extension: %w", err)
+			}
+			q.CryptHeaderOffset, q.CryptHeaderLength = be.Uint64(data[0:8]), be.Uint64(data[8:16])
 		}
 		if typ == extBackingFormat || typ == extDataFile {
 			data := make([]byte, l)

@@ -8,7 +8,7 @@ import (
 
 // ProbeSignature names what the first 68 KiB of a block device hold, the
 // way blkid would for the types verify cares about: "luks", "swap",
-// "ext4" (ext2/3/4), "xfs", "btrfs", "LVM2_member", "qcow2",
+// "ext4" (ext2/3/4), "xfs", "btrfs", "vfat", "LVM2_member", "qcow2",
 // "partition-table", or "" when nothing is recognised. Only magic numbers
 // are read; nothing else is returned.
 func ProbeSignature(r io.ReaderAt) string {
@@ -33,6 +33,8 @@ func ProbeSignature(r io.ReaderAt) string {
 		return "btrfs"
 	case len(b) >= 1082 && binary.LittleEndian.Uint16(b[1080:1082]) == 0xEF53:
 		return "ext4" // s_magic at superblock offset 1024 + 56
+	case at(510, []byte{0x55, 0xaa}) && (at(82, []byte("FAT32   ")) || at(54, []byte("FAT16   ")) || at(54, []byte("FAT12   "))):
+		return "vfat" // a FAT boot sector (BS_FilSysType), e.g. the EFI system partition
 	case at(510, []byte{0x55, 0xaa}):
 		return "partition-table"
 	}

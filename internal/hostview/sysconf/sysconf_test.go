@@ -102,7 +102,7 @@ func TestParseQCOW2(t *testing.T) {
 		// qemu-img create -f qcow2 -o compat=0.10 -u -b /srv/old/plain.raw -F raw v2.qcow2 2G
 		{"v2.qcow2.hdr", QCOW2{Version: 2, Size: 2 << 30, ClusterBits: 16, BackingFile: "/srv/old/plain.raw", BackingFormat: "raw"}},
 		// qemu-img create -f qcow2 --object secret,id=s0,data=x -o encrypt.format=luks,encrypt.key-secret=s0 enc.qcow2 1G
-		{"enc.qcow2.hdr", QCOW2{Version: 3, Size: 1 << 30, ClusterBits: 16, CryptMethod: 2}},
+		{"enc.qcow2.hdr", QCOW2{Version: 3, Size: 1 << 30, ClusterBits: 16, CryptMethod: 2, CryptHeaderOffset: 256 << 10, CryptHeaderLength: 2068480}}, // qemu-img 7.2: the LUKS header in the 5th cluster
 		// qemu-img create -f qcow2 -o data_file=/tmp/q/srvdata/ext.raw,data_file_raw=on ext.qcow2 1G
 		{"ext.qcow2.hdr", QCOW2{Version: 3, Size: 1 << 30, ClusterBits: 16, DataFile: "/tmp/q/srvdata/ext.raw"}},
 	}

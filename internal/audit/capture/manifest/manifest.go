@@ -4,6 +4,7 @@ package manifest
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/cryptshift/cryptshift/internal/hostview/rootfs"
 	"github.com/cryptshift/cryptshift/internal/hostview/sysconf"
@@ -46,6 +47,34 @@ type Manifest struct {
 	Modes map[string]uint32 `json:"modes,omitempty"`
 	// Skipped lists what capture could not read, with why.
 	Skipped []string `json:"skipped,omitempty"`
+	// DMCrypt maps the device-mapper name of every crypt node to its
+	// cipher as the kernel runs it (the dm table's cipher field only; the
+	// key field is never read).
+	DMCrypt map[string]string `json:"dmCrypt,omitempty"`
+	// Absent lists the paths verify looked for on the host that did not
+	// exist there: in the tree their absence is then a fact, not a gap.
+	Absent []string `json:"absent,omitempty"`
+}
+
+// DMCipher returns the captured cipher of a crypt node; m may be nil.
+func (m *Manifest) DMCipher(dmName string) (string, bool) {
+	if m == nil {
+		return "", false
+	}
+	c, ok := m.DMCrypt[dmName]
+	return c, ok && c != ""
+}
+
+// IsAbsent reports whether capture saw p (or a directory above it)
+// missing on the host.
+func (m *Manifest) IsAbsent(p string) bool {
+	p = rootfs.Clean(p)
+	for _, a := range m.Absent {
+		if p == a || strings.HasPrefix(p, strings.TrimSuffix(a, "/")+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 // FileInfo records a file that the tree holds only a prefix of.
