@@ -65,8 +65,16 @@ func (f *fx) finish() error {
 		return err
 	}
 	for _, p := range f.drop {
-		if err := os.Remove(filepath.Join(f.Dir, filepath.FromSlash(p))); err != nil {
+		full := filepath.Join(f.Dir, filepath.FromSlash(p))
+		if err := os.Remove(full); err != nil {
 			return err
+		}
+		// git keeps no empty directories: a parent the drop emptied goes
+		// too, so the committed tree equals its definition on a fresh clone.
+		for dir := filepath.Dir(full); dir != f.Dir; dir = filepath.Dir(dir) {
+			if os.Remove(dir) != nil {
+				break
+			}
 		}
 	}
 	return nil
