@@ -34,6 +34,26 @@ func Require(t testing.TB) {
 	}
 }
 
+// RunDir is a test's directory for disk overlays, sockets and logs:
+// t.TempDir(), or with CRYPTSHIFT_BOOT_LOGDIR=DIR a fresh DIR/TEST-NAME
+// that stays after the test, so the consoles and logs can be read.
+func RunDir(t testing.TB) string {
+	t.Helper()
+	base := os.Getenv("CRYPTSHIFT_BOOT_LOGDIR")
+	if base == "" {
+		return t.TempDir()
+	}
+	dir := filepath.Join(base, strings.ReplaceAll(t.Name(), "/", "_"))
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("logs and disks in %s (CRYPTSHIFT_BOOT_LOGDIR; remove it when done)", dir)
+	return dir
+}
+
 // Overlay makes a copy-on-write qcow2 image over base, so that every boot
 // starts from the same state and base is never written.
 func Overlay(ctx context.Context, base, path string) (Disk, error) {

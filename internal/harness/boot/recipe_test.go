@@ -2,6 +2,8 @@ package boot
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	_ "embed"
 	"fmt"
 	"os"
@@ -34,7 +36,8 @@ type recipeRun struct {
 	oh   *OldHost
 	tang *Tang
 	port int // tang's port, stable across restarts
-	tpm  string
+	// mails is how many mails alice had when the old host was moved.
+	mails int
 }
 
 // TestBootMoveHostRecipe is the RECIPE PROOF, NOT THE PRODUCT: it moves the
@@ -60,7 +63,7 @@ func TestBootMoveHostRecipe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &recipeRun{dir: t.TempDir(), oh: oh}
+	r := &recipeRun{dir: RunDir(t), oh: oh}
 	if err := NewTangKeys(ctx, filepath.Join(r.dir, "tang-keys")); err != nil {
 		t.Fatal(err)
 	}
@@ -93,12 +96,15 @@ func (r *recipeRun) startTang(t *testing.T) {
 // Clevis's Tang pin (configure_networking; DHCP from qemu's user network).
 const cmdline = "console=ttyS0 ip=dhcp"
 
-// move boots the old host with two fresh disks, runs the recipe in it and
-// powers it off; it returns the moved disks.
+// move returns the moved disks: from the cache when the same old host was
+// moved by the same script, cryptshift binary and layout before (Go builds
+// are reproducible, so any change to cryptshift moves again), else by
+// booting the old host with two fresh disks, running the recipe in it and
+// powering it off. The boots only ever use overlays over them.
 func (r *recipeRun) move(t *testing.T, ctx context.Context) [2]string {
 	t.Helper()
 	bin := filepath.Join(r.dir, "cryptshift")
-	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/cryptshift/cryptshift/cmd/cryptshift").CombinedOutput(); err != nil {
+	if out, err := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", bin, "github.com/cryptshift/cryptshift/cmd/cryptshift").CombinedOutput(); err != nil {
 		t.Fatalf("cannot build cryptshift: %v\n%s", err, out)
 	}
 	layout, err := exec.CommandContext(ctx, bin, "plan", "--example", "mail-host", "-o", "layout").Output()
@@ -106,12 +112,32 @@ func (r *recipeRun) move(t *testing.T, ctx context.Context) [2]string {
 		t.Fatalf("cannot get the mail-host layout: %v", err)
 	}
 	layout = testKDF(layout)
+	binData, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cached := filepath.Join(filepath.Dir(r.oh.Dir), "moved-"+movedKey(r.oh, binData, layout))
+	disks := [2]string{filepath.Join(cached, "new0.img"), filepath.Join(cached, "new1.img")}
+	if _, err := os.Stat(filepath.Join(cached, "complete")); err == nil {
+		t.Logf("move: reusing the moved disks in %s", cached)
+		r.mails = Mails
+		if b, err := os.ReadFile(filepath.Join(cached, "mails")); err == nil {
+			fmt.Sscan(string(b), &r.mails)
+		}
+		return disks
+	}
+	olds, _ := filepath.Glob(filepath.Join(filepath.Dir(r.oh.Dir), "moved-*"))
+	for _, o := range olds {
+		os.RemoveAll(o)
+	}
+	if err := os.MkdirAll(cached, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	root, err := Overlay(ctx, r.oh.Image, filepath.Join(r.dir, "oldroot.qcow2"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	root.Serial = "oldroot"
-	disks := [2]string{filepath.Join(r.dir, "new0.img"), filepath.Join(r.dir, "new1.img")}
 	d0, err := SparseDisk(disks[0], NewDiskSize)
 	if err != nil {
 		t.Fatal(err)
@@ -124,6 +150,13 @@ func (r *recipeRun) move(t *testing.T, ctx context.Context) [2]string {
 	vm := Boot(t, ctx, Machine{Name: "oldhost", Dir: r.dir, Kernel: r.oh.Kernel, Initrd: r.oh.Initrd, Append: r.oh.Append(),
 		Disks: []Disk{root, d0, d1}}, r.oh.Key)
 	if _, err := vm.WaitMultiUser(ctx, bootTimeout); err != nil {
+		t.Fatal(err)
+	}
+	// The same checks as TestBootOldHost: the move starts from a working
+	// mail server, and the mail delivered live must arrive on the new disks.
+	checkOldHost(t, ctx, vm)
+	r.mails = Mails + 1
+	if err := os.WriteFile(filepath.Join(cached, "mails"), []byte(fmt.Sprintln(r.mails)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	for _, f := range []struct {
@@ -146,15 +179,28 @@ func (r *recipeRun) move(t *testing.T, ctx context.Context) [2]string {
 	env := "DISK0=/dev/disk/by-id/virtio-newdisk0 DISK1=/dev/disk/by-id/virtio-newdisk1 LAYOUT=/root/mail-host.yaml " +
 		"PASSFILE=/root/luks.pass RECOVERY=/root/recovery.key CRYPTSHIFT=/root/cryptshift DEVICE_TIMEOUT=10min CMDLINE=" + shellQuote(cmdline)
 	out, err := vm.SSH.Run(ctx, env+" /root/move-host.sh 2>&1", nil)
-	_ = os.WriteFile(filepath.Join(r.dir, "move.log"), []byte(out), 0o644)
+	_ = os.WriteFile(filepath.Join(cached, "move.log"), []byte(out), 0o644)
 	if err != nil {
 		t.Fatalf("the move failed: %v\n%s", err, lastLines(out, 40))
 	}
 	t.Logf("move: %s in the old host; steps:\n%s", time.Since(start).Round(time.Second), grepLines(out, "== move:"))
-	if err := vm.PowerOff(ctx, 3*time.Minute); err != nil {
+	if err := vm.PowerOff(ctx, 5*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cached, "complete"), []byte(time.Now().Format(time.RFC3339)+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return disks
+}
+
+// movedKey names a moved disk set after what made it.
+func movedKey(oh *OldHost, cryptshift, layout []byte) string {
+	h := sha256.New()
+	for _, part := range [][]byte{[]byte(filepath.Base(oh.Dir)), cryptshift, layout, moveHostScript, []byte(cmdline)} {
+		fmt.Fprintf(h, "%d:", len(part))
+		h.Write(part)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
 // testKDF lowers the layout's argon2id cost for the test: with the
@@ -395,8 +441,8 @@ func (r *recipeRun) checkSystem(t *testing.T, ctx context.Context, vm *VM) strin
 			t.Errorf("check failed: %s: %v\n%s", c.what, err, out)
 		}
 	}
-	if n := mailCount(t, ctx, vm); n != Mails {
-		t.Errorf("doveadm fetch counts %d mails for alice, want %d", n, Mails)
+	if n := mailCount(t, ctx, vm); n != r.mails {
+		t.Errorf("doveadm fetch counts %d mails for alice, want the %d she had when the old host was moved", n, r.mails)
 	}
 	if t.Failed() {
 		t.FailNow()
