@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/cryptshift/cryptshift/internal/harness/vmtest"
 )
 
 // proc is a process the harness started: qemu, swtpm, a Tang listener. Its
@@ -134,20 +136,8 @@ func lastLines(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// shellQuote quotes s for POSIX sh.
-func shellQuote(s string) string {
-	if s != "" && strings.IndexFunc(s, func(r rune) bool {
-		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("@%+=:,./_-", r))
-	}) < 0 {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
-
-func quote(argv []string) string {
-	q := make([]string, len(argv))
-	for i, a := range argv {
-		q[i] = shellQuote(a)
-	}
-	return strings.Join(q, " ")
-}
+// shellQuote and quote are vmtest's: one quoting for the whole harness.
+var (
+	shellQuote = vmtest.ShellQuote
+	quote      = vmtest.Quote
+)

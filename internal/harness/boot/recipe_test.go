@@ -328,18 +328,29 @@ func (r *recipeRun) clevis(t *testing.T, ctx context.Context, vm *VM, pin string
 	t.Logf("clevis bindings now: %s", out)
 }
 
-func (r *recipeRun) tang2tpm(t *testing.T, ctx context.Context, s1 [2]string) [2]string {
-	before := r.tang.Requests()
-	tpm, err := StartSWTPM(ctx, filepath.Join(r.dir, "tpm-state"), r.dir, "tang")
+// autoUnlock boots base with the software TPM (its state shared by every
+// boot of the run) and, if withTang, the forward to Tang, and expects
+// clevis to unlock the root with no console input and the system to reach
+// multi-user.
+func (r *recipeRun) autoUnlock(t *testing.T, ctx context.Context, name string, base [2]string, withTang bool) (*VM, [2]string, *timeline) {
+	t.Helper()
+	tpm, err := StartSWTPM(ctx, filepath.Join(r.dir, "tpm-state"), r.dir, name)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(tpm.Stop)
-	vm, disks := r.bootMoved(t, ctx, "tang", s1, true, tpm)
+	vm, disks := r.bootMoved(t, ctx, name, base, withTang, tpm)
 	tl := &timeline{t: t, vm: vm}
 	tl.expect(ctx, kernelStarted, "kernel")
 	tl.expect(ctx, ClevisUnlocked, "unlocked by clevis")
 	tl.multiUser(ctx)
+	return vm, disks, tl
+}
+
+func (r *recipeRun) tang2tpm(t *testing.T, ctx context.Context, s1 [2]string) [2]string {
+	before := r.tang.Requests()
+	// The TPM is attached already, so the tpm2 pin can be bound in this boot.
+	vm, disks, tl := r.autoUnlock(t, ctx, "tang", s1, true)
 	if n := r.tang.Requests() - before; n < 1 {
 		t.Fatalf("the root was unlocked without a key recovery request to tang (log %s)", r.tang.Log)
 	}
@@ -394,16 +405,7 @@ func (r *recipeRun) fallback(t *testing.T, ctx context.Context, s1 [2]string) {
 }
 
 func (r *recipeRun) tpm2(t *testing.T, ctx context.Context, s2 [2]string) {
-	tpm, err := StartSWTPM(ctx, filepath.Join(r.dir, "tpm-state"), r.dir, "tpm2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(tpm.Stop)
-	vm, _ := r.bootMoved(t, ctx, "tpm2", s2, false, tpm)
-	tl := &timeline{t: t, vm: vm}
-	tl.expect(ctx, kernelStarted, "kernel")
-	tl.expect(ctx, ClevisUnlocked, "unlocked by clevis")
-	tl.multiUser(ctx)
+	vm, _, tl := r.autoUnlock(t, ctx, "tpm2", s2, false)
 	root := r.checkSystem(t, ctx, vm)
 	if _, err := vm.SSH.Run(ctx, "dev=$(cryptsetup status root_crypt | awk '$1==\"device:\"{print $2}'); clevis luks list -d \"$dev\" | grep -q tpm2 && ! clevis luks list -d \"$dev\" | grep -q tang", nil); err != nil {
 		t.Fatalf("the root volume is not bound to tpm2 alone: %v", err)
