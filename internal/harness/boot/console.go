@@ -26,6 +26,7 @@ type Console struct {
 	log     *os.File
 	logPath string
 	w       io.Writer
+	typed   int // lines typed with Send or SendSecret
 }
 
 // newConsole reads r (qemu's serial output) until it ends, writing a copy to
@@ -142,10 +143,21 @@ func (c *Console) SendSecret(secret []byte) error {
 }
 
 func (c *Console) write(s string) error {
+	c.mu.Lock()
+	c.typed++
+	c.mu.Unlock()
 	if _, err := io.WriteString(c.w, s+"\r"); err != nil {
 		return fmt.Errorf("cannot type on the console: %w", err)
 	}
 	return nil
+}
+
+// Typed is how many lines the harness typed on this console: zero proves
+// a boot went without console input.
+func (c *Console) Typed() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.typed
 }
 
 // Tail returns the console's last n lines.

@@ -71,6 +71,9 @@ func TestConsoleExpect(t *testing.T) {
 	if err := c.SendSecret([]byte("s3cret")); err != nil {
 		t.Fatal(err)
 	}
+	if c.Typed() != 1 {
+		t.Errorf("Typed() = %d after one line", c.Typed())
+	}
 	if in.String() != "s3cret\r" {
 		t.Errorf("typed %q, want the secret and a carriage return", in.String())
 	}
