@@ -53,6 +53,9 @@ func (c *Console) read(r io.Reader) {
 		if err != nil {
 			c.eof = true
 			c.log.Close()
+			if rc, ok := r.(io.Closer); ok {
+				rc.Close()
+			}
 		}
 		close(c.cond)
 		c.cond = make(chan struct{})

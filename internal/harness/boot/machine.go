@@ -3,7 +3,6 @@ package boot
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -66,7 +65,6 @@ type VM struct {
 	Console *Console
 	SSH     *SSH // set by the caller once it knows the key; Port is filled in
 	qemu    *proc
-	stdin   io.WriteCloser
 	Started time.Time
 }
 
@@ -86,22 +84,39 @@ func (m Machine) Start(ctx context.Context) (*VM, error) {
 		}
 	}
 	args := m.qemuArgs()
-	inR, inW := io.Pipe()
-	outR, outW := io.Pipe()
+	// OS pipes, not io.Pipe: with an *os.File exec hands qemu the
+	// descriptor itself, so Wait returns when qemu exits instead of waiting
+	// for a copying goroutine that blocks on a console nobody writes to.
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("cannot create the console pipe: %w", err)
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		inR.Close()
+		inW.Close()
+		return nil, fmt.Errorf("cannot create the console pipe: %w", err)
+	}
 	logPath := filepath.Join(m.Dir, m.Name+".qemu.log")
 	p, err := startProc("qemu "+m.Name, logPath, append([]string{Qemu}, args...), func(c *exec.Cmd) {
 		c.Stdin, c.Stdout = inR, outW
 	})
+	// qemu has its own copies; ours would keep the console open after it
+	// exits (no EOF for the reader).
+	inR.Close()
+	outW.Close()
 	if err != nil {
+		inW.Close()
+		outR.Close()
 		return nil, err
 	}
-	go func() { <-p.done; outW.Close(); inR.Close() }()
+	go func() { <-p.done; inW.Close() }()
 	con, err := newConsole(outR, inW, filepath.Join(m.Dir, m.Name+".console.log"))
 	if err != nil {
 		p.Stop(time.Second)
 		return nil, err
 	}
-	return &VM{M: m, Console: con, qemu: p, stdin: inW, Started: time.Now()}, nil
+	return &VM{M: m, Console: con, qemu: p, Started: time.Now()}, nil
 }
 
 // qemuArgs renders the machine. The serial console is qemu's stdio (a
