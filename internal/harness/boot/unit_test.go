@@ -105,7 +105,7 @@ func TestConsoleExpectAny(t *testing.T) {
 func TestTestKDF(t *testing.T) {
 	in := []byte("name: x\nluks:\n  cipher: aes-xts-plain64\n")
 	got := string(testKDF(in))
-	if !strings.Contains(got, "luks:\n  iterTimeMs: 500\n  memoryKiB: 131072\n  cipher: aes-xts-plain64\n") {
+	if !strings.Contains(got, "luks:\n  iterations: 4\n  memoryKiB: 65536\n  cipher: aes-xts-plain64\n") {
 		t.Errorf("got %q", got)
 	}
 }

@@ -69,15 +69,15 @@ echo 'DROPBEAR_OPTIONS="-I 600 -j -k -p 22 -s"' >>"$T/etc/dropbear/initramfs/dro
 # GRUB on the serial console, no menu delay, and the kernel parameters.
 mkdir -p "$T/etc/default/grub.d"
 cat >"$T/etc/default/grub.d/cryptshift.cfg" <<GRUB
-if [ -n "${DEVICE_TIMEOUT:-}" ]; then
-	mkdir -p "$T/etc/systemd/system.conf.d"
-	printf '[Manager]\nDefaultDeviceTimeoutSec=%s\n' "$DEVICE_TIMEOUT" >"$T/etc/systemd/system.conf.d/cryptshift-boot-test.conf"
-fi
 GRUB_TIMEOUT=0
 GRUB_TERMINAL=console
 GRUB_CMDLINE_LINUX_DEFAULT=""
 GRUB_CMDLINE_LINUX="$CMDLINE"
 GRUB
+if [ -n "${DEVICE_TIMEOUT:-}" ]; then
+	mkdir -p "$T/etc/systemd/system.conf.d"
+	printf '[Manager]\nDefaultDeviceTimeoutSec=%s\n' "$DEVICE_TIMEOUT" >"$T/etc/systemd/system.conf.d/cryptshift-boot-test.conf"
+fi
 
 step "initramfs and GRUB in the new system (chroot)"
 for d in dev dev/pts proc sys run; do mount --bind "/$d" "$T/$d"; done
