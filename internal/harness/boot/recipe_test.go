@@ -277,7 +277,8 @@ func (tl *timeline) multiUser(ctx context.Context) {
 }
 
 func (r *recipeRun) dropbear(t *testing.T, ctx context.Context, s0 [2]string) [2]string {
-	vm, disks := r.bootMoved(t, ctx, "dropbear", s0, false, nil)
+	// Tang is forwarded: this boot binds it once the system is up.
+	vm, disks := r.bootMoved(t, ctx, "dropbear", s0, true, nil)
 	tl := &timeline{t: t, vm: vm}
 	tl.expect(ctx, kernelStarted, "kernel")
 	tl.expect(ctx, UnlockPrompt, "prompt")
