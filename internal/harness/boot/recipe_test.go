@@ -250,6 +250,14 @@ type timeline struct {
 	marks []string
 }
 
+// newTimeline logs the boot's milestones when the test ends, passed or
+// failed.
+func newTimeline(t *testing.T, vm *VM) *timeline {
+	tl := &timeline{t: t, vm: vm}
+	t.Cleanup(tl.log)
+	return tl
+}
+
 func (tl *timeline) mark(what string) {
 	tl.marks = append(tl.marks, fmt.Sprintf("%s %s", what, tl.vm.Uptime().Round(time.Second)))
 }
@@ -279,7 +287,7 @@ func (tl *timeline) multiUser(ctx context.Context) {
 func (r *recipeRun) dropbear(t *testing.T, ctx context.Context, s0 [2]string) [2]string {
 	// Tang is forwarded: this boot binds it once the system is up.
 	vm, disks := r.bootMoved(t, ctx, "dropbear", s0, true, nil)
-	tl := &timeline{t: t, vm: vm}
+	tl := newTimeline(t, vm)
 	tl.expect(ctx, kernelStarted, "kernel")
 	tl.expect(ctx, UnlockPrompt, "prompt")
 	// dropbear starts once the initramfs has DHCP. cryptroot-unlock
@@ -310,7 +318,6 @@ func (r *recipeRun) dropbear(t *testing.T, ctx context.Context, s0 [2]string) [2
 		t.Fatal(err)
 	}
 	r.clevis(t, ctx, vm, fmt.Sprintf(`tang '{"url":"%s","thp":"%s"}'`, r.tang.URL(), thp))
-	tl.log()
 	if err := vm.PowerOff(ctx, 3*time.Minute); err != nil {
 		t.Fatal(err)
 	}
@@ -343,7 +350,7 @@ func (r *recipeRun) autoUnlock(t *testing.T, ctx context.Context, name string, b
 	}
 	t.Cleanup(tpm.Stop)
 	vm, disks := r.bootMoved(t, ctx, name, base, withTang, tpm)
-	tl := &timeline{t: t, vm: vm}
+	tl := newTimeline(t, vm)
 	tl.expect(ctx, kernelStarted, "kernel")
 	tl.expect(ctx, ClevisUnlocked, "unlocked by clevis")
 	tl.multiUser(ctx)
@@ -356,7 +363,7 @@ func (r *recipeRun) autoUnlock(t *testing.T, ctx context.Context, name string, b
 func (r *recipeRun) tang2tpm(t *testing.T, ctx context.Context, s1 [2]string) [2]string {
 	before := r.tang.Requests()
 	// The TPM is attached already, so the tpm2 pin can be bound in this boot.
-	vm, disks, tl := r.autoUnlock(t, ctx, "tang", s1, true)
+	vm, disks, _ := r.autoUnlock(t, ctx, "tang", s1, true)
 	if n := r.tang.Requests() - before; n < 1 {
 		t.Fatalf("the root was unlocked without a key recovery request to tang (log %s)", r.tang.Log)
 	}
@@ -370,7 +377,6 @@ func (r *recipeRun) tang2tpm(t *testing.T, ctx context.Context, s1 [2]string) [2
 		t.Fatal(err)
 	}
 	r.clevis(t, ctx, vm, `tpm2 '{"pcr_bank":"sha256","pcr_ids":"7"}'`)
-	tl.log()
 	if err := vm.PowerOff(ctx, 3*time.Minute); err != nil {
 		t.Fatal(err)
 	}
@@ -382,7 +388,7 @@ func (r *recipeRun) fallback(t *testing.T, ctx context.Context, s1 [2]string) {
 	t.Cleanup(func() { r.startTang(t) })
 	before := r.tang.Requests()
 	vm, _ := r.bootMoved(t, ctx, "fallback", s1, true, nil)
-	tl := &timeline{t: t, vm: vm}
+	tl := newTimeline(t, vm)
 	tl.expect(ctx, kernelStarted, "kernel")
 	tl.expect(ctx, UnlockPrompt, "prompt")
 	// Clevis retries every few seconds; give it time to fail for real.
@@ -401,20 +407,18 @@ func (r *recipeRun) fallback(t *testing.T, ctx context.Context, s1 [2]string) {
 	n := r.volumes(t, ctx, vm)
 	fmt.Printf("boot proof: %d volumes unlocked, root from %s, unlocked by console passphrase\n", n, root)
 	fmt.Println("boot proof: fell back to the passphrase when tang was unreachable")
-	tl.log()
 	if err := vm.PowerOff(ctx, 3*time.Minute); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func (r *recipeRun) tpm2(t *testing.T, ctx context.Context, s2 [2]string) {
-	vm, _, tl := r.autoUnlock(t, ctx, "tpm2", s2, false)
+	vm, _, _ := r.autoUnlock(t, ctx, "tpm2", s2, false)
 	root := r.checkSystem(t, ctx, vm)
 	if _, err := vm.SSH.Run(ctx, "dev=$(cryptsetup status root_crypt | awk '$1==\"device:\"{print $2}'); clevis luks list -d \"$dev\" | grep -q tpm2 && ! clevis luks list -d \"$dev\" | grep -q tang", nil); err != nil {
 		t.Fatalf("the root volume is not bound to tpm2 alone: %v", err)
 	}
 	fmt.Printf("boot proof: unlocked by tpm2 with no console input (root from %s)\n", root)
-	tl.log()
 	if err := vm.PowerOff(ctx, 3*time.Minute); err != nil {
 		t.Fatal(err)
 	}
