@@ -342,7 +342,7 @@ func (r *recipeRun) clevis(t *testing.T, ctx context.Context, vm *VM, pin string
 // boot of the run) and, if withTang, the forward to Tang, and expects
 // clevis to unlock the root with no console input and the system to reach
 // multi-user.
-func (r *recipeRun) autoUnlock(t *testing.T, ctx context.Context, name string, base [2]string, withTang bool) (*VM, [2]string, *timeline) {
+func (r *recipeRun) autoUnlock(t *testing.T, ctx context.Context, name string, base [2]string, withTang bool) (*VM, [2]string) {
 	t.Helper()
 	tpm, err := StartSWTPM(ctx, filepath.Join(r.dir, "tpm-state"), r.dir, name)
 	if err != nil {
@@ -357,13 +357,13 @@ func (r *recipeRun) autoUnlock(t *testing.T, ctx context.Context, name string, b
 	if n := vm.Console.Typed(); n != 0 {
 		t.Fatalf("the harness typed %d line(s) on the console of a boot that must unlock by itself", n)
 	}
-	return vm, disks, tl
+	return vm, disks
 }
 
 func (r *recipeRun) tang2tpm(t *testing.T, ctx context.Context, s1 [2]string) [2]string {
 	before := r.tang.Requests()
 	// The TPM is attached already, so the tpm2 pin can be bound in this boot.
-	vm, disks, _ := r.autoUnlock(t, ctx, "tang", s1, true)
+	vm, disks := r.autoUnlock(t, ctx, "tang", s1, true)
 	if n := r.tang.Requests() - before; n < 1 {
 		t.Fatalf("the root was unlocked without a key recovery request to tang (log %s)", r.tang.Log)
 	}
@@ -413,7 +413,7 @@ func (r *recipeRun) fallback(t *testing.T, ctx context.Context, s1 [2]string) {
 }
 
 func (r *recipeRun) tpm2(t *testing.T, ctx context.Context, s2 [2]string) {
-	vm, _, _ := r.autoUnlock(t, ctx, "tpm2", s2, false)
+	vm, _ := r.autoUnlock(t, ctx, "tpm2", s2, false)
 	root := r.checkSystem(t, ctx, vm)
 	if _, err := vm.SSH.Run(ctx, "dev=$(cryptsetup status root_crypt | awk '$1==\"device:\"{print $2}'); clevis luks list -d \"$dev\" | grep -q tpm2 && ! clevis luks list -d \"$dev\" | grep -q tang", nil); err != nil {
 		t.Fatalf("the root volume is not bound to tpm2 alone: %v", err)
