@@ -127,5 +127,12 @@ func (vm *VM) PowerOff(ctx context.Context, timeout time.Duration) error {
 // ("Please unlock disk root_crypt: ").
 var UnlockPrompt = regexp.MustCompile(`Please unlock disk ([A-Za-z0-9_.-]+):`)
 
-// ClevisUnlocked is what clevis-initramfs prints when a pin opened a disk.
+// ClevisUnlocked is what clevis-initramfs's unlock loop prints when a pin
+// opened a disk; it does not reach the console (the loop runs in the
+// background), so tests look for Unlocked and prove the absence of input
+// with Console.Typed.
 var ClevisUnlocked = regexp.MustCompile(`Unlocked (\S+) with clevis`)
+
+// Unlocked is cryptsetup's line in the initramfs once a volume is open,
+// whoever gave the key (console, dropbear, clevis).
+var Unlocked = regexp.MustCompile(`cryptsetup: (\S+): set up successfully`)

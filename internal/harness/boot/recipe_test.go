@@ -352,7 +352,7 @@ func (r *recipeRun) autoUnlock(t *testing.T, ctx context.Context, name string, b
 	vm, disks := r.bootMoved(t, ctx, name, base, withTang, tpm)
 	tl := newTimeline(t, vm)
 	tl.expect(ctx, kernelStarted, "kernel")
-	tl.expect(ctx, ClevisUnlocked, "unlocked by clevis")
+	tl.expect(ctx, Unlocked, "unlocked")
 	tl.multiUser(ctx)
 	if n := vm.Console.Typed(); n != 0 {
 		t.Fatalf("the harness typed %d line(s) on the console of a boot that must unlock by itself", n)
@@ -392,7 +392,7 @@ func (r *recipeRun) fallback(t *testing.T, ctx context.Context, s1 [2]string) {
 	tl.expect(ctx, kernelStarted, "kernel")
 	tl.expect(ctx, UnlockPrompt, "prompt")
 	// Clevis retries every few seconds; give it time to fail for real.
-	if _, err := vm.Console.Expect(ctx, ClevisUnlocked, 45*time.Second); err == nil {
+	if _, err := vm.Console.Expect(ctx, Unlocked, 45*time.Second); err == nil {
 		t.Fatal("clevis unlocked the root although tang was stopped")
 	}
 	tl.mark("still locked after 45s")
