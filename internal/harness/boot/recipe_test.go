@@ -459,14 +459,24 @@ func (r *recipeRun) checkSystem(t *testing.T, ctx context.Context, vm *VM) strin
 	return "/dev/mapper/root_crypt"
 }
 
-// volumes counts the active LUKS and plain dm-crypt mappings.
+// cryptMappings are the dm-crypt mappings the mail-host layout's crypttab
+// opens at boot: five LUKS2 volumes and the random-key swap.
+var cryptMappings = []string{"guest-mx_crypt", "guest-web_crypt", "root_crypt", "swap_crypt", "var_crypt", "vmail_crypt"}
+
+// volumes checks that exactly the layout's crypt mappings are active and
+// returns how many there are. dmsetup prints "NAME\t(MAJOR, MINOR)", so
+// only the first field of each line is a name.
 func (r *recipeRun) volumes(t *testing.T, ctx context.Context, vm *VM) int {
 	t.Helper()
-	out, err := vm.SSH.Run(ctx, "dmsetup ls --target crypt", nil)
+	out, err := vm.SSH.Run(ctx, "dmsetup ls --target crypt | cut -f1 | sort", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return len(strings.Fields(out)) / 2
+	got := strings.Fields(out)
+	if strings.Join(got, " ") != strings.Join(cryptMappings, " ") {
+		t.Fatalf("active crypt mappings %q, want %q", got, cryptMappings)
+	}
+	return len(got)
 }
 
 func grepLines(s, prefix string) string {
