@@ -368,7 +368,8 @@ func (r *recipeRun) tang2tpm(t *testing.T, ctx context.Context, s1 [2]string) [2
 		t.Fatalf("the root was unlocked without a key recovery request to tang (log %s)", r.tang.Log)
 	}
 	root := r.checkSystem(t, ctx, vm)
-	fmt.Printf("boot proof: unlocked by tang with no console input (root from %s)\n", root)
+	t.Logf("root from %s", root)
+	fmt.Println("boot proof: unlocked by tang with no console input")
 
 	// Replace the Tang binding by a tpm2 one sealed to PCR 7 (Secure Boot
 	// state: unchanged by kernel or initramfs updates, unlike PCRs 4, 8, 9).
@@ -418,7 +419,8 @@ func (r *recipeRun) tpm2(t *testing.T, ctx context.Context, s2 [2]string) {
 	if _, err := vm.SSH.Run(ctx, "dev=$(cryptsetup status root_crypt | awk '$1==\"device:\"{print $2}'); clevis luks list -d \"$dev\" | grep -q tpm2 && ! clevis luks list -d \"$dev\" | grep -q tang", nil); err != nil {
 		t.Fatalf("the root volume is not bound to tpm2 alone: %v", err)
 	}
-	fmt.Printf("boot proof: unlocked by tpm2 with no console input (root from %s)\n", root)
+	t.Logf("root from %s", root)
+	fmt.Println("boot proof: unlocked by tpm2 with no console input")
 	if err := vm.PowerOff(ctx, 3*time.Minute); err != nil {
 		t.Fatal(err)
 	}
