@@ -1,12 +1,12 @@
 # cryptshift — build and test entry points. Target names are a contract that
-# other tooling relies on: test, test-unit, test-host, test-vm, bench.
+# other tooling relies on: test, test-unit, test-host, test-vm, test-boot, bench.
 GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 export GOFLAGS ?= -buildvcs=false
 
-.PHONY: all build deps test test-unit test-fuzz test-host test-vm bench run clean dist
+.PHONY: all build deps test test-unit test-fuzz test-host test-vm test-boot bench run clean dist
 
 all: build
 
@@ -38,6 +38,11 @@ test-host: deps
 # Tier 3: real dm-crypt and LVM on loop devices inside a throwaway TCG VM.
 test-vm: deps
 	scripts/test-vm.sh
+
+# Tier 4: whole Debian systems booted through OVMF, GRUB and their own
+# initramfs: the encrypted host move and every way to unlock its root.
+test-boot: deps
+	scripts/test-boot.sh
 
 bench: deps
 	scripts/bench.sh

@@ -15,6 +15,10 @@ PKGS=(
   # Debian's Ansible and are linted; the .deb's man pages and bash
   # completion are checked once installed
   ansible ansible-lint python3-apt man-db bash-completion
+  # tier 4: whole-system boots (internal/harness/boot): debootstrap builds
+  # the old host, OVMF boots the moved disks, swtpm is the TPM, tang + socat
+  # (+ jose for the key thumbprint) the Tang server, ssh drives the guests
+  debootstrap ovmf swtpm swtpm-tools tang socat jose openssh-client
 )
 
 missing=()

@@ -13,3 +13,5 @@ CRYPTSHIFT_TEST_HOST=1 go test -count=1 -run '^TestHost' -timeout 20m ./...
 (cd packaging && CRYPTSHIFT_TEST_HOST=1 go test -count=1 -run '^TestHost' -timeout 20m ./...)
 echo "== tier 3: dm-crypt and LVM on loop devices in a throwaway VM"
 scripts/test-vm.sh
+echo "== tier 4: whole systems booted through OVMF, GRUB and their own initramfs"
+scripts/test-boot.sh

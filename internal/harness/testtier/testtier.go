@@ -1,7 +1,9 @@
 // Package testtier gates tests by tier. Tier 1 (pure unit, table, golden)
 // always runs. Tier 2 (real tools and daemons on the host) runs when
 // CRYPTSHIFT_TEST_HOST=1; tier 3 (real dm-crypt and LVM inside a throwaway VM)
-// runs when CRYPTSHIFT_TEST_VM=1. The Makefile sets these.
+// runs when CRYPTSHIFT_TEST_VM=1; tier 4 (real boots of whole Debian systems
+// through firmware, GRUB and their own initramfs) runs when
+// CRYPTSHIFT_TEST_BOOT=1. The Makefile sets these.
 //
 // A gated test that is not enabled skips and says how to enable it. A test
 // that is enabled but whose prerequisites are missing fails when CI=true and
@@ -24,6 +26,14 @@ func Host(t testing.TB, programs ...string) {
 func VM(t testing.TB, programs ...string) {
 	t.Helper()
 	gate(t, "CRYPTSHIFT_TEST_VM", "VM tier (make test-vm)", programs)
+}
+
+// Boot gates a tier-4 test (a whole Debian system booted under qemu through
+// OVMF and GRUB; see internal/harness/boot) and checks that the named
+// programs exist.
+func Boot(t testing.TB, programs ...string) {
+	t.Helper()
+	gate(t, "CRYPTSHIFT_TEST_BOOT", "boot tier (make test-boot)", programs)
 }
 
 // InVM reports whether this process runs inside the test VM (the harness sets

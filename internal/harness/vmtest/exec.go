@@ -31,6 +31,12 @@ func runDir(ctx context.Context, dir, prog string, args ...string) ([]byte, erro
 	return stdout.Bytes(), nil
 }
 
+// ShellQuote quotes s for POSIX sh, for the other harness packages (boot).
+func ShellQuote(s string) string { return shellQuote(s) }
+
+// Quote renders argv as one shell command line, for logs.
+func Quote(argv []string) string { return quote(argv) }
+
 // shellQuote quotes s for POSIX sh (dash, busybox ash): single quotes, with
 // embedded single quotes closed, escaped and reopened.
 func shellQuote(s string) string {

@@ -1,0 +1,492 @@
+package boot
+
+import (
+	"context"
+	"crypto/sha256"
+	_ "embed"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// moveHostScript is the recipe: shell commands run inside the old host.
+//
+//go:embed scripts/move-host.sh
+var moveHostScript []byte
+
+// testPassphrase unlocks the test's root volume. A fixed test-only value:
+// the disks are throwaway images in the test's temporary directory.
+var testPassphrase = []byte("cryptshift boot tier passphrase")
+
+// NewDiskSize is the size of each of the two new disks (sparse): the
+// mail-host layout gives root 15% of the volume group, which must hold the
+// old host's /usr.
+const NewDiskSize = 5 << 30
+
+// recipeRun is one run of the recipe proof: the moved disk set and what
+// the boots share.
+type recipeRun struct {
+	dir  string
+	oh   *OldHost
+	tang *Tang
+	port int // tang's port, stable across restarts
+	// mails is how many mails alice had when the old host was moved.
+	mails int
+}
+
+// TestBootMoveHostRecipe is the RECIPE PROOF, NOT THE PRODUCT: it moves the
+// old host onto the encrypted mail-host layout with the shell commands of
+// scripts/move-host.sh (cryptshift apply, rsync, initramfs, GRUB), then
+// boots the two new disks alone through OVMF, GRUB and the moved system's
+// own initramfs and unlocks the root every way the coming migrate-host
+// verb must support. The verb, once written, replaces the script.
+//
+// Boots, each on copy-on-write overlays so the moved disks stay as the
+// move left them (S0):
+//
+//	dropbear  on S0: unlock over SSH into dropbear-initramfs; bind Tang (-> S1)
+//	tang      on S1: unlocked by Tang with no console input; swap the Tang
+//	                 binding for a tpm2 one on the swtpm (-> S2)
+//	fallback  on S1: Tang stopped; the passphrase typed on the console
+//	                 unlocks; every volume, swap, /tmp and the mails checked
+//	tpm2      on S2: unlocked by the software TPM with no console input
+func TestBootMoveHostRecipe(t *testing.T) {
+	Require(t)
+	ctx := context.Background()
+	oh, err := EnsureOldHost(ctx, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &recipeRun{dir: RunDir(t), oh: oh}
+	if err := NewTangKeys(ctx, filepath.Join(r.dir, "tang-keys")); err != nil {
+		t.Fatal(err)
+	}
+	r.startTang(t)
+	s0 := r.move(t, ctx)
+
+	var s1, s2 [2]string
+	if !t.Run("dropbear", func(t *testing.T) { s1 = r.dropbear(t, ctx, s0) }) {
+		return
+	}
+	if !t.Run("tang", func(t *testing.T) { s2 = r.tang2tpm(t, ctx, s1) }) {
+		return
+	}
+	t.Run("fallback", func(t *testing.T) { r.fallback(t, ctx, s1) })
+	t.Run("tpm2", func(t *testing.T) { r.tpm2(t, ctx, s2) })
+}
+
+func (r *recipeRun) startTang(t *testing.T) {
+	t.Helper()
+	tg, err := StartTang(context.Background(), filepath.Join(r.dir, "tang-keys"), r.dir, "host", r.port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.tang, r.port = tg, tg.Port
+	t.Cleanup(tg.Stop)
+}
+
+// cmdline is the moved system's kernel command line: the serial console,
+// and ip=dhcp so the initramfs brings the network up for dropbear and for
+// Clevis's Tang pin (configure_networking; DHCP from qemu's user network).
+const cmdline = "console=ttyS0 ip=dhcp"
+
+// move returns the moved disks: from the cache when the same old host was
+// moved by the same script, cryptshift binary and layout before (Go builds
+// are reproducible, so any change to cryptshift moves again), else by
+// booting the old host with two fresh disks, running the recipe in it and
+// powering it off. The boots only ever use overlays over them.
+func (r *recipeRun) move(t *testing.T, ctx context.Context) [2]string {
+	t.Helper()
+	bin := filepath.Join(r.dir, "cryptshift")
+	if out, err := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", bin, "github.com/cryptshift/cryptshift/cmd/cryptshift").CombinedOutput(); err != nil {
+		t.Fatalf("cannot build cryptshift: %v\n%s", err, out)
+	}
+	layout, err := exec.CommandContext(ctx, bin, "plan", "--example", "mail-host", "-o", "layout").Output()
+	if err != nil {
+		t.Fatalf("cannot get the mail-host layout: %v", err)
+	}
+	layout = testKDF(layout)
+	binData, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cached := filepath.Join(filepath.Dir(r.oh.Dir), "moved-"+movedKey(r.oh, binData, layout))
+	disks := [2]string{filepath.Join(cached, "new0.img"), filepath.Join(cached, "new1.img")}
+	if _, err := os.Stat(filepath.Join(cached, "complete")); err == nil {
+		t.Logf("move: reusing the moved disks in %s", cached)
+		r.mails = Mails
+		if b, err := os.ReadFile(filepath.Join(cached, "mails")); err == nil {
+			fmt.Sscan(string(b), &r.mails)
+		}
+		return disks
+	}
+	olds, _ := filepath.Glob(filepath.Join(filepath.Dir(r.oh.Dir), "moved-*"))
+	for _, o := range olds {
+		os.RemoveAll(o)
+	}
+	if err := os.MkdirAll(cached, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	root, err := Overlay(ctx, r.oh.Image, filepath.Join(r.dir, "oldroot.qcow2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	root.Serial = "oldroot"
+	d0, err := SparseDisk(disks[0], NewDiskSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d1, err := SparseDisk(disks[1], NewDiskSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d0.Serial, d1.Serial = "newdisk0", "newdisk1"
+	vm := Boot(t, ctx, Machine{Name: "oldhost", Dir: r.dir, Kernel: r.oh.Kernel, Initrd: r.oh.Initrd, Append: r.oh.Append(),
+		Disks: []Disk{root, d0, d1}}, r.oh.Key)
+	if _, err := vm.WaitMultiUser(ctx, bootTimeout); err != nil {
+		t.Fatal(err)
+	}
+	// The same checks as TestBootOldHost: the move starts from a working
+	// mail server, and the mail delivered live must arrive on the new disks.
+	checkOldHost(t, ctx, vm)
+	r.mails = Mails + 1
+	if err := os.WriteFile(filepath.Join(cached, "mails"), []byte(fmt.Sprintln(r.mails)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []struct {
+		path string
+		data []byte
+		mode os.FileMode
+	}{
+		{"/root/mail-host.yaml", layout, 0o644},
+		{"/root/luks.pass", testPassphrase, 0o600},
+		{"/root/move-host.sh", moveHostScript, 0o755},
+	} {
+		if err := vm.SSH.WriteFile(ctx, f.path, f.data, f.mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := vm.SSH.CopyFile(ctx, bin, "/root/cryptshift", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	env := "DISK0=/dev/disk/by-id/virtio-newdisk0 DISK1=/dev/disk/by-id/virtio-newdisk1 LAYOUT=/root/mail-host.yaml " +
+		"PASSFILE=/root/luks.pass RECOVERY=/root/recovery.key CRYPTSHIFT=/root/cryptshift DEVICE_TIMEOUT=10min CMDLINE=" + shellQuote(cmdline)
+	out, err := vm.SSH.Run(ctx, env+" /root/move-host.sh 2>&1", nil)
+	_ = os.WriteFile(filepath.Join(cached, "move.log"), []byte(out), 0o644)
+	if err != nil {
+		t.Fatalf("the move failed: %v\n%s", err, lastLines(out, 40))
+	}
+	t.Logf("move: %s in the old host; steps:\n%s", time.Since(start).Round(time.Second), grepLines(out, "== move:"))
+	if err := vm.PowerOff(ctx, 5*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cached, "complete"), []byte(time.Now().Format(time.RFC3339)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return disks
+}
+
+// movedKey names a moved disk set after what made it.
+func movedKey(oh *OldHost, cryptshift, layout []byte) string {
+	h := sha256.New()
+	for _, part := range [][]byte{[]byte(filepath.Base(oh.Dir)), cryptshift, layout, moveHostScript, []byte(cmdline)} {
+		fmt.Fprintf(h, "%d:", len(part))
+		h.Write(part)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+// testKDF forces a low argon2id cost for the test (the layout's
+// `iterations`, cryptsetup --pbkdf-force-iterations: no benchmark): with
+// the defaults (1 GiB, 2 s benchmarked) each luksFormat and recovery
+// keyslot took 15-50 s under TCG on a loaded 2-core host, so apply alone
+// took 4-10 minutes, and systemd opening four key file volumes at once
+// would want 4 GiB in a 2 GiB guest. The boot path is the same;
+// CRYPTSHIFT_BOOT_FULL_KDF=1 keeps the defaults.
+func testKDF(layout []byte) []byte {
+	if os.Getenv("CRYPTSHIFT_BOOT_FULL_KDF") == "1" {
+		return layout
+	}
+	return regexp.MustCompile(`(?m)^luks:\n`).ReplaceAll(layout, []byte("luks:\n  iterations: 4\n  memoryKiB: 65536\n"))
+}
+
+// bootMoved boots the moved disks (overlays over base, named after the
+// boot) through OVMF with nothing else attached.
+func (r *recipeRun) bootMoved(t *testing.T, ctx context.Context, name string, base [2]string, withTang bool, tpm *SWTPM) (*VM, [2]string) {
+	t.Helper()
+	var disks []Disk
+	var paths [2]string
+	for i, b := range base {
+		paths[i] = filepath.Join(r.dir, fmt.Sprintf("%s-disk%d.qcow2", name, i))
+		d, err := Overlay(ctx, b, paths[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.Serial = fmt.Sprintf("newdisk%d", i)
+		disks = append(disks, d)
+	}
+	m := Machine{Name: name, Dir: r.dir, UEFI: true, Disks: disks, TPM: tpm}
+	if withTang {
+		port, cmd := r.tang.Forward()
+		m.GuestFwd = map[int]string{port: cmd}
+	}
+	return Boot(t, ctx, m, r.oh.Key), paths
+}
+
+// kernelStarted is the kernel's first line: firmware and GRUB are done.
+var kernelStarted = regexp.MustCompile(`Linux version \d`)
+
+// timeline records when a boot passed its milestones.
+type timeline struct {
+	t     *testing.T
+	vm    *VM
+	marks []string
+}
+
+// newTimeline logs the boot's milestones when the test ends, passed or
+// failed.
+func newTimeline(t *testing.T, vm *VM) *timeline {
+	tl := &timeline{t: t, vm: vm}
+	t.Cleanup(tl.log)
+	return tl
+}
+
+func (tl *timeline) mark(what string) {
+	tl.marks = append(tl.marks, fmt.Sprintf("%s %s", what, tl.vm.Uptime().Round(time.Second)))
+}
+
+func (tl *timeline) log() {
+	tl.t.Logf("boot timing (%s): %s", tl.vm.M.Name, strings.Join(tl.marks, ", "))
+}
+
+func (tl *timeline) expect(ctx context.Context, re *regexp.Regexp, what string) []string {
+	tl.t.Helper()
+	m, err := tl.vm.Console.Expect(ctx, re, bootTimeout)
+	if err != nil {
+		tl.t.Fatal(err)
+	}
+	tl.mark(what)
+	return m
+}
+
+func (tl *timeline) multiUser(ctx context.Context) {
+	tl.t.Helper()
+	if _, err := tl.vm.WaitMultiUser(ctx, bootTimeout); err != nil {
+		tl.t.Fatal(err)
+	}
+	tl.mark("multi-user")
+}
+
+func (r *recipeRun) dropbear(t *testing.T, ctx context.Context, s0 [2]string) [2]string {
+	// Tang is forwarded: this boot binds it once the system is up.
+	vm, disks := r.bootMoved(t, ctx, "dropbear", s0, true, nil)
+	tl := newTimeline(t, vm)
+	tl.expect(ctx, kernelStarted, "kernel")
+	tl.expect(ctx, UnlockPrompt, "prompt")
+	// dropbear starts once the initramfs has DHCP. cryptroot-unlock
+	// copies a stdin that is not a terminal to askpass's fifo as it is
+	// (`cat >"$PASSFIFO"`): a trailing newline would become part of the
+	// passphrase, so none is sent.
+	deadline := time.Now().Add(bootTimeout)
+	for {
+		out, err := vm.SSH.Run(ctx, "cryptroot-unlock", strings.NewReader(string(testPassphrase)))
+		if err == nil {
+			t.Logf("cryptroot-unlock: %s", strings.TrimSpace(out))
+			break
+		}
+		if time.Now().After(deadline) || vm.Exited() {
+			t.Fatalf("cannot unlock over ssh into dropbear: %v", err)
+		}
+		time.Sleep(3 * time.Second)
+	}
+	tl.mark("unlocked over ssh")
+	tl.multiUser(ctx)
+	r.checkSystem(t, ctx, vm)
+	fmt.Println("boot proof: unlocked over ssh (dropbear) and reached multi-user")
+
+	// Bind Tang to the root volume for the next boots: the existing
+	// passphrase goes in as a key file (-k), never on the command line.
+	thp, err := r.tang.Thumbprint(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.clevis(t, ctx, vm, fmt.Sprintf(`tang '{"url":"%s","thp":"%s"}'`, r.tang.URL(), thp))
+	if err := vm.PowerOff(ctx, 3*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	return disks
+}
+
+// clevis binds a pin to the root volume with the passphrase as key file.
+func (r *recipeRun) clevis(t *testing.T, ctx context.Context, vm *VM, pin string) {
+	t.Helper()
+	if err := vm.SSH.WriteFile(ctx, "/run/luks.pass", testPassphrase, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := vm.SSH.Run(ctx, "dev=$(cryptsetup status root_crypt | awk '$1==\"device:\"{print $2}'); "+
+		"clevis luks bind -y -d \"$dev\" -k /run/luks.pass "+pin+"; rc=$?; rm -f /run/luks.pass; clevis luks list -d \"$dev\"; exit $rc", nil)
+	if err != nil {
+		t.Fatalf("cannot bind clevis %s: %v", pin, err)
+	}
+	t.Logf("clevis bindings now: %s", out)
+}
+
+// autoUnlock boots base with the software TPM (its state shared by every
+// boot of the run) and, if withTang, the forward to Tang, and expects
+// clevis to unlock the root with no console input and the system to reach
+// multi-user.
+func (r *recipeRun) autoUnlock(t *testing.T, ctx context.Context, name string, base [2]string, withTang bool) (*VM, [2]string) {
+	t.Helper()
+	tpm, err := StartSWTPM(ctx, filepath.Join(r.dir, "tpm-state"), r.dir, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tpm.Stop)
+	vm, disks := r.bootMoved(t, ctx, name, base, withTang, tpm)
+	tl := newTimeline(t, vm)
+	tl.expect(ctx, kernelStarted, "kernel")
+	tl.expect(ctx, Unlocked, "unlocked")
+	tl.multiUser(ctx)
+	if n := vm.Console.Typed(); n != 0 {
+		t.Fatalf("the harness typed %d line(s) on the console of a boot that must unlock by itself", n)
+	}
+	return vm, disks
+}
+
+func (r *recipeRun) tang2tpm(t *testing.T, ctx context.Context, s1 [2]string) [2]string {
+	before := r.tang.Requests()
+	// The TPM is attached already, so the tpm2 pin can be bound in this boot.
+	vm, disks := r.autoUnlock(t, ctx, "tang", s1, true)
+	if n := r.tang.Requests() - before; n < 1 {
+		t.Fatalf("the root was unlocked without a key recovery request to tang (log %s)", r.tang.Log)
+	}
+	root := r.checkSystem(t, ctx, vm)
+	t.Logf("root from %s", root)
+	fmt.Println("boot proof: unlocked by tang with no console input")
+
+	// Replace the Tang binding by a tpm2 one sealed to PCR 7 (Secure Boot
+	// state: unchanged by kernel or initramfs updates, unlike PCRs 4, 8, 9).
+	if _, err := vm.SSH.Run(ctx, "dev=$(cryptsetup status root_crypt | awk '$1==\"device:\"{print $2}'); "+
+		"slot=$(clevis luks list -d \"$dev\" | awk -F: '/tang/{print $1}'); clevis luks unbind -f -d \"$dev\" -s \"$slot\"", nil); err != nil {
+		t.Fatal(err)
+	}
+	r.clevis(t, ctx, vm, `tpm2 '{"pcr_bank":"sha256","pcr_ids":"7"}'`)
+	if err := vm.PowerOff(ctx, 3*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	return disks
+}
+
+func (r *recipeRun) fallback(t *testing.T, ctx context.Context, s1 [2]string) {
+	r.tang.Stop()
+	t.Cleanup(func() { r.startTang(t) })
+	before := r.tang.Requests()
+	vm, _ := r.bootMoved(t, ctx, "fallback", s1, true, nil)
+	tl := newTimeline(t, vm)
+	tl.expect(ctx, kernelStarted, "kernel")
+	tl.expect(ctx, UnlockPrompt, "prompt")
+	// Clevis retries every few seconds; give it time to fail for real.
+	if _, err := vm.Console.Expect(ctx, Unlocked, 45*time.Second); err == nil {
+		t.Fatal("clevis unlocked the root although tang was stopped")
+	}
+	tl.mark("still locked after 45s")
+	if err := vm.Console.SendSecret(testPassphrase); err != nil {
+		t.Fatal(err)
+	}
+	tl.multiUser(ctx)
+	if n := r.tang.Requests() - before; n != 0 {
+		t.Fatalf("tang answered %d requests while stopped", n)
+	}
+	root := r.checkSystem(t, ctx, vm)
+	n := r.volumes(t, ctx, vm)
+	fmt.Printf("boot proof: %d volumes unlocked, root from %s, unlocked by console passphrase\n", n, root)
+	fmt.Println("boot proof: fell back to the passphrase when tang was unreachable")
+	if err := vm.PowerOff(ctx, 3*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (r *recipeRun) tpm2(t *testing.T, ctx context.Context, s2 [2]string) {
+	vm, _ := r.autoUnlock(t, ctx, "tpm2", s2, false)
+	root := r.checkSystem(t, ctx, vm)
+	if _, err := vm.SSH.Run(ctx, "dev=$(cryptsetup status root_crypt | awk '$1==\"device:\"{print $2}'); clevis luks list -d \"$dev\" | grep -q tpm2 && ! clevis luks list -d \"$dev\" | grep -q tang", nil); err != nil {
+		t.Fatalf("the root volume is not bound to tpm2 alone: %v", err)
+	}
+	t.Logf("root from %s", root)
+	fmt.Println("boot proof: unlocked by tpm2 with no console input")
+	if err := vm.PowerOff(ctx, 3*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// checkSystem checks the booted moved system and returns the root's
+// source: every filesystem of the layout from its crypt mapping, swap on
+// the random-key mapping, /tmp a tmpfs, the old disk absent, the mail
+// services up and alice's mails there.
+func (r *recipeRun) checkSystem(t *testing.T, ctx context.Context, vm *VM) string {
+	t.Helper()
+	want := map[string]string{"/": "/dev/mapper/root_crypt", "/var": "/dev/mapper/var_crypt", "/var/vmail": "/dev/mapper/vmail_crypt", "/tmp": "tmpfs"}
+	for mnt, src := range want {
+		out, err := vm.SSH.Run(ctx, "findmnt -no SOURCE "+mnt, nil)
+		if err != nil || strings.TrimSpace(out) != src {
+			t.Errorf("%s is mounted from %q (%v), want %s", mnt, strings.TrimSpace(out), err, src)
+		}
+	}
+	checks := []struct{ what, cmd string }{
+		{"swap is on swap_crypt, a plain (random key) mapping",
+			`test "$(swapon --show=NAME --noheadings)" = "$(readlink -f /dev/mapper/swap_crypt)" && cryptsetup status swap_crypt | grep -q 'type:.*PLAIN'`},
+		{"root, var and vmail are LUKS2 on LVs of vg0",
+			`for v in root var vmail; do cryptsetup status ${v}_crypt | grep -q 'type:.*LUKS2' && cryptsetup status ${v}_crypt | grep -q "device:.*/dev/mapper/vg0-$v" || exit 1; done`},
+		{"the old plaintext disk is not attached", `test ! -e /dev/disk/by-id/virtio-oldroot`},
+		{"postfix, dovecot and sshd are active", `systemctl is-active postfix dovecot ssh`},
+	}
+	for _, c := range checks {
+		if out, err := vm.SSH.Run(ctx, c.cmd, nil); err != nil {
+			t.Errorf("check failed: %s: %v\n%s", c.what, err, out)
+		}
+	}
+	if n := mailCount(t, ctx, vm); n != r.mails {
+		t.Errorf("doveadm fetch counts %d mails for alice, want the %d she had when the old host was moved", n, r.mails)
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	return "/dev/mapper/root_crypt"
+}
+
+// cryptMappings are the dm-crypt mappings the mail-host layout's crypttab
+// opens at boot: five LUKS2 volumes and the random-key swap.
+var cryptMappings = []string{"guest-mx_crypt", "guest-web_crypt", "root_crypt", "swap_crypt", "var_crypt", "vmail_crypt"}
+
+// volumes checks that exactly the layout's crypt mappings are active and
+// returns how many there are. dmsetup prints "NAME\t(MAJOR, MINOR)", so
+// only the first field of each line is a name.
+func (r *recipeRun) volumes(t *testing.T, ctx context.Context, vm *VM) int {
+	t.Helper()
+	out, err := vm.SSH.Run(ctx, "dmsetup ls --target crypt | cut -f1 | sort", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Fields(out)
+	if strings.Join(got, " ") != strings.Join(cryptMappings, " ") {
+		t.Fatalf("active crypt mappings %q, want %q", got, cryptMappings)
+	}
+	return len(got)
+}
+
+func grepLines(s, prefix string) string {
+	var keep []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "\n")
+}
