@@ -194,6 +194,9 @@ func TestVMApplyRefusesAndFailsClearly(t *testing.T) {
 		if r := run(t, "rollback", "--allow-destroy", "--yes", jf); r.code != 0 {
 			t.Fatalf("rollback after %v: %s", sig, r.stderr)
 		}
+		// The rollback leaves ciphertext without a header, which the next
+		// apply would rightly refuse to overwrite without --allow-destroy.
+		discardDisks(t, dev)
 		os.Remove(rk2)
 	}
 }
