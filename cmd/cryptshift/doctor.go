@@ -80,12 +80,12 @@ Exit status:
 	}
 	fl := cmd.Flags()
 	fl.StringSliceVar(&forCaps, "for", nil, "`CAPABILITY` that must be ready (repeatable or comma-separated): "+strings.Join(doctor.Capabilities(), ", "))
-	fl.StringVarP(&o.Connect, "connect", "c", "", "libvirt `URI` (default qemu:///system) or the path of a daemon socket")
-	fl.StringVarP(&output, "output", "o", "text", "output format: text or json")
+	connectFlag(fl, &o.Connect, "libvirt `URI` (default qemu:///system) or the path of a daemon socket")
+	outputFlag(fl, &output, "text", "output format: `text|json`")
 	fl.StringVar(&o.Root, "root", "/", "`DIR` whose /proc, /sys, /lib/modules and /boot to read (a fixture; tools are still this host's)")
 	_ = fl.MarkHidden("root")
 	_ = cmd.RegisterFlagCompletionFunc("for", cobra.FixedCompletions(doctor.Capabilities(), cobra.ShellCompDirectiveNoFileComp))
-	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"text", "json"}, cobra.ShellCompDirectiveNoFileComp))
+	completeValues(cmd, "output", "text", "json")
 	return cmd
 }
 

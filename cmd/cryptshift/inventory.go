@@ -50,15 +50,20 @@ Reading device signatures needs root.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVarP(&o.output, "output", "o", "table", "output format: table or json")
+	outputFlag(f, &o.output, "text", "output format: `text|json` (text: a table, alias table)")
 	f.StringVar(&o.target, "target", planner.DefaultRoot, "`DIR` the layout's root is mounted on (its crypttab, fstab and key files are recorded)")
 	f.StringVar(&o.layoutFile, "layout", "", "layout `FILE` whose key file and header backup directories to record")
+	markInput(f, "layout")
+	completeValues(cmd, "output", "text", "json")
 	return cmd
 }
 
 func runInventory(ctx context.Context, w io.Writer, o inventoryOptions) error {
-	if o.output != "table" && o.output != "json" {
-		return usageError("unknown output format %q: use table or json", o.output)
+	if o.output == "table" {
+		o.output = "text"
+	}
+	if o.output != "text" && o.output != "json" {
+		return usageError("unknown output format %q: use text or json", o.output)
 	}
 	if ctx == nil {
 		ctx = context.Background()

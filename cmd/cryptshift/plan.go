@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -30,7 +29,7 @@ type planOptions struct {
 func newPlanCmd() *cobra.Command {
 	var o planOptions
 	cmd := &cobra.Command{
-		Use:   "plan [-f LAYOUT] [--inventory INV.json]",
+		Use:   "plan [-f LAYOUT | --example NAME] [--inventory INV.json]",
 		Short: "Show the exact steps that would put a layout in place; changes nothing",
 		Long: `plan compares a layout (what the host should have) with an inventory (what
 it has) and prints the ordered steps that would get there: partitioning,
@@ -68,10 +67,13 @@ status 4 and name each device and what is on it, unless --allow-destroy.`,
 	f.StringVarP(&o.layoutFile, "file", "f", "", "layout `FILE` (YAML); default: the example")
 	f.StringVar(&o.inventoryFile, "inventory", "", "plan against a saved inventory `FILE` instead of this machine")
 	f.StringVar(&o.example, "example", "", "plan a shipped example `NAME`, or \"list\" them")
-	f.StringVarP(&o.output, "output", "o", "table", "output format: table, json, script, or layout (print the layout file)")
-	f.StringVar(&o.root, "root", planner.DefaultRoot, "`DIR` the layout's root filesystem is mounted on while applying")
+	outputFlag(f, &o.output, "text", "output format: `text|json|script|layout` (text: a table, alias table; script: bash; layout: the example's layout file)")
+	targetFlag(f, &o.root, "`DIR` the layout's root filesystem is mounted on while applying")
 	f.BoolVar(&o.allowDestroy, "allow-destroy", false, "permit steps that overwrite existing data")
 	f.StringArrayVar(&o.devices, "device", nil, "use device `NAME=PATH` for the layout's disk NAME (repeatable)")
+	markInput(f, "file", "inventory")
+	completeValues(cmd, "output", "text", "json", "script", "layout")
+	completeExamples(cmd)
 	return cmd
 }
 
@@ -89,9 +91,11 @@ func parseDeviceFlags(flags []string) (map[string]string, error) {
 
 func runPlan(stdout, stderr io.Writer, o planOptions) error {
 	switch o.output {
-	case "table", "json", "script", "layout":
+	case "table":
+		o.output = "text"
+	case "text", "json", "script", "layout":
 	default:
-		return usageError("unknown output format %q: use table, json, script or layout", o.output)
+		return usageError("unknown output format %q: use text, json, script or layout", o.output)
 	}
 	if o.example == "list" {
 		for _, n := range playbooks.Examples() {
@@ -169,5 +173,3 @@ func printProblems(w io.Writer, rep *layout.Report) {
 		fmt.Fprintln(w, pr.String())
 	}
 }
-
-var _ = os.Stdout

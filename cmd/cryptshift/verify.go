@@ -51,11 +51,15 @@ or WARN, never PASS or FAIL.
 	f := cmd.Flags()
 	f.StringVar(&o.root, "root", "/", "`DIR` to verify: / or a tree made by cryptshift capture")
 	f.StringVar(&o.image, "image", "", "verify a guest's raw disk `IMAGE` offline (its fstab, crypttab, swap, tmp, dumps, mail paths)")
-	f.StringVarP(&o.output, "output", "o", "text", "report format: text, json, markdown or html")
-	f.StringVar(&o.lang, "lang", "en", "report language: en or de")
+	outputFlag(f, &o.output, "text", "report format: `text|json|markdown|html`")
+	f.StringVar(&o.lang, "lang", "en", "report language: `en|de`")
 	f.StringVar(&o.date, "date", "", "report `DATE` (YYYY-MM-DD) instead of today's or the capture's")
 	f.StringVar(&o.outFile, "out", "", "write the report to `FILE` instead of standard output")
 	f.BoolVar(&o.strict, "strict", false, "exit 1 on warnings too")
+	markInput(f, "image")
+	completeValues(cmd, "output", "text", "json", "markdown", "html")
+	completeValues(cmd, "lang", "en", "de")
+	_ = cmd.MarkFlagDirname("root")
 	return cmd
 }
 
