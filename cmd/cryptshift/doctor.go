@@ -8,6 +8,7 @@ import (
 
 	"github.com/cryptshift/cryptshift/internal/audit/doctor"
 	"github.com/cryptshift/cryptshift/internal/exitcode"
+	"github.com/cryptshift/cryptshift/internal/textfmt"
 )
 
 func newDoctorCmd() *cobra.Command {
@@ -73,7 +74,7 @@ Exit status:
 				return err
 			}
 			if !r.Ready {
-				return exitcode.With(exitcode.Failure, fmt.Errorf("not ready for %s (see the checks above)", strings.Join(r.NotReady(), ", ")))
+				return exitcode.With(exitcode.Failure, fmt.Errorf("not ready for %s (see the checks above)", textfmt.List(r.NotReady())))
 			}
 			return nil
 		},

@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -14,6 +13,7 @@ import (
 	"github.com/cryptshift/cryptshift/internal/model/inventory"
 	"github.com/cryptshift/cryptshift/internal/model/layout"
 	"github.com/cryptshift/cryptshift/internal/planner"
+	"github.com/cryptshift/cryptshift/internal/textfmt"
 )
 
 type inventoryOptions struct {
@@ -95,12 +95,13 @@ func runInventory(ctx context.Context, w io.Writer, o inventoryOptions) error {
 		_, err = w.Write(b)
 		return err
 	}
-	return inventoryTable(w, inv)
+	return inventoryTable(w, inv, textfmt.For(w))
 }
 
-func inventoryTable(w io.Writer, inv *inventory.Inventory) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "DEVICE\tKIND\tSIZE\tCONTENT\tON")
+// inventoryTable lists the devices; the last column (what uses a device)
+// comes first among the long ones so that CONTENT can wrap last.
+func inventoryTable(w io.Writer, inv *inventory.Inventory, st textfmt.Style) error {
+	t := textfmt.Table{Header: []string{"DEVICE", "KIND", "SIZE", "ON", "CONTENT"}}
 	for _, d := range inv.Devices {
 		content := "-"
 		if d.Blank != "" {
@@ -112,14 +113,14 @@ func inventoryTable(w io.Writer, inv *inventory.Inventory) error {
 				content += " (" + d.Content.Note + ")"
 			}
 			if d.Content.LUKS != nil {
-				content += fmt.Sprintf(" (LUKS%d %s %d-bit, %d keyslot(s))", d.Content.LUKS.Version, d.Content.LUKS.Cipher, d.Content.LUKS.KeySize, len(d.Content.LUKS.Keyslots))
+				content += fmt.Sprintf(" (LUKS%d %s %d-bit, %s)", d.Content.LUKS.Version, d.Content.LUKS.Cipher, d.Content.LUKS.KeySize, textfmt.Plural(len(d.Content.LUKS.Keyslots), "keyslot", "keyslots"))
 			}
 			if d.Content.Label != "" {
 				content += fmt.Sprintf(" label %q", d.Content.Label)
 			}
 		}
 		if d.Table != nil {
-			content += fmt.Sprintf(" [%s, %d partitions]", d.Table.Type, len(d.Table.Partitions))
+			content += fmt.Sprintf(" [%s, %s]", d.Table.Type, textfmt.Plural(len(d.Table.Partitions), "partition", "partitions"))
 		}
 		var on []string
 		for _, m := range inv.Mounts {
@@ -133,7 +134,11 @@ func inventoryTable(w io.Writer, inv *inventory.Inventory) error {
 		if pv := inv.PV(d.Path); pv != nil && pv.VG != "" {
 			on = append(on, "PV of "+pv.VG)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.Path, d.Kind, layout.FormatBytes(d.Size), content, strings.Join(on, ", "))
+		onText := strings.Join(on, ", ")
+		if onText == "" {
+			onText = "-"
+		}
+		t.Rows = append(t.Rows, []string{layout.Printable(d.Path), layout.Printable(d.Kind), layout.FormatBytes(d.Size), layout.Printable(onText), layout.Printable(content)})
 	}
-	return tw.Flush()
+	return t.Write(w, st)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/cryptshift/cryptshift/internal/model/layout"
 	"github.com/cryptshift/cryptshift/internal/model/plan"
 	"github.com/cryptshift/cryptshift/internal/planner"
+	"github.com/cryptshift/cryptshift/internal/textfmt"
 	"github.com/cryptshift/cryptshift/playbooks"
 )
 
@@ -135,7 +136,7 @@ func runPlan(stdout, stderr io.Writer, o planOptions) error {
 	if err != nil {
 		if rep != nil && rep.HasErrors() {
 			printProblems(stderr, rep)
-			return exitcode.With(exitcode.Invalid, fmt.Errorf("%s has %d error(s); nothing was planned", f.Name, len(rep.Errors())))
+			return exitcode.With(exitcode.Invalid, fmt.Errorf("%s has %s; nothing was planned", f.Name, textfmt.Plural(len(rep.Errors()), "error", "errors")))
 		}
 		return err
 	}
@@ -146,7 +147,7 @@ func runPlan(stdout, stderr io.Writer, o planOptions) error {
 		return exitcode.With(exitcode.Refused, err)
 	case err != nil:
 		printProblems(stderr, rep)
-		return exitcode.With(exitcode.Invalid, fmt.Errorf("cannot plan %s: %d error(s); nothing was planned", f.Name, len(rep.Errors())))
+		return exitcode.With(exitcode.Invalid, fmt.Errorf("cannot plan %s: %s; nothing was planned", f.Name, textfmt.Plural(len(rep.Errors()), "error", "errors")))
 	}
 	return renderPlan(stdout, p, o.output)
 }
@@ -163,7 +164,7 @@ func renderPlan(w io.Writer, p *plan.Plan, output string) error {
 	case "script":
 		return p.Script(w)
 	default:
-		return p.Table(w)
+		return p.TableStyled(w, textfmt.For(w))
 	}
 }
 

@@ -4,13 +4,57 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/cryptshift/cryptshift/internal/audit/verify"
 	"github.com/cryptshift/cryptshift/internal/exitcode"
+	"github.com/cryptshift/cryptshift/internal/textfmt"
 )
+
+// paintReport colours the text report's badges (FAIL red, WARN yellow,
+// PASS green) and its result line, in either language, when st allows;
+// otherwise it returns text unchanged.
+func paintReport(text []byte, r *verify.Report, lang string, st textfmt.Style) []byte {
+	if !st.Color {
+		return text
+	}
+	paint := map[verify.Status]func(string) string{verify.Fail: st.Fail, verify.Warn: st.Warn, verify.Pass: st.Pass,
+		verify.Skip: st.Dim, verify.Incomplete: st.Warn}
+	badges := map[string]func(string) string{}
+	for _, c := range r.Checks {
+		if f := paint[c.Status]; f != nil {
+			badges["  "+verify.Badge(lang, c)+" "] = f
+		}
+	}
+	lines := strings.SplitAfter(string(text), "\n")
+	for i, l := range lines {
+		for b, f := range badges {
+			if strings.HasPrefix(l, b) {
+				lines[i] = "  " + f(strings.TrimSpace(b)) + l[len(b)-1:]
+				break
+			}
+		}
+		if i < 8 && (strings.HasPrefix(l, "Result: ") || strings.HasPrefix(l, "Ergebnis: ")) {
+			head, rest, _ := strings.Cut(l, ": ")
+			verdict, tail, _ := strings.Cut(rest, ":")
+			f := st.Pass
+			switch {
+			case r.Summary.Fail > 0:
+				f = st.Fail
+			case r.Incomplete() || r.Summary.Warn > 0:
+				f = st.Warn
+			}
+			if tail != "" {
+				tail = ":" + tail
+			}
+			lines[i] = head + ": " + f(verdict) + tail
+		}
+	}
+	return []byte(strings.Join(lines, ""))
+}
 
 type verifyOptions struct {
 	root, image, output, lang, date, outFile string
@@ -95,8 +139,14 @@ func runVerify(cmd *cobra.Command, o verifyOptions) error {
 		if err := os.WriteFile(o.outFile, buf.Bytes(), 0o644); err != nil {
 			return fmt.Errorf("cannot write report %s: %w", o.outFile, err)
 		}
-	} else if _, err := cmd.OutOrStdout().Write(buf.Bytes()); err != nil {
-		return err
+	} else {
+		out := buf.Bytes()
+		if o.output == "text" {
+			out = paintReport(out, r, o.lang, textfmt.For(cmd.OutOrStdout()))
+		}
+		if _, err := cmd.OutOrStdout().Write(out); err != nil {
+			return err
+		}
 	}
 	s := r.Summary
 	switch {

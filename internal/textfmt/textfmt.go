@@ -98,13 +98,19 @@ func (t Table) Write(w io.Writer, s Style) error {
 			widths[c] = max(widths[c], utf8.RuneCountInString(r[c]))
 		}
 	}
-	indent := 0
-	for c := 0; c < n-1; c++ {
-		indent += widths[c] + 2
-	}
 	last := 0 // no limit
 	if s.Width > 0 {
-		last = max(s.Width-indent, minLast)
+		// The description gets at least a third of the line: a column
+		// wider than that leaves (long paths) is elided in the middle.
+		want := max(minLast, s.Width/3)
+		for sum(widths[:n-1])+2*(n-1)+want > s.Width {
+			i := widest(widths[:n-1])
+			if widths[i] <= minElided {
+				break
+			}
+			widths[i]--
+		}
+		last = max(s.Width-sum(widths[:n-1])-2*(n-1), minLast)
 	}
 	var b strings.Builder
 	for i, r := range all {
@@ -119,7 +125,7 @@ func (t Table) Write(w io.Writer, s Style) error {
 			for c := 0; c < n-1; c++ {
 				cell := ""
 				if li == 0 && c < len(r) {
-					cell = r[c]
+					cell = Elide(r[c], widths[c])
 				}
 				pad := strings.Repeat(" ", widths[c]-utf8.RuneCountInString(cell)+2)
 				if i > 0 && t.Paint != nil && cell != "" {
@@ -139,6 +145,42 @@ func (t Table) Write(w io.Writer, s Style) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// minElided is the narrowest a column is elided to.
+const minElided = 12
+
+func sum(xs []int) int {
+	t := 0
+	for _, x := range xs {
+		t += x
+	}
+	return t
+}
+
+func widest(xs []int) int {
+	w := 0
+	for i, x := range xs {
+		if x > xs[w] {
+			w = i
+		}
+	}
+	return w
+}
+
+// Elide shortens text to width runes by cutting out its middle (where a
+// path is least telling) and marking the cut with "…".
+func Elide(text string, width int) string {
+	rs := []rune(text)
+	if width <= 0 || len(rs) <= width {
+		return text
+	}
+	if width < 3 {
+		return string(rs[:width])
+	}
+	head := (width - 1) / 2
+	tail := width - 1 - head
+	return string(rs[:head]) + "…" + string(rs[len(rs)-tail:])
 }
 
 // Wrap breaks text into lines of at most width runes at spaces; a word
@@ -192,4 +234,20 @@ func List(items []string) string {
 		return items[0]
 	}
 	return strings.Join(items[:len(items)-1], ", ") + " and " + items[len(items)-1]
+}
+
+// Para writes text wrapped to s.Width, its first line after first and the
+// others after rest (an indent as wide as first, usually).
+func (s Style) Para(w io.Writer, first, rest, text string) {
+	width := 0
+	if s.Width > 0 {
+		width = max(s.Width-utf8.RuneCountInString(first), minLast)
+	}
+	for i, l := range Wrap(text, width) {
+		p := rest
+		if i == 0 {
+			p = first
+		}
+		fmt.Fprintln(w, p+l)
+	}
 }

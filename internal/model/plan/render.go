@@ -73,7 +73,7 @@ func (p *Plan) TableStyled(w io.Writer, st textfmt.Style) error {
 	if len(p.Secrets) > 0 {
 		fmt.Fprintln(w, "\nSecrets (never shown, never on a command line):")
 		for _, s := range p.Secrets {
-			fmt.Fprintf(w, "  %s: %s; source: %s\n", pr(s.Name), pr(s.Use), pr(s.Source))
+			st.Para(w, "  ", "    ", fmt.Sprintf("%s: %s; source: %s", pr(s.Name), pr(s.Use), pr(s.Source)))
 		}
 	}
 	if len(p.Crypttab) > 0 {
@@ -91,13 +91,13 @@ func (p *Plan) TableStyled(w io.Writer, st textfmt.Style) error {
 	if len(p.Warnings) > 0 {
 		fmt.Fprintln(w, "\nWarnings:")
 		for _, prob := range p.Warnings {
-			fmt.Fprintf(w, "  %s\n", pr(prob.String()))
+			st.Para(w, "  ", "    ", pr(prob.String()))
 		}
 	}
 	if len(p.Notes) > 0 {
 		fmt.Fprintln(w, "\nNotes:")
 		for _, n := range p.Notes {
-			fmt.Fprintf(w, "  - %s\n", pr(n))
+			st.Para(w, "  - ", "    ", pr(n))
 		}
 	}
 	fmt.Fprintf(w, "\n%s, %d destructive. Nothing has been changed.\n", textfmt.Plural(len(p.Steps), "step", "steps"), len(p.Destructive()))
