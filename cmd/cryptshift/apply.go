@@ -73,7 +73,8 @@ Secrets go to cryptsetup on stdin or fd 3 and never into logs or journals.`,
 
   # Resume after an interruption (the journal the interrupted apply named)
   sudo cryptshift apply --resume --journal /var/lib/cryptshift/apply-mail-host.journal --passphrase-file /root/pass --recovery-key-file /media/usb/recovery.key`,
-		Args: cobra.NoArgs,
+		Args:    cobra.NoArgs,
+		PreRunE: func(*cobra.Command, []string) error { return o.validate() },
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runApply(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), o)
 		},
@@ -105,10 +106,9 @@ func journalPath(o applyOptions, layoutName string) string {
 	return filepath.Join(DefaultJournalDir, "apply-"+layoutName+".journal")
 }
 
-func runApply(ctx context.Context, stdout, stderr io.Writer, o applyOptions) error {
-	if ctx == nil {
-		ctx = context.Background()
-	}
+// validate checks the flags alone (usage errors, exit 2), before anything
+// is read: --help's examples are held to it (TestHelpExamplesRun).
+func (o applyOptions) validate() error {
 	modes := 0
 	for _, b := range []bool{o.layoutFile != "", o.planFile != "", o.resume} {
 		if b {
@@ -124,6 +124,19 @@ func runApply(ctx context.Context, stdout, stderr io.Writer, o applyOptions) err
 	if o.passphraseFile != "" && o.passphraseFD >= 0 {
 		return usageError("give either --passphrase-file or --passphrase-fd")
 	}
+	if o.resume && o.journal == "" {
+		return usageError("--resume needs --journal FILE (the one the interrupted apply wrote)")
+	}
+	return nil
+}
+
+func runApply(ctx context.Context, stdout, stderr io.Writer, o applyOptions) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if err := o.validate(); err != nil {
+		return err
+	}
 	// With --progress json, standard error carries nothing but JSON lines
 	// (events and log records, as in migrate); the lines for people go to
 	// standard output then.
@@ -137,9 +150,6 @@ func runApply(ctx context.Context, stdout, stderr io.Writer, o applyOptions) err
 
 	var p *plan.Plan
 	if o.resume {
-		if o.journal == "" {
-			return usageError("--resume needs --journal FILE (the one the interrupted apply wrote)")
-		}
 		if err := readable("the journal", o.journal); err != nil {
 			return err
 		}

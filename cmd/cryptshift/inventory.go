@@ -45,6 +45,13 @@ Reading device signatures needs root.`,
 		Example: `  sudo cryptshift inventory
   sudo cryptshift inventory -o json --layout my-host.yaml > host.json`,
 		Args: cobra.NoArgs,
+		PreRunE: func(*cobra.Command, []string) error {
+			switch o.output {
+			case "table", "text", "json":
+				return nil
+			}
+			return usageError("unknown output format %q: use text or json", o.output)
+		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runInventory(cmd.Context(), cmd.OutOrStdout(), o)
 		},

@@ -96,6 +96,10 @@ Progress goes to standard error: a bar on a terminal, or JSON lines with
 			}
 			return nil
 		},
+		PreRunE: func(cmd *cobra.Command, args []string) error {
+			f.o.Domain = args[0]
+			return f.validate()
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f.o.Domain = args[0]
 			return runMigrate(cmd.Context(), cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr(), f)
@@ -141,6 +145,22 @@ Progress goes to standard error: a bar on a terminal, or JSON lines with
 	return cmd
 }
 
+// validate checks the flags alone (usage errors, exit 2).
+func (f migrateFlags) validate() error {
+	if err := f.o.Validate(); err != nil {
+		return err
+	}
+	switch f.progress {
+	case "auto", "bar", "json", "none":
+	default:
+		return usageError("cannot migrate: unknown --progress %q; use auto, bar, json or none", f.progress)
+	}
+	if f.output != "json" && f.output != "text" {
+		return usageError("unknown output format %q: use json or text", f.output)
+	}
+	return nil
+}
+
 func runMigrate(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, f migrateFlags) error {
 	if ctx == nil {
 		ctx = context.Background()
@@ -150,7 +170,7 @@ func runMigrate(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, 
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	o := f.o
-	if err := o.Validate(); err != nil {
+	if err := f.validate(); err != nil {
 		return err
 	}
 	switch f.progress {
@@ -166,9 +186,6 @@ func runMigrate(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, 
 	case "none":
 	default:
 		return usageError("cannot migrate: unknown --progress %q; use auto, bar, json or none", f.progress)
-	}
-	if f.output != "json" && f.output != "text" {
-		return usageError("unknown output format %q: use json or text", f.output)
 	}
 	if o.DryRun {
 		res, err := migrate.Run(ctx, o)

@@ -59,7 +59,8 @@ status 4 and name each device and what is on it, unless --allow-destroy.`,
 
   # Use /dev/loop0 for the layout's disk "disk0"
   cryptshift plan -f my-host.yaml --device disk0=/dev/loop0`,
-		Args: cobra.NoArgs,
+		Args:    cobra.NoArgs,
+		PreRunE: func(*cobra.Command, []string) error { return o.validate() },
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runPlan(cmd.OutOrStdout(), cmd.ErrOrStderr(), o)
 		},
@@ -90,13 +91,26 @@ func parseDeviceFlags(flags []string) (map[string]string, error) {
 	return m, nil
 }
 
-func runPlan(stdout, stderr io.Writer, o planOptions) error {
+// validate checks the flags alone (usage errors, exit 2).
+func (o planOptions) validate() error {
 	switch o.output {
-	case "table":
-		o.output = "text"
-	case "text", "json", "script", "layout":
+	case "table", "text", "json", "script", "layout":
 	default:
 		return usageError("unknown output format %q: use text, json, script or layout", o.output)
+	}
+	if o.example != "" && o.example != "list" && o.layoutFile != "" {
+		return usageError("give either -f or --example, not both")
+	}
+	_, err := parseDeviceFlags(o.devices)
+	return err
+}
+
+func runPlan(stdout, stderr io.Writer, o planOptions) error {
+	if err := o.validate(); err != nil {
+		return err
+	}
+	if o.output == "table" {
+		o.output = "text"
 	}
 	if o.example == "list" {
 		for _, n := range playbooks.Examples() {

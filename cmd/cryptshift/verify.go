@@ -87,7 +87,8 @@ or WARN, never PASS or FAIL.
   sudo cryptshift verify -o html --lang de --out nachweis.html
   cryptshift verify --root ./mx1-capture -o json
   cryptshift verify --image /var/lib/libvirt/images/mx.raw`,
-		Args: cobra.NoArgs,
+		Args:    cobra.NoArgs,
+		PreRunE: func(cmd *cobra.Command, _ []string) error { return o.validate(cmd.Flags().Changed("root")) },
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runVerify(cmd, o)
 		},
@@ -107,7 +108,8 @@ or WARN, never PASS or FAIL.
 	return cmd
 }
 
-func runVerify(cmd *cobra.Command, o verifyOptions) error {
+// validate checks the flags alone (usage errors, exit 2).
+func (o verifyOptions) validate(rootGiven bool) error {
 	switch o.output {
 	case "text", "json", "markdown", "html":
 	default:
@@ -119,11 +121,18 @@ func runVerify(cmd *cobra.Command, o verifyOptions) error {
 	if _, err := time.Parse(time.DateOnly, o.date); o.date != "" && err != nil {
 		return usageError("bad --date %q: use a real day as YYYY-MM-DD", o.date)
 	}
+	if o.image != "" && rootGiven {
+		return usageError("--root and --image exclude each other")
+	}
+	return nil
+}
+
+func runVerify(cmd *cobra.Command, o verifyOptions) error {
+	if err := o.validate(cmd.Flags().Changed("root")); err != nil {
+		return err
+	}
 	root := o.root
 	if o.image != "" {
-		if cmd.Flags().Changed("root") {
-			return usageError("--root and --image exclude each other")
-		}
 		root = ""
 	}
 	r, err := verify.Run(verify.Options{Root: root, Image: o.image, Lang: o.lang, Date: o.date, Version: version, Commit: buildCommit()})
