@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/json"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -210,6 +212,33 @@ func TestDeprecatedFlagsStillWork(t *testing.T) {
 	for _, verb := range []string{"apply", "rollback", "migrate"} {
 		if h := run(t, verb, "--help").stdout; !strings.Contains(h, "-y, --yes") {
 			t.Errorf("%s --help has no -y", verb)
+		}
+	}
+}
+
+// TestJSONFileFieldIsStable: the plan JSON is byte-identical whether the
+// layout was named as host.yaml, ./host.yaml or by its absolute path.
+func TestJSONFileFieldIsStable(t *testing.T) {
+	dir := t.TempDir()
+	b, _ := os.ReadFile("../../playbooks/examples/mail-host.yaml")
+	os.WriteFile(filepath.Join(dir, "host.yaml"), b, 0o644)
+	inv, _ := filepath.Abs("../../playbooks/examples/mail-host.inventory.json")
+	var outs []string
+	for _, name := range []string{"host.yaml", "./host.yaml", filepath.Join(dir, "host.yaml"), "../" + filepath.Base(dir) + "/host.yaml"} {
+		cmd := exec.Command(binary, "plan", "-f", name, "--inventory", inv, "-o", "json")
+		cmd.Dir = dir
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("plan -f %s: %v", name, err)
+		}
+		if !strings.Contains(string(out), `"file": "host.yaml"`) {
+			t.Fatalf("plan -f %s: no warning names its file as host.yaml", name)
+		}
+		outs = append(outs, string(out))
+	}
+	for i := range outs {
+		if outs[i] != outs[0] {
+			t.Errorf("the plan JSON differs with path form %d", i)
 		}
 	}
 }

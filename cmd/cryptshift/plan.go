@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -169,6 +170,14 @@ func runPlan(stdout, stderr io.Writer, o planOptions) error {
 func renderPlan(w io.Writer, p *plan.Plan, output string) error {
 	switch output {
 	case "json":
+		// A file in JSON is named the same whatever path form was typed
+		// (host.yaml, ./host.yaml, /root/host.yaml): plans made from the
+		// same layout compare equal.
+		for i := range p.Warnings {
+			if p.Warnings[i].File != "" {
+				p.Warnings[i].File = filepath.Base(p.Warnings[i].File)
+			}
+		}
 		b, err := p.JSON()
 		if err != nil {
 			return err
