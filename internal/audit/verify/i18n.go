@@ -306,6 +306,7 @@ var catalog = map[string]msg{
 	"ev.absent":                     {"%s does not exist", "%s existiert nicht"},
 	"ev.unreadable":                 {"cannot read %s: %v", "%s nicht lesbar: %v"},
 	"ev.default":                    {"(default)", "(Voreinstellung)"},
+	"subj.backing-layer":            {"backing layer %d", "Backing-Ebene %d"},
 	"ev.size":                       {"size %s", "Größe %s"},
 	"ev.nodevice":                   {"no such device on this system", "kein solches Gerät auf diesem System"},
 	"ev.nomounts":                   {"no mountinfo under the root: cannot tell where paths are stored", "keine mountinfo unter der Wurzel: Speicherort nicht feststellbar"},
