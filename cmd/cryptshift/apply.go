@@ -167,7 +167,7 @@ func runApply(ctx context.Context, stdout, stderr io.Writer, o applyOptions) err
 			return nil
 		}
 		if !o.yes {
-			p.Table(human)
+			p.TableStyled(human, textfmt.For(human))
 			if err := confirm(fmt.Sprintf("Apply these %s to this machine?", textfmt.Plural(len(p.Steps), "step", "steps")), "refusing to apply without confirmation; nothing was changed", true); err != nil {
 				return err
 			}

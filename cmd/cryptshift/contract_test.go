@@ -242,3 +242,35 @@ func TestJSONFileFieldIsStable(t *testing.T) {
 		}
 	}
 }
+
+// TestCompletionOffersValues: the shell completion (cobra's __complete,
+// which the bash, zsh and fish scripts call) offers the values of the
+// flags that take a fixed set.
+func TestCompletionOffersValues(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"plan", "-o", ""}, []string{"text", "json", "script", "layout"}},
+		{[]string{"plan", "--example", ""}, []string{"mail-host", "kvm-host", "list"}},
+		{[]string{"verify", "-o", ""}, []string{"text", "json", "markdown", "html"}},
+		{[]string{"verify", "--lang", ""}, []string{"en", "de"}},
+		{[]string{"migrate", "mx", "--mode", ""}, []string{"offline", "live"}},
+		{[]string{"inventory", "-o", ""}, []string{"text", "json"}},
+		{[]string{"doctor", "--for", ""}, []string{"plan", "migrate-vg"}},
+	} {
+		r := run(t, append([]string{"__complete"}, tc.args...)...)
+		got := strings.Fields(r.stdout)
+		for _, w := range tc.want {
+			if !contains(got, w) {
+				t.Errorf("completing %q: got %q, lacks %s", tc.args, got, w)
+			}
+		}
+	}
+	// --to offers pools and VGs when they can be listed, else the two
+	// prefixes; never files.
+	r := run(t, "__complete", "migrate", "mx", "--to", "")
+	if !strings.Contains(r.stdout, "pool:") && !strings.Contains(r.stdout, "vg:") {
+		t.Errorf("completing --to: %q", r.stdout)
+	}
+}

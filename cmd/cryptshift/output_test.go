@@ -12,6 +12,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cryptshift/cryptshift/internal/harness/golden"
+	"github.com/cryptshift/cryptshift/internal/model/inventory"
+	"github.com/cryptshift/cryptshift/internal/textfmt"
 )
 
 // TestPlanTableFitsColumns: with COLUMNS the plan table fits the width
@@ -109,4 +111,42 @@ func openPTY(t *testing.T) (ptmx, tty *os.File) {
 		t.Fatalf("cannot open the pseudo-terminal: %v", err)
 	}
 	return m, s
+}
+
+// TestInventoryTableFitsColumns: the inventory table of a host with LUKS
+// headers and partition tables (the kvm-host example) fits 80 and 120
+// columns, and is unwrapped without a width.
+func TestInventoryTableFitsColumns(t *testing.T) {
+	b, err := os.ReadFile("../../playbooks/examples/kvm-host.inventory.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, err := inventory.Parse("kvm-host.inventory.json", b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What a reused disk looks like: a long note on what is where.
+	inv.Devices[0].Content = &inventory.Content{Type: "unknown", Label: "old-mail-store-2019",
+		Note: "a LUKS2 secondary header at byte 1048576 and an ext4 backup superblock at byte 134217728"}
+	var wide bytes.Buffer
+	inventoryTable(&wide, inv, textfmt.Style{})
+	longest := 0
+	for _, l := range strings.Split(wide.String(), "\n") {
+		longest = max(longest, utf8.RuneCountInString(l))
+	}
+	if longest <= 80 {
+		t.Fatalf("the example's widest line has %d columns: it tests no wrapping", longest)
+	}
+	for _, cols := range []int{80, 120} {
+		var buf bytes.Buffer
+		inventoryTable(&buf, inv, textfmt.Style{Width: cols})
+		for _, l := range strings.Split(buf.String(), "\n") {
+			if n := utf8.RuneCountInString(l); n > cols {
+				t.Errorf("%d columns: a %d-column line %q", cols, n, l)
+			}
+		}
+		if strings.Count(buf.String(), "/dev/") < strings.Count(wide.String(), "/dev/")-2 {
+			t.Errorf("%d columns: devices went missing", cols)
+		}
+	}
 }
