@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -111,7 +112,7 @@ func TestCLIContract(t *testing.T) {
 				t.Fatalf("-o offers no completion: register its values (completeValues)")
 			}
 			values, _ := complete(c, nil, "")
-			if !contains(values, "json") || !(contains(values, "text") || c.Name() == "migrate") {
+			if !slices.Contains(values, "json") || !(slices.Contains(values, "text") || c.Name() == "migrate") {
 				t.Errorf("-o values %q: want text and json", values)
 			}
 			how, ok := runnable[c.Name()]
@@ -128,7 +129,7 @@ func TestCLIContract(t *testing.T) {
 					args = append(args, "--example", "minimal")
 				}
 				r := run(t, args...)
-				if !containsInt(how.codes, r.code) {
+				if !slices.Contains(how.codes, r.code) {
 					t.Errorf("%q: exit %d, want one of %v; stderr %q", args, r.code, how.codes, r.stderr)
 				}
 				if r.stdout == "" {
@@ -165,24 +166,6 @@ func aliases(verb string) []string {
 		return []string{"table"}
 	}
 	return nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-func containsInt(list []int, n int) bool {
-	for _, x := range list {
-		if x == n {
-			return true
-		}
-	}
-	return false
 }
 
 // TestDeprecatedFlagsStillWork: the old names keep working, say they are
@@ -262,7 +245,7 @@ func TestCompletionOffersValues(t *testing.T) {
 		r := run(t, append([]string{"__complete"}, tc.args...)...)
 		got := strings.Fields(r.stdout)
 		for _, w := range tc.want {
-			if !contains(got, w) {
+			if !slices.Contains(got, w) {
 				t.Errorf("completing %q: got %q, lacks %s", tc.args, got, w)
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -138,7 +139,7 @@ func runsHere(ex example, dir string) (bool, string) {
 	case "apply", "migrate", "rollback", "capture":
 		return false, ex.args[0] + " changes a host"
 	case "plan":
-		if !has(ex.args, "--inventory") && has(ex.args, "-f") {
+		if !slices.Contains(ex.args, "--inventory") && slices.Contains(ex.args, "-f") {
 			return false, "plans against this machine's disks"
 		}
 	}
@@ -153,15 +154,6 @@ func runsHere(ex example, dir string) (bool, string) {
 		}
 	}
 	return true, ""
-}
-
-func has(args []string, flag string) bool {
-	for _, a := range args {
-		if a == flag {
-			return true
-		}
-	}
-	return false
 }
 
 // TestHelpExamplesRun: every example in --help and in the README runs as
