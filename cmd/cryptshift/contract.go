@@ -45,6 +45,7 @@ func enforceContract(root *cobra.Command) {
 		return nil
 	}
 	root.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
+	root.DisableFlagsInUseLine = true // "cryptshift" prints the help: no flags to show
 	for _, c := range root.Commands() {
 		switch c.Name() {
 		case "help":
