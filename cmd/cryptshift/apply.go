@@ -91,11 +91,10 @@ Secrets go to cryptsetup on stdin or fd 3 and never into logs or journals.`,
 	f.Var(newFDValue(&o.passphraseFD), "passphrase-fd", "read the passphrase from file descriptor `N`")
 	f.StringVar(&o.recoveryKeyFile, "recovery-key-file", "", "write the new recovery key to `FILE` (on --resume: read it from there)")
 	f.StringVar(&o.journal, "journal", "", "journal `FILE` (default "+DefaultJournalDir+"/apply-LAYOUT.journal; needed with --resume)")
-	f.StringVar(&o.progress, "progress", "auto", "progress on standard error: `auto|json|none` (auto: a line per step; json: one event per line, and log records as JSON)")
+	choiceFlag(cmd, &o.progress, "progress", "", "auto", []string{"auto", "json", "none"}, nil, "progress on standard error (auto: a line per step; json: one event per line, and log records as JSON)")
 	f.StringVar(&o.lvmConfig, "lvm-config", "", "extra lvm --config `STRING` (e.g. for systems without udev)")
 	f.MarkHidden("lvm-config")
 	markInput(f, "file", "plan", "passphrase-file")
-	completeValues(cmd, "progress", "auto", "json", "none")
 	return cmd
 }
 

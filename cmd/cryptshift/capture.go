@@ -67,7 +67,7 @@ differs from the live system's.`,
 		},
 	}
 	cmd.Flags().StringVar(&o.root, "root", "/", "`DIR` to capture (/ for this system)")
-	cmd.Flags().StringVar(&o.comment, "comment", "", "a note stored in the manifest")
+	cmd.Flags().StringVar(&o.comment, "comment", "", "a note (`TEXT`) stored in the manifest")
 	_ = cmd.MarkFlagDirname("root")
 	return cmd
 }

@@ -109,7 +109,7 @@ func TestCLIContract(t *testing.T) {
 			usage(t, "bad -o", append(append(append([]string{}, path...), pos...), "-o", "yaml-or-pdf")...)
 			complete, ok := c.GetFlagCompletionFunc("output")
 			if !ok {
-				t.Fatalf("-o offers no completion: register its values (completeValues)")
+				t.Fatalf("-o offers no completion: add it with outputFlag")
 			}
 			values, _ := complete(c, nil, "")
 			if !slices.Contains(values, "json") || !(slices.Contains(values, "text") || c.Name() == "migrate") {

@@ -77,11 +77,10 @@ Exit status:
 	fl := cmd.Flags()
 	fl.StringSliceVar(&forCaps, "for", nil, "`CAPABILITY` that must be ready (repeatable or comma-separated): "+strings.Join(doctor.Capabilities(), ", "))
 	connectFlag(fl, &o.Connect, "libvirt `URI` (default qemu:///system) or the path of a daemon socket")
-	outputFlag(fl, &output, "text", "output format: `text|json`")
+	outputFlag(cmd, &output, "text", []string{"text", "json"}, "output format")
 	fl.StringVar(&o.Root, "root", "/", "`DIR` whose /proc, /sys, /lib/modules and /boot to read (a fixture; tools are still this host's)")
 	_ = fl.MarkHidden("root")
 	_ = cmd.RegisterFlagCompletionFunc("for", cobra.FixedCompletions(doctor.Capabilities(), cobra.ShellCompDirectiveNoFileComp))
-	completeValues(cmd, "output", "text", "json")
 	return cmd
 }
 

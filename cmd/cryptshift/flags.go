@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"strconv"
 	"strings"
@@ -28,10 +29,15 @@ import (
 //   -c, --connect  libvirt URI or daemon socket
 //   -f, --file     the layout file
 
-// outputFlag adds -o/--output; usage names the values in backquotes
-// (`text|json`), which --help shows as the placeholder.
-func outputFlag(f *pflag.FlagSet, p *string, def, usage string) {
-	f.StringVarP(p, "output", "o", def, usage)
+// outputFlag adds -o/--output with its values (the first ones text and
+// json where the verb has them); "table" stays an alias of text where it
+// was the name.
+func outputFlag(cmd *cobra.Command, p *string, def string, values []string, usage string) {
+	var aliases []string
+	if values[0] == "text" && (cmd.Name() == "plan" || cmd.Name() == "inventory") {
+		aliases = []string{"table"}
+	}
+	choiceFlag(cmd, p, "output", "o", def, values, aliases, usage)
 }
 
 // targetFlag adds --target DIR (the mount target of the layout's root) and
@@ -122,3 +128,33 @@ func completeTo(connect *string) cobra.CompletionFunc {
 
 // newPalette is the colour and width style for people reading w.
 func newPalette(w io.Writer) textfmt.Style { return textfmt.For(w) }
+
+// choice is a string flag with a fixed set of values: --help shows them as
+// the placeholder (--mode offline|live), the shell completes them, and any
+// other value is a usage error. aliases are accepted but not offered.
+type choice struct {
+	p       *string
+	values  []string
+	aliases []string
+}
+
+func (c *choice) String() string { return *c.p }
+func (c *choice) Type() string   { return strings.Join(c.values, "|") }
+
+func (c *choice) Set(s string) error {
+	for _, v := range append(append([]string{}, c.values...), c.aliases...) {
+		if s == v {
+			*c.p = s
+			return nil
+		}
+	}
+	n := len(c.values)
+	return fmt.Errorf("use %s or %s", strings.Join(c.values[:n-1], ", "), c.values[n-1])
+}
+
+// choiceFlag adds a choice flag to cmd (short may be "").
+func choiceFlag(cmd *cobra.Command, p *string, name, short, def string, values, aliases []string, usage string) {
+	*p = def
+	cmd.Flags().VarP(&choice{p: p, values: values, aliases: aliases}, name, short, usage)
+	completeValues(cmd, name, values...)
+}

@@ -64,8 +64,7 @@ encryption) — never keyslot material.`,
 		},
 	}
 	cmd.Flags().StringVar(&root, "root", "/", "`DIR` to read: / or a tree made by cryptshift capture")
-	outputFlag(cmd.Flags(), &output, "text", "output format: `text|json`")
-	completeValues(cmd, "output", "text", "json")
+	outputFlag(cmd, &output, "text", []string{"text", "json"}, "output format")
 	_ = cmd.MarkFlagDirname("root")
 	return cmd
 }

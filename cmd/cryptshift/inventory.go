@@ -57,11 +57,10 @@ Reading device signatures needs root.`,
 		},
 	}
 	f := cmd.Flags()
-	outputFlag(f, &o.output, "text", "output format: `text|json` (text: a table, alias table)")
+	outputFlag(cmd, &o.output, "text", []string{"text", "json"}, "output format (text: a table, alias table)")
 	f.StringVar(&o.target, "target", planner.DefaultRoot, "`DIR` the layout's root is mounted on (its crypttab, fstab and key files are recorded)")
 	f.StringVar(&o.layoutFile, "layout", "", "layout `FILE` whose key file and header backup directories to record")
 	markInput(f, "layout")
-	completeValues(cmd, "output", "text", "json")
 	return cmd
 }
 

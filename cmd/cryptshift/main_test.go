@@ -152,7 +152,7 @@ func TestExitStatuses(t *testing.T) {
 	}{
 		{"ok", []string{"plan", "-f", layoutFile, "--inventory", invFile}, 0, "", false},
 		{"unknown flag", []string{"plan", "--frobnicate"}, 2, "unknown flag", true},
-		{"bad output", []string{"plan", "-o", "yaml"}, 2, "unknown output format", true},
+		{"bad output", []string{"plan", "-o", "yaml"}, 2, "use text, json, script or layout", true},
 		{"bad device flag", []string{"plan", "--device", "disk0"}, 2, "NAME=/dev/PATH", true},
 		{"unknown example", []string{"plan", "--example", "nope"}, 2, "mail-host", true},
 		{"invalid layout", []string{"plan", "-f", "../../testdata/layouts/invalid/04-mounts.yaml", "--inventory", invFile}, 3,

@@ -70,12 +70,11 @@ status 4 and name each device and what is on it, unless --allow-destroy.`,
 	f.StringVarP(&o.layoutFile, "file", "f", "", "layout `FILE` (YAML); default: the example")
 	f.StringVar(&o.inventoryFile, "inventory", "", "plan against a saved inventory `FILE` instead of this machine")
 	f.StringVar(&o.example, "example", "", "plan a shipped example `NAME`, or \"list\" them")
-	outputFlag(f, &o.output, "text", "output format: `text|json|script|layout` (text: a table, alias table; script: bash; layout: the example's layout file)")
+	outputFlag(cmd, &o.output, "text", []string{"text", "json", "script", "layout"}, "output format (text: a table, alias table; script: bash; layout: the example's layout file)")
 	targetFlag(f, &o.root, "`DIR` the layout's root filesystem is mounted on while applying")
 	f.BoolVar(&o.allowDestroy, "allow-destroy", false, "permit steps that overwrite existing data")
 	f.StringArrayVar(&o.devices, "device", nil, "use device `NAME=PATH` for the layout's disk NAME (repeatable)")
 	markInput(f, "file", "inventory")
-	completeValues(cmd, "output", "text", "json", "script", "layout")
 	completeExamples(cmd)
 	return cmd
 }

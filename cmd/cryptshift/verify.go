@@ -96,14 +96,12 @@ or WARN, never PASS or FAIL.
 	f := cmd.Flags()
 	f.StringVar(&o.root, "root", "/", "`DIR` to verify: / or a tree made by cryptshift capture")
 	f.StringVar(&o.image, "image", "", "verify a guest's raw disk `IMAGE` offline (its fstab, crypttab, swap, tmp, dumps, mail paths)")
-	outputFlag(f, &o.output, "text", "report format: `text|json|markdown|html`")
-	f.StringVar(&o.lang, "lang", "en", "report language: `en|de`")
+	outputFlag(cmd, &o.output, "text", []string{"text", "json", "markdown", "html"}, "report format")
+	choiceFlag(cmd, &o.lang, "lang", "", "en", []string{"en", "de"}, nil, "report language")
 	f.StringVar(&o.date, "date", "", "report `DATE` (YYYY-MM-DD) instead of today's or the capture's")
 	f.StringVar(&o.outFile, "out", "", "write the report to `FILE` instead of standard output")
 	f.BoolVar(&o.strict, "strict", false, "exit 1 on warnings too")
 	markInput(f, "image")
-	completeValues(cmd, "output", "text", "json", "markdown", "html")
-	completeValues(cmd, "lang", "en", "de")
 	_ = cmd.MarkFlagDirname("root")
 	return cmd
 }
