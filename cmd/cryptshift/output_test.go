@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/cryptshift/cryptshift/internal/harness/golden"
 	"github.com/cryptshift/cryptshift/internal/model/inventory"
+	"github.com/cryptshift/cryptshift/internal/model/plan"
 	"github.com/cryptshift/cryptshift/internal/textfmt"
 )
 
@@ -147,6 +149,31 @@ func TestInventoryTableFitsColumns(t *testing.T) {
 		}
 		if strings.Count(buf.String(), "/dev/") < strings.Count(wide.String(), "/dev/")-2 {
 			t.Errorf("%d columns: devices went missing", cols)
+		}
+	}
+}
+
+// TestApplyJSONProgressOnStderr: apply's --progress json events go to
+// standard error, as migrate's do, and nothing of them to standard output.
+func TestApplyJSONProgressOnStderr(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	r := newStepReporter("json", &stdout, &stderr)
+	s := plan.Step{ID: "mkfs:/dev/sda1", Action: "mkfs", Target: "/dev/sda1"}
+	r.StepStart(1, 1, s)
+	r.StepDone(1, 1, s, 0, false, nil)
+	if stdout.Len() != 0 {
+		t.Errorf("progress on stdout: %q", stdout.String())
+	}
+	lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("want a start and a done event on stderr, got %q", stderr.String())
+	}
+	for _, l := range lines {
+		var ev struct {
+			Event string `json:"event"`
+		}
+		if err := json.Unmarshal([]byte(l), &ev); err != nil || ev.Event == "" {
+			t.Errorf("not a JSON event: %q", l)
 		}
 	}
 }
