@@ -257,3 +257,44 @@ func TestCompletionOffersValues(t *testing.T) {
 		t.Errorf("completing --to: %q", r.stdout)
 	}
 }
+
+// TestMigrateDryRunFromDomainXML: with --domain-xml the dry-run reads the
+// domain from the file and never needs libvirtd for it: with no daemon
+// (a socket that does not exist) it gets past the domain and its disks to
+// the target's own checks (this machine has no volume group vg-none: exit
+// 3 naming it), where without the file it stops at the connection. A
+// definition of another domain, or --domain-xml without --dry-run, is a
+// usage error. (internal/runner/migrate's TestDryRunFromDomainXML shows
+// the steps equal those planned through libvirtd.)
+func TestMigrateDryRunFromDomainXML(t *testing.T) {
+	dir := t.TempDir()
+	img := filepath.Join(dir, "mail.raw")
+	os.WriteFile(img, make([]byte, 1<<20), 0o600)
+	xml := filepath.Join(dir, "mail.xml")
+	os.WriteFile(xml, []byte(`<domain type='kvm'><name>mail</name><uuid>9b0c8a52-1f3e-4c7d-8e62-0d5a7f1c2b33</uuid>
+<memory unit='KiB'>1048576</memory><os><type arch='x86_64'>hvm</type></os><devices>
+<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='`+img+`'/><target dev='vda' bus='virtio'/></disk>
+</devices></domain>`), 0o600)
+	sock := filepath.Join(dir, "no-libvirtd")
+	base := []string{"migrate", "mail", "--to", "vg:vg-none", "--mode", "offline", "--connect", sock}
+
+	r := run(t, append(base, "--dry-run")...)
+	if r.code == 0 || !strings.Contains(r.stderr, "cannot connect to libvirt") {
+		t.Fatalf("without --domain-xml and libvirtd: exit %d: %s", r.code, r.stderr)
+	}
+	r = run(t, append(base, "--dry-run", "--domain-xml", xml)...)
+	if r.code != 3 || strings.Contains(r.stderr, "connect to libvirt") || !strings.Contains(r.stderr, "vg-none") {
+		t.Errorf("--domain-xml without libvirtd: exit %d, want 3 at the volume group check: %s", r.code, r.stderr)
+	}
+	usage := func(why string, args ...string) {
+		t.Helper()
+		if r := run(t, args...); r.code != 2 || !strings.Contains(r.stderr, "domain-xml") {
+			t.Errorf("%s: exit %d, want 2 naming --domain-xml: %s", why, r.code, r.stderr)
+		}
+	}
+	usage("without --dry-run", append(base, "--domain-xml", xml, "--yes")...)
+	other := append([]string{"migrate", "web"}, base[2:]...)
+	usage("another domain", append(other, "--dry-run", "--domain-xml", xml)...)
+	os.WriteFile(filepath.Join(dir, "junk.xml"), []byte("not xml"), 0o600)
+	usage("not a definition", append(base, "--dry-run", "--domain-xml", filepath.Join(dir, "junk.xml"))...)
+}

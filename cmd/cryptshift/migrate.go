@@ -62,7 +62,10 @@ Modes:
 
 Nothing is written with --dry-run: it prints the ordered steps as JSON
 (the planner's step format), or as a numbered list with -o text, and
-creates no snapshot, volume or secret.
+creates no snapshot, volume or secret. With --domain-xml FILE (saved with
+virsh dumpxml --inactive) the domain comes from the file, so libvirtd need
+not run: vg: targets plan without it; pool: targets still ask libvirtd for
+the pool. The disks' images must be readable where the dry-run runs.
 
 Every step is journaled (default /var/lib/cryptshift/migrate/DOMAIN.journal);
 after a crash or Ctrl-C, --resume continues, and "cryptshift rollback
@@ -75,6 +78,10 @@ Progress goes to standard error: a bar on a terminal, or JSON lines with
 --progress=json.`,
 		Example: `  # Show what would happen, as JSON; changes nothing
   cryptshift migrate mail --to pool:encrypted --mode live --dry-run
+
+  # The same from a saved definition, without asking libvirtd for the domain
+  virsh dumpxml --inactive mail > mail.xml
+  cryptshift migrate mail --to vg:vg0 --mode offline --dry-run --domain-xml mail.xml
 
   # Live migration, no questions
   cryptshift migrate mail --to pool:encrypted --mode live --yes
@@ -115,6 +122,7 @@ Progress goes to standard error: a bar on a terminal, or JSON lines with
 	fl.DurationVar(&f.o.ShutdownTimeout, "shutdown-timeout", 5*time.Minute, "how long --shutdown waits for the guest to power off (a `DURATION` such as 90s or 5m)")
 	fl.BoolVar(&f.o.ForceOff, "force-off", false, "with --shutdown: power the guest off when it does not shut down in time")
 	fl.BoolVar(&f.o.DryRun, "dry-run", false, "print the ordered steps as JSON and change nothing")
+	fl.StringVar(&f.o.DomainXML, "domain-xml", "", "with --dry-run: plan from this saved domain definition `FILE` (virsh dumpxml --inactive DOMAIN) instead of asking libvirtd for the domain")
 	fl.BoolVar(&f.o.Resume, "resume", false, "continue the migration recorded in the journal")
 	fl.StringVar(&f.o.JournalPath, "journal", "", "journal `FILE` (default /var/lib/cryptshift/migrate/DOMAIN.journal)")
 	fl.BoolVar(&f.o.RetireSource, "retire-source", false, "after verify and switch, overwrite the plaintext source image files with zeros and remove them; discard and remove source LVs")
@@ -136,7 +144,7 @@ Progress goes to standard error: a bar on a terminal, or JSON lines with
 	}
 	yesFlag(fl, &f.yes, "do not ask for confirmation")
 	choiceFlag(cmd, &f.progress, "progress", "", "auto", []string{"auto", "bar", "json", "none"}, nil, "progress on standard error (auto: a bar on a terminal; json: one event per line, and log records as JSON)")
-	markInput(fl, "passphrase-file")
+	markInput(fl, "passphrase-file", "domain-xml")
 	_ = cmd.RegisterFlagCompletionFunc("to", completeTo(&f.o.Connect))
 	return cmd
 }
