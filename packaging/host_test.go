@@ -166,7 +166,8 @@ func TestHostDebInstall(t *testing.T) {
 	for _, p := range []string{"./usr/bin/cryptshift", "./usr/share/man/man1/cryptshift.1.gz", "./usr/share/man/man1/cryptshift-doctor.1.gz",
 		"./usr/share/bash-completion/completions/cryptshift", "./usr/share/zsh/vendor-completions/_cryptshift",
 		"./usr/share/fish/vendor_completions.d/cryptshift.fish", "./usr/share/cryptshift/playbooks/verify.yml",
-		"./usr/share/cryptshift/playbooks/roles/cryptshift/tasks/migrate.yml"} {
+		"./usr/share/cryptshift/playbooks/roles/cryptshift/tasks/migrate.yml", "./usr/share/doc/cryptshift/docs/layout.md",
+		"./usr/share/doc/cryptshift/docs/cli.md", "./usr/share/doc/cryptshift/docs/schema/verify-report.schema.json"} {
 		if !strings.Contains(contents, p+"\n") {
 			t.Errorf("the package lacks %s; it has:\n%s", p, contents)
 		}

@@ -182,6 +182,14 @@ func (b Build) Deb(binary, docs, arch string) (string, error) {
 	if _, err := os.Stat(filepath.Join(b.Repo, "README.md")); err == nil {
 		add(filepath.Join(b.Repo, "README.md"), DestDoc+"/README.md", 0o644)
 	}
+	ud, err := userDocs(b.Repo)
+	if err != nil {
+		return "", err
+	}
+	for _, rel := range ud {
+		// Under docs/, so that the README's links (docs/layout.md) hold.
+		add(filepath.Join(b.Repo, rel), DestDoc+"/"+filepath.ToSlash(rel), 0o644)
+	}
 	pb, err := playbookFiles(filepath.Join(b.Repo, "playbooks"))
 	if err != nil {
 		return "", err
@@ -372,4 +380,25 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// userDocs are the documents an admin reads (the layout reference, the
+// command-line contract, the plan and verify formats and their JSON
+// schemas), relative to the repository; not the developer notes.
+func userDocs(repo string) ([]string, error) {
+	files := []string{"docs/layout.md", "docs/cli.md", "docs/plan-schema.md", "docs/verify.md"}
+	schemas, err := filepath.Glob(filepath.Join(repo, "docs", "schema", "*.schema.json"))
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(schemas)
+	for _, p := range schemas {
+		files = append(files, "docs/schema/"+filepath.Base(p))
+	}
+	for _, f := range files {
+		if _, err := os.Stat(filepath.Join(repo, f)); err != nil {
+			return nil, fmt.Errorf("cannot package the documentation: %w", err)
+		}
+	}
+	return files, nil
 }

@@ -78,3 +78,24 @@ func TestPlaybookFiles(t *testing.T) {
 		}
 	}
 }
+
+// TestUserDocs: the .deb carries the layout reference, the CLI contract
+// and the JSON schemas, and packaging fails when one is missing.
+func TestUserDocs(t *testing.T) {
+	docs, err := userDocs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"docs/layout.md", "docs/cli.md", "docs/schema/verify-report.schema.json", "docs/schema/inventory.schema.json", "docs/schema/doctor.schema.json"} {
+		found := false
+		for _, d := range docs {
+			found = found || d == want
+		}
+		if !found {
+			t.Errorf("the package documentation lacks %s: %v", want, docs)
+		}
+	}
+	if _, err := userDocs(t.TempDir()); err == nil {
+		t.Error("packaging a tree without docs/layout.md succeeded")
+	}
+}

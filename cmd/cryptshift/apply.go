@@ -20,6 +20,7 @@ import (
 	"github.com/cryptshift/cryptshift/internal/model/plan"
 	"github.com/cryptshift/cryptshift/internal/planner"
 	"github.com/cryptshift/cryptshift/internal/runner/apply"
+	"github.com/cryptshift/cryptshift/internal/textfmt"
 	"github.com/cryptshift/cryptshift/lvm"
 )
 
@@ -45,7 +46,7 @@ const DefaultJournalDir = "/var/lib/cryptshift"
 func newApplyCmd() *cobra.Command {
 	var o applyOptions
 	cmd := &cobra.Command{
-		Use:   "apply (-f LAYOUT | --plan PLAN.json | --resume)",
+		Use:   "apply (-f LAYOUT | --plan PLAN.json | --resume --journal FILE)",
 		Short: "Carry a plan out on the block devices, with a journal, resume and rollback",
 		Long: `apply plans the layout against this machine (or takes a plan reviewed
 earlier with --plan, refusing if the system has drifted since) and runs its
@@ -58,8 +59,8 @@ Safety:
                    plan names each device and what is on it.
   --yes            skip the confirmation (needed without a terminal).
   Every step is journalled before and after it runs. After a crash, kill or
-  Ctrl-C (which stops at the next step boundary), run apply --resume; undo
-  with cryptshift rollback --journal FILE.
+  Ctrl-C (which stops at the next step boundary), run apply --resume
+  --journal FILE; undo with cryptshift rollback FILE.
 
 Secrets: the passphrase comes from a prompt without echo (asked twice),
 --passphrase-file or --passphrase-fd, never from the command line. A
@@ -70,9 +71,10 @@ Secrets go to cryptsetup on stdin or fd 3 and never into logs or journals.`,
   cryptshift plan -f host.yaml -o json > host.plan.json
   sudo cryptshift apply --plan host.plan.json --passphrase-file /root/pass --recovery-key-file /media/usb/recovery.key
 
-  # Resume after an interruption
-  sudo cryptshift apply --resume --passphrase-file /root/pass --recovery-key-file /media/usb/recovery.key`,
-		Args: cobra.NoArgs,
+  # Resume after an interruption (the journal the interrupted apply named)
+  sudo cryptshift apply --resume --journal /var/lib/cryptshift/apply-mail-host.journal --passphrase-file /root/pass --recovery-key-file /media/usb/recovery.key`,
+		Args:    cobra.NoArgs,
+		PreRunE: func(*cobra.Command, []string) error { return o.validate() },
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runApply(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), o)
 		},
@@ -80,18 +82,19 @@ Secrets go to cryptsetup on stdin or fd 3 and never into logs or journals.`,
 	f := cmd.Flags()
 	f.StringVarP(&o.layoutFile, "file", "f", "", "layout `FILE` to plan and apply")
 	f.StringVar(&o.planFile, "plan", "", "apply exactly this reviewed plan `FILE` (JSON from plan -o json)")
-	f.BoolVar(&o.resume, "resume", false, "continue the apply recorded in the journal")
-	f.StringVar(&o.root, "root", planner.DefaultRoot, "`DIR` to mount the layout's root on")
+	f.BoolVar(&o.resume, "resume", false, "continue the apply recorded in --journal")
+	targetFlag(f, &o.root, "`DIR` to mount the layout's root on")
 	f.StringArrayVar(&o.devices, "device", nil, "use device `NAME=PATH` for the layout's disk NAME (repeatable)")
 	f.BoolVar(&o.allowDestroy, "allow-destroy", false, "permit steps that overwrite existing data")
-	f.BoolVar(&o.yes, "yes", false, "do not ask for confirmation")
+	yesFlag(f, &o.yes, "do not ask for confirmation")
 	f.StringVar(&o.passphraseFile, "passphrase-file", "", "read the passphrase from `FILE` (mode 0600 or stricter)")
-	f.IntVar(&o.passphraseFD, "passphrase-fd", -1, "read the passphrase from file descriptor `N`")
+	f.Var(newFDValue(&o.passphraseFD), "passphrase-fd", "read the passphrase from file descriptor `N`")
 	f.StringVar(&o.recoveryKeyFile, "recovery-key-file", "", "write the new recovery key to `FILE` (on --resume: read it from there)")
-	f.StringVar(&o.journal, "journal", "", "journal `FILE` (default "+DefaultJournalDir+"/apply-LAYOUT.journal)")
-	f.StringVar(&o.progress, "progress", "auto", "progress output: auto (a line per step on stderr), json (events on stdout) or none")
+	f.StringVar(&o.journal, "journal", "", "journal `FILE` (default "+DefaultJournalDir+"/apply-LAYOUT.journal; needed with --resume)")
+	choiceFlag(cmd, &o.progress, "progress", "", "auto", []string{"auto", "json", "none"}, nil, "progress on standard error (auto: a line per step; json: one event per line, and log records as JSON)")
 	f.StringVar(&o.lvmConfig, "lvm-config", "", "extra lvm --config `STRING` (e.g. for systems without udev)")
 	f.MarkHidden("lvm-config")
+	markInput(f, "file", "plan", "passphrase-file")
 	return cmd
 }
 
@@ -102,10 +105,9 @@ func journalPath(o applyOptions, layoutName string) string {
 	return filepath.Join(DefaultJournalDir, "apply-"+layoutName+".journal")
 }
 
-func runApply(ctx context.Context, stdout, stderr io.Writer, o applyOptions) error {
-	if ctx == nil {
-		ctx = context.Background()
-	}
+// validate checks the flags alone (usage errors, exit 2), before anything
+// is read: --help's examples are held to it (TestHelpExamplesRun).
+func (o applyOptions) validate() error {
 	modes := 0
 	for _, b := range []bool{o.layoutFile != "", o.planFile != "", o.resume} {
 		if b {
@@ -121,13 +123,34 @@ func runApply(ctx context.Context, stdout, stderr io.Writer, o applyOptions) err
 	if o.passphraseFile != "" && o.passphraseFD >= 0 {
 		return usageError("give either --passphrase-file or --passphrase-fd")
 	}
+	if o.resume && o.journal == "" {
+		return usageError("--resume needs --journal FILE (the one the interrupted apply wrote)")
+	}
+	return nil
+}
+
+func runApply(ctx context.Context, stdout, stderr io.Writer, o applyOptions) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if err := o.validate(); err != nil {
+		return err
+	}
+	// With --progress json, standard error carries nothing but JSON lines
+	// (events and log records, as in migrate); the lines for people go to
+	// standard output then.
+	human := stderr
+	if o.progress == "json" {
+		human = stdout
+		setLogger(stderr, true)
+	}
 	lv := lvm.LVM{Run: execx.Exec{}, Config: o.lvmConfig}
-	opt := apply.Options{Run: execx.Exec{}, LVM: lv, Out: stderr}
+	opt := apply.Options{Run: execx.Exec{}, LVM: lv, Out: human}
 
 	var p *plan.Plan
 	if o.resume {
-		if o.journal == "" {
-			return usageError("--resume needs --journal FILE (the one the interrupted apply wrote)")
+		if err := readable("the journal", o.journal); err != nil {
+			return err
 		}
 		var err error
 		if p, err = apply.PlanOf(o.journal); err != nil {
@@ -139,19 +162,19 @@ func runApply(ctx context.Context, stdout, stderr io.Writer, o applyOptions) err
 			return err
 		}
 		if len(p.Steps) == 0 {
-			fmt.Fprintln(stderr, "Nothing to do: the system already matches the layout.")
+			fmt.Fprintln(human, "Nothing to do: the system already matches the layout.")
 			return nil
 		}
 		if !o.yes {
-			p.Table(stderr)
-			if err := confirm(fmt.Sprintf("Apply these %d step(s) to this machine?", len(p.Steps)), "refusing to apply without confirmation; nothing was changed", true); err != nil {
+			p.TableStyled(human, textfmt.For(human))
+			if err := confirm(fmt.Sprintf("Apply these %s to this machine?", textfmt.Plural(len(p.Steps), "step", "steps")), "refusing to apply without confirmation; nothing was changed", true); err != nil {
 				return err
 			}
 		}
 	}
 	opt.JournalPath = journalPath(o, p.Layout)
 	var err error
-	if opt.Secrets, err = applySecrets(p, o, stderr); err != nil {
+	if opt.Secrets, err = applySecrets(p, o, human); err != nil {
 		return err
 	}
 	defer secrets.Wipe(opt.Secrets.Passphrase)
@@ -172,7 +195,7 @@ func runApply(ctx context.Context, stdout, stderr io.Writer, o applyOptions) err
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "Applied %d step(s). Journal: %s\n", len(p.Steps), opt.JournalPath)
+	fmt.Fprintf(human, "Applied %s. Journal: %s\n", textfmt.Plural(len(p.Steps), "step", "steps"), opt.JournalPath)
 	return nil
 }
 
@@ -247,7 +270,7 @@ func newStepReporter(mode string, stdout, stderr io.Writer) apply.Reporter {
 	case "none":
 		return nil
 	case "json":
-		return &stepReporter{json: progress.NewJSON(stdout)}
+		return &stepReporter{json: progress.NewJSON(stderr)}
 	}
 	return &stepReporter{w: stderr}
 }

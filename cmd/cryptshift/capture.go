@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -9,6 +11,7 @@ import (
 
 	"github.com/cryptshift/cryptshift/internal/audit/capture"
 	"github.com/cryptshift/cryptshift/internal/exitcode"
+	"github.com/cryptshift/cryptshift/internal/textfmt"
 )
 
 type captureOptions struct {
@@ -36,14 +39,24 @@ After copying, capture verifies DIR and fails (exit 1) if any verdict
 differs from the live system's.`,
 		Example: `  sudo cryptshift capture /var/tmp/mx1-2026-11-22
   cryptshift verify --root /var/tmp/mx1-2026-11-22 -o html --lang de`,
-		Args: cobra.ExactArgs(1),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usageError("cannot capture: name exactly one destination DIR (got %d arguments)", len(args))
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// A mistyped path must not grow a tree of new directories:
+			// DIR itself may be new, its parent must exist.
+			if parent := filepath.Dir(filepath.Clean(args[0])); !isDir(parent) {
+				return usageError("cannot capture into %s: its parent directory %s does not exist; create it first (mkdir -p %s) or fix the path", args[0], parent, parent)
+			}
 			res, err := capture.Capture(capture.Options{Root: o.root, Dest: args[0], Tool: versionString(), Comment: o.comment, Now: time.Now})
 			if err != nil {
 				return err
 			}
 			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "captured %d entries of %s into %s\n", res.Files, o.root, res.Dest)
+			fmt.Fprintf(w, "captured %s of %s into %s\n", textfmt.Plural(res.Files, "entry", "entries"), o.root, res.Dest)
 			for _, s := range res.Skipped {
 				fmt.Fprintf(w, "  not captured: %s\n", s)
 			}
@@ -54,6 +67,12 @@ differs from the live system's.`,
 		},
 	}
 	cmd.Flags().StringVar(&o.root, "root", "/", "`DIR` to capture (/ for this system)")
-	cmd.Flags().StringVar(&o.comment, "comment", "", "a note stored in the manifest")
+	cmd.Flags().StringVar(&o.comment, "comment", "", "a note (`TEXT`) stored in the manifest")
+	_ = cmd.MarkFlagDirname("root")
 	return cmd
+}
+
+func isDir(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
 }

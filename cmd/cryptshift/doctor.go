@@ -8,6 +8,7 @@ import (
 
 	"github.com/cryptshift/cryptshift/internal/audit/doctor"
 	"github.com/cryptshift/cryptshift/internal/exitcode"
+	"github.com/cryptshift/cryptshift/internal/textfmt"
 )
 
 func newDoctorCmd() *cobra.Command {
@@ -21,22 +22,17 @@ func newDoctorCmd() *cobra.Command {
 dm-crypt, loop and XTS-AES support (from /proc, /sys, the kernel
 configuration and /lib/modules), cryptsetup, lvm and qemu-img with their
 versions, argon2id in cryptsetup (by formatting a 1 MiB scratch file),
-the filesystem tools, an initramfs that can unlock an encrypted root, a
-reachable libvirt, root privileges and the kernel's random generator.
+the filesystem, swap and mount tools, an initramfs that can unlock an
+encrypted root, a reachable libvirt, root privileges and the kernel's
+random generator.
 Each check says what it found and how to fix it; then doctor lists which
 verbs can run here:
 
-  plan             plan layouts against saved inventories
-  verify-captured  verify and inspect captured trees and guest images
-  verify           verify, inspect and capture this host
-  migrate-pool     migrate guests into an encrypted libvirt pool
-  apply            apply and roll back layouts (needs device-mapper)
-  migrate-vg       migrate guests onto LUKS2 LVs (not implemented yet)
-
+` + capabilityHelp() + `
 It changes nothing on the host.
 
 Exit status:
-  0  ready: every capability checked (--for, default: all but migrate-vg) can run
+  0  ready: every capability checked (--for; default: all of them) can run
   1  not ready: at least one of them cannot
   2  usage error: unknown flag, output format or capability`,
 		Example: `  cryptshift doctor
@@ -73,20 +69,29 @@ Exit status:
 				return err
 			}
 			if !r.Ready {
-				return exitcode.With(exitcode.Failure, fmt.Errorf("not ready for %s (see the checks above)", strings.Join(r.NotReady(), ", ")))
+				return exitcode.With(exitcode.Failure, fmt.Errorf("not ready for %s (see the checks above)", textfmt.List(r.NotReady())))
 			}
 			return nil
 		},
 	}
 	fl := cmd.Flags()
 	fl.StringSliceVar(&forCaps, "for", nil, "`CAPABILITY` that must be ready (repeatable or comma-separated): "+strings.Join(doctor.Capabilities(), ", "))
-	fl.StringVarP(&o.Connect, "connect", "c", "", "libvirt `URI` (default qemu:///system) or the path of a daemon socket")
-	fl.StringVarP(&output, "output", "o", "text", "output format: text or json")
+	connectFlag(fl, &o.Connect, "libvirt `URI` (default qemu:///system) or the path of a daemon socket")
+	outputFlag(cmd, &output, "text", []string{"text", "json"}, "output format")
 	fl.StringVar(&o.Root, "root", "/", "`DIR` whose /proc, /sys, /lib/modules and /boot to read (a fixture; tools are still this host's)")
 	_ = fl.MarkHidden("root")
 	_ = cmd.RegisterFlagCompletionFunc("for", cobra.FixedCompletions(doctor.Capabilities(), cobra.ShellCompDirectiveNoFileComp))
-	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"text", "json"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
+}
+
+// capabilityHelp lists doctor's capabilities as the package defines them,
+// so the help cannot fall behind what doctor checks.
+func capabilityHelp() string {
+	var b strings.Builder
+	for _, c := range doctor.Capabilities() {
+		fmt.Fprintf(&b, "  %-16s %s\n", c, doctor.CapabilitySummary(c))
+	}
+	return b.String()
 }
 
 func containsString(list []string, s string) bool {

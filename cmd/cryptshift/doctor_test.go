@@ -52,3 +52,47 @@ func TestDoctorExitStatus(t *testing.T) {
 		}
 	}
 }
+
+// TestDoctorHelpMatchesChecks: doctor --help names every check doctor
+// runs and every capability it judges, and its default is all of them. A
+// new check must be named in the help (and here) to pass.
+func TestDoctorHelpMatchesChecks(t *testing.T) {
+	help := run(t, "doctor", "--help").stdout
+	flat := strings.Join(strings.Fields(help), " ")
+	says := map[string]string{
+		"kernel.device-mapper": "kernel device-mapper", "kernel.dm-crypt": "dm-crypt", "kernel.loop": "loop",
+		"kernel.xts-aes": "XTS-AES", "tool.cryptsetup": "cryptsetup", "cryptsetup.argon2id": "argon2id in cryptsetup",
+		"tool.lvm": "lvm", "tool.e2fsprogs": "filesystem", "tool.xfsprogs": "filesystem", "tool.dosfstools": "filesystem",
+		"tool.util-linux": "swap and mount tools", "boot.initramfs-crypt": "initramfs that can unlock an encrypted root",
+		"tool.qemu-img": "qemu-img", "libvirt": "reachable libvirt", "privileges": "root privileges", "random": "random generator",
+	}
+	r := run(t, "doctor", "-o", "json")
+	var rep struct {
+		Checks []struct {
+			ID string `json:"id"`
+		} `json:"checks"`
+		Capabilities []struct {
+			Name string `json:"name"`
+		} `json:"capabilities"`
+		For []string `json:"for"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range rep.Checks {
+		phrase, ok := says[c.ID]
+		if !ok {
+			t.Errorf("check %s is not described in doctor --help (add it there and here)", c.ID)
+		} else if !strings.Contains(flat, phrase) {
+			t.Errorf("doctor --help does not mention %q (check %s)", phrase, c.ID)
+		}
+	}
+	for _, c := range rep.Capabilities {
+		if !strings.Contains(help, "  "+c.Name+" ") {
+			t.Errorf("doctor --help does not list capability %s", c.Name)
+		}
+	}
+	if len(rep.For) != len(rep.Capabilities) {
+		t.Errorf("without --for doctor judges %v, but its help says all %d capabilities", rep.For, len(rep.Capabilities))
+	}
+}

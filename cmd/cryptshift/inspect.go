@@ -48,6 +48,9 @@ encryption) — never keyslot material.`,
 				}
 				return verify.RenderTree(w, nodes, output)
 			}
+			if err := readable("the header of", args[0]); err != nil {
+				return err
+			}
 			v, err := inspectFile(args[0])
 			if err != nil {
 				return err
@@ -61,7 +64,8 @@ encryption) — never keyslot material.`,
 		},
 	}
 	cmd.Flags().StringVar(&root, "root", "/", "`DIR` to read: / or a tree made by cryptshift capture")
-	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	outputFlag(cmd, &output, "text", []string{"text", "json"}, "output format")
+	_ = cmd.MarkFlagDirname("root")
 	return cmd
 }
 

@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -14,6 +13,7 @@ import (
 	"github.com/cryptshift/cryptshift/internal/model/inventory"
 	"github.com/cryptshift/cryptshift/internal/model/layout"
 	"github.com/cryptshift/cryptshift/internal/planner"
+	"github.com/cryptshift/cryptshift/internal/textfmt"
 )
 
 type inventoryOptions struct {
@@ -45,20 +45,31 @@ Reading device signatures needs root.`,
 		Example: `  sudo cryptshift inventory
   sudo cryptshift inventory -o json --layout my-host.yaml > host.json`,
 		Args: cobra.NoArgs,
+		PreRunE: func(*cobra.Command, []string) error {
+			switch o.output {
+			case "table", "text", "json":
+				return nil
+			}
+			return usageError("unknown output format %q: use text or json", o.output)
+		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runInventory(cmd.Context(), cmd.OutOrStdout(), o)
 		},
 	}
 	f := cmd.Flags()
-	f.StringVarP(&o.output, "output", "o", "table", "output format: table or json")
+	outputFlag(cmd, &o.output, "text", []string{"text", "json"}, "output format (text: a table, alias table)")
 	f.StringVar(&o.target, "target", planner.DefaultRoot, "`DIR` the layout's root is mounted on (its crypttab, fstab and key files are recorded)")
 	f.StringVar(&o.layoutFile, "layout", "", "layout `FILE` whose key file and header backup directories to record")
+	markInput(f, "layout")
 	return cmd
 }
 
 func runInventory(ctx context.Context, w io.Writer, o inventoryOptions) error {
-	if o.output != "table" && o.output != "json" {
-		return usageError("unknown output format %q: use table or json", o.output)
+	if o.output == "table" {
+		o.output = "text"
+	}
+	if o.output != "text" && o.output != "json" {
+		return usageError("unknown output format %q: use text or json", o.output)
 	}
 	if ctx == nil {
 		ctx = context.Background()
@@ -90,12 +101,13 @@ func runInventory(ctx context.Context, w io.Writer, o inventoryOptions) error {
 		_, err = w.Write(b)
 		return err
 	}
-	return inventoryTable(w, inv)
+	return inventoryTable(w, inv, textfmt.For(w))
 }
 
-func inventoryTable(w io.Writer, inv *inventory.Inventory) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "DEVICE\tKIND\tSIZE\tCONTENT\tON")
+// inventoryTable lists the devices; the last column (what uses a device)
+// comes first among the long ones so that CONTENT can wrap last.
+func inventoryTable(w io.Writer, inv *inventory.Inventory, st textfmt.Style) error {
+	t := textfmt.Table{Header: []string{"DEVICE", "KIND", "SIZE", "ON", "CONTENT"}}
 	for _, d := range inv.Devices {
 		content := "-"
 		if d.Blank != "" {
@@ -107,14 +119,14 @@ func inventoryTable(w io.Writer, inv *inventory.Inventory) error {
 				content += " (" + d.Content.Note + ")"
 			}
 			if d.Content.LUKS != nil {
-				content += fmt.Sprintf(" (LUKS%d %s %d-bit, %d keyslot(s))", d.Content.LUKS.Version, d.Content.LUKS.Cipher, d.Content.LUKS.KeySize, len(d.Content.LUKS.Keyslots))
+				content += fmt.Sprintf(" (LUKS%d %s %d-bit, %s)", d.Content.LUKS.Version, d.Content.LUKS.Cipher, d.Content.LUKS.KeySize, textfmt.Plural(len(d.Content.LUKS.Keyslots), "keyslot", "keyslots"))
 			}
 			if d.Content.Label != "" {
 				content += fmt.Sprintf(" label %q", d.Content.Label)
 			}
 		}
 		if d.Table != nil {
-			content += fmt.Sprintf(" [%s, %d partitions]", d.Table.Type, len(d.Table.Partitions))
+			content += fmt.Sprintf(" [%s, %s]", d.Table.Type, textfmt.Plural(len(d.Table.Partitions), "partition", "partitions"))
 		}
 		var on []string
 		for _, m := range inv.Mounts {
@@ -128,7 +140,11 @@ func inventoryTable(w io.Writer, inv *inventory.Inventory) error {
 		if pv := inv.PV(d.Path); pv != nil && pv.VG != "" {
 			on = append(on, "PV of "+pv.VG)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.Path, d.Kind, layout.FormatBytes(d.Size), content, strings.Join(on, ", "))
+		onText := strings.Join(on, ", ")
+		if onText == "" {
+			onText = "-"
+		}
+		t.Rows = append(t.Rows, []string{layout.Printable(d.Path), layout.Printable(d.Kind), layout.FormatBytes(d.Size), layout.Printable(onText), layout.Printable(content)})
 	}
-	return tw.Flush()
+	return t.Write(w, st)
 }

@@ -152,12 +152,12 @@ func TestExitStatuses(t *testing.T) {
 	}{
 		{"ok", []string{"plan", "-f", layoutFile, "--inventory", invFile}, 0, "", false},
 		{"unknown flag", []string{"plan", "--frobnicate"}, 2, "unknown flag", true},
-		{"bad output", []string{"plan", "-o", "yaml"}, 2, "unknown output format", true},
+		{"bad output", []string{"plan", "-o", "yaml"}, 2, "use text, json, script or layout", true},
 		{"bad device flag", []string{"plan", "--device", "disk0"}, 2, "NAME=/dev/PATH", true},
 		{"unknown example", []string{"plan", "--example", "nope"}, 2, "mail-host", true},
 		{"invalid layout", []string{"plan", "-f", "../../testdata/layouts/invalid/04-mounts.yaml", "--inventory", invFile}, 3,
 			"error at ../../testdata/layouts/invalid/04-mounts.yaml $.volumes[1].mount, line 15 col 12", true},
-		{"missing inventory", []string{"plan", "-f", layoutFile, "--inventory", filepath.Join(dir, "none.json")}, 3, "cannot read inventory", true},
+		{"missing inventory", []string{"plan", "-f", layoutFile, "--inventory", filepath.Join(dir, "none.json")}, 2, "cannot read --inventory", true},
 		{"refused", []string{"plan", "-f", layoutFile, "--inventory", usedFile}, 4, `/dev/sdb: an ext4 filesystem UUID 0e3c9c1a-2c44-4f3a-9a51-6f1c52f0e001 label "old-mail"`, true},
 		{"allowed", []string{"plan", "-f", layoutFile, "--inventory", usedFile, "--allow-destroy"}, 0, "", false},
 	}

@@ -16,18 +16,20 @@ import (
 
 	"github.com/cryptshift/cryptshift/internal/doors/progress"
 	"github.com/cryptshift/cryptshift/internal/runner/migrate"
+	"github.com/cryptshift/cryptshift/internal/textfmt"
 )
 
 type migrateFlags struct {
 	o        migrate.Options
 	yes      bool
 	progress string
+	output   string
 }
 
 func newMigrateCmd() *cobra.Command {
 	var f migrateFlags
 	cmd := &cobra.Command{
-		Use:   "migrate DOMAIN --to pool:NAME|vg:NAME --mode offline|live [--yes] [--dry-run]",
+		Use:   "migrate DOMAIN --to pool:NAME|vg:NAME --mode offline|live [-y] [--dry-run [-o json|text]]",
 		Short: "Move every disk of a libvirt guest onto encrypted storage: copy, verify, switch",
 		Long: `migrate moves the disks of a libvirt/KVM guest onto encrypted volumes, one
 encrypted target per disk, and switches the guest onto them only after each
@@ -59,7 +61,11 @@ Modes:
            paused while its disks are compared, then pivoted.
 
 Nothing is written with --dry-run: it prints the ordered steps as JSON
-(the planner's step format) and creates no snapshot, volume or secret.
+(the planner's step format), or as a numbered list with -o text, and
+creates no snapshot, volume or secret. With --domain-xml FILE (saved with
+virsh dumpxml --inactive) the domain comes from the file, so libvirtd need
+not run: vg: targets plan without it; pool: targets still ask libvirtd for
+the pool. The disks' images must be readable where the dry-run runs.
 
 Every step is journaled (default /var/lib/cryptshift/migrate/DOMAIN.journal);
 after a crash or Ctrl-C, --resume continues, and "cryptshift rollback
@@ -72,6 +78,10 @@ Progress goes to standard error: a bar on a terminal, or JSON lines with
 --progress=json.`,
 		Example: `  # Show what would happen, as JSON; changes nothing
   cryptshift migrate mail --to pool:encrypted --mode live --dry-run
+
+  # The same from a saved definition, without asking libvirtd for the domain
+  virsh dumpxml --inactive mail > mail.xml
+  cryptshift migrate mail --to vg:vg0 --mode offline --dry-run --domain-xml mail.xml
 
   # Live migration, no questions
   cryptshift migrate mail --to pool:encrypted --mode live --yes
@@ -93,20 +103,26 @@ Progress goes to standard error: a bar on a terminal, or JSON lines with
 			}
 			return nil
 		},
+		PreRunE: func(cmd *cobra.Command, args []string) error {
+			f.o.Domain = args[0]
+			return f.validate()
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f.o.Domain = args[0]
 			return runMigrate(cmd.Context(), cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr(), f)
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVarP(&f.o.Connect, "connect", "c", "", "libvirt `URI` (default qemu:///system) or the path of a daemon socket, e.g. /run/libvirt/virtqemud-sock")
-	fl.StringVar(&f.o.To, "to", "", "where the encrypted disks go: pool:`NAME` (libvirt storage pool) or vg:NAME")
-	fl.StringVar(&f.o.Mode, "mode", "", "offline (guest shut off) or live (guest keeps running)")
-	fl.StringVar(&f.o.Engine, "engine", "", "live mode: snapshot (default; the guest never pauses) or mirror (full block copy; pauses to verify)")
+	connectFlag(fl, &f.o.Connect, "libvirt `URI` (default qemu:///system) or the path of a daemon socket, e.g. /run/libvirt/virtqemud-sock")
+	fl.StringVar(&f.o.To, "to", "", "where the encrypted disks go: `pool:NAME|vg:NAME` (a libvirt storage pool or a volume group)")
+	choiceFlag(cmd, &f.o.Mode, "mode", "", "", []string{"offline", "live"}, nil, "offline (the guest is shut off) or live (it keeps running)")
+	choiceFlag(cmd, &f.o.Engine, "engine", "", "", []string{"snapshot", "mirror"}, nil, "live mode: snapshot (default; the guest never pauses) or mirror (full block copy; pauses to verify)")
+	outputFlag(cmd, &f.output, "json", []string{"json", "text"}, "--dry-run's format (json: the steps in the plan's shape; text: a numbered list)")
 	fl.BoolVar(&f.o.Shutdown, "shutdown", false, "offline mode: shut a running guest down gracefully first and start it again afterwards")
-	fl.DurationVar(&f.o.ShutdownTimeout, "shutdown-timeout", 5*time.Minute, "how long --shutdown waits for the guest to power off")
+	fl.DurationVar(&f.o.ShutdownTimeout, "shutdown-timeout", 5*time.Minute, "how long --shutdown waits for the guest to power off (a `DURATION` such as 90s or 5m)")
 	fl.BoolVar(&f.o.ForceOff, "force-off", false, "with --shutdown: power the guest off when it does not shut down in time")
 	fl.BoolVar(&f.o.DryRun, "dry-run", false, "print the ordered steps as JSON and change nothing")
+	fl.StringVar(&f.o.DomainXML, "domain-xml", "", "with --dry-run: plan from this saved domain definition `FILE` (virsh dumpxml --inactive DOMAIN) instead of asking libvirtd for the domain")
 	fl.BoolVar(&f.o.Resume, "resume", false, "continue the migration recorded in the journal")
 	fl.StringVar(&f.o.JournalPath, "journal", "", "journal `FILE` (default /var/lib/cryptshift/migrate/DOMAIN.journal)")
 	fl.BoolVar(&f.o.RetireSource, "retire-source", false, "after verify and switch, overwrite the plaintext source image files with zeros and remove them; discard and remove source LVs")
@@ -126,9 +142,27 @@ Progress goes to standard error: a bar on a terminal, or JSON lines with
 	for _, hidden := range []string{"crypttab", "lvm-config", "pbkdf-force-iterations", "pbkdf-memory", "pbkdf-parallel"} {
 		fl.MarkHidden(hidden)
 	}
-	fl.BoolVarP(&f.yes, "yes", "y", false, "do not ask for confirmation")
-	fl.StringVar(&f.progress, "progress", "auto", "progress display on standard error: auto (a bar on a terminal), bar, json, none")
+	yesFlag(fl, &f.yes, "do not ask for confirmation")
+	choiceFlag(cmd, &f.progress, "progress", "", "auto", []string{"auto", "bar", "json", "none"}, nil, "progress on standard error (auto: a bar on a terminal; json: one event per line, and log records as JSON)")
+	markInput(fl, "passphrase-file", "domain-xml")
+	_ = cmd.RegisterFlagCompletionFunc("to", completeTo(&f.o.Connect))
 	return cmd
+}
+
+// validate checks the flags alone (usage errors, exit 2).
+func (f migrateFlags) validate() error {
+	if err := f.o.Validate(); err != nil {
+		return err
+	}
+	switch f.progress {
+	case "auto", "bar", "json", "none":
+	default:
+		return usageError("cannot migrate: unknown --progress %q; use auto, bar, json or none", f.progress)
+	}
+	if f.output != "json" && f.output != "text" {
+		return usageError("unknown output format %q: use json or text", f.output)
+	}
+	return nil
 }
 
 func runMigrate(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, f migrateFlags) error {
@@ -140,7 +174,7 @@ func runMigrate(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, 
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	o := f.o
-	if err := o.Validate(); err != nil {
+	if err := f.validate(); err != nil {
 		return err
 	}
 	switch f.progress {
@@ -162,6 +196,10 @@ func runMigrate(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, 
 		if err != nil {
 			return err
 		}
+		if f.output == "text" {
+			printMigratePlan(stdout, o, res.Plan)
+			return nil
+		}
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(res.Plan)
@@ -181,17 +219,7 @@ func runMigrate(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, 
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(stdout, "migrate %s to %s (%s):\n", o.Domain, o.To, o.Mode)
-			for i, s := range res.Plan.Steps {
-				mark := ""
-				if s.Destructive {
-					mark = "  [DESTROYS DATA]"
-				}
-				fmt.Fprintf(stdout, "  %2d. %s%s\n", i+1, s.Description, mark)
-			}
-			for _, n := range res.Plan.Notes {
-				fmt.Fprintf(stdout, "  note: %s\n", n)
-			}
+			printMigratePlan(stdout, o, res.Plan)
 		}
 		if err := confirm("Proceed?", fmt.Sprintf("cannot migrate %s without confirmation", o.Domain), false); err != nil {
 			return err
@@ -226,6 +254,22 @@ func migrateRecoveryKey(w io.Writer, flagFile string, resume bool, recorded stri
 		return oldRecoveryKey(file, "migration")
 	}
 	return newRecoveryKey(w, flagFile, "every new volume")
+}
+
+// printMigratePlan lists a migration's steps for people.
+func printMigratePlan(w io.Writer, o migrate.Options, doc *migrate.Document) {
+	pal := newPalette(w)
+	fmt.Fprintf(w, "migrate %s to %s (%s): %s\n", o.Domain, o.To, o.Mode, textfmt.Plural(len(doc.Steps), "step", "steps"))
+	for i, s := range doc.Steps {
+		mark := ""
+		if s.Destructive {
+			mark = "  " + pal.Fail("[DESTROYS DATA]")
+		}
+		fmt.Fprintf(w, "  %2d. %s%s\n", i+1, s.Description, mark)
+	}
+	for _, n := range doc.Notes {
+		fmt.Fprintf(w, "  note: %s\n", n)
+	}
 }
 
 func isTerminal(v any) bool {

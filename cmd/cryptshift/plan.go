@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -14,6 +14,7 @@ import (
 	"github.com/cryptshift/cryptshift/internal/model/layout"
 	"github.com/cryptshift/cryptshift/internal/model/plan"
 	"github.com/cryptshift/cryptshift/internal/planner"
+	"github.com/cryptshift/cryptshift/internal/textfmt"
 	"github.com/cryptshift/cryptshift/playbooks"
 )
 
@@ -30,7 +31,7 @@ type planOptions struct {
 func newPlanCmd() *cobra.Command {
 	var o planOptions
 	cmd := &cobra.Command{
-		Use:   "plan [-f LAYOUT] [--inventory INV.json]",
+		Use:   "plan [-f LAYOUT | --example NAME] [--inventory INV.json]",
 		Short: "Show the exact steps that would put a layout in place; changes nothing",
 		Long: `plan compares a layout (what the host should have) with an inventory (what
 it has) and prints the ordered steps that would get there: partitioning,
@@ -59,7 +60,8 @@ status 4 and name each device and what is on it, unless --allow-destroy.`,
 
   # Use /dev/loop0 for the layout's disk "disk0"
   cryptshift plan -f my-host.yaml --device disk0=/dev/loop0`,
-		Args: cobra.NoArgs,
+		Args:    cobra.NoArgs,
+		PreRunE: func(*cobra.Command, []string) error { return o.validate() },
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runPlan(cmd.OutOrStdout(), cmd.ErrOrStderr(), o)
 		},
@@ -68,10 +70,12 @@ status 4 and name each device and what is on it, unless --allow-destroy.`,
 	f.StringVarP(&o.layoutFile, "file", "f", "", "layout `FILE` (YAML); default: the example")
 	f.StringVar(&o.inventoryFile, "inventory", "", "plan against a saved inventory `FILE` instead of this machine")
 	f.StringVar(&o.example, "example", "", "plan a shipped example `NAME`, or \"list\" them")
-	f.StringVarP(&o.output, "output", "o", "table", "output format: table, json, script, or layout (print the layout file)")
-	f.StringVar(&o.root, "root", planner.DefaultRoot, "`DIR` the layout's root filesystem is mounted on while applying")
+	outputFlag(cmd, &o.output, "text", []string{"text", "json", "script", "layout"}, "output format (text: a table, alias table; script: bash; layout: the example's layout file)")
+	targetFlag(f, &o.root, "`DIR` the layout's root filesystem is mounted on while applying")
 	f.BoolVar(&o.allowDestroy, "allow-destroy", false, "permit steps that overwrite existing data")
 	f.StringArrayVar(&o.devices, "device", nil, "use device `NAME=PATH` for the layout's disk NAME (repeatable)")
+	markInput(f, "file", "inventory")
+	completeExamples(cmd)
 	return cmd
 }
 
@@ -87,11 +91,26 @@ func parseDeviceFlags(flags []string) (map[string]string, error) {
 	return m, nil
 }
 
-func runPlan(stdout, stderr io.Writer, o planOptions) error {
+// validate checks the flags alone (usage errors, exit 2).
+func (o planOptions) validate() error {
 	switch o.output {
-	case "table", "json", "script", "layout":
+	case "table", "text", "json", "script", "layout":
 	default:
-		return usageError("unknown output format %q: use table, json, script or layout", o.output)
+		return usageError("unknown output format %q: use text, json, script or layout", o.output)
+	}
+	if o.example != "" && o.example != "list" && o.layoutFile != "" {
+		return usageError("give either -f or --example, not both")
+	}
+	_, err := parseDeviceFlags(o.devices)
+	return err
+}
+
+func runPlan(stdout, stderr io.Writer, o planOptions) error {
+	if err := o.validate(); err != nil {
+		return err
+	}
+	if o.output == "table" {
+		o.output = "text"
 	}
 	if o.example == "list" {
 		for _, n := range playbooks.Examples() {
@@ -131,7 +150,7 @@ func runPlan(stdout, stderr io.Writer, o planOptions) error {
 	if err != nil {
 		if rep != nil && rep.HasErrors() {
 			printProblems(stderr, rep)
-			return exitcode.With(exitcode.Invalid, fmt.Errorf("%s has %d error(s); nothing was planned", f.Name, len(rep.Errors())))
+			return exitcode.With(exitcode.Invalid, fmt.Errorf("%s has %s; nothing was planned", f.Name, textfmt.Plural(len(rep.Errors()), "error", "errors")))
 		}
 		return err
 	}
@@ -142,7 +161,7 @@ func runPlan(stdout, stderr io.Writer, o planOptions) error {
 		return exitcode.With(exitcode.Refused, err)
 	case err != nil:
 		printProblems(stderr, rep)
-		return exitcode.With(exitcode.Invalid, fmt.Errorf("cannot plan %s: %d error(s); nothing was planned", f.Name, len(rep.Errors())))
+		return exitcode.With(exitcode.Invalid, fmt.Errorf("cannot plan %s: %s; nothing was planned", f.Name, textfmt.Plural(len(rep.Errors()), "error", "errors")))
 	}
 	return renderPlan(stdout, p, o.output)
 }
@@ -150,6 +169,14 @@ func runPlan(stdout, stderr io.Writer, o planOptions) error {
 func renderPlan(w io.Writer, p *plan.Plan, output string) error {
 	switch output {
 	case "json":
+		// A file in JSON is named the same whatever path form was typed
+		// (host.yaml, ./host.yaml, /root/host.yaml): plans made from the
+		// same layout compare equal.
+		for i := range p.Warnings {
+			if p.Warnings[i].File != "" {
+				p.Warnings[i].File = filepath.Base(p.Warnings[i].File)
+			}
+		}
 		b, err := p.JSON()
 		if err != nil {
 			return err
@@ -159,7 +186,7 @@ func renderPlan(w io.Writer, p *plan.Plan, output string) error {
 	case "script":
 		return p.Script(w)
 	default:
-		return p.Table(w)
+		return p.TableStyled(w, textfmt.For(w))
 	}
 }
 
@@ -169,5 +196,3 @@ func printProblems(w io.Writer, rep *layout.Report) {
 		fmt.Fprintln(w, pr.String())
 	}
 }
-
-var _ = os.Stdout

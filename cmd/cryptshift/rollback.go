@@ -11,6 +11,7 @@ import (
 	"github.com/cryptshift/cryptshift/internal/runner/apply"
 	"github.com/cryptshift/cryptshift/internal/runner/engine"
 	"github.com/cryptshift/cryptshift/internal/runner/migrate"
+	"github.com/cryptshift/cryptshift/internal/textfmt"
 	"github.com/cryptshift/cryptshift/lvm"
 )
 
@@ -32,7 +33,7 @@ with --allow-destroy and a confirmation (or --yes): the system may have
 written data to its volumes since; rollback lists what it would wipe.
 
 For migrate it puts the guest back on its original disks with all its data.`,
-		Example: `  sudo cryptshift rollback --journal /var/lib/cryptshift/apply-mail-host.journal
+		Example: `  sudo cryptshift rollback /var/lib/cryptshift/apply-mail-host.journal
   sudo cryptshift rollback --allow-destroy /var/lib/cryptshift/apply-mail-host.journal   # a finished apply
   sudo cryptshift rollback /var/lib/cryptshift/migrate/mail.journal`,
 		Args: cobra.MaximumNArgs(1),
@@ -46,13 +47,16 @@ For migrate it puts the guest back on its original disks with all its data.`,
 			if journalFile == "" {
 				return usageError("rollback needs the journal FILE")
 			}
+			if err := readable("the journal", journalFile); err != nil {
+				return err
+			}
 			return runRollback(cmd.Context(), cmd.ErrOrStderr(), journalFile, connect, lvmConfig, allowDestroy, yes)
 		},
 	}
 	cmd.Flags().StringVar(&journalFile, "journal", "", "the journal `FILE` of the apply or migrate to undo")
-	cmd.Flags().StringVar(&connect, "connect", "", "libvirt `URI` for a migrate journal (default: the one it recorded)")
+	connectFlag(cmd.Flags(), &connect, "libvirt `URI` or daemon socket for a migrate journal (default: the one it recorded)")
 	cmd.Flags().BoolVar(&allowDestroy, "allow-destroy", false, "roll back an apply that finished: wipe its volumes and what was written to them since")
-	cmd.Flags().BoolVar(&yes, "yes", false, "with --allow-destroy: do not ask for confirmation")
+	yesFlag(cmd.Flags(), &yes, "with --allow-destroy: do not ask for confirmation")
 	cmd.Flags().StringVar(&lvmConfig, "lvm-config", "", "extra lvm --config `STRING`")
 	cmd.Flags().MarkHidden("lvm-config")
 	return cmd
@@ -81,7 +85,7 @@ func runRollback(ctx context.Context, w io.Writer, journalFile, connect, lvmConf
 		for _, s := range rep.NotUndone {
 			fmt.Fprintf(w, "not undone: %s\n", s)
 		}
-		fmt.Fprintf(w, "undid %d step(s)\n", len(rep.Undone))
+		fmt.Fprintf(w, "undid %s\n", textfmt.Plural(len(rep.Undone), "step", "steps"))
 	}
 	return err
 }

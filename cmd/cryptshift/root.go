@@ -37,11 +37,16 @@ var verbs = []func() *cobra.Command{
 	newGenDocsCmd,
 }
 
-const exitStatusHelp = `Exit status:
-  0  success (verify: no check FAILed)
-  1  an operation failed (verify: at least one check FAILed)
-  2  usage error: unknown flag or bad argument (verify: cannot check: not a host
-     tree, unreadable image, or INCOMPLETE: something that matters was not examined)
+// exitStatusHelp is the exit-status contract, the same for every verb
+// (docs/cli.md has it in full; TestCLIContract holds every verb to it).
+const exitStatusHelp = `Exit status (the same for every verb; see docs/cli.md):
+  0  ok (verify: no check FAILed; doctor: ready)
+  1  the checked thing is not ok (verify: a check FAILed; doctor: not ready),
+     or an operation failed
+  2  usage error or cannot check: unknown verb or flag, a missing or extra
+     argument, a bad flag value, an input file that is missing or unreadable
+     (verify: not a host tree, or INCOMPLETE: something that matters was not
+     examined; the report is still written)
   3  invalid input: the layout, inventory or plan file has errors
   4  refused: a step would destroy data and --allow-destroy was not given
   5  drift: the system changed since the reviewed plan was made
@@ -69,6 +74,9 @@ nothing. Secrets are never taken from the command line.
 				logLevel.Set(slog.LevelDebug)
 			}
 			setLogger(os.Stderr, false)
+			if err := checkInputs(cmd); err != nil {
+				return err
+			}
 			if handlesSecrets[cmd.Name()] {
 				// Before any passphrase or key is in memory: no core dump,
 				// no ptrace (secrets.Harden).
@@ -85,6 +93,7 @@ nothing. Secrets are never taken from the command line.
 	for _, v := range verbs {
 		root.AddCommand(v())
 	}
+	enforceContract(root)
 	return root
 }
 

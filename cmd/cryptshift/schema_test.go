@@ -90,3 +90,51 @@ func gunzip(t *testing.T, src, dst string) string {
 	}
 	return dst
 }
+
+// TestInventoryJSONMatchesSchema: this host's real inventory and every
+// shipped example inventory match docs/schema/inventory.schema.json, and
+// the schema rejects a malformed one.
+func TestInventoryJSONMatchesSchema(t *testing.T) {
+	s := compileSchema(t, "inventory.schema.json")
+	r := run(t, "inventory", "-o", "json")
+	if r.code != 0 {
+		t.Fatalf("inventory: exit %d: %s", r.code, r.stderr)
+	}
+	validate(t, s, "inventory of this host", r.stdout)
+	files, _ := filepath.Glob("../../playbooks/examples/*.inventory.json")
+	files = append(files, "../../testdata/inventories/minimal-applied.json")
+	if len(files) < 4 {
+		t.Fatalf("only %d inventories", len(files))
+	}
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		validate(t, s, f, string(b))
+	}
+	b, _ := os.ReadFile(files[0])
+	for _, bad := range []string{strings.Replace(string(b), `"kind": "disk"`, `"kind": "tape"`, 1),
+		strings.Replace(string(b), `"apiVersion": "cryptshift/v1"`, `"apiVersion": "cryptshift/v0"`, 1)} {
+		v, _ := jsonschema.UnmarshalJSON(strings.NewReader(bad))
+		if s.Validate(v) == nil {
+			t.Error("the schema accepts a malformed inventory")
+		}
+	}
+}
+
+// TestDoctorJSONMatchesSchema: doctor's report (all capabilities, and one)
+// matches docs/schema/doctor.schema.json, and its exit status is "ready".
+func TestDoctorJSONMatchesSchema(t *testing.T) {
+	s := compileSchema(t, "doctor.schema.json")
+	for _, args := range [][]string{{"doctor", "-o", "json"}, {"doctor", "-o", "json", "--for", "plan"}} {
+		r := run(t, args...)
+		validate(t, s, strings.Join(args, " "), r.stdout)
+		ready := strings.Contains(r.stdout, "\n  \"ready\": true")
+		if (r.code == 0) != ready {
+			t.Errorf("%v: exit %d with ready=%v", args, r.code, ready)
+		}
+	}
+	bad := strings.Replace(run(t, "doctor", "-o", "json", "--for", "plan").stdout, `"status": "ok"`, `"status": "fine"`, 1)
+	v, _ := jsonschema.UnmarshalJSON(strings.NewReader(bad))
+	if s.Validate(v) == nil {
+		t.Error("the schema accepts a check with an unknown status")
+	}
+}

@@ -18,6 +18,13 @@ func newStepCmd() *cobra.Command {
 		Hidden:             true,
 		DisableFlagParsing: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// Flags are the action's own; --help (or nothing) is ours.
+			if len(args) == 0 {
+				return usageError("cannot run step: name the ACTION (see cryptshift plan -o script)")
+			}
+			if args[0] == "--help" || args[0] == "-h" || args[0] == "help" {
+				return cmd.Help()
+			}
 			return apply.Step(cmd.Context(), execx.Exec{}, args, os.Stdin, cmd.OutOrStdout())
 		},
 	}

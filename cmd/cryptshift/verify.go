@@ -4,13 +4,57 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/cryptshift/cryptshift/internal/audit/verify"
 	"github.com/cryptshift/cryptshift/internal/exitcode"
+	"github.com/cryptshift/cryptshift/internal/textfmt"
 )
+
+// paintReport colours the text report's badges (FAIL red, WARN yellow,
+// PASS green) and its result line, in either language, when st allows;
+// otherwise it returns text unchanged.
+func paintReport(text []byte, r *verify.Report, lang string, st textfmt.Style) []byte {
+	if !st.Color {
+		return text
+	}
+	paint := map[verify.Status]func(string) string{verify.Fail: st.Fail, verify.Warn: st.Warn, verify.Pass: st.Pass,
+		verify.Skip: st.Dim, verify.Incomplete: st.Warn}
+	badges := map[string]func(string) string{}
+	for _, c := range r.Checks {
+		if f := paint[c.Status]; f != nil {
+			badges["  "+verify.Badge(lang, c)+" "] = f
+		}
+	}
+	lines := strings.SplitAfter(string(text), "\n")
+	for i, l := range lines {
+		for b, f := range badges {
+			if strings.HasPrefix(l, b) {
+				lines[i] = "  " + f(strings.TrimSpace(b)) + l[len(b)-1:]
+				break
+			}
+		}
+		if i < 8 && (strings.HasPrefix(l, "Result: ") || strings.HasPrefix(l, "Ergebnis: ")) {
+			head, rest, _ := strings.Cut(l, ": ")
+			verdict, tail, _ := strings.Cut(rest, ":")
+			f := st.Pass
+			switch {
+			case r.Summary.Fail > 0:
+				f = st.Fail
+			case r.Incomplete() || r.Summary.Warn > 0:
+				f = st.Warn
+			}
+			if tail != "" {
+				tail = ":" + tail
+			}
+			lines[i] = head + ": " + f(verdict) + tail
+		}
+	}
+	return []byte(strings.Join(lines, ""))
+}
 
 type verifyOptions struct {
 	root, image, output, lang, date, outFile string
@@ -43,7 +87,8 @@ or WARN, never PASS or FAIL.
   sudo cryptshift verify -o html --lang de --out nachweis.html
   cryptshift verify --root ./mx1-capture -o json
   cryptshift verify --image /var/lib/libvirt/images/mx.raw`,
-		Args: cobra.NoArgs,
+		Args:    cobra.NoArgs,
+		PreRunE: func(cmd *cobra.Command, _ []string) error { return o.validate(cmd.Flags().Changed("root")) },
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runVerify(cmd, o)
 		},
@@ -51,15 +96,18 @@ or WARN, never PASS or FAIL.
 	f := cmd.Flags()
 	f.StringVar(&o.root, "root", "/", "`DIR` to verify: / or a tree made by cryptshift capture")
 	f.StringVar(&o.image, "image", "", "verify a guest's raw disk `IMAGE` offline (its fstab, crypttab, swap, tmp, dumps, mail paths)")
-	f.StringVarP(&o.output, "output", "o", "text", "report format: text, json, markdown or html")
-	f.StringVar(&o.lang, "lang", "en", "report language: en or de")
+	outputFlag(cmd, &o.output, "text", []string{"text", "json", "markdown", "html"}, "report format")
+	choiceFlag(cmd, &o.lang, "lang", "", "en", []string{"en", "de"}, nil, "report language")
 	f.StringVar(&o.date, "date", "", "report `DATE` (YYYY-MM-DD) instead of today's or the capture's")
 	f.StringVar(&o.outFile, "out", "", "write the report to `FILE` instead of standard output")
 	f.BoolVar(&o.strict, "strict", false, "exit 1 on warnings too")
+	markInput(f, "image")
+	_ = cmd.MarkFlagDirname("root")
 	return cmd
 }
 
-func runVerify(cmd *cobra.Command, o verifyOptions) error {
+// validate checks the flags alone (usage errors, exit 2).
+func (o verifyOptions) validate(rootGiven bool) error {
 	switch o.output {
 	case "text", "json", "markdown", "html":
 	default:
@@ -71,11 +119,18 @@ func runVerify(cmd *cobra.Command, o verifyOptions) error {
 	if _, err := time.Parse(time.DateOnly, o.date); o.date != "" && err != nil {
 		return usageError("bad --date %q: use a real day as YYYY-MM-DD", o.date)
 	}
+	if o.image != "" && rootGiven {
+		return usageError("--root and --image exclude each other")
+	}
+	return nil
+}
+
+func runVerify(cmd *cobra.Command, o verifyOptions) error {
+	if err := o.validate(cmd.Flags().Changed("root")); err != nil {
+		return err
+	}
 	root := o.root
 	if o.image != "" {
-		if cmd.Flags().Changed("root") {
-			return usageError("--root and --image exclude each other")
-		}
 		root = ""
 	}
 	r, err := verify.Run(verify.Options{Root: root, Image: o.image, Lang: o.lang, Date: o.date, Version: version, Commit: buildCommit()})
@@ -91,8 +146,14 @@ func runVerify(cmd *cobra.Command, o verifyOptions) error {
 		if err := os.WriteFile(o.outFile, buf.Bytes(), 0o644); err != nil {
 			return fmt.Errorf("cannot write report %s: %w", o.outFile, err)
 		}
-	} else if _, err := cmd.OutOrStdout().Write(buf.Bytes()); err != nil {
-		return err
+	} else {
+		out := buf.Bytes()
+		if o.output == "text" {
+			out = paintReport(out, r, o.lang, textfmt.For(cmd.OutOrStdout()))
+		}
+		if _, err := cmd.OutOrStdout().Write(out); err != nil {
+			return err
+		}
 	}
 	s := r.Summary
 	switch {

@@ -104,7 +104,7 @@ func TestVMApplyMailHost(t *testing.T) {
 	phase("rollback of the complete apply")
 
 	// Crash matrix, part 1: kill -9 during the longest step, then resume.
-	longest := longestStep(t, r.stdout)
+	longest := longestStep(t, r.stderr)
 	crashes, survivals := 0, 0
 	e.killDuring(e.applyArgs(), longest)
 	crashes++

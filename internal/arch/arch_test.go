@@ -29,7 +29,7 @@ var groups = []struct {
 	name     string
 	prefixes []string
 }{
-	{"base", []string{"internal/exitcode", "internal/deps", "playbooks"}},
+	{"base", []string{"internal/exitcode", "internal/deps", "internal/textfmt", "playbooks"}},
 	{"doors", []string{"lvm", "luks", "libvirt", "internal/doors/"}},
 	{"hostview", []string{"internal/hostview/"}},
 	{"model", []string{"internal/model/"}},

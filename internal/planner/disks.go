@@ -2,6 +2,7 @@ package planner
 
 import (
 	"fmt"
+	"github.com/cryptshift/cryptshift/internal/textfmt"
 	"regexp"
 	"strings"
 
@@ -88,7 +89,7 @@ func alignDown(n, a int64) int64 { return n / a * a }
 func (p *planner) describe(dev *inventory.Device) string {
 	var parts []string
 	if dev.Table != nil {
-		parts = append(parts, fmt.Sprintf("%s partition table with %d partition(s)", strings.ToUpper(dev.Table.Type), len(dev.Table.Partitions)))
+		parts = append(parts, fmt.Sprintf("%s partition table with %s", strings.ToUpper(dev.Table.Type), textfmt.Plural(len(dev.Table.Partitions), "partition", "partitions")))
 		for _, c := range p.inv.Children(dev.Path) {
 			if c.Content != nil {
 				parts = append(parts, fmt.Sprintf("%s holds %s", layout.Printable(c.Path), contentText(p.inv, c.Path, c.Content)))
@@ -115,7 +116,7 @@ func contentText(inv *inventory.Inventory, devPath string, c *inventory.Content)
 	case "crypto_LUKS":
 		fmt.Fprintf(&b, "a LUKS%s header", pr(c.Version))
 		if c.LUKS != nil {
-			fmt.Fprintf(&b, " (%s, %d keyslot(s))", pr(c.LUKS.Cipher), len(c.LUKS.Keyslots))
+			fmt.Fprintf(&b, " (%s, %s)", pr(c.LUKS.Cipher), textfmt.Plural(len(c.LUKS.Keyslots), "keyslot", "keyslots"))
 		}
 	case "LVM2_member":
 		b.WriteString("an LVM physical volume")
@@ -334,7 +335,7 @@ func (p *planner) planGPT(lp string, d layout.Disk, dev *inventory.Device) {
 		}
 		p.add(plan.Step{
 			Action: plan.ActPartition, Target: dev.Path,
-			Description: fmt.Sprintf("write a GPT with %d partition(s) to %s", len(d.Partitions), dev.Path),
+			Description: fmt.Sprintf("write a GPT with %s to %s", textfmt.Plural(len(d.Partitions), "partition", "partitions"), dev.Path),
 		}, &plan.Params{Partition: pt},
 			// The disk was blank (or wiped with consent): clearing the
 			// primary and backup GPT puts it back.

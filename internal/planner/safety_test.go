@@ -110,7 +110,7 @@ func TestHostileUUIDIsNotWrittenToTabs(t *testing.T) {
 	}
 	msg := err.Error()
 	for _, want := range []string{
-		`/dev/mapper/vg0-root: a LUKS2 header (aes-xts-plain64, 2 keyslot(s)) UUID 00d88bfd-b2b5-49b5-8342-e19f8b6cb674 none\nroot2 /dev/sda label "root" (its LUKS header has a UUID "00d88bfd-b2b5-49b5-8342-e19f8b6cb674 none\nroot2 /dev/sda" that is not a UUID)`,
+		`/dev/mapper/vg0-root: a LUKS2 header (aes-xts-plain64, 2 keyslots) UUID 00d88bfd-b2b5-49b5-8342-e19f8b6cb674 none\nroot2 /dev/sda label "root" (its LUKS header has a UUID "00d88bfd-b2b5-49b5-8342-e19f8b6cb674 none\nroot2 /dev/sda" that is not a UUID)`,
 		`/dev/vda3: an ext4 filesystem UUID 1234-5678 /mnt ext4 defaults 0 0\nUUID=x`,
 	} {
 		if !strings.Contains(msg, want) {

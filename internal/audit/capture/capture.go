@@ -198,7 +198,12 @@ func checkDest(dest string) error {
 	ents, err := os.ReadDir(dest)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return os.MkdirAll(dest, 0o700)
+		// Only DIR itself is made: a missing parent is a mistyped path
+		// more often than a wish for a new tree.
+		if err := os.Mkdir(dest, 0o700); err != nil {
+			return fmt.Errorf("cannot capture into %s: %w; create its parent directory first", dest, err)
+		}
+		return nil
 	case err != nil:
 		return fmt.Errorf("cannot capture into %s: %w", dest, err)
 	case len(ents) > 0:

@@ -149,6 +149,17 @@ func Capabilities() []string {
 	return names
 }
 
+// CapabilitySummary says what a capability lets cryptshift do ("" for an
+// unknown name); doctor's --help is made from it.
+func CapabilitySummary(name string) string {
+	for _, c := range capabilities {
+		if c.name == name {
+			return c.summary
+		}
+	}
+	return ""
+}
+
 // Run checks the host and evaluates every capability.
 func Run(ctx context.Context, o Options) (*Report, error) {
 	o = o.withDefaults()

@@ -64,7 +64,7 @@ func (e *env) checkGuestDisks(doms []domainInfo, problems []string, used map[str
 				nChains++
 				used[e.resolved(l.Path)] = true
 				st, ev := e.layerStatus(l)
-				what := fmt.Sprintf("%s: backing layer %d", subj, i+1)
+				what := subj + ": " + e.t("subj.backing-layer", i+1)
 				if l.Note == "data-file" {
 					what = subj + ": data-file"
 				}
@@ -220,7 +220,7 @@ func (e *env) checkDumpGuestCore(q map[string]string, doms []domainInfo) {
 		}
 	}
 	if len(subjects) == 0 {
-		e.add(id, Pass, "qemu", "/etc/libvirt/qemu.conf: dump_guest_core = "+orZero(q["dump_guest_core"]))
+		e.add(id, Pass, "qemu", "/etc/libvirt/qemu.conf: dump_guest_core = "+e.orZero(q["dump_guest_core"]))
 		return
 	}
 	live, hl, conf, hc := e.corePattern()
@@ -239,9 +239,9 @@ func (e *env) checkDumpGuestCore(q map[string]string, doms []domainInfo) {
 	}
 }
 
-func orZero(s string) string {
+func (e *env) orZero(s string) string {
 	if s == "" {
-		return "0 (" + "default" + ")"
+		return "0 " + e.t("ev.default")
 	}
 	return s
 }

@@ -208,7 +208,8 @@ func (e *env) checkCryptNode(d *blockstack.Device) {
 		case strings.HasPrefix(k.KDF, "argon2") && k.MemoryKiB < argon2MinKiB:
 			s = Warn
 		}
-		kev = append(kev, fmt.Sprintf("Keyslot %s: %s", kdfString(k), s))
+		// The keyslot's own verdict, worded as the report's badges are.
+		kev = append(kev, fmt.Sprintf("Keyslot %s: %s", kdfString(k), e.t("ui.badge."+string(s))))
 		if s.rank() > kst.rank() {
 			kst = s
 		}

@@ -311,7 +311,7 @@ func checkFilters(e *env) {
 	}
 	if n == 0 {
 		if e.absent("/etc/amavis") && e.absent("/etc/rspamd") && e.absent("/etc/spamassassin") {
-			e.na("mail.filters", "amavis, rspamd, spamassassin", e.t("ev.absent", "/etc/amavis, /etc/rspamd, /etc/spamassassin"))
+			e.na("mail.filters", "amavis, rspamd, spamassassin", e.t("ev.absent.all", e.list([]string{"/etc/amavis", "/etc/rspamd", "/etc/spamassassin"})))
 		} else {
 			e.skip("mail.filters", "amavis, rspamd, spamassassin", e.t("ev.notcaptured", "/etc/amavis, /etc/rspamd, /etc/spamassassin"))
 		}

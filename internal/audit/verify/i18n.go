@@ -1,6 +1,9 @@
 package verify
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // Supported reports whether reports can be written in lang.
 func Supported(lang string) bool { return lang == "en" || lang == "de" }
@@ -10,6 +13,15 @@ type msg struct{ en, de string }
 
 // t returns the text for key in the env's language, formatted with args.
 func (e *env) t(key string, args ...any) string { return tr(e.lang, key, args...) }
+
+// list joins items as prose in the report's language: "a, b and c",
+// "a, b und c".
+func (e *env) list(items []string) string {
+	if len(items) < 2 {
+		return strings.Join(items, "")
+	}
+	return strings.Join(items[:len(items)-1], ", ") + " " + e.t("ui.and") + " " + items[len(items)-1]
+}
 
 func tr(lang, key string, args ...any) string {
 	m, ok := catalog[key]
@@ -304,8 +316,10 @@ var catalog = map[string]msg{
 
 	// evidence phrases
 	"ev.absent":                     {"%s does not exist", "%s existiert nicht"},
+	"ev.absent.all":                 {"%s do not exist", "%s existieren nicht"},
 	"ev.unreadable":                 {"cannot read %s: %v", "%s nicht lesbar: %v"},
 	"ev.default":                    {"(default)", "(Voreinstellung)"},
+	"subj.backing-layer":            {"backing layer %d", "Backing-Ebene %d"},
 	"ev.size":                       {"size %s", "Größe %s"},
 	"ev.nodevice":                   {"no such device on this system", "kein solches Gerät auf diesem System"},
 	"ev.nomounts":                   {"no mountinfo under the root: cannot tell where paths are stored", "keine mountinfo unter der Wurzel: Speicherort nicht feststellbar"},

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -534,8 +535,14 @@ func (e *env) chainWords(s string) string {
 	for _, n := range chainNotes {
 		s = strings.ReplaceAll(s, n[0], n[1])
 	}
+	// lsblk's kinds (blockstack's Label): "sdb2 (sdb part 2)" and
+	// "sdb (disk)" read as German words to an auditor.
+	s = chainPart.ReplaceAllString(s, "($1, Partition $2)")
+	s = strings.ReplaceAll(s, " (disk)", " (Platte)")
 	return s
 }
+
+var chainPart = regexp.MustCompile(`\((\S+) part (\d+)\)`)
 
 // swapState is the worst verdict over every place memory pages can be
 // written to: active swap areas (live) or configured ones (image).

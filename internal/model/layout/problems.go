@@ -2,6 +2,7 @@ package layout
 
 import (
 	"fmt"
+	"github.com/cryptshift/cryptshift/internal/textfmt"
 	"sort"
 	"strings"
 )
@@ -150,7 +151,7 @@ func (r *Report) Sort() {
 func (r *Report) Error() string {
 	errs := r.Errors()
 	lines := make([]string, 0, len(errs)+1)
-	lines = append(lines, fmt.Sprintf("cannot use %s: %d error(s)", nonEmpty(r.File, "layout"), len(errs)))
+	lines = append(lines, fmt.Sprintf("cannot use %s: %s", nonEmpty(r.File, "layout"), textfmt.Plural(len(errs), "error", "errors")))
 	for _, p := range errs {
 		lines = append(lines, "  "+p.String())
 	}

@@ -3,9 +3,9 @@ package plan
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/cryptshift/cryptshift/internal/textfmt"
 	"io"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/cryptshift/cryptshift/internal/doors/execx"
 	"github.com/cryptshift/cryptshift/internal/model/layout"
@@ -38,7 +38,11 @@ func Parse(name string, data []byte) (*Plan, error) {
 // Table renders the plan for people. Every value is shown printable
 // (layout.Printable): a label or host name from an inventory cannot move
 // the cursor, clear the screen or reorder what the reviewer reads.
-func (p *Plan) Table(w io.Writer) error {
+func (p *Plan) Table(w io.Writer) error { return p.TableStyled(w, textfmt.Style{}) }
+
+// TableStyled is Table fitted to a width (long descriptions wrap under
+// their column) and, when the style allows, with destructive steps in red.
+func (p *Plan) TableStyled(w io.Writer, st textfmt.Style) error {
 	pr := layout.Printable
 	host := ""
 	if p.Host != "" {
@@ -48,21 +52,28 @@ func (p *Plan) Table(w io.Writer) error {
 	if len(p.Steps) == 0 {
 		fmt.Fprintln(w, "Nothing to do: the system already matches the layout.")
 	} else {
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "#\tACTION\tTARGET\tWHAT IT DOES")
+		t := textfmt.Table{Header: []string{"#", "ACTION", "TARGET", "WHAT IT DOES"}}
 		for i, s := range p.Steps {
 			what := s.Description
 			if s.Destructive {
 				what = "DESTROYS " + s.Destroys + ": " + what
 			}
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", i+1, pr(s.Action), pr(s.Target), pr(what))
+			t.Rows = append(t.Rows, []string{fmt.Sprint(i + 1), pr(s.Action), pr(s.Target), pr(what)})
 		}
-		tw.Flush()
+		t.Paint = func(row, col int, cell string) string {
+			if p.Steps[row].Destructive {
+				return st.Fail(cell)
+			}
+			return cell
+		}
+		if err := t.Write(w, st); err != nil {
+			return err
+		}
 	}
 	if len(p.Secrets) > 0 {
 		fmt.Fprintln(w, "\nSecrets (never shown, never on a command line):")
 		for _, s := range p.Secrets {
-			fmt.Fprintf(w, "  %s: %s; source: %s\n", pr(s.Name), pr(s.Use), pr(s.Source))
+			st.Para(w, "  ", "    ", fmt.Sprintf("%s: %s; source: %s", pr(s.Name), pr(s.Use), pr(s.Source)))
 		}
 	}
 	if len(p.Crypttab) > 0 {
@@ -80,16 +91,16 @@ func (p *Plan) Table(w io.Writer) error {
 	if len(p.Warnings) > 0 {
 		fmt.Fprintln(w, "\nWarnings:")
 		for _, prob := range p.Warnings {
-			fmt.Fprintf(w, "  %s\n", pr(prob.String()))
+			st.Para(w, "  ", "    ", pr(prob.String()))
 		}
 	}
 	if len(p.Notes) > 0 {
 		fmt.Fprintln(w, "\nNotes:")
 		for _, n := range p.Notes {
-			fmt.Fprintf(w, "  - %s\n", pr(n))
+			st.Para(w, "  - ", "    ", pr(n))
 		}
 	}
-	fmt.Fprintf(w, "\n%d step(s), %d destructive. Nothing has been changed.\n", len(p.Steps), len(p.Destructive()))
+	fmt.Fprintf(w, "\n%s, %d destructive. Nothing has been changed.\n", textfmt.Plural(len(p.Steps), "step", "steps"), len(p.Destructive()))
 	return nil
 }
 

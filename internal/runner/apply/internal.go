@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/cryptshift/cryptshift/internal/exitcode"
 	"io"
 	"io/fs"
 	"os"
@@ -32,7 +33,8 @@ func Step(ctx context.Context, run execx.Runner, args []string, stdin io.Reader,
 	}
 	p, err := plan.ParseInternal(args)
 	if err != nil {
-		return err
+		// Bad arguments to an internal step: a usage error (exit 2).
+		return exitcode.With(exitcode.Usage, err)
 	}
 	return internal(ctx, run, p, stdin, stdout)
 }

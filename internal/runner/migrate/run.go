@@ -35,7 +35,10 @@ type Options struct {
 	ShutdownTimeout time.Duration
 	ForceOff        bool
 
-	DryRun       bool
+	DryRun bool
+	// DomainXML, with DryRun, is a saved domain definition to plan from
+	// instead of asking libvirtd for the domain (which may not run here).
+	DomainXML    string
 	Resume       bool
 	JournalPath  string // default DefaultJournalPath(Domain)
 	RetireSource bool
@@ -184,6 +187,9 @@ func (o *Options) normalize() error {
 	if kind == "vg" && o.PassphraseFile != "" {
 		return usage(errors.New("cannot migrate to a vg: target with --passphrase-file: each disk gets a random key file on the encrypted root (--key-dir) and the recovery key a second keyslot (--recovery-key-file); --passphrase-file is for pool: targets"))
 	}
+	if o.DomainXML != "" && (!o.DryRun || o.Resume) {
+		return usage(errors.New("cannot migrate from --domain-xml: it plans only (--dry-run); the migration itself asks libvirtd"))
+	}
 	if o.JournalPath == "" {
 		o.JournalPath = DefaultJournalPath(o.Domain)
 	}
@@ -219,6 +225,25 @@ func newRuntime(o *Options) (*runtime, func(), error) {
 		rt.root = "/"
 	}
 	closeFn := func() {}
+	if rt.hv == nil && o.DomainXML != "" {
+		// The daemon, when it answers, still knows the pools.
+		var next Hypervisor
+		if c, err := libvirt.Dial(o.Connect); err == nil {
+			next, closeFn = c, func() { c.Close() }
+		}
+		hv, err := newXMLHypervisor(o.DomainXML, o.Domain, o.Mode, next)
+		if err != nil {
+			closeFn()
+			return nil, nil, err
+		}
+		rt.hv = hv
+	} else if o.DomainXML != "" {
+		hv, err := newXMLHypervisor(o.DomainXML, o.Domain, o.Mode, rt.hv)
+		if err != nil {
+			return nil, nil, err
+		}
+		rt.hv = hv
+	}
 	if rt.hv == nil {
 		c, err := libvirt.Dial(o.Connect)
 		if err != nil {
@@ -273,6 +298,13 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	rt.h = h
 	steps := buildSteps(rt)
 	doc := rt.document(steps)
+	if o.DomainXML != "" {
+		state := libvirt.ShutOff
+		if o.Mode == ModeLive {
+			state = libvirt.Running
+		}
+		doc.Notes = append(doc.Notes, fmt.Sprintf(DomainXMLNote, o.DomainXML, o.Mode, state))
+	}
 	if o.DryRun {
 		return &Result{Plan: doc, Notes: doc.Notes}, nil
 	}

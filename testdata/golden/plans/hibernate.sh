@@ -26,7 +26,7 @@ else
   printf 'Recovery key (write it down and keep it offline; it is shown once):\n  %s\n' "$RECOVERY_KEY" >/dev/tty
 fi
 
-# [1/33] partition:/dev/nvme0n1: write a GPT with 3 partition(s) to /dev/nvme0n1
+# [1/33] partition:/dev/nvme0n1: write a GPT with 3 partitions to /dev/nvme0n1
 cryptshift step partition --device /dev/nvme0n1 --table-uuid 6352f73e-7742-47d8-ae33-44e1857687a9 --partition 1:start=1048576,size=536870912,type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B,name=esp,uuid=17d3a959-f49e-4b57-8b8c-4df2dc7e5b65 --partition 2:start=537919488,size=1073741824,type=BC13C2FF-59E6-4262-A352-B275FD6F7172,name=boot,uuid=d362600d-ce1d-40e8-a248-231277191ad4 --partition 3:start=1611661312,size=510498177024,type=E6D6D379-F507-44C2-A23C-238F2A3DF928,name=pv,uuid=3fbf86b8-7c00-4ce8-8ad3-5f006f86ca57
 
 # [2/33] mkfs:/dev/nvme0n1p1: create a vfat filesystem on /dev/nvme0n1p1 (unencrypted: UEFI firmware must read the EFI system partition)

@@ -26,7 +26,7 @@ else
   printf 'Recovery key (write it down and keep it offline; it is shown once):\n  %s\n' "$RECOVERY_KEY" >/dev/tty
 fi
 
-# [1/50] partition:/dev/nvme0n1: write a GPT with 3 partition(s) to /dev/nvme0n1
+# [1/50] partition:/dev/nvme0n1: write a GPT with 3 partitions to /dev/nvme0n1
 cryptshift step partition --device /dev/nvme0n1 --table-uuid b2eeac48-bf8d-48e6-af5d-fe0d721fe30b --partition 1:start=1048576,size=536870912,type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B,name=esp,uuid=1545aa6f-b34d-4ac2-92f2-60436d5f5d9d --partition 2:start=537919488,size=1073741824,type=BC13C2FF-59E6-4262-A352-B275FD6F7172,name=boot,uuid=278f4497-c785-49e3-ab17-ae4d3d630431 --partition 3:start=1611661312,size=998592479232,type=E6D6D379-F507-44C2-A23C-238F2A3DF928,name=sys,uuid=805029e3-49cf-4460-8b2b-9d0049a397d3
 
 # [2/50] mkfs:/dev/nvme0n1p1: create a vfat filesystem on /dev/nvme0n1p1 (unencrypted: UEFI firmware must read the EFI system partition)

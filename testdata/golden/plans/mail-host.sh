@@ -26,7 +26,7 @@ else
   printf 'Recovery key (write it down and keep it offline; it is shown once):\n  %s\n' "$RECOVERY_KEY" >/dev/tty
 fi
 
-# [1/51] partition:/dev/sda: write a GPT with 3 partition(s) to /dev/sda
+# [1/51] partition:/dev/sda: write a GPT with 3 partitions to /dev/sda
 cryptshift step partition --device /dev/sda --table-uuid 0b252f0f-293d-45ee-b3a5-3d7dad865cf8 --partition 1:start=1048576,size=268435456,type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B,name=esp,uuid=5c329ca3-07db-4297-b760-ad5cd12de71d --partition 2:start=269484032,size=536870912,type=BC13C2FF-59E6-4262-A352-B275FD6F7172,name=boot,uuid=a3e147fa-ffe4-4675-aae4-293174669c45 --partition 3:start=806354944,size=479296749568,type=E6D6D379-F507-44C2-A23C-238F2A3DF928,name=pv0,uuid=ca0fa0c9-5d14-423b-8a7e-e1faa2f8ae35
 
 # [2/51] mkfs:/dev/sda1: create a vfat filesystem on /dev/sda1 (unencrypted: UEFI firmware must read the EFI system partition)

@@ -26,7 +26,7 @@ else
   printf 'Recovery key (write it down and keep it offline; it is shown once):\n  %s\n' "$RECOVERY_KEY" >/dev/tty
 fi
 
-# [1/22] partition:/dev/vda: write a GPT with 4 partition(s) to /dev/vda
+# [1/22] partition:/dev/vda: write a GPT with 4 partitions to /dev/vda
 cryptshift step partition --device /dev/vda --table-uuid 5fc49146-841c-4e88-9437-cf3b15fce38f --partition 1:start=1048576,size=1048576,type=21686148-6449-6E6F-744E-656564454649,name=bios,uuid=cd7c3332-8007-4bfb-9e1b-4699bbdc7773 --partition 2:start=2097152,size=268435456,type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B,name=esp,uuid=f86d8a7d-8255-49be-a0d4-1fc1983ee821 --partition 3:start=270532608,size=536870912,type=BC13C2FF-59E6-4262-A352-B275FD6F7172,name=boot,uuid=f7e76d5c-b72a-4376-8f4e-d4795b1f021e --partition 4:start=807403520,size=42141220864,type=E6D6D379-F507-44C2-A23C-238F2A3DF928,name=pv,uuid=0dfdf1a8-dd7e-422f-aad5-3bf494a4b090
 
 # [2/22] mkfs:/dev/vda2: create a vfat filesystem on /dev/vda2 (unencrypted: UEFI firmware must read the EFI system partition)
