@@ -8,6 +8,7 @@ package secrets
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -198,6 +199,30 @@ func NewRecoveryKey() ([]byte, error) {
 	}
 	return k, nil
 }
+
+// NewKey returns a random 256-bit key as base64 text (44 characters:
+// qemu's secret objects and libvirt's secret store take text), in locked
+// memory, as are the random bytes it is made from. Wipe it after use.
+func NewKey() ([]byte, error) {
+	raw, err := alloc(32)
+	if err != nil {
+		return nil, err
+	}
+	defer release(raw)
+	if _, err := rand.Read(raw); err != nil {
+		return nil, fmt.Errorf("cannot generate a key: %w", err)
+	}
+	k, err := alloc(base64.StdEncoding.EncodedLen(len(raw)))
+	if err != nil {
+		return nil, err
+	}
+	base64.StdEncoding.Encode(k, raw)
+	return k, nil
+}
+
+// Locked copies a secret that arrived in ordinary memory (a value read
+// back from libvirtd) into locked memory and wipes the original.
+func Locked(src []byte) ([]byte, error) { return locked(src) }
 
 // WriteNew writes a secret (and a newline) to a new file with mode 0400,
 // refusing to overwrite one. The file appears whole or not at all: it is

@@ -402,7 +402,7 @@ func (f *fakeHV) SecretValue(uuid string) ([]byte, error) {
 	if v == nil {
 		return nil, lv.Error{Code: uint32(lv.ErrNoSecret), Message: "no secret"}
 	}
-	return v, nil
+	return append([]byte(nil), v...), nil // a fresh buffer, as from libvirtd's RPC
 }
 
 func (f *fakeHV) UndefineSecret(uuid string) error {

@@ -3,6 +3,7 @@ package migrate_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,21 +22,23 @@ import (
 const sparseVirtual = 1 << 30
 
 // sparseGuest defines a guest whose one disk vda is a qcow2 overlay on a
-// raw base (a backing chain), 1 GiB virtual: 8 MiB of data in the base,
-// 4 MiB of data and 16 MiB of written zeros in the overlay. It returns the
-// plaintext reference of the guest-visible data and the data's size.
-func sparseGuest(t *testing.T, e *env, name string, start bool) (ref string, data int64) {
+// raw base (a backing chain), virtual bytes large (a multiple of 10 MiB
+// from 160 MiB): 8 MiB of data in the base, 4 MiB of data and 16 MiB of
+// written zeros in the overlay. It returns the plaintext reference of the
+// guest-visible data and the data's size.
+func sparseGuest(t *testing.T, e *env, name string, virtual int64, start bool) (ref string, data int64) {
 	t.Helper()
 	ctx := context.Background()
 	q := qemuimg.New()
 	base := filepath.Join(e.dir, name+"-base.raw")
 	top := filepath.Join(e.dir, name+"-top.qcow2")
-	must(t, q.Create(ctx, qemuimg.CreateOptions{Path: base, Format: "raw", Size: sparseVirtual}))
-	writeAt(t, base, 100<<20, strings.Repeat("secret mail in the base ", (8<<20)/24))
-	must(t, q.Create(ctx, qemuimg.CreateOptions{Path: top, Format: "qcow2", Size: sparseVirtual, BackingPath: base, BackingFormat: "raw"}))
-	qemuIO(t, top, "write -P 0x6d 600M 4M", "write -z 700M 16M")
+	tenth := virtual / 10 >> 20 // MiB
+	must(t, q.Create(ctx, qemuimg.CreateOptions{Path: base, Format: "raw", Size: virtual}))
+	writeAt(t, base, tenth<<20, strings.Repeat("secret mail in the base ", (8<<20)/24))
+	must(t, q.Create(ctx, qemuimg.CreateOptions{Path: top, Format: "qcow2", Size: virtual, BackingPath: base, BackingFormat: "raw"}))
+	qemuIO(t, top, fmt.Sprintf("write -P 0x6d %dM 4M", 6*tenth), fmt.Sprintf("write -z %dM 16M", 7*tenth))
 	ref = filepath.Join(e.dir, name+".want")
-	must(t, q.Create(ctx, qemuimg.CreateOptions{Path: ref, Format: "raw", Size: sparseVirtual}))
+	must(t, q.Create(ctx, qemuimg.CreateOptions{Path: ref, Format: "raw", Size: virtual}))
 	must(t, q.Convert(ctx, qemuimg.Image{Path: top, Format: "qcow2"}, qemuimg.Image{Path: ref, Format: "raw"}))
 	e.d.Define(t, libvirttest.Domain(name, libvirttest.FileDisk("vda", top, "qcow2")), start)
 	return ref, 8<<20 + 4<<20
@@ -55,7 +58,7 @@ func TestHostMigrateQcow2ChainSparse(t *testing.T) {
 			ctx := context.Background()
 			name := "sparse-" + mode
 			live := mode == migrate.ModeLive
-			ref, data := sparseGuest(t, e, name, live)
+			ref, data := sparseGuest(t, e, name, sparseVirtual, live)
 			pid := 0
 			if live {
 				pid = e.d.QemuPID(name)
@@ -182,7 +185,8 @@ func checkNoKeyIn(t *testing.T, journal string, key []byte) {
 func TestHostTargetFormatRaw(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	ref, _ := sparseGuest(t, e, "asraw", false)
+	const virtual = 160 << 20
+	ref, _ := sparseGuest(t, e, "asraw", virtual, false)
 	o := migrate.Options{Domain: "asraw", Connect: e.d.Socket, To: "pool:enc", AllowPlaintextSecretStore: plaintextStoreOK, Mode: migrate.ModeOffline,
 		TargetFormat: migrate.TargetFormatRaw, JournalPath: filepath.Join(e.dir, "journal", "asraw.journal"), IterTimeMS: iterTime}
 	var out bytes.Buffer
@@ -205,8 +209,8 @@ func TestHostTargetFormatRaw(t *testing.T) {
 	must(t, qemuimg.New().Compare(ctx, qemuimg.Image{Path: ref, Format: "raw"}, targetImage(x, key), false))
 	var st syscall.Stat_t
 	must(t, syscall.Stat(target, &st))
-	if st.Blocks*512 < sparseVirtual {
-		t.Fatalf("the raw LUKS target allocates %d bytes, want the full virtual size %d (every block encrypted)", st.Blocks*512, sparseVirtual)
+	if st.Blocks*512 < virtual {
+		t.Fatalf("the raw LUKS target allocates %d bytes, want the full virtual size %d (every block encrypted)", st.Blocks*512, virtual)
 	}
 	v, err := e.c.Volume("enc", "asraw-vda.luks")
 	must(t, err)

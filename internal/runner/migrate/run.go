@@ -238,14 +238,21 @@ func newRuntime(o *Options) (*runtime, func(), error) {
 	if rt.root == "" {
 		rt.root = "/"
 	}
-	closeFn := func() {}
+	// The disks' keys live in locked memory (secrets.NewKey,
+	// secrets.Locked) and are wiped when the migration ends.
+	closeFn := func() {
+		for _, k := range rt.keys {
+			secrets.Wipe(k)
+		}
+	}
 	if rt.hv == nil {
 		c, err := libvirt.Dial(o.Connect)
 		if err != nil {
 			return nil, nil, err
 		}
 		rt.hv = c
-		closeFn = func() { c.Close() }
+		wipe := closeFn
+		closeFn = func() { wipe(); c.Close() }
 	}
 	if rt.img == nil {
 		rt.img = &qemuimg.Driver{Runner: execx.Exec{}}
@@ -660,7 +667,11 @@ func (rt *runtime) key(uuid string) ([]byte, error) {
 	if k, ok := rt.keys[uuid]; ok {
 		return k, nil
 	}
-	k, err := rt.hv.SecretValue(uuid)
+	v, err := rt.hv.SecretValue(uuid)
+	if err != nil {
+		return nil, err
+	}
+	k, err := secrets.Locked(v)
 	if err != nil {
 		return nil, err
 	}

@@ -2,8 +2,6 @@ package migrate
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"os"
@@ -14,6 +12,7 @@ import (
 	"libvirt.org/go/libvirtxml"
 
 	"github.com/cryptshift/cryptshift/internal/doors/qemuimg"
+	"github.com/cryptshift/cryptshift/internal/doors/secrets"
 	"github.com/cryptshift/cryptshift/internal/hostview/blockstack"
 	"github.com/cryptshift/cryptshift/internal/hostview/rootfs"
 	"github.com/cryptshift/cryptshift/internal/model/plan"
@@ -488,14 +487,8 @@ func (rt *runtime) newKey() ([]byte, error) {
 
 // randomKey returns 32 random bytes as base64 (qemu's secret objects and
 // libvirt's secret store both take text; 44 characters carry the full 256
-// bits).
-func (rt *runtime) randomKey() ([]byte, error) {
-	b := make([]byte, 32)
-	if _, err := rand.Read(b); err != nil {
-		return nil, fmt.Errorf("cannot generate a key: %w", err)
-	}
-	return []byte(base64.StdEncoding.EncodeToString(b)), nil
-}
+// bits), in locked memory; the runtime wipes it when it ends.
+func (rt *runtime) randomKey() ([]byte, error) { return secrets.NewKey() }
 
 // human formats a byte count in binary units, e.g. "1.5 GiB".
 func human(n int64) string {
