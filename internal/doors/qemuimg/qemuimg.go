@@ -177,13 +177,15 @@ func (d *Driver) Create(ctx context.Context, o CreateOptions) error {
 // driver does not promise zero-initialised data (an unwritten area decrypts
 // to noise), so qemu-img must write every block, zeros included, and it does
 // so for a target it did not create itself.
-func ConvertCmd(src, dst Image) execx.Cmd {
+func ConvertCmd(src, dst Image) execx.Cmd { return convertCmd(src, dst) }
+
+func convertCmd(src, dst Image, opts ...string) execx.Cmd {
 	var objs objects
 	srcSpec := objs.spec(src)
 	dstSpec := objs.spec(dst)
 	args := append([]string{"convert", "-q"}, objs.args()...)
 	// The source is a frozen image that no one writes; dst was made for us.
-	args = append(args, "-n", "--image-opts", "--target-image-opts", srcSpec, dstSpec)
+	args = append(append(append(args, "-n"), opts...), "--image-opts", "--target-image-opts", srcSpec, dstSpec)
 	return objs.cmd(args)
 }
 
@@ -206,14 +208,7 @@ func (d *Driver) Convert(ctx context.Context, src, dst Image) error {
 // encrypted or not). Never for a luks image (unwritten ciphertext decrypts
 // to noise) nor for a qcow2 with a backing file. Rerunning it after an
 // interruption is safe: dst only ever received src's data at src's offsets.
-func ConvertSparseCmd(src, dst Image) execx.Cmd {
-	var objs objects
-	srcSpec := objs.spec(src)
-	dstSpec := objs.spec(dst)
-	args := append([]string{"convert", "-q"}, objs.args()...)
-	args = append(args, "-n", "--target-is-zero", "--image-opts", "--target-image-opts", srcSpec, dstSpec)
-	return objs.cmd(args)
-}
+func ConvertSparseCmd(src, dst Image) execx.Cmd { return convertCmd(src, dst, "--target-is-zero") }
 
 // ConvertSparse copies the data of src into dst, which must read as zeros
 // (see ConvertSparseCmd).
