@@ -249,6 +249,11 @@ func (rt *runtime) verifyStep(d *Disk) *Step {
 				return err
 			}
 		}
+		// qemu-img reads through the page cache: drop what the copy left
+		// there, so the compare decrypts what is on the disk.
+		if err := syncAndDrop(d.TargetPath); err != nil {
+			return err
+		}
 		rt.prog.Start("verify "+d.Target, 0)
 		err = rt.whenUnlocked(ctx, d.TargetPath, func() error { return rt.img.Compare(ctx, d.sourceImage(), dst, false) })
 		rt.prog.Done(err)
