@@ -595,3 +595,28 @@ func TestResumeFinishedIsNoOp(t *testing.T) {
 		t.Errorf("states %v", res.States)
 	}
 }
+
+// A qcow2 target's unallocated clusters read zeros only when it has no
+// backing file: verify refuses one that has (or that is not encrypted)
+// before it compares.
+func TestVerifyRefusesQcow2TargetWithBacking(t *testing.T) {
+	img := newFakeImages()
+	rt := &runtime{img: img}
+	d := &Disk{Target: "vdb", TargetPath: "/pool/mail-vdb.qcow2", TargetFormat: "qcow2"}
+	for name, info := range map[string]string{
+		"backing file": `[{"filename":"/pool/mail-vdb.qcow2","format":"qcow2","virtual-size":1,"encrypted":true,"backing-filename":"/src/base.raw"},{"filename":"/src/base.raw","format":"raw","virtual-size":1}]`,
+		"plaintext":    `{"filename":"/pool/mail-vdb.qcow2","format":"qcow2","virtual-size":1}`,
+	} {
+		img.infos[d.TargetPath] = info
+		if err := rt.noBacking(context.Background(), d); err == nil || !strings.Contains(err.Error(), "without a backing file") {
+			t.Errorf("%s: got %v", name, err)
+		}
+	}
+	img.infos[d.TargetPath] = `{"filename":"/pool/mail-vdb.qcow2","format":"qcow2","virtual-size":1,"encrypted":true}`
+	if err := rt.noBacking(context.Background(), d); err != nil {
+		t.Errorf("one encrypted image: %v", err)
+	}
+	if !d.sparse() || (&Disk{TargetFormat: "luks"}).sparse() || (&Disk{}).sparse() {
+		t.Error("only qcow2 targets are copied sparsely")
+	}
+}
