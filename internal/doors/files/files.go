@@ -1,12 +1,11 @@
 // Package files is the door for the files cryptshift writes on the host:
 // atomically (a crash leaves the old file or the new one, never half of
-// either), key files of random bytes, the marked blocks cryptshift owns
+// either), the marked blocks cryptshift owns
 // in crypttab and fstab, and zeroed device regions.
 package files
 
 import (
 	"bytes"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -17,32 +16,6 @@ import (
 
 	"golang.org/x/sys/unix"
 )
-
-// KeyFile writes n random bytes to path, mode 0400, in a directory of mode
-// 0700. It writes a temporary file, syncs it and renames it into place, so
-// the key file either exists whole or not at all: a crash can never leave
-// a half-written key that a LUKS keyslot was made from.
-func KeyFile(path string, n int) error {
-	if n <= 0 {
-		return fmt.Errorf("cannot create key file %s: size %d", path, n)
-	}
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("cannot create key directory %s: %w", dir, err)
-	}
-	if err := os.Chmod(dir, 0o700); err != nil {
-		return fmt.Errorf("cannot restrict key directory %s: %w", dir, err)
-	}
-	if st, err := os.Stat(path); err == nil && st.Size() == int64(n) && st.Mode().Perm() == 0o400 {
-		return nil // made by an earlier, interrupted run: keep it, a keyslot may use it
-	}
-	key := make([]byte, n)
-	defer clear(key) // the key is in memory only as long as needed
-	if _, err := rand.Read(key); err != nil {
-		return fmt.Errorf("cannot generate key file %s: %w", path, err)
-	}
-	return AtomicWrite(path, key, 0o400)
-}
 
 // AtomicWrite replaces (or creates) path with data and mode: a temporary
 // file in the same directory, synced, renamed into place, and the

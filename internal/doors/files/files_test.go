@@ -80,29 +80,6 @@ func TestWriteBlockRefusesUnmarked(t *testing.T) {
 	}
 }
 
-func TestKeyFile(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "keys", "var.key")
-	if err := KeyFile(p, 4096); err != nil {
-		t.Fatal(err)
-	}
-	st, _ := os.Stat(p)
-	dst, _ := os.Stat(filepath.Dir(p))
-	if st.Size() != 4096 || st.Mode().Perm() != 0o400 || dst.Mode().Perm() != 0o700 {
-		t.Fatalf("size %d mode %v dir %v", st.Size(), st.Mode(), dst.Mode())
-	}
-	first, _ := os.ReadFile(p)
-	if err := KeyFile(p, 4096); err != nil { // a rerun keeps the key a keyslot may use
-		t.Fatal(err)
-	}
-	again, _ := os.ReadFile(p)
-	if string(first) != string(again) {
-		t.Fatal("a rerun replaced an existing key file")
-	}
-	if tmp, _ := filepath.Glob(filepath.Join(filepath.Dir(p), ".*tmp*")); len(tmp) != 0 {
-		t.Fatalf("temporary files left: %v", tmp)
-	}
-}
-
 // Rolling back one block keeps the others: a migration's crypttab entries
 // written after an apply's must survive the apply's rollback, and the
 // original comes back exactly once nothing else is left.

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"golang.org/x/term"
 
@@ -248,4 +249,34 @@ func WriteNew(path string, secret []byte) error {
 	copy(line, secret)
 	line[len(secret)] = '\n'
 	return files.CreateAtomic(path, line, 0o400)
+}
+
+// KeyFile writes n random bytes to path, mode 0400, in a directory of mode
+// 0700. It writes a temporary file, syncs it and renames it into place, so
+// the key file either exists whole or not at all: a crash can never leave
+// a half-written key that a LUKS keyslot was made from.
+func KeyFile(path string, n int) error {
+	if n <= 0 {
+		return fmt.Errorf("cannot create key file %s: size %d", path, n)
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("cannot create key directory %s: %w", dir, err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return fmt.Errorf("cannot restrict key directory %s: %w", dir, err)
+	}
+	if st, err := os.Stat(path); err == nil && st.Size() == int64(n) && st.Mode().Perm() == 0o400 {
+		return nil // made by an earlier, interrupted run: keep it, a keyslot may use it
+	}
+	// The key lives in locked, undumpable memory, only as long as needed.
+	key, err := alloc(n)
+	if err != nil {
+		return fmt.Errorf("cannot generate key file %s: %w", path, err)
+	}
+	defer release(key)
+	if _, err := rand.Read(key); err != nil {
+		return fmt.Errorf("cannot generate key file %s: %w", path, err)
+	}
+	return files.AtomicWrite(path, key, 0o400)
 }

@@ -52,7 +52,7 @@ func internal(ctx context.Context, run execx.Runner, p *plan.Params, stdin io.Re
 		}
 		return nil
 	case p.KeyFile != nil:
-		return files.KeyFile(p.KeyFile.Path, p.KeyFile.Bytes)
+		return secrets.KeyFile(p.KeyFile.Path, p.KeyFile.Bytes)
 	case p.Remove != nil:
 		if err := os.Remove(p.Remove.Path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("cannot remove %s: %w", p.Remove.Path, err)

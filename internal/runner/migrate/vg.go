@@ -13,6 +13,7 @@ import (
 
 	"github.com/cryptshift/cryptshift/internal/doors/files"
 	"github.com/cryptshift/cryptshift/internal/doors/qemuimg"
+	"github.com/cryptshift/cryptshift/internal/doors/secrets"
 	"github.com/cryptshift/cryptshift/internal/hostview/blockstack"
 	"github.com/cryptshift/cryptshift/internal/hostview/rootfs"
 	"github.com/cryptshift/cryptshift/internal/model/layout"
@@ -285,7 +286,7 @@ func (v *vgTarget) CreateSteps(h *Header, d *Disk) []*Step {
 		&plan.Params{KeyFile: &plan.KeyFile{Path: d.KeyFile, Bytes: keyFileBytes}}, &plan.Params{Remove: &plan.Remove{Path: d.KeyFile}}), Disk: d.Target}
 	// Atomic, and kept when an interrupted run made it already: a keyslot
 	// may have been made from it.
-	key.Run = func(ctx context.Context) error { return files.KeyFile(d.KeyFile, keyFileBytes) }
+	key.Run = func(ctx context.Context) error { return secrets.KeyFile(d.KeyFile, keyFileBytes) }
 
 	p := v.params(d)
 	// The key file's bytes go to cryptsetup on stdin: the secret is named
