@@ -11,6 +11,16 @@
 #   time NAME SECONDS      median wall time (and the single runs)
 #   ratio PEER-IMAGE X     peer time / cryptshift time (higher is better)
 #   limit IMAGE X          cryptshift time / direct-write limit time
+# and, restated against peers that also verify (cryptshift's copy reads
+# every chunk back from the disk and compares it; a copy alone verifies
+# nothing):
+#   ratio qemu-img+compare-IMAGE X   qemu-img convert, then qemu-img compare
+#                                    (-T none: from the disk, not the cache)
+#   ratio dd+cmp-IMAGE X             dd, cache dropped, then cmp
+#   bound IMAGE X          cryptshift time / the disk's bound for a verified
+#                          copy: read the source + write the target + read
+#                          the target back (direct I/O, each measured on the
+#                          same disk in the same run; 1.0 is the limit)
 # "cryptshift" is copy plus verify-behind (what migrate runs); the extra
 # time lines show cryptshift-noverify (the copy alone) and
 # cryptshift-hash-after (copy, then copier.Hash of the target).
@@ -67,7 +77,7 @@ run() {
 	size=$(stat -c %s "$src")
 	rm -f "$dst"
 	# qemu-img creates its target; the others get a fresh empty file.
-	[ "$name" = qemu-img ] || truncate -s "$size" "$dst"
+	case $name in qemu-img | qemu-img+compare) ;; *) truncate -s "$size" "$dst" ;; esac
 	dropcaches
 	t0=$(now)
 	case $name in
@@ -75,8 +85,21 @@ run() {
 	cryptshift-hash-after) "$dir/copybench" -verify after "$src" "$dst" >/dev/null ;;
 	cryptshift-noverify) "$dir/copybench" -verify none "$src" "$dst" >/dev/null ;;
 	qemu-img) qemu-img convert -S 0 -t none -T none -m 16 -W -O raw "$src" "$dst" ;;
+	qemu-img+compare)
+		qemu-img convert -S 0 -t none -T none -m 16 -W -O raw "$src" "$dst"
+		qemu-img compare -q -T none -f raw -F raw "$src" "$dst" ;;
 	dd) dd if="$src" of="$dst" bs=4M iflag=direct oflag=direct conv=notrunc status=none ;;
+	dd+cmp)
+		dd if="$src" of="$dst" bs=4M iflag=direct oflag=direct conv=notrunc status=none
+		dropcaches
+		cmp "$src" "$dst" ;;
 	limit) dd if=/dev/zero of="$dst" bs=4M count=$((size / 4194304)) oflag=direct conv=notrunc status=none ;;
+	bound)
+		# read the source (holes cost no I/O, as for every tool), write
+		# the target, read it back: the I/O a verified copy cannot avoid.
+		dd if="$src" of=/dev/null bs=4M iflag=direct status=none
+		dd if=/dev/zero of="$dst" bs=4M count=$((size / 4194304)) oflag=direct conv=notrunc status=none
+		dd if="$dst" of=/dev/null bs=4M iflag=direct status=none ;;
 	esac
 	t1=$(now)
 	# Every tool must have written every block: a sparse target would not
@@ -100,7 +123,7 @@ ratio() { echo "scale=4; $1 / $2" | bc -l | awk '{printf "%.2f\n", $1}'; }
 # The copier hashes on the CPU and the peers do not: on a machine shared
 # with other work, say how busy it was so the ratios can be read.
 echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) CPUs"
-tools="cryptshift qemu-img dd limit cryptshift-noverify cryptshift-hash-after"
+tools="cryptshift qemu-img dd limit qemu-img+compare dd+cmp bound cryptshift-noverify cryptshift-hash-after"
 for img in sparse4g dense1g; do
 	declare -A times=()
 	for r in $(seq "$reps"); do
@@ -116,6 +139,9 @@ for img in sparse4g dense1g; do
 	echo "ratio qemu-img-$img $(ratio "${med[qemu-img]}" "${med[cryptshift]}")"
 	echo "ratio dd-$img $(ratio "${med[dd]}" "${med[cryptshift]}")"
 	echo "limit $img $(ratio "${med[cryptshift]}" "${med[limit]}")"
+	echo "ratio qemu-img+compare-$img $(ratio "${med[qemu-img+compare]}" "${med[cryptshift]}")"
+	echo "ratio dd+cmp-$img $(ratio "${med[dd+cmp]}" "${med[cryptshift]}")"
+	echo "bound $img $(ratio "${med[cryptshift]}" "${med[bound]}")"
 	unset times med
 done
 echo "# load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"

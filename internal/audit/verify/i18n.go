@@ -349,7 +349,7 @@ var catalog = map[string]msg{
 	"ev.libvirt.network":            {"network storage: encryption at rest is the storage server's", "Netzwerkspeicher: maßgeblich ist die Verschlüsselung des Speicherservers"},
 	"ev.libvirt.unresolved":         {"the source cannot be resolved to a file or device", "die Quelle lässt sich keiner Datei und keinem Gerät zuordnen"},
 	"ev.libvirt.luksimage":          {"LUKS image: qemu encrypts every sector", "LUKS-Abbild: qemu verschlüsselt jeden Sektor"},
-	"ev.libvirt.qcowluks":           {"qcow2 with LUKS encryption: qemu encrypts the data clusters", "qcow2 mit LUKS-Verschlüsselung: qemu verschlüsselt die Datencluster"},
+	"ev.libvirt.qcowluks":           {"qcow2 with LUKS encryption: qemu encrypts the data clusters; the allocation tables are not encrypted and show which parts of the disk hold data (like discard on dm-crypt; a raw LUKS image hides it)", "qcow2 mit LUKS-Verschlüsselung: qemu verschlüsselt die Datencluster; die Belegungstabellen sind unverschlüsselt und zeigen, welche Teile der Platte Daten enthalten (wie discard bei dm-crypt; ein rohes LUKS-Abbild verbirgt das)"},
 	"ev.libvirt.qcowaes":            {"qcow2 legacy AES encryption: deprecated and weak", "veraltete qcow2-AES-Verschlüsselung: schwach"},
 	"ev.libvirt.savefile":           {"saved guest memory: %s", "gesicherter Gastspeicher: %s"},
 	"ev.libvirt.nosnapshots":        {"not applicable: no snapshot with an external memory file", "entfällt: kein Snapshot mit externer Speicherdatei"},

@@ -177,19 +177,46 @@ func (d *Driver) Create(ctx context.Context, o CreateOptions) error {
 // driver does not promise zero-initialised data (an unwritten area decrypts
 // to noise), so qemu-img must write every block, zeros included, and it does
 // so for a target it did not create itself.
-func ConvertCmd(src, dst Image) execx.Cmd {
+func ConvertCmd(src, dst Image) execx.Cmd { return convertCmd(src, dst) }
+
+func convertCmd(src, dst Image, opts ...string) execx.Cmd {
 	var objs objects
 	srcSpec := objs.spec(src)
 	dstSpec := objs.spec(dst)
 	args := append([]string{"convert", "-q"}, objs.args()...)
 	// The source is a frozen image that no one writes; dst was made for us.
-	args = append(args, "-n", "--image-opts", "--target-image-opts", srcSpec, dstSpec)
+	args = append(append(append(args, "-n"), opts...), "--image-opts", "--target-image-opts", srcSpec, dstSpec)
 	return objs.cmd(args)
 }
 
 // Convert copies src into dst.
 func (d *Driver) Convert(ctx context.Context, src, dst Image) error {
 	if _, err := d.Runner.Run(ctx, ConvertCmd(src, dst)); err != nil {
+		return fmt.Errorf("cannot copy %s to %s: %w", src.Path, dst.Path, err)
+	}
+	return nil
+}
+
+// ConvertSparseCmd returns the command ConvertSparse runs: like ConvertCmd
+// (the whole chain of src flattened into the existing image dst), but
+// --target-is-zero tells qemu-img that dst reads as zeros everywhere, so it
+// writes only the source's data: holes and zero blocks (qemu-img's default
+// zero detection, 4 KiB) stay unallocated in dst.
+//
+// Only correct for a dst that reads zeros wherever nothing was written: a
+// qcow2 image without a backing file (an unallocated cluster reads as zeros,
+// encrypted or not). Never for a luks image (unwritten ciphertext decrypts
+// to noise) nor for a qcow2 with a backing file. Rerunning it after an
+// interruption is safe: dst only ever received src's data at src's offsets.
+func ConvertSparseCmd(src, dst Image) execx.Cmd { return convertCmd(src, dst, "--target-is-zero") }
+
+// ConvertSparse copies the data of src into dst, which must read as zeros
+// (see ConvertSparseCmd).
+func (d *Driver) ConvertSparse(ctx context.Context, src, dst Image) error {
+	if dst.Format != QCOW2 || dst.Backing != nil {
+		return fmt.Errorf("cannot copy %s to %s sparsely: only a qcow2 image without a backing file reads as zeros where nothing is written", src.Path, dst.Path)
+	}
+	if _, err := d.Runner.Run(ctx, ConvertSparseCmd(src, dst)); err != nil {
 		return fmt.Errorf("cannot copy %s to %s: %w", src.Path, dst.Path, err)
 	}
 	return nil

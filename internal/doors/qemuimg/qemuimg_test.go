@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/cryptshift/cryptshift/internal/doors/execx"
@@ -40,6 +42,11 @@ func TestCommandLines(t *testing.T) {
 			name: "convert chain into luks",
 			cmd:  ConvertCmd(Image{Path: "/src/b.qcow2", Format: QCOW2}, Image{Path: "/pool/t.luks", Format: LUKS, Secret: key}),
 			want: "qemu-img convert -q --object secret,id=sec0,file=/proc/self/fd/3 -n --image-opts --target-image-opts driver=qcow2,file.filename=/src/b.qcow2 driver=luks,key-secret=sec0,file.filename=/pool/t.luks", files: 1,
+		},
+		{
+			name: "convert chain sparsely into encrypted qcow2",
+			cmd:  ConvertSparseCmd(Image{Path: "/src/b.qcow2", Format: QCOW2}, Image{Path: "/pool/t.qcow2", Format: QCOW2, Secret: key}),
+			want: "qemu-img convert -q --object secret,id=sec0,file=/proc/self/fd/3 -n --target-is-zero --image-opts --target-image-opts driver=qcow2,file.filename=/src/b.qcow2 driver=qcow2,encrypt.format=luks,encrypt.key-secret=sec0,file.filename=/pool/t.qcow2", files: 1,
 		},
 		{
 			name: "compare shares one secret object for one key",
@@ -219,4 +226,69 @@ func TestCreateRetriesFlakyPBKDFBenchmark(t *testing.T) {
 	if err := d.Create(context.Background(), CreateOptions{Path: "/x.luks", Format: LUKS, Size: 1, Secret: key}); err == nil || calls != 1 {
 		t.Fatalf("other errors: got %v after %d calls, want a failure after 1", err, calls)
 	}
+}
+
+// TestHostConvertSparseKeepsHoles copies a sparse qcow2 chain into an
+// encrypted qcow2: the copy compares identical, only the data is allocated
+// (the zeros written into the top layer and the holes stay holes), no
+// plaintext is in the file, and a luks target is refused.
+func TestHostConvertSparseKeepsHoles(t *testing.T) {
+	testtier.Host(t, "qemu-img", "qemu-io")
+	ctx := context.Background()
+	dir := t.TempDir()
+	d := New()
+	base := filepath.Join(dir, "base.raw")
+	top := filepath.Join(dir, "top.qcow2")
+	target := filepath.Join(dir, "t.qcow2")
+	size := int64(256 << 20)
+	if err := d.Create(ctx, CreateOptions{Path: base, Format: Raw, Size: size}); err != nil {
+		t.Fatal(err)
+	}
+	data := strings.Repeat("secret mail ", 1<<20/12)
+	writeAt(t, base, 8<<20, data)
+	if err := d.Create(ctx, CreateOptions{Path: top, Format: QCOW2, Size: size, BackingPath: base, BackingFormat: Raw}); err != nil {
+		t.Fatal(err)
+	}
+	// 4 MiB of written zeros and 1 MiB of data in the top layer.
+	for _, c := range []string{"write -z 32M 4M", "write -P 0x5a 64M 1M"} {
+		if out, err := exec.Command("qemu-io", "-f", "qcow2", "-c", c, top).CombinedOutput(); err != nil {
+			t.Fatalf("qemu-io %s: %v\n%s", c, err, out)
+		}
+	}
+	if err := d.Create(ctx, CreateOptions{Path: target, Format: QCOW2, Size: size, Secret: key, IterTimeMS: 10}); err != nil {
+		t.Fatal(err)
+	}
+	src := Image{Path: top, Format: QCOW2}
+	dst := Image{Path: target, Format: QCOW2, Secret: key}
+	before := allocatedBytes(t, target)
+	if err := d.ConvertSparse(ctx, src, dst); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Compare(ctx, src, dst, false); err != nil {
+		t.Fatalf("after the sparse copy: %v", err)
+	}
+	// 2 MiB of data (1 MiB in the base, 1 MiB in the top), 64 KiB clusters.
+	grown := allocatedBytes(t, target) - before
+	if grown < 2<<20 || grown > 2<<20+512<<10 {
+		t.Fatalf("the copy allocated %d bytes for 2 MiB of data", grown)
+	}
+	raw, err := os.ReadFile(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(raw), "secret mail") {
+		t.Fatal("plaintext found in the encrypted image")
+	}
+	if err := d.ConvertSparse(ctx, src, Image{Path: target, Format: LUKS, Secret: key}); err == nil {
+		t.Fatal("a sparse copy into a luks image was not refused")
+	}
+}
+
+func allocatedBytes(t *testing.T, path string) int64 {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Blocks * 512
 }

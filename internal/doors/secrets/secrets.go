@@ -8,6 +8,7 @@ package secrets
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -178,14 +179,11 @@ const recoveryAlphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 // (200 bits from the kernel's CSPRNG), e.g. 7K2QH-...; easy to write down.
 // It lives in locked memory, as do the random bytes it is made from.
 func NewRecoveryKey() ([]byte, error) {
-	raw, err := alloc(40)
+	raw, err := lockedRandom(40, "a recovery key")
 	if err != nil {
 		return nil, err
 	}
 	defer release(raw)
-	if _, err := rand.Read(raw); err != nil {
-		return nil, fmt.Errorf("cannot generate a recovery key: %w", err)
-	}
 	k, err := alloc(len(raw) + len(raw)/5 - 1)
 	if err != nil {
 		return nil, err
@@ -199,6 +197,41 @@ func NewRecoveryKey() ([]byte, error) {
 	}
 	return k, nil
 }
+
+// NewKey returns a random 256-bit key as base64 text (44 characters:
+// qemu's secret objects and libvirt's secret store take text), in locked
+// memory, as are the random bytes it is made from. Wipe it after use.
+func NewKey() ([]byte, error) {
+	raw, err := lockedRandom(32, "a key")
+	if err != nil {
+		return nil, err
+	}
+	defer release(raw)
+	k, err := alloc(base64.StdEncoding.EncodedLen(len(raw)))
+	if err != nil {
+		return nil, err
+	}
+	base64.StdEncoding.Encode(k, raw)
+	return k, nil
+}
+
+// lockedRandom returns n bytes from the kernel's CSPRNG in locked memory
+// (release them after use).
+func lockedRandom(n int, what string) ([]byte, error) {
+	raw, err := alloc(n)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := rand.Read(raw); err != nil {
+		release(raw)
+		return nil, fmt.Errorf("cannot generate %s: %w", what, err)
+	}
+	return raw, nil
+}
+
+// Locked copies a secret that arrived in ordinary memory (a value read
+// back from libvirtd) into locked memory and wipes the original.
+func Locked(src []byte) ([]byte, error) { return locked(src) }
 
 // WriteNew writes a secret (and a newline) to a new file with mode 0400,
 // refusing to overwrite one. The file appears whole or not at all: it is

@@ -2,6 +2,7 @@ package secrets
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"os"
 	"path/filepath"
@@ -109,6 +110,30 @@ func TestWriteNewIsAtomic(t *testing.T) {
 	}
 	if err := WriteNew(p, []byte("K2")); !errors.Is(err, os.ErrExist) {
 		t.Errorf("second write: %v", err)
+	}
+}
+
+func TestNewKey(t *testing.T) {
+	a, err := NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := base64.StdEncoding.DecodeString(string(a))
+	if err != nil || len(a) != 44 || len(raw) != 32 {
+		t.Fatalf("key %d characters, %d bytes (%v), want 44 characters of base64 for 32 bytes", len(a), len(raw), err)
+	}
+	if string(a) == string(b) {
+		t.Fatal("two keys are equal")
+	}
+	// Locked copies into locked memory and wipes the original.
+	src := []byte("value read from libvirtd")
+	k, err := Locked(src)
+	if err != nil || string(k) != "value read from libvirtd" || string(src) != string(make([]byte, len(src))) {
+		t.Fatalf("Locked: %q %v, original %q", k, err, src)
 	}
 }
 

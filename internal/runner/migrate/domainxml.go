@@ -134,6 +134,9 @@ func (noDaemon) SecretValue(string) ([]byte, error)    { return nil, errNoDaemon
 func (noDaemon) UndefineSecret(string) error           { return errNoDaemon }
 func (noDaemon) Pool(string) (libvirt.Pool, error)     { return libvirt.Pool{}, errNoDaemon }
 func (noDaemon) RefreshPool(string) error              { return errNoDaemon }
+func (noDaemon) Volume(string, string) (libvirt.Volume, error) {
+	return libvirt.Volume{}, errNoDaemon
+}
 
 // ResolveVolumes: a file or block disk needs no daemon; a disk given as
 // a pool volume does.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -401,7 +402,7 @@ func (f *fakeHV) SecretValue(uuid string) ([]byte, error) {
 	if v == nil {
 		return nil, lv.Error{Code: uint32(lv.ErrNoSecret), Message: "no secret"}
 	}
-	return v, nil
+	return append([]byte(nil), v...), nil // a fresh buffer, as from libvirtd's RPC
 }
 
 func (f *fakeHV) UndefineSecret(uuid string) error {
@@ -421,6 +422,20 @@ func (f *fakeHV) Pool(name string) (libvirt.Pool, error) {
 
 func (f *fakeHV) RefreshPool(name string) error { return nil }
 
+// Volume describes a file the fake qemu-img made in the pool as libvirt
+// would: its format from the name, LUKS-encrypted.
+func (f *fakeHV) Volume(pool, name string) (libvirt.Volume, error) {
+	path := filepath.Join(f.pool.Path, name)
+	if _, err := os.Stat(path); pool != f.pool.Name || err != nil {
+		return libvirt.Volume{}, fmt.Errorf("cannot find volume %q in pool %q: no such volume", name, pool)
+	}
+	format := "raw"
+	if strings.HasSuffix(name, ".qcow2") {
+		format = "qcow2"
+	}
+	return libvirt.Volume{Pool: pool, Name: name, Path: path, Format: format, Encryption: "luks"}, nil
+}
+
 func (f *fakeHV) ResolveVolumes(disks []libvirt.Disk) error { return nil }
 
 // mutations are the logged calls that change something.
@@ -436,15 +451,20 @@ type fakeImages struct {
 	*qemuimg.Driver
 	rec   *execx.Recorder
 	infos map[string]string // path → `qemu-img info --backing-chain` JSON
+	made  map[string]bool   // encrypted qcow2 images Create made
 }
 
 func newFakeImages() *fakeImages {
 	rec := &execx.Recorder{Responses: map[string]execx.Result{}}
-	return &fakeImages{Driver: &qemuimg.Driver{Runner: rec}, rec: rec, infos: map[string]string{}}
+	return &fakeImages{Driver: &qemuimg.Driver{Runner: rec}, rec: rec, infos: map[string]string{}, made: map[string]bool{}}
 }
 
 func (f *fakeImages) InfoChain(ctx context.Context, path, format string) ([]qemuimg.Info, error) {
 	out, ok := f.infos[path]
+	if !ok && f.made[path] {
+		// A target or overlay the fake qemu-img made: one encrypted layer.
+		out, ok = fmt.Sprintf(`{"filename":%q,"format":"qcow2","virtual-size":1,"encrypted":true}`, path), true
+	}
 	if !ok {
 		return nil, fmt.Errorf("cannot read image %s: No such file or directory", path)
 	}
@@ -454,6 +474,9 @@ func (f *fakeImages) InfoChain(ctx context.Context, path, format string) ([]qemu
 func (f *fakeImages) Create(ctx context.Context, o qemuimg.CreateOptions) error {
 	if err := f.Driver.Create(ctx, o); err != nil {
 		return err
+	}
+	if o.Format == qemuimg.QCOW2 && len(o.Secret) > 0 && o.BackingPath == "" {
+		f.made[o.Path] = true
 	}
 	return os.WriteFile(o.Path, []byte("fake image"), 0o600)
 }

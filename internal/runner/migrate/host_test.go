@@ -115,15 +115,17 @@ func (e *env) checkMigrated(t *testing.T, g *guest, running bool) {
 		must(t, err)
 		for _, dev := range []string{"vda", "vdb"} {
 			x := libvirt.FindDisk(dom, dev)
-			want := filepath.Join(e.pool, g.name+"-"+dev+".luks")
+			want := targetOf(e, g, dev)
 			if chain := libvirt.Chain(x); len(chain) != 1 || chain[0] != want {
 				t.Fatalf("%s (inactive=%v): chain %v, want [%s]", dev, inactive, chain, want)
 			}
 			if x.Source.Encryption == nil || x.Source.Encryption.Format != "luks" || len(x.Source.Encryption.Secrets) != 1 {
 				t.Fatalf("%s (inactive=%v): no luks encryption in the definition: %+v", dev, inactive, x.Source)
 			}
-			if x.Driver == nil || x.Driver.Type != "raw" {
-				t.Fatalf("%s: driver %+v, want raw", dev, x.Driver)
+			// The default keeps the source's format: vda raw → raw LUKS,
+			// vdb qcow2 → encrypted qcow2.
+			if wantDriver := map[string]string{"vda": "raw", "vdb": "qcow2"}[dev]; x.Driver == nil || x.Driver.Type != wantDriver {
+				t.Fatalf("%s: driver %+v, want %s", dev, x.Driver, wantDriver)
 			}
 			if inactive {
 				key, err := e.c.SecretValue(x.Source.Encryption.Secrets[0].UUID)
@@ -136,7 +138,7 @@ func (e *env) checkMigrated(t *testing.T, g *guest, running bool) {
 					}
 				}
 				if err := q.Compare(ctx, qemuimg.Image{Path: g.want[dev], Format: "raw"},
-					qemuimg.Image{Path: want, Format: "luks", Secret: key}, running); err != nil {
+					targetImage(x, key), running); err != nil {
 					t.Fatalf("%s: %v", dev, err)
 				}
 			}
@@ -145,12 +147,28 @@ func (e *env) checkMigrated(t *testing.T, g *guest, running bool) {
 	if running {
 		out := e.d.Virsh(t, "domblklist", g.name)
 		for _, dev := range []string{"vda", "vdb"} {
-			if !strings.Contains(out, filepath.Join(e.pool, g.name+"-"+dev+".luks")) {
+			if !strings.Contains(out, targetOf(e, g, dev)) {
 				t.Fatalf("domblklist does not show the encrypted volume of %s:\n%s", dev, out)
 			}
 		}
 	}
-	e.checkPoolClean(t, g, []string{g.name + "-vda.luks", g.name + "-vdb.luks"})
+	e.checkPoolClean(t, g, []string{g.name + "-vda.luks", g.name + "-vdb.qcow2"})
+}
+
+// targetOf is the target of a disk of newGuest: vda (raw) becomes raw
+// LUKS, vdb (qcow2 over a raw base) an encrypted qcow2.
+func targetOf(e *env, g *guest, dev string) string {
+	return filepath.Join(e.pool, g.name+"-"+dev+map[string]string{"vda": ".luks", "vdb": ".qcow2"}[dev])
+}
+
+// targetImage is how qemu-img opens a migrated disk's target, from its
+// libvirt definition: driver raw over qemu's luks, or encrypted qcow2.
+func targetImage(x *libvirtxml.DomainDisk, key []byte) qemuimg.Image {
+	format := "luks"
+	if x.Driver != nil && x.Driver.Type == "qcow2" {
+		format = "qcow2"
+	}
+	return qemuimg.Image{Path: libvirt.SourcePath(x), Format: format, Secret: key}
 }
 
 // checkPoolClean asserts that the pool holds exactly want (of this guest)
@@ -354,7 +372,7 @@ func (e *env) snapshotState(t *testing.T, g *guest) string {
 	return b.String()
 }
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
@@ -410,7 +428,10 @@ func TestHostBadInput(t *testing.T) {
 		{name: "unknown domain", domain: "nope", want: []string{`cannot find domain "nope"`, "virsh list --all"}},
 		{name: "running domain offline", domain: run.name, adjust: func(o *migrate.Options) { o.Mode = migrate.ModeOffline },
 			want: []string{"domain bad is running", "--shutdown", "--mode live"}},
-		{name: "target too small", domain: "big", want: []string{`storage pool "enc" is too small`, "missing", "free space in the pool"}},
+		// As raw LUKS (the full virtual size); as an encrypted qcow2 the
+		// empty disk would need only its metadata.
+		{name: "target too small", domain: "big", adjust: func(o *migrate.Options) { o.TargetFormat = migrate.TargetFormatRaw },
+			want: []string{`storage pool "enc" is too small`, "missing", "free space in the pool", "raw LUKS targets: virtual sizes"}},
 		{name: "shareable disk", domain: "sh", adjust: func(o *migrate.Options) { o.Mode = migrate.ModeOffline },
 			want: []string{"disk vdc", "shareable"}},
 		{name: "wrong pool", domain: run.name, adjust: func(o *migrate.Options) { o.To = "pool:nope" },
@@ -521,7 +542,7 @@ func TestHostMigrateBlockAndVolumeDisks(t *testing.T) {
 		x := libvirt.FindDisk(dom, dev)
 		key, err := e.c.SecretValue(x.Source.Encryption.Secrets[0].UUID)
 		must(t, err)
-		if err := q.Compare(ctx, s, qemuimg.Image{Path: libvirt.SourcePath(x), Format: "luks", Secret: key}, false); err != nil {
+		if err := q.Compare(ctx, s, targetImage(x, key), false); err != nil {
 			t.Errorf("%s: %v", dev, err)
 		}
 	}

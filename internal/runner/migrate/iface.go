@@ -43,6 +43,7 @@ type Hypervisor interface {
 
 	Pool(name string) (libvirt.Pool, error)
 	RefreshPool(name string) error
+	Volume(pool, name string) (libvirt.Volume, error)
 	ResolveVolumes(disks []libvirt.Disk) error
 }
 
@@ -52,6 +53,7 @@ type ImageTool interface {
 	InfoChain(ctx context.Context, path, format string) ([]qemuimg.Info, error)
 	Create(ctx context.Context, o qemuimg.CreateOptions) error
 	Convert(ctx context.Context, src, dst qemuimg.Image) error
+	ConvertSparse(ctx context.Context, src, dst qemuimg.Image) error
 	Compare(ctx context.Context, a, b qemuimg.Image, forceShare bool) error
 	Commit(ctx context.Context, top qemuimg.Image) error
 	RebaseUnsafe(ctx context.Context, img qemuimg.Image, backingPath, backingFormat string) error

@@ -25,7 +25,7 @@ func (rt *runtime) inspect(ctx context.Context, o *Options) (*Header, error) {
 		return nil, exitcode.With(exitcode.Invalid, err)
 	}
 	h := &Header{Kind: JournalKind, Version: journalVersion, Domain: dom.Name, DomainUUID: dom.UUID,
-		Connect: o.Connect, To: o.To, Mode: o.Mode, IterTimeMS: o.IterTimeMS, RetireSource: o.RetireSource,
+		Connect: o.Connect, To: o.To, Mode: o.Mode, IterTimeMS: o.IterTimeMS, TargetFormat: o.TargetFormat, RetireSource: o.RetireSource,
 		Shutdown: o.Shutdown, ForceOff: o.ForceOff, Persistent: dom.Persistent,
 		WasRunning:  dom.State == libvirt.Running || dom.State == libvirt.Paused,
 		OrigXMLPath: strings.TrimSuffix(o.JournalPath, ".journal") + ".orig.xml"}

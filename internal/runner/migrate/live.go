@@ -207,7 +207,17 @@ func (rt *runtime) waitPivot(ctx context.Context, d *Disk, what string) error {
 		rt.prog.Update(int64(cur))
 	})
 	if err == nil {
+		start := time.Now()
 		err = rt.hv.Pivot(rt.h.Domain, d.Target)
+		if err == nil && what == "shallow copy" {
+			// libvirt's pivot returns when qemu has completed the job: it
+			// drains the disk (holds the guest's requests on it), swaps the
+			// node and lets the requests go on. The call's duration bounds
+			// that hold; the vCPUs are never paused.
+			took := time.Since(start)
+			rt.event(map[string]any{"event": "pivot", "disk": d.Target, "ms": took.Milliseconds()})
+			rt.note(fmt.Sprintf("%s: pivot onto the target took %s: the guest's I/O on the disk was held at most that long, its vCPUs kept running", d.Target, took.Round(time.Millisecond)))
+		}
 	}
 	rt.prog.Done(err)
 	return err
@@ -259,7 +269,7 @@ func (rt *runtime) mirrorSwitchStep(all []string) *Step {
 	cmd := []string{"libvirt:DomainSuspend", "domain=" + h.Domain}
 	for _, n := range all {
 		d := rt.disk(n)
-		cmd = append(cmd, qemuimg.CompareCmd(d.sourceImage(), qemuimg.Image{Path: d.TargetPath, Format: qemuimg.LUKS, Secret: placeholderKey}, true).Argv()...)
+		cmd = append(cmd, qemuimg.CompareCmd(d.sourceImage(), qemuimg.Image{Path: d.TargetPath, Format: d.targetImageFormat(), Secret: placeholderKey}, true).Argv()...)
 		cmd = append(cmd, "libvirt:DomainBlockJobAbort", "disk="+n, "flags=pivot")
 	}
 	cmd = append(cmd, "libvirt:DomainResume", "domain="+h.Domain, "libvirt:DomainDefineXML")

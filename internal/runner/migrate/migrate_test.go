@@ -181,9 +181,19 @@ func TestValidationErrors(t *testing.T) {
 		{name: "wrong pool", state: libvirt.Running, mode: ModeLive,
 			adjust: func(f *fixture) { f.opts.To = "pool:nope" }, want: []string{`cannot find storage pool "nope"`, "enc"}, code: exitcode.Invalid},
 		{name: "pool too small", state: libvirt.Running, mode: ModeLive,
-			adjust: func(f *fixture) { f.hv.pool.Available = 40 << 20 },
+			adjust: func(f *fixture) { f.hv.pool.Available = 40 << 20; f.opts.TargetFormat = TargetFormatRaw },
 			// 2×(32 MiB + 2 MiB header) + 2 overlays×3 MiB = 74 MiB; 40 available.
 			want: []string{`storage pool "enc" is too small`, "need 74.0 MiB", "has 40.0 MiB available", "34.0 MiB missing"}, code: exitcode.Invalid},
+		{name: "pool too small for the data", state: libvirt.Running, mode: ModeLive,
+			adjust: func(f *fixture) { f.hv.pool.Available = 40 << 20 },
+			// vda raw LUKS: 32 MiB + 2 MiB header; vdb qcow2 from the qcow2
+			// source: 320 KiB data + 10 % + metadata (4 KiB + 1 KiB + 1 MiB)
+			// + 2 MiB header = 3429 KiB; 2 overlays×3 MiB: 43.3 MiB in all.
+			want: []string{`storage pool "enc" is too small`, "need 43.3 MiB", "data allocated in the sources plus 10 %", "3.3 MiB missing"}, code: exitcode.Invalid},
+		{name: "qcow2 onto a vg", state: libvirt.Running, mode: ModeLive,
+			adjust: func(f *fixture) { f.opts.To, f.opts.TargetFormat = "vg:vg0", TargetFormatQCOW2 }, want: []string{"vg: target with --target-format qcow2"}, code: exitcode.Usage},
+		{name: "unknown target format", state: libvirt.Running, mode: ModeLive,
+			adjust: func(f *fixture) { f.opts.TargetFormat = "vmdk" }, want: []string{`unknown --target-format "vmdk"`, "raw or qcow2"}, code: exitcode.Usage},
 		{name: "inactive pool of the wrong type", state: libvirt.Running, mode: ModeLive,
 			adjust: func(f *fixture) { f.hv.pool.Active, f.hv.pool.Type = false, "logical" },
 			want:   []string{"not active", "virsh pool-start enc", "type logical", "vg:NAME"}, code: exitcode.Invalid},
@@ -288,20 +298,20 @@ func TestOfflineRun(t *testing.T) {
 	want := []string{
 		"DefineSecret 01020304-0506-4708-890a-0b0c0d0e0f10 private=no usage=$DIR/pool/mail-vda.luks",
 		"SetSecretValue 01020304-0506-4708-890a-0b0c0d0e0f10",
-		"DefineSecret 11121314-1516-4718-991a-1b1c1d1e1f20 private=no usage=$DIR/pool/mail-vdb.luks",
+		"DefineSecret 11121314-1516-4718-991a-1b1c1d1e1f20 private=no usage=$DIR/pool/mail-vdb.qcow2",
 		"SetSecretValue 11121314-1516-4718-991a-1b1c1d1e1f20",
-		"DefineDomain mail vda=$DIR/pool/mail-vda.luks+luks vdb=$DIR/pool/mail-vdb.luks+luks sda=$DIR/src/debian.iso",
+		"DefineDomain mail vda=$DIR/pool/mail-vda.luks+luks vdb=$DIR/pool/mail-vdb.qcow2+luks sda=$DIR/src/debian.iso",
 	}
 	if got := f.scrub(strings.Join(f.hv.mutations(), "\n")); got != strings.Join(want, "\n") {
 		t.Errorf("libvirt calls:\n%s\nwant:\n%s", got, strings.Join(want, "\n"))
 	}
 	wantCmds := []string{
 		"qemu-img create -q --object secret,id=sec0,file=/proc/self/fd/3 -f luks -o key-secret=sec0,iter-time=10 $DIR/pool/mail-vda.luks 33554432",
-		"qemu-img create -q --object secret,id=sec0,file=/proc/self/fd/3 -f luks -o key-secret=sec0,iter-time=10 $DIR/pool/mail-vdb.luks 33554432",
+		"qemu-img create -q --object secret,id=sec0,file=/proc/self/fd/3 -f qcow2 -o encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10 $DIR/pool/mail-vdb.qcow2 33554432",
 		"qemu-img convert -q --object secret,id=sec0,file=/proc/self/fd/3 -n --image-opts --target-image-opts driver=raw,file.filename=$DIR/src/mail-a.raw driver=luks,key-secret=sec0,file.filename=$DIR/pool/mail-vda.luks",
 		"qemu-img compare --object secret,id=sec0,file=/proc/self/fd/3 --image-opts driver=raw,file.filename=$DIR/src/mail-a.raw driver=luks,key-secret=sec0,file.filename=$DIR/pool/mail-vda.luks",
-		"qemu-img convert -q --object secret,id=sec0,file=/proc/self/fd/3 -n --image-opts --target-image-opts driver=qcow2,file.filename=$DIR/src/mail-b.qcow2 driver=luks,key-secret=sec0,file.filename=$DIR/pool/mail-vdb.luks",
-		"qemu-img compare --object secret,id=sec0,file=/proc/self/fd/3 --image-opts driver=qcow2,file.filename=$DIR/src/mail-b.qcow2 driver=luks,key-secret=sec0,file.filename=$DIR/pool/mail-vdb.luks",
+		"qemu-img convert -q --object secret,id=sec0,file=/proc/self/fd/3 -n --target-is-zero --image-opts --target-image-opts driver=qcow2,file.filename=$DIR/src/mail-b.qcow2 driver=qcow2,encrypt.format=luks,encrypt.key-secret=sec0,file.filename=$DIR/pool/mail-vdb.qcow2",
+		"qemu-img compare --object secret,id=sec0,file=/proc/self/fd/3 --image-opts driver=qcow2,file.filename=$DIR/src/mail-b.qcow2 driver=qcow2,encrypt.format=luks,encrypt.key-secret=sec0,file.filename=$DIR/pool/mail-vdb.qcow2",
 	}
 	if got := f.scrub(strings.Join(f.img.rec.Lines(), "\n")); got != strings.Join(wantCmds, "\n") {
 		t.Errorf("qemu-img calls:\n%s\nwant:\n%s", got, strings.Join(wantCmds, "\n"))
@@ -371,9 +381,9 @@ func TestLiveRun(t *testing.T) {
 				"BlockCopy mail vda -> $DIR/pool/mail-vda.luks shallow=true",
 				"Pivot mail vda",
 				"DefineDomain mail vda=$DIR/pool/mail-vda.luks+luks vdb=$DIR/pool/mail-vdb.overlay.qcow2<$DIR/src/mail-b.qcow2+luks sda=$DIR/src/debian.iso",
-				"BlockCopy mail vdb -> $DIR/pool/mail-vdb.luks shallow=true",
+				"BlockCopy mail vdb -> $DIR/pool/mail-vdb.qcow2 shallow=true",
 				"Pivot mail vdb",
-				"DefineDomain mail vda=$DIR/pool/mail-vda.luks+luks vdb=$DIR/pool/mail-vdb.luks+luks sda=$DIR/src/debian.iso",
+				"DefineDomain mail vda=$DIR/pool/mail-vda.luks+luks vdb=$DIR/pool/mail-vdb.qcow2+luks sda=$DIR/src/debian.iso",
 			}
 			if strings.Join(jobs, "\n") != strings.Join(want, "\n") {
 				t.Errorf("block jobs:\n%s\nwant:\n%s", strings.Join(jobs, "\n"), strings.Join(want, "\n"))
@@ -583,5 +593,30 @@ func TestResumeFinishedIsNoOp(t *testing.T) {
 	}
 	if res.States["vda"] != StateSwitched {
 		t.Errorf("states %v", res.States)
+	}
+}
+
+// A qcow2 target's unallocated clusters read zeros only when it has no
+// backing file: verify refuses one that has (or that is not encrypted)
+// before it compares.
+func TestVerifyRefusesQcow2TargetWithBacking(t *testing.T) {
+	img := newFakeImages()
+	rt := &runtime{img: img}
+	d := &Disk{Target: "vdb", TargetPath: "/pool/mail-vdb.qcow2", TargetFormat: "qcow2"}
+	for name, info := range map[string]string{
+		"backing file": `[{"filename":"/pool/mail-vdb.qcow2","format":"qcow2","virtual-size":1,"encrypted":true,"backing-filename":"/src/base.raw"},{"filename":"/src/base.raw","format":"raw","virtual-size":1}]`,
+		"plaintext":    `{"filename":"/pool/mail-vdb.qcow2","format":"qcow2","virtual-size":1}`,
+	} {
+		img.infos[d.TargetPath] = info
+		if err := rt.noBacking(context.Background(), d); err == nil || !strings.Contains(err.Error(), "without a backing file") {
+			t.Errorf("%s: got %v", name, err)
+		}
+	}
+	img.infos[d.TargetPath] = `{"filename":"/pool/mail-vdb.qcow2","format":"qcow2","virtual-size":1,"encrypted":true}`
+	if err := rt.noBacking(context.Background(), d); err != nil {
+		t.Errorf("one encrypted image: %v", err)
+	}
+	if !d.sparse() || (&Disk{TargetFormat: "luks"}).sparse() || (&Disk{}).sparse() {
+		t.Error("only qcow2 targets are copied sparsely")
 	}
 }

@@ -30,6 +30,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/cryptshift/cryptshift/internal/doors/qemuimg"
 	"github.com/cryptshift/cryptshift/luks"
 )
 
@@ -100,7 +101,12 @@ type Disk struct {
 	// migration; rollback puts it back.
 	OrigXML string `json:"origXML"`
 
-	TargetPath   string `json:"targetPath"`   // the encrypted image
+	TargetPath string `json:"targetPath"` // the encrypted image
+	// TargetFormat is a pool: target's image format: luks (a raw LUKS
+	// image of the full virtual size) or qcow2 (qcow2 with
+	// encrypt.format=luks, holding only the data). Empty in vg: disks and
+	// in journals written before it existed: luks.
+	TargetFormat string `json:"targetFormat,omitempty"`
 	TargetVolume string `json:"targetVolume"` // its name in the pool
 	SecretUUID   string `json:"secretUUID"`   // the libvirt secret holding its key
 	// Live mode (snapshot engine): the encrypted overlay that collects the
@@ -123,6 +129,14 @@ type Disk struct {
 	KeyFile    string `json:"keyFile,omitempty"`
 }
 
+// targetImageFormat is how qemu opens a pool: target: luks or qcow2.
+func (d Disk) targetImageFormat() string {
+	if d.TargetFormat == qemuimg.QCOW2 {
+		return qemuimg.QCOW2
+	}
+	return qemuimg.LUKS
+}
+
 // Top is the image the guest writes to before the migration.
 func (d Disk) Top() Layer { return d.Chain[0] }
 
@@ -135,15 +149,18 @@ type Skipped struct {
 // Header is the first journal record: everything needed to rebuild the
 // plan on resume and to roll back, and nothing secret.
 type Header struct {
-	Kind         string    `json:"kind"` // JournalKind
-	Version      int       `json:"version"`
-	Domain       string    `json:"domain"`
-	DomainUUID   string    `json:"domainUUID"`
-	Connect      string    `json:"connect"`
-	To           string    `json:"to"` // pool:NAME or vg:NAME
-	Mode         string    `json:"mode"`
-	Engine       string    `json:"engine,omitempty"`
-	IterTimeMS   int       `json:"iterTimeMS,omitempty"`
+	Kind       string `json:"kind"` // JournalKind
+	Version    int    `json:"version"`
+	Domain     string `json:"domain"`
+	DomainUUID string `json:"domainUUID"`
+	Connect    string `json:"connect"`
+	To         string `json:"to"` // pool:NAME or vg:NAME
+	Mode       string `json:"mode"`
+	Engine     string `json:"engine,omitempty"`
+	IterTimeMS int    `json:"iterTimeMS,omitempty"`
+	// TargetFormat is --target-format: raw, qcow2, or "" (each pool: disk
+	// keeps its source's format); Disk.TargetFormat is the choice made.
+	TargetFormat string    `json:"targetFormat,omitempty"`
 	RetireSource bool      `json:"retireSource"`
 	Shutdown     bool      `json:"shutdown"` // offline: cryptshift shuts the guest down and starts it again
 	ForceOff     bool      `json:"forceOff,omitempty"`

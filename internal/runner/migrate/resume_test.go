@@ -66,7 +66,7 @@ func TestCrashResumeAndRollback(t *testing.T) {
 		"mirror": {"state:vda:target-created", "state:vda:copied", "begin:domain.verify-switch", "state:vda:verified",
 			"state:vdb:verified", "state:vda:switched"},
 	}
-	migrated := "vda=$DIR/pool/mail-vda.luks+luks vdb=$DIR/pool/mail-vdb.luks+luks sda=$DIR/src/debian.iso"
+	migrated := "vda=$DIR/pool/mail-vda.luks+luks vdb=$DIR/pool/mail-vdb.qcow2+luks sda=$DIR/src/debian.iso"
 	original := "vda=$DIR/src/mail-a.raw vdb=$DIR/src/mail-b.qcow2 sda=$DIR/src/debian.iso"
 	originalLive := "vda=$DIR/src/mail-a.raw vdb=$DIR/src/mail-b.qcow2<$DIR/src/mail-base.raw sda=$DIR/src/debian.iso"
 	for _, variant := range []string{ModeOffline, ModeLive, "mirror"} {
@@ -107,7 +107,7 @@ func TestCrashResumeAndRollback(t *testing.T) {
 								t.Fatalf("running guest after resume: %s", got)
 							}
 						}
-						if got := strings.Join(f.poolFiles(), " "); got != "mail-vda.luks mail-vdb.luks" {
+						if got := strings.Join(f.poolFiles(), " "); got != "mail-vda.luks mail-vdb.qcow2" {
 							t.Fatalf("pool after resume: %s", got)
 						}
 					case "rollback":

@@ -256,7 +256,7 @@ func (rt *runtime) rollbackLive(ctx context.Context, d *Disk) error {
 		case top == d.TargetPath:
 			// The guest writes data the source does not have: freeze it on
 			// an encrypted overlay and copy it back.
-			if err := rt.t.OverlayStep(h, d, d.Target+".back-overlay", d.BackOverlayPath, Layer{Path: top, Format: qemuimg.LUKS, Type: "file"}).Run(ctx); err != nil {
+			if err := rt.t.OverlayStep(h, d, d.Target+".back-overlay", d.BackOverlayPath, Layer{Path: top, Format: d.targetImageFormat(), Type: "file"}).Run(ctx); err != nil {
 				return err
 			}
 			snap := &libvirtxml.DomainSnapshot{Disks: &libvirtxml.DomainSnapshotDisks{}}

@@ -46,6 +46,12 @@ type Options struct {
 	// PassphraseFile, if set, holds the key for every new target (instead
 	// of a random one per disk). A trailing newline is not part of it.
 	PassphraseFile string
+	// TargetFormat is the image format of pool: targets: "raw" (a LUKS
+	// image of the full virtual size), "qcow2" (qcow2 with LUKS encryption:
+	// only the data is stored, but its allocation tables are not
+	// encrypted), or "" to keep each disk's source format (a qcow2 source
+	// becomes an encrypted qcow2, a raw one raw LUKS).
+	TargetFormat string
 	// IterTimeMS is the LUKS PBKDF2 iteration time; 0 keeps qemu's 2000 ms.
 	IterTimeMS int
 	// AllowPlaintextSecretStore lets pool: targets keep their keys in a
@@ -106,6 +112,12 @@ type Document struct {
 	Steps      []plan.Step `json:"steps"`
 	Notes      []string    `json:"notes"`
 }
+
+// --target-format values.
+const (
+	TargetFormatRaw   = "raw"
+	TargetFormatQCOW2 = "qcow2"
+)
 
 // DefaultJournalDir is where migrate keeps journals and saved definitions.
 const DefaultJournalDir = "/var/lib/cryptshift/migrate"
@@ -184,6 +196,14 @@ func (o *Options) normalize() error {
 	if o.PBKDFIterations < 0 || o.PBKDFMemoryKiB < 0 || o.PBKDFParallel < 0 {
 		return usage(errors.New("cannot migrate: the PBKDF cost must be positive"))
 	}
+	switch o.TargetFormat {
+	case "", TargetFormatRaw, TargetFormatQCOW2:
+	default:
+		return usage(fmt.Errorf("cannot migrate: unknown --target-format %q; use raw or qcow2 (or leave it out to keep each disk's source format)", o.TargetFormat))
+	}
+	if kind == "vg" && o.TargetFormat == TargetFormatQCOW2 {
+		return usage(errors.New("cannot migrate to a vg: target with --target-format qcow2: a vg: target is a dm-crypt mapping on a logical volume, always raw; qcow2 targets are for pool: targets"))
+	}
 	if kind == "vg" && o.PassphraseFile != "" {
 		return usage(errors.New("cannot migrate to a vg: target with --passphrase-file: each disk gets a random key file on the encrypted root (--key-dir) and the recovery key a second keyslot (--recovery-key-file); --passphrase-file is for pool: targets"))
 	}
@@ -224,12 +244,19 @@ func newRuntime(o *Options) (*runtime, func(), error) {
 	if rt.root == "" {
 		rt.root = "/"
 	}
-	closeFn := func() {}
+	// The disks' keys live in locked memory (secrets.NewKey,
+	// secrets.Locked) and are wiped when the migration ends.
+	closeFn := func() {
+		for _, k := range rt.keys {
+			secrets.Wipe(k)
+		}
+	}
 	if rt.hv == nil && o.DomainXML != "" {
 		// The daemon, when it answers, still knows the pools.
 		var next Hypervisor
 		if c, err := libvirt.Dial(o.Connect); err == nil {
-			next, closeFn = c, func() { c.Close() }
+			wipe := closeFn
+			next, closeFn = c, func() { wipe(); c.Close() }
 		}
 		hv, err := newXMLHypervisor(o.DomainXML, o.Domain, o.Mode, next)
 		if err != nil {
@@ -250,7 +277,8 @@ func newRuntime(o *Options) (*runtime, func(), error) {
 			return nil, nil, err
 		}
 		rt.hv = c
-		closeFn = func() { c.Close() }
+		wipe := closeFn
+		closeFn = func() { wipe(); c.Close() }
 	}
 	if rt.img == nil {
 		rt.img = &qemuimg.Driver{Runner: execx.Exec{}}
@@ -672,7 +700,11 @@ func (rt *runtime) key(uuid string) ([]byte, error) {
 	if k, ok := rt.keys[uuid]; ok {
 		return k, nil
 	}
-	k, err := rt.hv.SecretValue(uuid)
+	v, err := rt.hv.SecretValue(uuid)
+	if err != nil {
+		return nil, err
+	}
+	k, err := secrets.Locked(v)
 	if err != nil {
 		return nil, err
 	}

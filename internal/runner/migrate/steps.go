@@ -12,6 +12,7 @@ import (
 
 	"libvirt.org/go/libvirtxml"
 
+	"github.com/cryptshift/cryptshift/internal/doors/execx"
 	"github.com/cryptshift/cryptshift/internal/doors/qemuimg"
 	"github.com/cryptshift/cryptshift/internal/model/plan"
 	"github.com/cryptshift/cryptshift/internal/runner/engine"
@@ -171,15 +172,33 @@ func (rt *runtime) startStep() *Step {
 	return s
 }
 
+// sparse reports whether a disk's copy writes only the data: an encrypted
+// qcow2 target without a backing file reads zeros wherever nothing was
+// written, so holes and zero blocks need not be written (a raw LUKS target
+// decrypts unwritten blocks to noise: every block must be written).
+func (d *Disk) sparse() bool { return d.targetImageFormat() == qemuimg.QCOW2 }
+
+// convertCmd is the copy of a disk into its (pool:) target.
+func (d *Disk) convertCmd(dst qemuimg.Image) execx.Cmd {
+	if d.sparse() {
+		return qemuimg.ConvertSparseCmd(d.sourceImage(), dst)
+	}
+	return qemuimg.ConvertCmd(d.sourceImage(), dst)
+}
+
 func (rt *runtime) copyStep(d *Disk) *Step {
-	dst := qemuimg.Image{Path: d.TargetPath, Format: qemuimg.LUKS, Secret: placeholderKey}
+	dst := qemuimg.Image{Path: d.TargetPath, Format: d.targetImageFormat(), Secret: placeholderKey}
 	what := "the disk"
 	if rt.h.Mode == ModeLive {
 		what = "the frozen base (the guest writes to the encrypted overlay meanwhile)"
 	}
+	how := "writing every block"
+	if d.sparse() {
+		how = "flattening the chain and writing only its data (holes and zero blocks stay unallocated)"
+	}
 	s := &Step{Step: plan.Step{ID: d.Target + ".copy", Action: "copy", Target: d.TargetPath,
-		Description: fmt.Sprintf("copy %s of %s (%s) into the encrypted target, writing every block", what, d.Target, chainString(d.Chain)),
-		Command:     qemuimg.ConvertCmd(d.sourceImage(), dst).Argv(),
+		Description: fmt.Sprintf("copy %s of %s (%s) into the encrypted target, %s", what, d.Target, chainString(d.Chain), how),
+		Command:     d.convertCmd(dst).Argv(),
 		Secrets:     []plan.SecretRef{{FD: 3, Secret: d.Target + "-key"}}},
 		Disk: d.Target, State: StateCopied}
 	s.Run = func(ctx context.Context) error {
@@ -188,17 +207,35 @@ func (rt *runtime) copyStep(d *Disk) *Step {
 			return err
 		}
 		stop := rt.watchCopy(ctx, d)
-		err = rt.whenUnlocked(ctx, d.TargetPath, func() error { return rt.img.Convert(ctx, d.sourceImage(), dst) })
+		err = rt.whenUnlocked(ctx, d.TargetPath, func() error {
+			if d.sparse() {
+				return rt.img.ConvertSparse(ctx, d.sourceImage(), dst)
+			}
+			return rt.img.Convert(ctx, d.sourceImage(), dst)
+		})
 		stop(err)
 		return err
 	}
 	return s
 }
 
+// The verification is qemu-img compare without -s (strict): it compares
+// what the guest reads, and treats an unallocated area of one image as
+// zeros of the other. Strict mode would also fail on allocation
+// differences that the guest cannot see and that are the point of the
+// copy: the source's chain allocates in several layers (and allocates the
+// zero clusters it was told to write), the flattened qcow2 target
+// allocates only the data. Where allocation does matter — an unallocated
+// cluster of a qcow2 target reads zeros only because the target has no
+// backing file — verify checks that the target has none.
 func (rt *runtime) verifyStep(d *Disk) *Step {
-	dst := qemuimg.Image{Path: d.TargetPath, Format: qemuimg.LUKS, Secret: placeholderKey}
+	dst := qemuimg.Image{Path: d.TargetPath, Format: d.targetImageFormat(), Secret: placeholderKey}
+	desc := fmt.Sprintf("compare the source of %s with the decrypted target, byte for byte", d.Target)
+	if d.sparse() {
+		desc = fmt.Sprintf("check that the target of %s has no backing file (its unallocated clusters read zeros) and compare the source with the decrypted target, byte for byte as the guest reads them (qemu-img compare, not strict: unallocated = zeros)", d.Target)
+	}
 	s := &Step{Step: plan.Step{ID: d.Target + ".verify", Action: "verify", Target: d.TargetPath,
-		Description: fmt.Sprintf("compare the source of %s with the decrypted target, byte for byte", d.Target),
+		Description: desc,
 		Command:     qemuimg.CompareCmd(d.sourceImage(), dst, false).Argv(),
 		Secrets:     []plan.SecretRef{{FD: 3, Secret: d.Target + "-key"}}},
 		Disk: d.Target, State: StateVerified}
@@ -207,12 +244,39 @@ func (rt *runtime) verifyStep(d *Disk) *Step {
 		if err != nil {
 			return err
 		}
+		if d.sparse() {
+			if err := rt.noBacking(ctx, d); err != nil {
+				return err
+			}
+		}
+		// qemu-img reads through the page cache: drop what the copy left
+		// there, so the compare decrypts what is on the disk.
+		if err := syncAndDrop(d.TargetPath); err != nil {
+			return err
+		}
 		rt.prog.Start("verify "+d.Target, 0)
 		err = rt.whenUnlocked(ctx, d.TargetPath, func() error { return rt.img.Compare(ctx, d.sourceImage(), dst, false) })
 		rt.prog.Done(err)
+		if err == nil && d.sparse() {
+			rt.note(fmt.Sprintf("%s: the encrypted qcow2 target %s allocates %s for a source chain that allocates %s (%s virtual)",
+				d.Target, d.TargetPath, human(allocated(d.TargetPath)), human(d.Allocated), human(d.VirtualSize)))
+		}
 		return err
 	}
 	return s
+}
+
+// noBacking checks that a qcow2 target is one image: no backing file that
+// its unallocated clusters would show through.
+func (rt *runtime) noBacking(ctx context.Context, d *Disk) error {
+	chain, err := rt.img.InfoChain(ctx, d.TargetPath, qemuimg.QCOW2)
+	if err != nil {
+		return err
+	}
+	if len(chain) != 1 || chain[0].BackingFilename != "" || !chain[0].Encrypted {
+		return fmt.Errorf("cannot verify %s: the target must be one encrypted qcow2 image without a backing file, qemu-img reports %+v; roll back with cryptshift rollback", d.TargetPath, chain)
+	}
+	return nil
 }
 
 // whenUnlocked runs op, and runs it again while qemu's image locking says
@@ -360,7 +424,11 @@ func chainString(chain []Layer) string {
 // writes every block of a fresh LUKS image, so its allocation tracks the
 // bytes done. It returns a function that ends the display.
 func (rt *runtime) watchCopy(ctx context.Context, d *Disk) func(error) {
-	rt.prog.Start("copy "+d.Target, d.VirtualSize)
+	total := d.VirtualSize
+	if d.sparse() {
+		total = max(d.Allocated, 1) // the target grows with the data
+	}
+	rt.prog.Start("copy "+d.Target, total)
 	base := allocated(d.TargetPath)
 	done := make(chan struct{})
 	finished := make(chan struct{})
@@ -374,7 +442,7 @@ func (rt *runtime) watchCopy(ctx context.Context, d *Disk) func(error) {
 				return
 			case <-tick.C:
 				n := allocated(d.TargetPath) - base
-				rt.prog.Update(min(max(n, 0), d.VirtualSize))
+				rt.prog.Update(min(max(n, 0), total))
 			}
 		}
 	}()
@@ -385,7 +453,7 @@ func (rt *runtime) watchCopy(ctx context.Context, d *Disk) func(error) {
 		close(done)
 		<-finished
 		if err == nil {
-			rt.prog.Update(d.VirtualSize)
+			rt.prog.Update(total)
 		}
 		rt.prog.Done(err)
 	}

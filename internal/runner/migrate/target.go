@@ -2,17 +2,17 @@ package migrate
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"libvirt.org/go/libvirtxml"
 
 	"github.com/cryptshift/cryptshift/internal/doors/qemuimg"
+	"github.com/cryptshift/cryptshift/internal/doors/secrets"
 	"github.com/cryptshift/cryptshift/internal/hostview/blockstack"
 	"github.com/cryptshift/cryptshift/internal/hostview/rootfs"
 	"github.com/cryptshift/cryptshift/internal/model/plan"
@@ -133,7 +133,11 @@ func (p *poolTarget) Prepare(ctx context.Context, h *Header) []string {
 
 func (p *poolTarget) Assign(h *Header, d *Disk) error {
 	base := h.Domain + "-" + d.Target
-	d.TargetVolume = base + ".luks"
+	d.TargetFormat = qemuimg.LUKS
+	if h.TargetFormat == TargetFormatQCOW2 || (h.TargetFormat == "" && d.Top().Format == qemuimg.QCOW2) {
+		d.TargetFormat = qemuimg.QCOW2
+	}
+	d.TargetVolume = base + "." + d.TargetFormat
 	d.TargetPath = filepath.Join(p.path, d.TargetVolume)
 	if h.Mode == ModeLive {
 		d.BackOverlayPath = filepath.Join(p.path, base+".back-overlay.qcow2")
@@ -156,7 +160,7 @@ func (p *poolTarget) Check(ctx context.Context, h *Header) []string {
 				problems = append(problems, fmt.Sprintf("disk %s: %s already exists; cryptshift never overwrites a file it did not create; remove it, or resume the migration that made it with --resume", d.Target, f))
 			}
 		}
-		need += d.VirtualSize + luksHeaderBytes
+		need += poolNeed(&d)
 		if h.Mode == ModeLive && h.Engine == EngineSnapshot {
 			need += overlayReserve
 		}
@@ -182,10 +186,51 @@ func (p *poolTarget) Check(ctx context.Context, h *Header) []string {
 		return append(problems, err.Error())
 	}
 	if avail := int64(pool.Available); need > avail {
-		problems = append(problems, fmt.Sprintf("storage pool %q is too small: the encrypted disks need %s (virtual sizes plus LUKS headers%s), the pool has %s available: %s missing; free space in the pool or choose a larger one",
-			p.name, human(need), liveNote(h), human(avail), human(need-avail)))
+		problems = append(problems, fmt.Sprintf("storage pool %q is too small: the encrypted disks need %s (%s%s), the pool has %s available: %s missing; free space in the pool or choose a larger one",
+			p.name, human(need), needNote(h), liveNote(h), human(avail), human(need-avail)))
 	}
 	return problems
+}
+
+// dataMargin is the share added to a qcow2 target's data in the space
+// check: the source's allocation is counted in whole filesystem blocks and
+// clusters, and a compressed source cluster is stored uncompressed.
+const dataMargin = 10 // percent
+
+// qcow2Metadata bounds the metadata of a qcow2 image of virtual size v
+// with 64 KiB clusters: an 8-byte L2 entry per cluster (v/8192), a 2-byte
+// refcount per cluster of the file (at most v/32768), plus header, L1
+// table and refcount table (1 MiB is generous).
+func qcow2Metadata(v int64) int64 { return v/8192 + v/32768 + 1<<20 }
+
+// poolNeed is the room a disk's pool: target takes: a raw LUKS image
+// allocates its full virtual size; an encrypted qcow2 only the data
+// (Disk.Allocated: the source chain's allocated bytes) plus dataMargin,
+// metadata and the LUKS header.
+func poolNeed(d *Disk) int64 {
+	if d.targetImageFormat() == qemuimg.QCOW2 {
+		return d.Allocated + d.Allocated*dataMargin/100 + qcow2Metadata(d.VirtualSize) + luksHeaderBytes
+	}
+	return d.VirtualSize + luksHeaderBytes
+}
+
+func needNote(h *Header) string {
+	var raw, q bool
+	for _, d := range h.Disks {
+		if d.targetImageFormat() == qemuimg.QCOW2 {
+			q = true
+		} else {
+			raw = true
+		}
+	}
+	var parts []string
+	if raw {
+		parts = append(parts, "raw LUKS targets: virtual sizes plus LUKS headers")
+	}
+	if q {
+		parts = append(parts, fmt.Sprintf("qcow2 targets: the data allocated in the sources plus %d %%, qcow2 metadata and LUKS headers", dataMargin))
+	}
+	return strings.Join(parts, "; ")
 }
 
 func liveNote(h *Header) string {
@@ -198,6 +243,9 @@ func liveNote(h *Header) string {
 func (p *poolTarget) BootSteps(h *Header) []*Step { return nil }
 
 func (p *poolTarget) Describe(d *Disk) string {
+	if d.targetImageFormat() == qemuimg.QCOW2 {
+		return d.TargetPath + " (qcow2, luks-encrypted, secret " + d.SecretUUID + ")"
+	}
 	return d.TargetPath + " (luks, secret " + d.SecretUUID + ")"
 }
 
@@ -211,10 +259,15 @@ func (p *poolTarget) CreateSteps(h *Header, d *Disk) []*Step {
 	}, Disk: d.Target}
 	key.Run = func(ctx context.Context) error { return p.defineKey(ctx, h, d) }
 
-	opts := qemuimg.CreateOptions{Path: d.TargetPath, Format: qemuimg.LUKS, Size: d.VirtualSize, Secret: placeholderKey, IterTimeMS: h.IterTimeMS}
+	format := d.targetImageFormat()
+	opts := qemuimg.CreateOptions{Path: d.TargetPath, Format: format, Size: d.VirtualSize, Secret: placeholderKey, IterTimeMS: h.IterTimeMS}
+	desc := fmt.Sprintf("create the LUKS-encrypted image %s (%s, qemu's LUKS1 format, every block allocated) in pool %s", d.TargetPath, human(d.VirtualSize), p.name)
+	if format == qemuimg.QCOW2 {
+		desc = fmt.Sprintf("create the encrypted qcow2 image %s (%s virtual, LUKS1 inside qcow2, no backing file; it grows with the data) in pool %s; libvirt describes it as a volume", d.TargetPath, human(d.VirtualSize), p.name)
+	}
 	create := &Step{Step: plan.Step{
 		ID: d.Target + ".target", Action: "create-target", Target: d.TargetPath,
-		Description: fmt.Sprintf("create the LUKS-encrypted image %s (%s, qemu's LUKS1 format) in pool %s", d.TargetPath, human(d.VirtualSize), p.name),
+		Description: desc,
 		Command:     qemuimg.CreateCmd(opts).Argv(),
 		Secrets:     []plan.SecretRef{{FD: 3, Secret: d.Target + "-key"}},
 		Undo:        []string{"rm", "-f", d.TargetPath},
@@ -239,9 +292,30 @@ func (p *poolTarget) CreateSteps(h *Header, d *Disk) []*Step {
 		if err := os.Chmod(d.TargetPath, 0o600); err != nil {
 			return fmt.Errorf("cannot restrict permissions of %s: %w", d.TargetPath, err)
 		}
-		return p.rt.hv.RefreshPool(p.name)
+		if err := p.rt.hv.RefreshPool(p.name); err != nil {
+			return err
+		}
+		return p.describeVolume(d)
 	}
 	return []*Step{key, create}
+}
+
+// describeVolume checks that libvirt's storage driver sees the new target
+// as the volume the plan promised: in the pool, encrypted with LUKS, in the
+// planned format. The guest definition then names a volume libvirt itself
+// describes, not just a file.
+func (p *poolTarget) describeVolume(d *Disk) error {
+	v, err := p.rt.hv.Volume(p.name, d.TargetVolume)
+	if err != nil {
+		return err
+	}
+	if v.Encryption != "luks" {
+		return fmt.Errorf("cannot use volume %s in pool %s: libvirt does not see it as LUKS-encrypted (encryption %q); remove it and resume", d.TargetVolume, p.name, v.Encryption)
+	}
+	if d.targetImageFormat() == qemuimg.QCOW2 && v.Format != qemuimg.QCOW2 {
+		return fmt.Errorf("cannot use volume %s in pool %s: libvirt sees format %q, not qcow2; remove it and resume", d.TargetVolume, p.name, v.Format)
+	}
+	return nil
 }
 
 // placeholderKey stands in for a key in command lines built for plans; the
@@ -316,7 +390,7 @@ func (p *poolTarget) Image(ctx context.Context, d *Disk) (qemuimg.Image, error) 
 	if err != nil {
 		return qemuimg.Image{}, err
 	}
-	return qemuimg.Image{Path: d.TargetPath, Format: qemuimg.LUKS, Secret: key}, nil
+	return qemuimg.Image{Path: d.TargetPath, Format: d.targetImageFormat(), Secret: key}, nil
 }
 
 func (p *poolTarget) encryption(d *Disk) *libvirtxml.DomainDiskEncryption {
@@ -325,7 +399,11 @@ func (p *poolTarget) encryption(d *Disk) *libvirtxml.DomainDiskEncryption {
 }
 
 func (p *poolTarget) GuestDisk(d *Disk) (string, *libvirtxml.DomainDiskSource) {
-	return qemuimg.Raw, &libvirtxml.DomainDiskSource{
+	format := qemuimg.Raw // qemu's luks driver below libvirt's raw format
+	if d.targetImageFormat() == qemuimg.QCOW2 {
+		format = qemuimg.QCOW2
+	}
+	return format, &libvirtxml.DomainDiskSource{
 		File:       &libvirtxml.DomainDiskSourceFile{File: d.TargetPath},
 		Encryption: p.encryption(d),
 	}
@@ -368,10 +446,27 @@ func (p *poolTarget) Remove(ctx context.Context, d *Disk) error {
 func (p *poolTarget) Finish(ctx context.Context) error { return p.rt.hv.RefreshPool(p.name) }
 
 func (p *poolTarget) Notes(h *Header) []string {
-	return []string{
+	notes := []string{
 		fmt.Sprintf("pool:%s: qemu encrypts with LUKS1 (aes-xts-plain64, 512-bit key, PBKDF2): qemu 7.2's luks driver reads LUKS1 only", p.name),
 		"each disk's key is a random 256-bit value in a libvirt secret; libvirtd keeps secret values in /etc/libvirt/secrets, so /etc must be on the encrypted root",
 	}
+	var raw, q []string
+	for _, d := range h.Disks {
+		if d.targetImageFormat() == qemuimg.QCOW2 {
+			q = append(q, d.Target)
+		} else {
+			raw = append(raw, d.Target)
+		}
+	}
+	if len(q) > 0 {
+		notes = append(notes, fmt.Sprintf("target format qcow2 (%s): the image holds only the data (time and space follow the data; backing chains are flattened into it, no plaintext base stays a backing file), "+
+			"but qcow2's allocation tables are not encrypted: whoever reads the file sees which parts of the disk hold data, as with discard on dm-crypt. --target-format raw hides it at the cost of the full virtual size",
+			strings.Join(q, ", ")))
+	}
+	if len(raw) > 0 {
+		notes = append(notes, fmt.Sprintf("target format raw LUKS (%s): every block is encrypted and written, so the image reveals nothing about which parts hold data, and takes the full virtual size. --target-format qcow2 stores only the data", strings.Join(raw, ", ")))
+	}
+	return notes
 }
 
 func removeIfExists(path string) error {
@@ -392,14 +487,8 @@ func (rt *runtime) newKey() ([]byte, error) {
 
 // randomKey returns 32 random bytes as base64 (qemu's secret objects and
 // libvirt's secret store both take text; 44 characters carry the full 256
-// bits).
-func (rt *runtime) randomKey() ([]byte, error) {
-	b := make([]byte, 32)
-	if _, err := rand.Read(b); err != nil {
-		return nil, fmt.Errorf("cannot generate a key: %w", err)
-	}
-	return []byte(base64.StdEncoding.EncodeToString(b)), nil
-}
+// bits), in locked memory; the runtime wipes it when it ends.
+func (rt *runtime) randomKey() ([]byte, error) { return secrets.NewKey() }
 
 // human formats a byte count in binary units, e.g. "1.5 GiB".
 func human(n int64) string {
