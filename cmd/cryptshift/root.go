@@ -28,6 +28,7 @@ var verbs = []func() *cobra.Command{
 	newPlanCmd,
 	newApplyCmd,
 	newMigrateCmd,
+	newMigrateHostCmd,
 	newVerifyCmd,
 	newCaptureCmd,
 	newInspectCmd,

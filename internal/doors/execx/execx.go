@@ -42,6 +42,8 @@ var Tools = map[string]string{
 	"chroot":     "chroot",
 	"virsh":      "virsh",
 	"udevadm":    "udevadm",
+	"rsync":      "rsync",
+	"systemctl":  "systemctl",
 }
 
 // Cmd is one invocation of a tool.

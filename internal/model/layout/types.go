@@ -144,6 +144,32 @@ type Keys struct {
 	KeyFileDir      string `yaml:"keyFileDir" json:"keyFileDir"`
 	RecoveryKey     *bool  `yaml:"recoveryKey" json:"recoveryKey"`
 	HeaderBackupDir string `yaml:"headerBackupDir" json:"headerBackupDir,omitempty"`
+	// Unlock adds ways to open the root volume at boot besides the
+	// passphrase typed on the console (which always remains).
+	Unlock *Unlock `yaml:"unlock" json:"unlock,omitempty"`
+}
+
+// Unlock lists the extra unlock methods of the root volume.
+type Unlock struct {
+	// SSH: Debian's dropbear-initramfs, for a headless server: the admin
+	// logs into the initramfs and types the passphrase (cryptroot-unlock).
+	SSH *SSHUnlock `yaml:"ssh" json:"ssh,omitempty"`
+}
+
+// SSHUnlock configures dropbear in the initramfs.
+type SSHUnlock struct {
+	// AuthorizedKeys are the public keys (OpenSSH authorized_keys lines)
+	// that may log into the initramfs.
+	AuthorizedKeys []string `yaml:"authorizedKeys" json:"authorizedKeys"`
+	// IP is the kernel's ip= parameter the initramfs configures the
+	// network with: "dhcp" (the default) or the static form
+	// CLIENT::GATEWAY:NETMASK:HOSTNAME:INTERFACE:off.
+	IP string `yaml:"ip" json:"ip,omitempty"`
+	// Port dropbear listens on (default 22).
+	Port int `yaml:"port" json:"port,omitempty"`
+	// NetworkModules are the kernel modules of the network card, added to
+	// the initramfs (e.g. virtio_net, e1000e, igb).
+	NetworkModules []string `yaml:"networkModules" json:"networkModules,omitempty"`
 }
 
 // Tmp types.
