@@ -192,7 +192,7 @@ func (r *moveRun) move(t *testing.T, ctx context.Context) [2]string {
 	run := func(what, cmd string) string {
 		t.Helper()
 		start := time.Now()
-		out, err := vm.SSH.Run(ctx, cmd+" 2>&1", nil)
+		out, err := vm.SSH.Run(ctx, "{ "+cmd+"\n} 2>&1", nil)
 		f, _ := os.OpenFile(filepath.Join(cached, "move.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 		fmt.Fprintf(f, "== %s (%s)\n$ %s\n%s\n", what, time.Since(start).Round(time.Second), cmd, out)
 		f.Close()
@@ -230,10 +230,10 @@ func (r *moveRun) move(t *testing.T, ctx context.Context) [2]string {
 
 	// Crash: SIGKILL during the first copy pass (rsync dies with it:
 	// Pdeathsig), then --resume.
-	pid := strings.TrimSpace(run("start the move", "setsid "+mh+" --yes --progress none >/root/move-killed.log 2>&1 </dev/null & echo $!"))
+	run("start the move", "setsid "+mh+" --yes --progress none >/root/move-killed.log 2>&1 </dev/null &")
 	run("wait for the copy", "for i in $(seq 600); do pgrep -x rsync >/dev/null && break; sleep 1; done; pgrep -x rsync && sleep 20 && pgrep -x rsync")
-	run("kill -9 during the copy", "kill -9 "+pid+"; for i in $(seq 60); do pgrep -x rsync >/dev/null || break; sleep 1; done; ! pgrep -x rsync; "+
-		"tail -n 3 "+journalOnTarget+"; cat /root/move-killed.log")
+	run("kill -9 during the copy", "kill -9 $(pgrep -x cryptshift) || exit 1; for i in $(seq 60); do pgrep -x rsync >/dev/null || break; sleep 1; done; "+
+		"if pgrep -x rsync; then echo rsync survived; exit 1; fi; tail -n 3 "+journalOnTarget+"; cat /root/move-killed.log")
 	out = run("resume the move", mh+" --resume")
 	if !strings.Contains(out, "Moved the host onto /target") {
 		t.Fatalf("the resumed move did not finish:\n%s", lastLines(out, 40))
