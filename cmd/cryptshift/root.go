@@ -29,6 +29,7 @@ var verbs = []func() *cobra.Command{
 	newApplyCmd,
 	newMigrateCmd,
 	newMigrateHostCmd,
+	newUnlockCmd,
 	newVerifyCmd,
 	newCaptureCmd,
 	newInspectCmd,

@@ -44,6 +44,7 @@ var Tools = map[string]string{
 	"udevadm":    "udevadm",
 	"rsync":      "rsync",
 	"systemctl":  "systemctl",
+	"clevis":     "clevis",
 }
 
 // Cmd is one invocation of a tool.
