@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cryptshift/cryptshift/internal/doors/execx"
+	"github.com/cryptshift/cryptshift/internal/doors/secrets"
 	"github.com/cryptshift/cryptshift/internal/exitcode"
 	"github.com/cryptshift/cryptshift/internal/model/layout"
 	"github.com/cryptshift/cryptshift/internal/planner"
@@ -19,6 +20,7 @@ import (
 
 type migrateHostOptions struct {
 	layoutFile, target, output, progress, modules, journal string
+	passphraseFile                                         string
 	devices, services, cmdline                             []string
 	dryRun, yes, resume                                    bool
 }
@@ -41,6 +43,9 @@ and mounted at --root (default /target), then makes the copy boot and unlock:
     entry marked for the initramfs, initramfs-tools configured (RESUME,
     MODULES, network drivers), dropbear-initramfs when the layout's
     keys.unlock.ssh asks for SSH unlock, the kernel command line (ip=);
+  - Clevis bindings of the root for keys.unlock.tang and keys.unlock.tpm2
+    (a new keyslot each; Tang servers must answer with their pinned
+    thumbprint and a TPM must be present, or the move is refused first);
   - update-initramfs and GRUB (UEFI on the layout's ESP, BIOS where it has a
     bios-boot partition) run in a chroot of the new system, and every
     initramfs is checked to contain cryptsetup, dm-crypt, the root's crypttab
@@ -72,6 +77,7 @@ the new disks afterwards, then run cryptshift verify.`,
 	f.StringArrayVar(&o.cmdline, "kernel-cmdline", nil, "extra kernel `PARAMETER` for the new system, e.g. console=ttyS0 (repeatable)")
 	f.StringVar(&o.modules, "initramfs-modules", hostmove.ModulesMost, "initramfs-tools MODULES `POLICY`: most (boots on other hardware) or dep (this machine's drivers only)")
 	f.StringVar(&o.journal, "journal", "", "journal `FILE` (default ROOT/var/lib/cryptshift/migrate-host-LAYOUT.journal)")
+	f.StringVar(&o.passphraseFile, "passphrase-file", "", "the root volume's passphrase from `FILE` (mode 0600), needed for the layout's tang and tpm2 bindings")
 	f.BoolVar(&o.dryRun, "dry-run", false, "print the steps and change nothing")
 	f.StringVarP(&o.output, "output", "o", "text", "dry-run format: text or json")
 	f.BoolVar(&o.yes, "yes", false, "do not ask for confirmation")
@@ -113,7 +119,17 @@ func runMigrateHost(ctx context.Context, stdout, stderr io.Writer, o migrateHost
 	for _, c := range o.cmdline {
 		cmdline = append(cmdline, strings.Fields(c)...)
 	}
-	m, err := hostmove.Prepare(hostmove.Options{
+	var pass []byte
+	if o.passphraseFile != "" {
+		if err := secrets.Harden(); err != nil {
+			return err
+		}
+		if pass, err = secrets.FromFile(o.passphraseFile); err != nil {
+			return exitcode.With(exitcode.Usage, err)
+		}
+		defer secrets.Wipe(pass)
+	}
+	m, err := hostmove.Prepare(hostmove.Options{Passphrase: pass,
 		Layout: lf.Layout, Root: "/", Target: o.target, Devices: devices, StopServices: o.services,
 		KernelCmdline: cmdline, InitramfsModules: o.modules, JournalPath: o.journal, Resume: o.resume,
 		Run: execx.Exec{}, Out: stderr, Report: newStepReporter(o.progress, stdout, stderr),

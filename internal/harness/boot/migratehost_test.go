@@ -255,7 +255,7 @@ func (r *moveRun) move(t *testing.T, ctx context.Context) [2]string {
 // sshUnlock adds the layout's SSH unlock: dropbear in the initramfs with
 // the test key, DHCP, and the virtio NIC's driver.
 func sshUnlock(layout []byte, pub string) []byte {
-	return regexp.MustCompile(`(?m)^keys:\n`).ReplaceAll(layout, []byte("keys:\n  unlock:\n    ssh:\n      authorizedKeys:\n        - \""+pub+"\"\n      ip: dhcp\n      networkModules: [virtio_net]\n"))
+	return regexp.MustCompile(`(?m)^keys:\n`).ReplaceAll(layout, []byte("keys:\n  unlock:\n    ip: dhcp\n    networkModules: [virtio_net]\n    ssh:\n      authorizedKeys:\n        - \""+pub+"\"\n"))
 }
 
 // movedKey names a moved disk set after what made it.

@@ -2,6 +2,7 @@ package layout
 
 import (
 	"fmt"
+	"net/url"
 	"regexp"
 	"strings"
 )
@@ -22,33 +23,60 @@ const SSHPort = 22
 // nobody at the console.
 func validateUnlock(l *Layout, rep *Report) {
 	u := l.Keys.Unlock
-	if u == nil || u.SSH == nil {
+	if u == nil {
 		return
 	}
-	s := u.SSH
-	const at = "$.keys.unlock.ssh"
-	if len(s.AuthorizedKeys) == 0 {
-		rep.Errorf(at+".authorizedKeys", "list the admin's public key(s), e.g. the line from ~/.ssh/id_ed25519.pub",
-			"SSH unlock needs at least one authorized key")
-	}
-	for i, k := range s.AuthorizedKeys {
-		if !sshKeyType.MatchString(strings.TrimSpace(k)) {
-			rep.Errorf(fmt.Sprintf("%s.authorizedKeys[%d]", at, i), "paste one public key line (TYPE BASE64 [COMMENT]), without options",
-				"not an SSH public key: %s", Short(k))
-		}
-	}
-	if err := CheckKernelIP(s.IP); err != nil {
+	const at = "$.keys.unlock"
+	if err := CheckKernelIP(u.IP); err != nil {
 		rep.Errorf(at+".ip", "use dhcp or CLIENT::GATEWAY:NETMASK:HOSTNAME:INTERFACE:off", "%v", err)
 	}
-	if s.Port < 0 || s.Port > 65535 {
-		rep.Errorf(at+".port", "use a TCP port between 1 and 65535", "port %d is out of range", s.Port)
-	}
-	for i, m := range s.NetworkModules {
+	for i, m := range u.NetworkModules {
 		if !moduleName.MatchString(m) {
 			rep.Errorf(fmt.Sprintf("%s.networkModules[%d]", at, i), "name a kernel module such as virtio_net or e1000e", "not a module name: %s", Short(m))
 		}
 	}
+	if s := u.SSH; s != nil {
+		if len(s.AuthorizedKeys) == 0 {
+			rep.Errorf(at+".ssh.authorizedKeys", "list the admin's public key(s), e.g. the line from ~/.ssh/id_ed25519.pub",
+				"SSH unlock needs at least one authorized key")
+		}
+		for i, k := range s.AuthorizedKeys {
+			if !sshKeyType.MatchString(strings.TrimSpace(k)) {
+				rep.Errorf(fmt.Sprintf("%s.ssh.authorizedKeys[%d]", at, i), "paste one public key line (TYPE BASE64 [COMMENT]), without options",
+					"not an SSH public key: %s", Short(k))
+			}
+		}
+		if s.Port < 0 || s.Port > 65535 {
+			rep.Errorf(at+".ssh.port", "use a TCP port between 1 and 65535", "port %d is out of range", s.Port)
+		}
+	}
+	for i, t := range u.Tang {
+		p := fmt.Sprintf("%s.tang[%d]", at, i)
+		if pu, err := url.Parse(t.URL); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" || strings.ContainsAny(t.URL, " '\"") {
+			rep.Errorf(p+".url", "use the server's URL, e.g. http://tang.example:7500", "not an http(s) URL: %s", Short(t.URL))
+		}
+		if !thumbprint.MatchString(t.Thumbprint) {
+			rep.Errorf(p+".thumbprint", "pin the server's signing key: tang-show-keys on the server prints its S256 thumbprint",
+				"not a key thumbprint: %s", Short(t.Thumbprint))
+		}
+	}
+	if t := u.TPM2; t != nil {
+		if t.PCRs != "" && !pcrList.MatchString(t.PCRs) {
+			rep.Errorf(at+".tpm2.pcrs", "list PCR numbers 0-23 separated by commas, e.g. \"7\"", "not a PCR list: %s", Short(t.PCRs))
+		}
+		if t.PCRBank != "" && t.PCRBank != "sha256" && t.PCRBank != "sha1" {
+			rep.Errorf(at+".tpm2.pcrBank", "use sha256", "unknown PCR bank %s", Short(t.PCRBank))
+		}
+		rep.Warnf(at+".tpm2", "add a PIN-less TPM2 binding only where nobody else can boot the machine, or rely on tang",
+			"TPM2 without a PIN unlocks the root for anyone who boots this machine unchanged (a stolen server boots and opens its disks); PCR 7 survives kernel and GRUB updates, more PCRs stop a changed boot chain but need a re-bind after every update")
+	}
 }
+
+// thumbprint is a base64url JWK thumbprint: S256 (43) or S1 (27).
+var thumbprint = regexp.MustCompile(`^[A-Za-z0-9_-]{27}([A-Za-z0-9_-]{16})?$`)
+
+// pcrList is a comma-separated list of PCR indexes 0-23.
+var pcrList = regexp.MustCompile(`^([0-9]|1[0-9]|2[0-3])(,([0-9]|1[0-9]|2[0-3]))*$`)
 
 // CheckKernelIP accepts the ip= values the host move writes to the kernel
 // command line: empty (dhcp), dhcp, or the static form of the kernel's

@@ -13,9 +13,11 @@
 package hostmove
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path"
 	"path/filepath"
@@ -28,6 +30,8 @@ import (
 	"github.com/cryptshift/cryptshift/internal/model/layout"
 	"github.com/cryptshift/cryptshift/internal/runner/engine"
 	"github.com/cryptshift/cryptshift/internal/runner/guard"
+	"github.com/cryptshift/cryptshift/internal/runner/unlock"
+	"github.com/cryptshift/cryptshift/luks"
 )
 
 // Journal kind and version of a host move.
@@ -65,6 +69,14 @@ type Options struct {
 	JournalPath string
 	Resume      bool
 
+	// Passphrase opens the root volume now: Clevis bindings from the
+	// layout's keys.unlock (tang, tpm2) need it. Never journalled.
+	Passphrase []byte
+	// HTTP fetches Tang advertisements (nil: a client with a timeout);
+	// ReadHeader reads LUKS headers (nil: luks.ReadHeader). Test seams.
+	HTTP       *http.Client
+	ReadHeader func(dev string) (*luks.Header, error)
+
 	Run    execx.Runner
 	Report engine.Reporter
 	Out    io.Writer
@@ -90,6 +102,7 @@ type Move struct {
 	RootMapping string // the new root's dm-crypt mapping name (root_crypt)
 	esp         string // the ESP's mount point in the new system, "" for none
 	biosDisks   []string
+	binds       []*bindStep
 	notes       []string
 	steps       []engine.Step
 }
@@ -148,8 +161,14 @@ func Prepare(o Options) (*Move, error) {
 	if o.JournalPath == "" {
 		o.JournalPath = path.Join(o.Target, "var/lib/cryptshift", "migrate-host-"+o.Layout.Name+".journal")
 	}
+	if o.ReadHeader == nil {
+		o.ReadHeader = luks.ReadHeader
+	}
 	m := &Move{o: o}
 	if err := m.check(); err != nil {
+		return nil, err
+	}
+	if err := m.checkBindings(); err != nil {
 		return nil, err
 	}
 	m.build()
@@ -352,6 +371,57 @@ func (m *Move) checkTools() error {
 func (m *Move) ssh() *layout.SSHUnlock {
 	if u := m.o.Layout.Keys.Unlock; u != nil {
 		return u.SSH
+	}
+	return nil
+}
+
+func (m *Move) unlock() *layout.Unlock { return m.o.Layout.Keys.Unlock }
+
+// checkBindings prepares the layout's Clevis bindings of the root volume
+// (tang, tpm2): each Tang server must answer now and advertise its pinned
+// thumbprint, a TPM must be present, and the root must be LUKS2, or the
+// move is refused before anything changes.
+func (m *Move) checkBindings() error {
+	u := m.unlock()
+	if u == nil || (len(u.Tang) == 0 && u.TPM2 == nil) {
+		return nil
+	}
+	need := map[string]string{"/usr/share/initramfs-tools/hooks/clevis": "clevis-initramfs", "/usr/bin/clevis-luks-bind": "clevis-luks"}
+	if len(u.Tang) > 0 {
+		need["/usr/bin/clevis-decrypt-tang"] = "clevis"
+	}
+	if u.TPM2 != nil {
+		need["/usr/bin/clevis-decrypt-tpm2"] = "clevis-tpm2"
+	}
+	for p, pkg := range need {
+		if _, err := os.Stat(m.host(p)); err != nil {
+			return refuse("the layout binds the root with Clevis, but the running system lacks %s (package %s); install it first", p, pkg)
+		}
+	}
+	if len(m.o.Passphrase) == 0 {
+		return refuse("the layout binds the root with Clevis (keys.unlock), which needs the root's passphrase: give --passphrase-file")
+	}
+	base := unlock.Options{Volume: m.RootMapping, Run: m.o.Run, HTTP: m.o.HTTP, SysRoot: m.o.Root, ReadHeader: m.o.ReadHeader, DryRun: true}
+	var opts []unlock.Options
+	for _, t := range u.Tang {
+		o := base
+		o.Method, o.URL, o.Thumbprint = unlock.Tang, t.URL, t.Thumbprint
+		opts = append(opts, o)
+	}
+	if t := u.TPM2; t != nil {
+		o := base
+		o.Method, o.PCRs, o.PCRBank = unlock.TPM2, t.PCRs, t.PCRBank
+		opts = append(opts, o)
+	}
+	for i, o := range opts {
+		res, err := unlock.Add(context.Background(), o)
+		if err != nil {
+			return refuse("%v", err)
+		}
+		e := res.Steps[0]
+		e.ID = fmt.Sprintf("%s-%d", e.ID, i)
+		o.DryRun = false
+		m.binds = append(m.binds, &bindStep{m: m, o: o, dev: res.Device, e: e})
 	}
 	return nil
 }

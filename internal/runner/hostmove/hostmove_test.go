@@ -7,6 +7,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/cryptshift/cryptshift/internal/doors/execx"
 	"github.com/cryptshift/cryptshift/internal/model/layout"
+	"github.com/cryptshift/cryptshift/luks"
 	"github.com/cryptshift/cryptshift/playbooks"
 )
 
@@ -71,7 +74,7 @@ func mailHost(t *testing.T, ssh bool) *layout.Layout {
 	}
 	data := e.Layout
 	if ssh {
-		data = bytes.Replace(data, []byte("\nkeys:\n"), []byte("\nkeys:\n  unlock:\n    ssh:\n      authorizedKeys: [\""+sshKey+"\"]\n      networkModules: [virtio_net]\n"), 1)
+		data = bytes.Replace(data, []byte("\nkeys:\n"), []byte("\nkeys:\n  unlock:\n    networkModules: [virtio_net]\n    ssh:\n      authorizedKeys: [\""+sshKey+"\"]\n"), 1)
 	}
 	f, rep := layout.Parse("mail-host.yaml", data)
 	if rep.HasErrors() {
@@ -308,3 +311,92 @@ func TestCheckRefusesAnIncompleteInitramfs(t *testing.T) {
 		}
 	})
 }
+
+// TestClevisBindingsFromTheLayout: tang and tpm2 in keys.unlock become
+// binding steps (no secret in them) checked before anything changes.
+func TestClevisBindingsFromTheLayout(t *testing.T) {
+	adv, err := os.ReadFile("../../doors/clevis/testdata/adv.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(adv) }))
+	defer srv.Close()
+	const thp = "voU6475c-6TIakg7U7LoBHrS9ESNwU98S-1Gr2IDA2k"
+	e, _ := playbooks.Load("mail-host")
+	data := bytes.Replace(e.Layout, []byte("\nkeys:\n"), []byte("\nkeys:\n  unlock:\n    ip: \":::::ens3:dhcp\"\n    tang:\n      - {url: \""+srv.URL+"\", thumbprint: "+thp+"}\n    tpm2: {pcrs: \"7\"}\n"), 1)
+	f, rep := layout.Parse("mail-host.yaml", data)
+	if rep.HasErrors() {
+		t.Fatal(rep)
+	}
+	pass := []byte("the root passphrase")
+	prepare := func(edit func(root string, o *Options)) (*Move, *execx.Recorder, error) {
+		root := fakeHost(t, mountinfo)
+		for _, p := range []string{"usr/share/initramfs-tools/hooks/clevis", "usr/bin/clevis-luks-bind", "usr/bin/clevis-decrypt-tang", "usr/bin/clevis-decrypt-tpm2", "sys/class/tpm/tpm0/x"} {
+			write(t, root, p, "")
+		}
+		rec := &execx.Recorder{Responses: map[string]execx.Result{"cryptsetup status root_crypt": {Stdout: []byte("  device:  /dev/mapper/vg0-root\n")}}}
+		o := options(root, f.Layout, rec)
+		o.Passphrase = pass
+		o.ReadHeader = func(string) (*luks.Header, error) {
+			return &luks.Header{Version: 2, Keyslots: []luks.Keyslot{{ID: 0}, {ID: 1}}}, nil
+		}
+		if edit != nil {
+			edit(root, &o)
+		}
+		m, err := Prepare(o)
+		return m, rec, err
+	}
+	m, rec, err := prepare(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var binds []string
+	for _, s := range m.Plan().Steps {
+		if strings.HasPrefix(s.ID, "bind-") {
+			binds = append(binds, execx.Quote(s.Command))
+			if strings.Contains(strings.Join(s.Command, " "), string(pass)) {
+				t.Error("the passphrase is in a plan step")
+			}
+		}
+	}
+	want := []string{
+		`clevis luks bind -y -d /dev/mapper/vg0-root -k - tang '{"thp":"` + thp + `","url":"` + srv.URL + `"}'`,
+		`clevis luks bind -y -d /dev/mapper/vg0-root -k - tpm2 '{"pcr_bank":"sha256","pcr_ids":"7"}'`,
+	}
+	if strings.Join(binds, "\n") != strings.Join(want, "\n") {
+		t.Errorf("binding steps:\n%s\nwant:\n%s", strings.Join(binds, "\n"), strings.Join(want, "\n"))
+	}
+	for _, l := range rec.Lines() {
+		if strings.HasPrefix(l, "clevis") {
+			t.Errorf("preparing ran %s", l)
+		}
+	}
+	if got := m.cmdline(); strings.Join(got, " ") != "ip=:::::ens3:dhcp console=ttyS0" {
+		t.Errorf("kernel command line %q", got)
+	}
+	// Refusals: tang unreachable, thumbprint mismatch, no TPM, no passphrase.
+	for name, edit := range map[string]func(root string, o *Options){
+		"no TPM":        func(root string, o *Options) { os.RemoveAll(filepath.Join(root, "sys/class/tpm")) },
+		"no passphrase": func(root string, o *Options) { o.Passphrase = nil },
+		"no clevis-initramfs": func(root string, o *Options) {
+			os.Remove(filepath.Join(root, "usr/share/initramfs-tools/hooks/clevis"))
+		},
+		"tang down": func(root string, o *Options) {
+			o.HTTP = &http.Client{Transport: roundTrip(func(*http.Request) (*http.Response, error) { return nil, errors.New("connection refused") })}
+		},
+	} {
+		if _, rec, err := prepare(edit); err == nil || !strings.Contains(err.Error(), "nothing was changed") {
+			t.Errorf("%s: got %v, want a refusal", name, err)
+		} else {
+			for _, l := range rec.Lines() {
+				if !strings.HasPrefix(l, "cryptsetup status") { // read-only
+					t.Errorf("%s: ran %s", name, l)
+				}
+			}
+		}
+	}
+}
+
+type roundTrip func(*http.Request) (*http.Response, error)
+
+func (f roundTrip) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

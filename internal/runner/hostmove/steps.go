@@ -17,6 +17,8 @@ import (
 	"github.com/cryptshift/cryptshift/internal/model/layout"
 	"github.com/cryptshift/cryptshift/internal/model/plan"
 	"github.com/cryptshift/cryptshift/internal/runner/engine"
+	"github.com/cryptshift/cryptshift/internal/runner/unlock"
+	"github.com/cryptshift/cryptshift/luks"
 )
 
 // Actions of host-move steps (the plan's ACTION column).
@@ -106,6 +108,9 @@ func (m *Move) build() {
 		ID: "crypttab-root", Action: ActCrypttab, Target: m.onTarget("/etc/crypttab"),
 		Description: fmt.Sprintf("mark the root's crypttab entry %s with the initramfs option, so cryptsetup-initramfs always unlocks it in the initramfs (the other volumes' key files are on the root and are read after it is open)", m.RootMapping),
 	}})
+	for _, b := range m.binds {
+		m.add(b)
+	}
 	m.addFiles("initramfs-config", ActInitramfsConf, "set up initramfs-tools for the encrypted root: "+m.initramfsWhy(), m.initramfsFiles())
 	if s := m.ssh(); s != nil {
 		m.addFiles("dropbear-config", ActDropbear, "unlock over SSH: dropbear in the initramfs with the layout's authorized keys (its own host keys, made when dropbear-initramfs was installed), no passwords, no forwarding; unlock with cryptroot-unlock", m.dropbearFiles(s))
@@ -142,7 +147,56 @@ func (m *Move) unlockMethods() []string {
 	if m.ssh() != nil {
 		out = append(out, "passphrase over SSH (dropbear)")
 	}
+	if u := m.unlock(); u != nil {
+		for _, t := range u.Tang {
+			out = append(out, "tang "+t.URL)
+		}
+		if u.TPM2 != nil {
+			out = append(out, "tpm2")
+		}
+	}
 	return out
+}
+
+// bindStep binds a Clevis pin to a new keyslot of the root volume.
+type bindStep struct {
+	m   *Move
+	o   unlock.Options
+	dev string
+	e   plan.Step
+}
+
+func (s *bindStep) Entry() plan.Step { return s.e }
+
+func (s *bindStep) Do(ctx context.Context) error {
+	o := s.o
+	o.Passphrase = s.m.o.Passphrase
+	_, err := unlock.Add(ctx, o)
+	return err
+}
+
+// Done: the header already carries the binding (a crash after clevis
+// bound it must not bind a second keyslot).
+func (s *bindStep) Done(context.Context) (bool, error) {
+	h, err := s.o.ReadHeader(s.dev)
+	if err != nil {
+		return false, nil
+	}
+	for _, t := range h.TokenInfo {
+		if t.Clevis == nil {
+			continue
+		}
+		found := false
+		t.Clevis.Walk(func(p luks.ClevisPin) {
+			if p.Pin == s.o.Method && (s.o.Method != unlock.Tang || slices.Contains(p.URLs, s.o.URL)) {
+				found = true
+			}
+		})
+		if found {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 func (m *Move) initramfsWhy() string {
@@ -153,8 +207,8 @@ func (m *Move) initramfsWhy() string {
 	if m.o.InitramfsModules == ModulesDep {
 		why += "; MODULES=dep (only this machine's drivers: the initramfs will not boot other hardware)"
 	}
-	if s := m.ssh(); s != nil && len(s.NetworkModules) > 0 {
-		why += "; network driver(s) " + strings.Join(s.NetworkModules, ", ") + " for the unlock"
+	if u := m.unlock(); u != nil && len(u.NetworkModules) > 0 {
+		why += "; network driver(s) " + strings.Join(u.NetworkModules, ", ") + " for the unlock"
 	}
 	return why
 }
@@ -182,8 +236,8 @@ func (m *Move) initramfsFiles() []file {
 		conf.WriteString("MODULES=dep\n")
 	}
 	files := []file{{Path: "/etc/initramfs-tools/conf.d/cryptshift", Data: conf.String(), Mode: 0o644}}
-	if s := m.ssh(); s != nil && len(s.NetworkModules) > 0 {
-		files = append(files, file{Path: "/etc/initramfs-tools/modules", Data: strings.Join(s.NetworkModules, "\n") + "\n", Mode: 0o644, Append: true})
+	if u := m.unlock(); u != nil && len(u.NetworkModules) > 0 {
+		files = append(files, file{Path: "/etc/initramfs-tools/modules", Data: strings.Join(u.NetworkModules, "\n") + "\n", Mode: 0o644, Append: true})
 	}
 	return files
 }
@@ -225,8 +279,8 @@ func (m *Move) dropbearFiles(s *layout.SSHUnlock) []file {
 // cmdline is what the new system's kernel command line gets.
 func (m *Move) cmdline() []string {
 	var out []string
-	if s := m.ssh(); s != nil {
-		ip := s.IP
+	if u := m.unlock(); u != nil && (u.SSH != nil || len(u.Tang) > 0) {
+		ip := u.IP
 		if ip == "" {
 			ip = "dhcp"
 		}
@@ -505,8 +559,19 @@ func (m *Move) requiredMembers() map[string]string {
 		req["dropbear"] = `^usr/sbin/dropbear$`
 		req["dropbear's authorized_keys"] = `^root-[^/]*/\.ssh/authorized_keys$`
 		req["cryptroot-unlock"] = `^usr/bin/cryptroot-unlock$`
-		for _, mod := range s.NetworkModules {
+	}
+	if u := m.unlock(); u != nil {
+		for _, mod := range u.NetworkModules {
 			req["the "+mod+" module"] = `(^|/)` + regexp.QuoteMeta(mod) + `\.ko(\.[a-z]+)?$`
+		}
+		if len(u.Tang) > 0 || u.TPM2 != nil {
+			req["clevis"] = `^usr/bin/clevis$`
+		}
+		if len(u.Tang) > 0 {
+			req["clevis's tang pin"] = `^usr/bin/clevis-decrypt-tang$`
+		}
+		if u.TPM2 != nil {
+			req["clevis's tpm2 pin"] = `^usr/bin/clevis-decrypt-tpm2$`
 		}
 	}
 	return req
