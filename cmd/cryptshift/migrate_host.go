@@ -14,6 +14,7 @@ import (
 	"github.com/cryptshift/cryptshift/internal/doors/secrets"
 	"github.com/cryptshift/cryptshift/internal/exitcode"
 	"github.com/cryptshift/cryptshift/internal/model/layout"
+	"github.com/cryptshift/cryptshift/internal/model/plan"
 	"github.com/cryptshift/cryptshift/internal/planner"
 	"github.com/cryptshift/cryptshift/internal/runner/hostmove"
 )
@@ -143,15 +144,7 @@ func runMigrateHost(ctx context.Context, stdout, stderr io.Writer, o migrateHost
 	}
 	p := m.Plan()
 	if o.dryRun {
-		if o.output == "json" {
-			b, err := p.JSON()
-			if err != nil {
-				return err
-			}
-			_, err = stdout.Write(b)
-			return err
-		}
-		return p.Table(stdout)
+		return printDryRun(stdout, p, o.output)
 	}
 	if !o.yes && !o.resume {
 		p.Table(stderr)
@@ -164,4 +157,18 @@ func runMigrateHost(ctx context.Context, stdout, stderr io.Writer, o migrateHost
 	}
 	fmt.Fprintf(stderr, "Moved the host onto %s. Journal: %s\nNext: shut down, boot from the new disks (unlock the root), then run cryptshift verify.\n", o.target, m.JournalPath())
 	return nil
+}
+
+// printDryRun prints the steps a verb would run: the plan's table, or its
+// JSON with -o json.
+func printDryRun(w io.Writer, p *plan.Plan, output string) error {
+	if output == "json" {
+		b, err := p.JSON()
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(b)
+		return err
+	}
+	return p.Table(w)
 }

@@ -107,15 +107,7 @@ func runUnlock(ctx context.Context, stdout io.Writer, op string, u unlockOptions
 	if u.o.DryRun {
 		p := &plan.Plan{APIVersion: plan.APIVersion, Kind: plan.Kind, Layout: "-", Root: res.Device, Steps: res.Steps,
 			Crypttab: []plan.CrypttabEntry{}, Fstab: []plan.FstabEntry{}, Secrets: []plan.Secret{}}
-		if u.output == "json" {
-			b, err := p.JSON()
-			if err != nil {
-				return err
-			}
-			_, err = stdout.Write(b)
-			return err
-		}
-		return p.Table(stdout)
+		return printDryRun(stdout, p, u.output)
 	}
 	for _, s := range res.Steps {
 		fmt.Fprintf(stdout, "done: %s\n", s.Description)

@@ -109,20 +109,29 @@ func (o *Options) device(ctx context.Context) (string, error) {
 	return "", fmt.Errorf("cannot find the device under %s in cryptsetup status", o.Volume)
 }
 
+// volume checks the options and reads the volume's device and header.
+func (o *Options) volume(ctx context.Context) (string, *luks.Header, error) {
+	if err := o.normalize(); err != nil {
+		return "", nil, err
+	}
+	dev, err := o.device(ctx)
+	if err != nil {
+		return "", nil, err
+	}
+	h, err := o.ReadHeader(dev)
+	if err != nil {
+		return "", nil, fmt.Errorf("cannot read the LUKS header of %s: %w", dev, err)
+	}
+	return dev, h, nil
+}
+
 // Add binds the method to a new keyslot of the volume. Everything that
 // can be checked first is: the volume is LUKS2, a Tang server is
 // reachable and advertises the pinned thumbprint, a TPM is present.
 func Add(ctx context.Context, o Options) (*Result, error) {
-	if err := o.normalize(); err != nil {
-		return nil, err
-	}
-	dev, err := o.device(ctx)
+	dev, h, err := o.volume(ctx)
 	if err != nil {
 		return nil, err
-	}
-	h, err := o.ReadHeader(dev)
-	if err != nil {
-		return nil, fmt.Errorf("cannot read the LUKS header of %s: %w", dev, err)
 	}
 	if h.Version != 2 {
 		return nil, fmt.Errorf("cannot bind %s to %s: it is LUKS%d; Clevis tokens need LUKS2", o.Method, dev, h.Version)
@@ -164,16 +173,9 @@ func Add(ctx context.Context, o Options) (*Result, error) {
 // Remove unbinds every Clevis binding of the method from the volume,
 // refusing when no keyslot other than Clevis's would remain.
 func Remove(ctx context.Context, o Options) (*Result, error) {
-	if err := o.normalize(); err != nil {
-		return nil, err
-	}
-	dev, err := o.device(ctx)
+	dev, h, err := o.volume(ctx)
 	if err != nil {
 		return nil, err
-	}
-	h, err := o.ReadHeader(dev)
-	if err != nil {
-		return nil, fmt.Errorf("cannot read the LUKS header of %s: %w", dev, err)
 	}
 	clevisSlots := map[int]bool{}
 	var remove []int
