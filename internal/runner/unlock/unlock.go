@@ -227,4 +227,3 @@ func Remove(ctx context.Context, o Options) (*Result, error) {
 	}
 	return res, nil
 }
-
