@@ -52,9 +52,14 @@ boot.`,
 func newUnlockSubCmd(op string) *cobra.Command {
 	var u unlockOptions
 	c := &cobra.Command{
-		Use:       op + " (tang|tpm2) --volume NAME",
-		Short:     op + " a Tang or TPM2 unlock method",
-		Args:      cobra.ExactArgs(1),
+		Use:   op + " (tang|tpm2) --volume NAME",
+		Short: op + " a Tang or TPM2 unlock method",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if err := cobra.MatchAll(cobra.ExactArgs(1), cobra.OnlyValidArgs)(cmd, args); err != nil {
+				return usageError("%v: give tang or tpm2", err)
+			}
+			return nil
+		},
 		ValidArgs: []string{unlock.Tang, unlock.TPM2},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			u.o.Method = args[0]
