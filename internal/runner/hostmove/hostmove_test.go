@@ -400,3 +400,35 @@ func TestClevisBindingsFromTheLayout(t *testing.T) {
 type roundTrip func(*http.Request) (*http.Response, error)
 
 func (f roundTrip) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// A layout with a bios-boot partition gets GRUB for BIOS on its disk (as
+// given with --device), and no UEFI install without an ESP.
+func TestBIOSBoot(t *testing.T) {
+	e, _ := playbooks.Load("mail-host")
+	y := strings.Replace(string(e.Layout), `      - name: esp
+        type: esp            # vfat, mounted at /boot/efi
+        size: 256MiB`, `      - name: grub
+        type: bios-boot
+        size: 1MiB`, 1)
+	f, rep := layout.Parse("mail-host.yaml", []byte(y))
+	if rep.HasErrors() {
+		t.Fatal(rep)
+	}
+	root := fakeHost(t, strings.Replace(mountinfo, "12 11 8:17 / /target/boot/efi rw - vfat /dev/vdb1 rw\n", "", 1))
+	write(t, root, "usr/lib/grub/i386-pc/boot.img", "")
+	o := options(root, f.Layout, &execx.Recorder{})
+	o.Devices = map[string]string{"disk0": "/dev/disk/by-id/virtio-newdisk0"}
+	m, err := Prepare(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var grub []string
+	for _, s := range m.Plan().Steps {
+		if strings.HasPrefix(s.ID, "grub-install") {
+			grub = append(grub, execx.Quote(s.Command))
+		}
+	}
+	if want := "chroot /target grub-install --target=i386-pc --boot-directory=/boot /dev/disk/by-id/virtio-newdisk0"; strings.Join(grub, "\n") != want {
+		t.Errorf("GRUB steps %q, want %s", grub, want)
+	}
+}
