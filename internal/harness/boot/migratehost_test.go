@@ -412,14 +412,18 @@ func (r *moveRun) dropbear(t *testing.T, ctx context.Context, s0 [2]string) [2]s
 	return disks
 }
 
+// treeBinary is where the cryptshift built from the tree goes in a booted
+// system (not /run: initramfs-tools mounts it noexec).
+const treeBinary = "/usr/local/sbin/cryptshift"
+
 // cryptshift copies the cryptshift built from the tree into the booted
-// system (on /run, a tmpfs) and runs it with args.
+// system and runs it with args.
 func (r *moveRun) cryptshift(t *testing.T, ctx context.Context, vm *VM, args string) (string, error) {
 	t.Helper()
-	if err := vm.SSH.CopyFile(ctx, r.bin, "/run/cryptshift", 0o755); err != nil {
+	if err := vm.SSH.CopyFile(ctx, r.bin, treeBinary, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	return vm.SSH.Run(ctx, "/run/cryptshift "+args+" 2>&1", nil)
+	return vm.SSH.Run(ctx, treeBinary+" "+args+" 2>&1", nil)
 }
 
 // unlock adds or removes an unlock method of the root volume with
@@ -595,10 +599,10 @@ func grepLines(s, prefix string) string {
 func (r *moveRun) verifyInside(t *testing.T, ctx context.Context, vm *VM) {
 	t.Helper()
 	// verify exits 1 on a FAIL and 2 when incomplete; the report says which.
-	if err := vm.SSH.CopyFile(ctx, r.bin, "/run/cryptshift", 0o755); err != nil {
+	if err := vm.SSH.CopyFile(ctx, r.bin, treeBinary, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	out, err := vm.SSH.Run(ctx, "/run/cryptshift verify -o json >/run/verify.json 2>/run/verify.err; cat /run/verify.json", nil)
+	out, err := vm.SSH.Run(ctx, treeBinary+" verify -o json >/run/verify.json 2>/run/verify.err; cat /run/verify.json; cat /run/verify.err >&2", nil)
 	if err != nil {
 		t.Fatalf("cannot run cryptshift verify in the booted host: %v\n%s", err, out)
 	}
