@@ -31,7 +31,7 @@ start=$(date +%s)
 echo "== test-boot: old host image ready after $(( $(date +%s) - start ))s"
 
 echo "== test-boot: go test -run '^TestBoot' ./..."
-CRYPTSHIFT_TEST_BOOT=1 go test -count=1 -v -run '^TestBoot' -timeout 60m ./...
+CRYPTSHIFT_TEST_BOOT=1 go test -count=1 -v -run '^TestBoot' -timeout 90m ./...
 status=$?
 echo "== test-boot: done in $(( $(date +%s) - start ))s (status $status)"
 exit "$status"

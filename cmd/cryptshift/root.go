@@ -28,6 +28,8 @@ var verbs = []func() *cobra.Command{
 	newPlanCmd,
 	newApplyCmd,
 	newMigrateCmd,
+	newMigrateHostCmd,
+	newUnlockCmd,
 	newVerifyCmd,
 	newCaptureCmd,
 	newInspectCmd,

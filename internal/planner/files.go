@@ -91,6 +91,7 @@ func Block(layoutName, header string, lines []string) string {
 
 func (p *planner) planFiles() {
 	p.planTmp()
+	p.noteUnlock()
 	if len(p.crypttab) == 0 && len(p.fstab) == 0 {
 		return
 	}
@@ -184,5 +185,35 @@ func fstabEntry(spec, file, typ string, options []string, pass int) plan.FstabEn
 	return plan.FstabEntry{
 		Spec: spec, File: file, Type: typ, Options: opts, Pass: pass,
 		Line: plan.FstabLine(spec, file, typ, opts, 0, pass),
+	}
+}
+
+// noteUnlock says where keys.unlock takes effect: the boot path of the
+// moved system, which cryptshift migrate-host sets up (apply lays out
+// empty disks, so there is no initramfs to put dropbear or Clevis into).
+func (p *planner) noteUnlock() {
+	u := p.l.Keys.Unlock
+	if u == nil {
+		return
+	}
+	ip := u.IP
+	if ip == "" {
+		ip = "dhcp"
+	}
+	if u.SSH != nil {
+		p.note("unlock over SSH: cryptshift migrate-host puts dropbear into the new system's initramfs with %d authorized key(s), ip=%s and no password logins; unlock with ssh root@HOST cryptroot-unlock", len(u.SSH.AuthorizedKeys), ip)
+	}
+	for _, t := range u.Tang {
+		p.note("unlock by Tang: cryptshift migrate-host binds the root to %s (thumbprint %s) with clevis luks bind, after checking the server answers with that key; ip=%s in the initramfs", t.URL, t.Thumbprint, ip)
+	}
+	if t := u.TPM2; t != nil {
+		pcrs := t.PCRs
+		if pcrs == "" {
+			pcrs = "7"
+		}
+		p.note("unlock by TPM2: cryptshift migrate-host binds the root to the TPM (clevis tpm2 pin, PCRs %s); without a PIN it unlocks for anyone who boots the machine unchanged, and more PCRs mean a re-bind after firmware or kernel updates", pcrs)
+	}
+	if len(u.Tang) > 0 || u.TPM2 != nil {
+		p.note("the passphrase and recovery keyslots stay: the passphrase unlocks on the console or over SSH whenever Tang or the TPM cannot")
 	}
 }

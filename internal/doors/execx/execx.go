@@ -42,6 +42,9 @@ var Tools = map[string]string{
 	"chroot":     "chroot",
 	"virsh":      "virsh",
 	"udevadm":    "udevadm",
+	"rsync":      "rsync",
+	"systemctl":  "systemctl",
+	"clevis":     "clevis",
 }
 
 // Cmd is one invocation of a tool.

@@ -48,7 +48,28 @@ var ErrInitramfsBomb = fmt.Errorf("initramfs larger than %d MiB unpacked or comp
 // each optionally compressed with gzip, zstd or xz, concatenated the way
 // Debian's initramfs-tools prepends an uncompressed early microcode archive.
 func ListInitramfs(r io.Reader) ([]InitramfsEntry, error) {
-	return listInitramfs(&capped{r: r, left: MaxInitramfsBytes}, nil, 0)
+	return listInitramfs(&capped{r: r, left: MaxInitramfsBytes}, nil, 0, nil)
+}
+
+// maxKeptMember bounds a member ReadInitramfs returns: the files it is
+// for (cryptroot/crypttab, conf/conf.d/*) are a few hundred bytes.
+const maxKeptMember = 1 << 20
+
+// ReadInitramfs is ListInitramfs that also returns the contents of the
+// named members (regular files up to 1 MiB; others are listed only).
+func ReadInitramfs(r io.Reader, names ...string) ([]InitramfsEntry, map[string][]byte, error) {
+	keep := map[string][]byte{}
+	for _, n := range names {
+		keep[strings.TrimPrefix(n, "/")] = nil
+	}
+	out, err := listInitramfs(&capped{r: r, left: MaxInitramfsBytes}, nil, 0, keep)
+	got := map[string][]byte{}
+	for n, b := range keep {
+		if b != nil {
+			got[n] = b
+		}
+	}
+	return out, got, err
 }
 
 // capped fails reads past its budget instead of returning EOF, so a
@@ -70,7 +91,7 @@ func (c *capped) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func listInitramfs(r io.Reader, out []InitramfsEntry, depth int) ([]InitramfsEntry, error) {
+func listInitramfs(r io.Reader, out []InitramfsEntry, depth int, keep map[string][]byte) ([]InitramfsEntry, error) {
 	br := bufio.NewReaderSize(r, 1<<16)
 	for {
 		if err := skipZeros(br); err != nil {
@@ -90,7 +111,7 @@ func listInitramfs(r io.Reader, out []InitramfsEntry, depth int) ([]InitramfsEnt
 		}
 		switch {
 		case bytes.HasPrefix(magic, []byte("07070")):
-			if out, err = listCpio(br, out); err != nil {
+			if out, err = listCpio(br, out, keep); err != nil {
 				return out, err
 			}
 		case bytes.HasPrefix(magic, []byte{0x1f, 0x8b}):
@@ -98,7 +119,7 @@ func listInitramfs(r io.Reader, out []InitramfsEntry, depth int) ([]InitramfsEnt
 			if err != nil {
 				return out, fmt.Errorf("cannot read gzip initramfs: %w", err)
 			}
-			return listAll(zr, out, depth)
+			return listAll(zr, out, depth, keep)
 		case bytes.HasPrefix(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}):
 			zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(maxZstdWindow),
 				zstd.WithDecoderMaxMemory(MaxInitramfsBytes))
@@ -106,21 +127,21 @@ func listInitramfs(r io.Reader, out []InitramfsEntry, depth int) ([]InitramfsEnt
 				return out, fmt.Errorf("cannot read zstd initramfs: %w", err)
 			}
 			defer zr.Close()
-			return listAll(zr, out, depth)
+			return listAll(zr, out, depth, keep)
 		case bytes.HasPrefix(magic, []byte{0xfd, '7', 'z', 'X', 'Z', 0}):
 			zr, err := xz.NewReader(br)
 			if err != nil {
 				return out, fmt.Errorf("cannot read xz initramfs: %w", err)
 			}
-			return listAll(zr, out, depth)
+			return listAll(zr, out, depth, keep)
 		default:
 			return out, fmt.Errorf("cannot read initramfs: unsupported format (magic % x); gzip, zstd and xz are supported", magic)
 		}
 	}
 }
 
-func listAll(r io.Reader, out []InitramfsEntry, depth int) ([]InitramfsEntry, error) {
-	return listInitramfs(&capped{r: r, left: MaxInitramfsBytes}, out, depth+1)
+func listAll(r io.Reader, out []InitramfsEntry, depth int, keep map[string][]byte) ([]InitramfsEntry, error) {
+	return listInitramfs(&capped{r: r, left: MaxInitramfsBytes}, out, depth+1, keep)
 }
 
 // skipZeros skips the NUL padding between concatenated archives.
@@ -136,7 +157,7 @@ func skipZeros(br *bufio.Reader) error {
 	}
 }
 
-func listCpio(br *bufio.Reader, out []InitramfsEntry) ([]InitramfsEntry, error) {
+func listCpio(br *bufio.Reader, out []InitramfsEntry, keep map[string][]byte) ([]InitramfsEntry, error) {
 	hdr := make([]byte, 110)
 	for len(out) < maxInitramfsMembers {
 		if _, err := io.ReadFull(br, hdr); err != nil {
@@ -167,8 +188,17 @@ func listCpio(br *bufio.Reader, out []InitramfsEntry) ([]InitramfsEntry, error) 
 		if n == "TRAILER!!!" {
 			return out, nil
 		}
-		if _, err := io.CopyN(io.Discard, br, int64(size)); err != nil {
+		member := strings.TrimPrefix(n, "./")
+		var dst io.Writer = io.Discard
+		var buf bytes.Buffer
+		if _, want := keep[member]; want && mode&0o170000 == 0o100000 && size <= maxKeptMember {
+			dst = &buf
+		}
+		if _, err := io.CopyN(dst, br, int64(size)); err != nil {
 			return out, fmt.Errorf("cannot skip cpio member %s: %w", n, err)
+		}
+		if dst == &buf {
+			keep[member] = append([]byte{}, buf.Bytes()...)
 		}
 		if _, err := br.Discard(int(pad4(size))); err != nil {
 			return out, err

@@ -144,6 +144,53 @@ type Keys struct {
 	KeyFileDir      string `yaml:"keyFileDir" json:"keyFileDir"`
 	RecoveryKey     *bool  `yaml:"recoveryKey" json:"recoveryKey"`
 	HeaderBackupDir string `yaml:"headerBackupDir" json:"headerBackupDir,omitempty"`
+	// Unlock adds ways to open the root volume at boot besides the
+	// passphrase typed on the console (which always remains).
+	Unlock *Unlock `yaml:"unlock" json:"unlock,omitempty"`
+}
+
+// Unlock lists the extra unlock methods of the root volume. The
+// passphrase keyslot and the recovery keyslot always remain.
+type Unlock struct {
+	// IP is the kernel's ip= parameter the initramfs configures the
+	// network with for SSH and Tang: "dhcp" (the default) or the static
+	// form CLIENT::GATEWAY:NETMASK:HOSTNAME:INTERFACE:off.
+	IP string `yaml:"ip" json:"ip,omitempty"`
+	// NetworkModules are the kernel modules of the network card, added to
+	// the initramfs (e.g. virtio_net, e1000e, igb).
+	NetworkModules []string `yaml:"networkModules" json:"networkModules,omitempty"`
+	// SSH: Debian's dropbear-initramfs, for a headless server: the admin
+	// logs into the initramfs and types the passphrase (cryptroot-unlock).
+	SSH *SSHUnlock `yaml:"ssh" json:"ssh,omitempty"`
+	// Tang: network-bound unlock; each server is bound to its own keyslot
+	// with Clevis (any one that answers unlocks).
+	Tang []TangServer `yaml:"tang" json:"tang,omitempty"`
+	// TPM2: Clevis's tpm2 pin (initramfs-tools ignores systemd's
+	// tpm2-device=), sealed to a PCR policy.
+	TPM2 *TPM2Unlock `yaml:"tpm2" json:"tpm2,omitempty"`
+}
+
+// SSHUnlock configures dropbear in the initramfs.
+type SSHUnlock struct {
+	// AuthorizedKeys are the public keys (OpenSSH authorized_keys lines)
+	// that may log into the initramfs.
+	AuthorizedKeys []string `yaml:"authorizedKeys" json:"authorizedKeys"`
+	// Port dropbear listens on (default 22).
+	Port int `yaml:"port" json:"port,omitempty"`
+}
+
+// TangServer is a Tang server pinned by its signing key.
+type TangServer struct {
+	URL string `yaml:"url" json:"url"`
+	// Thumbprint is the S256 thumbprint of the server's signing key
+	// (tang-show-keys on the server).
+	Thumbprint string `yaml:"thumbprint" json:"thumbprint"`
+}
+
+// TPM2Unlock is the PCR policy the key is sealed to.
+type TPM2Unlock struct {
+	PCRs    string `yaml:"pcrs" json:"pcrs"`                 // default "7"
+	PCRBank string `yaml:"pcrBank" json:"pcrBank,omitempty"` // default sha256
 }
 
 // Tmp types.

@@ -42,6 +42,7 @@ func Validate(f *File, rep *Report) {
 	}
 	validateVolumes(l, rep, vgs, mounts)
 	validateKeys(l, rep)
+	validateUnlock(l, rep)
 	validateSwap(l, rep)
 	validateTmp(l, rep, mounts)
 	roots := 0
