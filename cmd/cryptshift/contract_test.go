@@ -32,7 +32,10 @@ var runnable = map[string]struct {
 // needsHost names the verbs with an -o that cannot produce a result here,
 // and why; their usage errors are still checked.
 var needsHost = map[string]string{
-	"migrate": "a libvirt domain (its -o is --dry-run's format)",
+	"migrate":      "a libvirt domain (its -o is --dry-run's format)",
+	"migrate-host": "a layout applied and mounted at /target (its -o is --dry-run's format)",
+	"add":          "an open LUKS2 volume (unlock add; its -o is --dry-run's format)",
+	"remove":       "an open LUKS2 volume (unlock remove; its -o is --dry-run's format)",
 }
 
 // TestCLIContract holds every command of the tree (hidden ones and cobra's

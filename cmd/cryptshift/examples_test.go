@@ -122,6 +122,7 @@ func sandbox(t *testing.T, inv string) string {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(dir, "host.json"), b, 0o644)
+	os.WriteFile(filepath.Join(dir, "host.inventory.json"), b, 0o644) // the README's host journey
 	gunzip(t, "../../luks/testdata/luks2.hdr.gz", filepath.Join(dir, "header-backup.img"))
 	return dir
 }
@@ -136,7 +137,7 @@ func runsHere(ex example, dir string) (bool, string) {
 		return true, ""
 	}
 	switch ex.args[0] {
-	case "apply", "migrate", "rollback", "capture":
+	case "apply", "migrate", "migrate-host", "unlock", "rollback", "capture":
 		return false, ex.args[0] + " changes a host"
 	case "plan":
 		if !slices.Contains(ex.args, "--inventory") && slices.Contains(ex.args, "-f") {

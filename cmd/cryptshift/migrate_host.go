@@ -15,7 +15,6 @@ import (
 	"github.com/cryptshift/cryptshift/internal/exitcode"
 	"github.com/cryptshift/cryptshift/internal/model/layout"
 	"github.com/cryptshift/cryptshift/internal/model/plan"
-	"github.com/cryptshift/cryptshift/internal/planner"
 	"github.com/cryptshift/cryptshift/internal/runner/hostmove"
 )
 
@@ -72,18 +71,18 @@ the new disks afterwards, then run cryptshift verify.`,
 	}
 	f := cmd.Flags()
 	f.StringVarP(&o.layoutFile, "file", "f", "", "the layout `FILE` that apply laid out")
-	f.StringVar(&o.target, "root", planner.DefaultRoot, "`DIR` where apply mounted the layout")
+	targetFlag(f, &o.target, "`DIR` where apply mounted the layout")
 	f.StringArrayVar(&o.devices, "device", nil, "use device `NAME=PATH` for the layout's disk NAME, as given to apply (repeatable)")
 	f.StringArrayVar(&o.services, "stop-service", nil, "stop systemd `UNIT` before the final copy pass (repeatable)")
 	f.StringArrayVar(&o.cmdline, "kernel-cmdline", nil, "extra kernel `PARAMETER` for the new system, e.g. console=ttyS0 (repeatable)")
-	f.StringVar(&o.modules, "initramfs-modules", hostmove.ModulesMost, "initramfs-tools MODULES `POLICY`: most (boots on other hardware) or dep (this machine's drivers only)")
+	choiceFlag(cmd, &o.modules, "initramfs-modules", "", hostmove.ModulesMost, []string{hostmove.ModulesMost, "dep"}, nil, "initramfs-tools MODULES policy: most (boots on other hardware) or dep (this machine's drivers only)")
 	f.StringVar(&o.journal, "journal", "", "journal `FILE` (default ROOT/var/lib/cryptshift/migrate-host-LAYOUT.journal)")
 	f.StringVar(&o.passphraseFile, "passphrase-file", "", "the root volume's passphrase from `FILE` (mode 0600), needed for the layout's tang and tpm2 bindings")
 	f.BoolVar(&o.dryRun, "dry-run", false, "print the steps and change nothing")
-	f.StringVarP(&o.output, "output", "o", "text", "dry-run format: text or json")
-	f.BoolVar(&o.yes, "yes", false, "do not ask for confirmation")
+	outputFlag(cmd, &o.output, "text", []string{"text", "json"}, "dry-run format")
+	yesFlag(f, &o.yes, "do not ask for confirmation")
 	f.BoolVar(&o.resume, "resume", false, "continue the move recorded in the journal")
-	f.StringVar(&o.progress, "progress", "auto", "progress output: auto (a line per step on stderr), json (events on stdout) or none")
+	choiceFlag(cmd, &o.progress, "progress", "", "auto", []string{"auto", "json", "none"}, nil, "progress on standard error (auto: a line per step; json: one event per line)")
 	return cmd
 }
 
@@ -93,12 +92,6 @@ func runMigrateHost(ctx context.Context, stdout, stderr io.Writer, o migrateHost
 	}
 	if o.layoutFile == "" {
 		return usageError("give the layout apply laid out: -f LAYOUT")
-	}
-	if o.output != "text" && o.output != "json" {
-		return usageError("-o must be text or json")
-	}
-	if o.progress != "auto" && o.progress != "json" && o.progress != "none" {
-		return usageError("--progress must be auto, json or none")
 	}
 	if o.dryRun && o.resume {
 		return usageError("give either --dry-run or --resume")

@@ -22,7 +22,7 @@ func TestMigrateHostAndUnlockStatuses(t *testing.T) {
 		want string
 	}{
 		{[]string{"migrate-host"}, 2, "-f LAYOUT"},
-		{[]string{"migrate-host", "-f", ly, "-o", "yaml"}, 2, "-o must be text or json"},
+		{[]string{"migrate-host", "-f", ly, "-o", "yaml"}, 2, "invalid argument \"yaml\" for \"-o, --output\" flag: use text or json"},
 		{[]string{"migrate-host", "-f", ly, "--dry-run", "--resume"}, 2, "either --dry-run or --resume"},
 		{[]string{"migrate-host", "-f", filepath.Join(dir, "missing.yaml")}, 3, "cannot read layout"},
 		{[]string{"migrate-host", "-f", ly, "--root", filepath.Join(dir, "not-mounted"), "--dry-run"}, 4, "is not mounted; lay the layout out first"},

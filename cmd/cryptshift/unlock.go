@@ -40,10 +40,13 @@ anyone who boots this machine (no PIN); binding PCRs 0,2,4,8,9 too would
 also stop a changed boot chain, and must then be re-bound after every
 firmware, kernel or GRUB update, or the passphrase is needed at the next
 boot.`,
-		Example: `  sudo cryptshift unlock add tang --volume root_crypt --url http://tang.example:7500 \
-      --thumbprint voU6475c-6TIakg7U7LoBHrS9ESNwU98S-1Gr2IDA2k --passphrase-file /run/pass
+		Example: `  sudo cryptshift unlock add tang --volume root_crypt --url http://tang.example:7500 --thumbprint voU6475c-6TIakg7U7LoBHrS9ESNwU98S-1Gr2IDA2k --passphrase-file /run/pass
   sudo cryptshift unlock add tpm2 --volume root_crypt --pcrs 7 --passphrase-file /run/pass
   sudo cryptshift unlock remove tang --volume root_crypt`,
+		Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return usageError("cannot run unlock: name add or remove (cryptshift unlock --help)")
+		},
 	}
 	cmd.AddCommand(newUnlockSubCmd("add"), newUnlockSubCmd("remove"))
 	return cmd
@@ -69,7 +72,7 @@ func newUnlockSubCmd(op string) *cobra.Command {
 	f := c.Flags()
 	f.StringVar(&u.o.Volume, "volume", "", "the volume: its open mapping `NAME` (root_crypt) or its LUKS2 device")
 	f.BoolVar(&u.o.DryRun, "dry-run", false, "print the steps and change nothing")
-	f.StringVarP(&u.output, "output", "o", "text", "dry-run format: text or json")
+	outputFlag(c, &u.output, "text", []string{"text", "json"}, "dry-run format")
 	if op == "add" {
 		f.StringVar(&u.o.URL, "url", "", "tang: the server's `URL`, e.g. http://tang.example:7500")
 		f.StringVar(&u.o.Thumbprint, "thumbprint", "", "tang: the server's signing key `THP` (S256, from tang-show-keys)")
@@ -83,9 +86,6 @@ func newUnlockSubCmd(op string) *cobra.Command {
 func runUnlock(ctx context.Context, stdout io.Writer, op string, u unlockOptions) error {
 	if ctx == nil {
 		ctx = context.Background()
-	}
-	if u.output != "text" && u.output != "json" {
-		return usageError("-o must be text or json")
 	}
 	if op == "add" && !u.o.DryRun {
 		if u.passphraseFile == "" {

@@ -94,7 +94,7 @@ func (r *moveRun) startTang(t *testing.T) {
 // for the harness, MODULES=dep (MODULES=most copies about a thousand
 // modules with a shell loop, over 15 minutes under TCG), the mail services
 // stopped for the final pass.
-var moveArgs = []string{"-f", "/root/mail-host.yaml", "--root", "/target",
+var moveArgs = []string{"-f", "/root/mail-host.yaml", "--target", "/target",
 	"--stop-service", "postfix", "--stop-service", "dovecot",
 	"--kernel-cmdline", "console=ttyS0", "--initramfs-modules", "dep"}
 
@@ -230,7 +230,7 @@ func (r *moveRun) move(t *testing.T, ctx context.Context) [2]string {
 		"--recovery-key-file /run/recovery.key --root /target && findmnt -R /target")
 
 	// Refused, nothing changed: /target/boot is mounted but plaintext.
-	out = run("refuse an unencrypted target", "touch /root/before-refusal; "+strings.Replace(mh, "--root /target", "--root /target/boot", 1)+
+	out = run("refuse an unencrypted target", "touch /root/before-refusal; "+strings.Replace(mh, "--target /target", "--target /target/boot", 1)+
 		" --yes; echo rc=$?; find /target/boot -newer /root/before-refusal | wc -l")
 	if !strings.Contains(out, "rc=4") || !strings.Contains(out, "not on an encrypted volume") || !strings.HasSuffix(strings.TrimSpace(out), "\n0") {
 		t.Fatalf("migrate-host onto the plaintext /boot was not refused with exit 4, or wrote to it:\n%s", out)
