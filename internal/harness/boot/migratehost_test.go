@@ -227,7 +227,7 @@ func (r *moveRun) move(t *testing.T, ctx context.Context) [2]string {
 	start := time.Now()
 	run("cryptshift apply", "/root/cryptshift apply -f /root/mail-host.yaml --device disk0=/dev/disk/by-id/virtio-newdisk0 "+
 		"--device disk1=/dev/disk/by-id/virtio-newdisk1 --allow-destroy --yes --passphrase-file /run/luks.pass "+
-		"--recovery-key-file /run/recovery.key --root /target && findmnt -R /target")
+		"--recovery-key-file /run/recovery.key --target /target && findmnt -R /target")
 
 	// Refused, nothing changed: /target/boot is mounted but plaintext.
 	out = run("refuse an unencrypted target", "touch /root/before-refusal; "+strings.Replace(mh, "--target /target", "--target /target/boot", 1)+
