@@ -263,7 +263,7 @@ func TestHostPlaybooks(t *testing.T) {
 		// leaky has no layout (plan ends it there) and FAILs verify:
 		// the run fails, the others do not.
 		p.expect(t, "plan and verify", 2, map[string]hostStats{"clean": {Changed: -1, Failures: 0}, "vps": {Changed: -1, Failures: 0}, "leaky": {Changed: -1, Failures: 1}})
-		if !strings.Contains(strings.Join(p.failed, "\n"), "leaky: verify says FAIL (1 failed, 0 warnings): tmp.tmp.") {
+		if !strings.Contains(strings.Join(p.failed, "\n"), "leaky: verify says FAIL (2 failed, 1 warning): storage.mount, tmp.tmp.") {
 			t.Errorf("the FAIL host's message does not name the failed check:\n%s", strings.Join(p.failed, "\n"))
 		}
 
