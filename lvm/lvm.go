@@ -232,4 +232,6 @@ type LVActivate struct {
 	Name string `json:"name"`
 }
 
-func (o LVActivate) Args() []string { return []string{"lvchange", "--activate", "y", o.VG + "/" + o.Name} }
+func (o LVActivate) Args() []string {
+	return []string{"lvchange", "--activate", "y", o.VG + "/" + o.Name}
+}

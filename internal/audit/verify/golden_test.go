@@ -2,15 +2,13 @@ package verify
 
 import (
 	"bytes"
-	"flag"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-)
 
-var update = flag.Bool("update", false, "rewrite the fixture trees in testdata/verify and their golden reports")
+	"github.com/cryptshift/cryptshift/internal/harness/golden"
+)
 
 // fixtureDir is where the captured-style trees live (shared with other
 // packages' tests, so outside this package).
@@ -32,7 +30,7 @@ func TestFixtures(t *testing.T) {
 			if err := buildFixture(fx, gen); err != nil {
 				t.Fatal(err)
 			}
-			if *update {
+			if golden.Updating() {
 				if err := os.RemoveAll(root); err != nil {
 					t.Fatal(err)
 				}
@@ -54,19 +52,7 @@ func TestFixtures(t *testing.T) {
 			if err := Render(&got, r, "json"); err != nil {
 				t.Fatal(err)
 			}
-			golden := filepath.Join(dir, "report.json")
-			if *update {
-				if err := os.WriteFile(golden, got.Bytes(), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(got.Bytes(), want) {
-				t.Errorf("report differs from %s (run with -update after checking the change):\n%s", golden, firstDiff(got.String(), string(want)))
-			}
+			golden.Check(t, filepath.Join(dir, "report.json"), got.Bytes())
 			checkWants(t, r, fx)
 		})
 	}
@@ -115,21 +101,4 @@ func checkWants(t *testing.T, r *Report, fx fixture) {
 			}
 		}
 	}
-}
-
-func firstDiff(a, b string) string {
-	al, bl := strings.Split(a, "\n"), strings.Split(b, "\n")
-	for i := 0; i < len(al) || i < len(bl); i++ {
-		var x, y string
-		if i < len(al) {
-			x = al[i]
-		}
-		if i < len(bl) {
-			y = bl[i]
-		}
-		if x != y {
-			return fmt.Sprintf("line %d:\n  got:  %s\n  want: %s", i+1, x, y)
-		}
-	}
-	return "(no line differs)"
 }
