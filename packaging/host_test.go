@@ -223,7 +223,7 @@ complete_line() { COMP_LINE="$1"; COMP_POINT=${#COMP_LINE}; read -ra COMP_WORDS 
 complete_line "cryptshift doc"
 complete_line "cryptshift doctor --fo"
 complete_line "cryptshift doctor --for "
-complete_line "cryptshift mig"
+complete_line "cryptshift migrate-h"
 `
 	r := sh(t, path, "bash", "-c", script)
 	for _, want := range []string{
@@ -231,7 +231,7 @@ complete_line "cryptshift mig"
 		"cryptshift doc => doctor",
 		"cryptshift doctor --fo => --for",
 		"cryptshift doctor --for  => plan verify-captured verify migrate-pool apply migrate-vg",
-		"cryptshift mig => migrate",
+		"cryptshift migrate-h => migrate-host",
 	} {
 		if !strings.Contains(r.out, want+"\n") {
 			t.Errorf("bash completion: want a line %q, got (exit %d):\n%s", want, r.code, r.out)
