@@ -49,6 +49,16 @@ func TestCommandLines(t *testing.T) {
 			want: "qemu-img convert -q --object secret,id=sec0,file=/proc/self/fd/3 -n --target-is-zero --image-opts --target-image-opts driver=qcow2,file.filename=/src/b.qcow2 driver=qcow2,encrypt.format=luks,encrypt.key-secret=sec0,file.filename=/pool/t.qcow2", files: 1,
 		},
 		{
+			name: "sparse convert and compare of a target opened with O_DIRECT",
+			cmd:  ConvertSparseCmd(Image{Path: "/src/b.qcow2", Format: QCOW2}, Image{Path: "/pool/t.qcow2", Format: QCOW2, Secret: key, Direct: true}),
+			want: "qemu-img convert -q --object secret,id=sec0,file=/proc/self/fd/3 -n --target-is-zero --image-opts --target-image-opts driver=qcow2,file.filename=/src/b.qcow2 driver=qcow2,encrypt.format=luks,encrypt.key-secret=sec0,file.filename=/pool/t.qcow2,cache.direct=on", files: 1,
+		},
+		{
+			name: "compare reads only the target with O_DIRECT",
+			cmd:  CompareCmd(Image{Path: "/src/b.qcow2", Format: QCOW2}, Image{Path: "/pool/t.luks", Format: LUKS, Secret: key, Direct: true}, false),
+			want: "qemu-img compare --object secret,id=sec0,file=/proc/self/fd/3 --image-opts driver=qcow2,file.filename=/src/b.qcow2 driver=luks,key-secret=sec0,file.filename=/pool/t.luks,cache.direct=on", files: 1,
+		},
+		{
 			name: "compare shares one secret object for one key",
 			cmd: CompareCmd(
 				Image{Path: "/pool/o2.qcow2", Format: QCOW2, Secret: key, Backing: &Image{Path: "/pool/t.luks", Format: LUKS, Secret: key}},

@@ -134,6 +134,10 @@ func (noDaemon) SecretValue(string) ([]byte, error)    { return nil, errNoDaemon
 func (noDaemon) UndefineSecret(string) error           { return errNoDaemon }
 func (noDaemon) Pool(string) (libvirt.Pool, error)     { return libvirt.Pool{}, errNoDaemon }
 func (noDaemon) RefreshPool(string) error              { return errNoDaemon }
+func (noDaemon) CreateVolume(string, *libvirtxml.StorageVolume) (libvirt.Volume, error) {
+	return libvirt.Volume{}, errNoDaemon
+}
+func (noDaemon) DeleteVolume(string, string) error { return errNoDaemon }
 func (noDaemon) Volume(string, string) (libvirt.Volume, error) {
 	return libvirt.Volume{}, errNoDaemon
 }

@@ -32,6 +32,8 @@ type fakeHV struct {
 	failOn map[string]error
 	// stuck: the guest ignores shutdown requests.
 	stuck bool
+	// made: the fixture's fakeImages.made (CreateVolume adds to it).
+	made map[string]bool
 }
 
 type fakeDom struct {
@@ -434,6 +436,38 @@ func (f *fakeHV) Volume(pool, name string) (libvirt.Volume, error) {
 		format = "qcow2"
 	}
 	return libvirt.Volume{Pool: pool, Name: name, Path: path, Format: format, Encryption: "luks"}, nil
+}
+
+// CreateVolume makes the file libvirtd's qemu-img create would make; an
+// encrypted qcow2 it made reads as one encrypted layer (made, shared with
+// the fixture's fakeImages).
+func (f *fakeHV) CreateVolume(pool string, vol *libvirtxml.StorageVolume) (libvirt.Volume, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.fail("CreateVolume"); err != nil {
+		return libvirt.Volume{}, err
+	}
+	f.log("CreateVolume %s", strings.Join(libvirt.CreateVolumeCommand(pool, vol), " "))
+	path := filepath.Join(f.pool.Path, vol.Name)
+	if _, err := os.Lstat(path); err == nil {
+		return libvirt.Volume{}, fmt.Errorf("cannot create volume %q in pool %q: storage volume name '%s' already in use", vol.Name, pool, vol.Name)
+	}
+	if err := os.WriteFile(path, []byte("fake image"), 0o600); err != nil {
+		return libvirt.Volume{}, err
+	}
+	if f.made != nil && vol.Target.Format.Type == qemuimg.QCOW2 {
+		f.made[path] = true
+	}
+	v, err := f.Volume(pool, vol.Name)
+	v.Capacity = vol.Capacity.Value
+	return v, err
+}
+
+func (f *fakeHV) DeleteVolume(pool, name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.log("DeleteVolume %s %s", pool, name)
+	return removeIfExists(filepath.Join(f.pool.Path, name))
 }
 
 func (f *fakeHV) ResolveVolumes(disks []libvirt.Disk) error { return nil }

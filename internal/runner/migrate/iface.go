@@ -44,6 +44,8 @@ type Hypervisor interface {
 	Pool(name string) (libvirt.Pool, error)
 	RefreshPool(name string) error
 	Volume(pool, name string) (libvirt.Volume, error)
+	CreateVolume(pool string, vol *libvirtxml.StorageVolume) (libvirt.Volume, error)
+	DeleteVolume(pool, name string) error
 	ResolveVolumes(disks []libvirt.Disk) error
 }
 

@@ -51,6 +51,7 @@ func newFixture(t *testing.T, state libvirt.State, mode string) *fixture {
 	t.Helper()
 	dir := t.TempDir()
 	f := &fixture{dir: dir, hv: newFakeHV(filepath.Join(dir, "pool")), img: newFakeImages(), out: &bytes.Buffer{}}
+	f.hv.made = f.img.made
 	for _, d := range []string{"pool", "src"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			t.Fatal(err)
@@ -78,7 +79,8 @@ func newFixture(t *testing.T, state libvirt.State, mode string) *fixture {
 		Format: &libvirtxml.DomainDiskFormat{Type: "raw"},
 		Source: &libvirtxml.DomainDiskSource{File: &libvirtxml.DomainDiskSourceFile{File: f.base}}}
 	f.opts = Options{Domain: "mail", To: "pool:enc", Mode: mode, JournalPath: filepath.Join(dir, "journal", "mail.journal"),
-		Hypervisor: f.hv, Images: f.img, Rand: &seqReader{}, Out: f.out, IterTimeMS: 10, Root: encryptedHostRoot(t)}
+		Hypervisor: f.hv, Images: f.img, Rand: &seqReader{}, Out: f.out, IterTimeMS: 10, Root: encryptedHostRoot(t),
+		DirectIO: func(string) bool { return true }}
 	return f
 }
 
@@ -122,7 +124,8 @@ func TestDryRunGolden(t *testing.T) {
 		mode   string
 		adjust func(o *Options)
 	}{
-		{name: "offline", state: libvirt.ShutOff, mode: ModeOffline},
+		// qemu's default iteration time: libvirt creates the targets.
+		{name: "offline", state: libvirt.ShutOff, mode: ModeOffline, adjust: func(o *Options) { o.IterTimeMS = 0 }},
 		{name: "offline-shutdown-retire", state: libvirt.Running, mode: ModeOffline, adjust: func(o *Options) { o.Shutdown, o.ForceOff, o.RetireSource = true, true, true }},
 		{name: "live", state: libvirt.Running, mode: ModeLive},
 		{name: "live-mirror", state: libvirt.Running, mode: ModeLive, adjust: func(o *Options) { o.Engine = EngineMirror }},
@@ -289,6 +292,46 @@ func (f *fixture) checkNoSecret(t *testing.T) {
 	}
 }
 
+// TestOfflineRunLibvirtCreatesTargets: with qemu's default iteration time
+// libvirt creates the targets as volumes (StorageVolCreateXML with the
+// disk's secret), never qemu-img with the key on a pipe; on a pool whose
+// filesystem has no O_DIRECT the copy and the compare use the page cache.
+func TestOfflineRunLibvirtCreatesTargets(t *testing.T) {
+	f := newFixture(t, libvirt.ShutOff, ModeOffline)
+	f.opts.IterTimeMS = 0
+	f.opts.DirectIO = func(string) bool { return false }
+	res, err := Run(context.Background(), f.opts)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, f.out)
+	}
+	want := []string{
+		"DefineSecret 01020304-0506-4708-890a-0b0c0d0e0f10 private=no usage=$DIR/pool/mail-vda.luks",
+		"SetSecretValue 01020304-0506-4708-890a-0b0c0d0e0f10",
+		"DeleteVolume enc mail-vda.luks",
+		"CreateVolume libvirt:StorageVolCreateXML pool=enc name=mail-vda.luks capacity=33554432 format=raw encryption=luks secret=01020304-0506-4708-890a-0b0c0d0e0f10 mode=0600",
+		"DefineSecret 11121314-1516-4718-991a-1b1c1d1e1f20 private=no usage=$DIR/pool/mail-vdb.qcow2",
+		"SetSecretValue 11121314-1516-4718-991a-1b1c1d1e1f20",
+		"DeleteVolume enc mail-vdb.qcow2",
+		"CreateVolume libvirt:StorageVolCreateXML pool=enc name=mail-vdb.qcow2 capacity=33554432 format=qcow2 encryption=luks secret=11121314-1516-4718-991a-1b1c1d1e1f20 mode=0600",
+		"DefineDomain mail vda=$DIR/pool/mail-vda.luks+luks vdb=$DIR/pool/mail-vdb.qcow2+luks sda=$DIR/src/debian.iso",
+	}
+	if got := f.scrub(strings.Join(f.hv.mutations(), "\n")); got != strings.Join(want, "\n") {
+		t.Errorf("libvirt calls:\n%s\nwant:\n%s", got, strings.Join(want, "\n"))
+	}
+	cmds := f.scrub(strings.Join(f.img.rec.Lines(), "\n"))
+	if strings.Contains(cmds, "qemu-img create") || strings.Contains(cmds, "cache.direct") || strings.Count(cmds, "qemu-img compare") != 2 {
+		t.Errorf("qemu-img calls: want no create, no O_DIRECT, two compares:\n%s", cmds)
+	}
+	for _, s := range res.Plan.Steps {
+		if s.Action == "create-target" && (s.Command[0] != "libvirt:StorageVolCreateXML" || len(s.Secrets) != 0) {
+			t.Errorf("step %s: command %q, secrets %v: want libvirt's StorageVolCreateXML and no key on a descriptor", s.ID, s.Command, s.Secrets)
+		}
+		if strings.Contains(s.Description, "O_DIRECT") {
+			t.Errorf("step %s promises O_DIRECT on a filesystem without it: %s", s.ID, s.Description)
+		}
+	}
+}
+
 func TestOfflineRun(t *testing.T) {
 	f := newFixture(t, libvirt.ShutOff, ModeOffline)
 	res, err := Run(context.Background(), f.opts)
@@ -308,10 +351,10 @@ func TestOfflineRun(t *testing.T) {
 	wantCmds := []string{
 		"qemu-img create -q --object secret,id=sec0,file=/proc/self/fd/3 -f luks -o key-secret=sec0,iter-time=10 $DIR/pool/mail-vda.luks 33554432",
 		"qemu-img create -q --object secret,id=sec0,file=/proc/self/fd/3 -f qcow2 -o encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10 $DIR/pool/mail-vdb.qcow2 33554432",
-		"qemu-img convert -q --object secret,id=sec0,file=/proc/self/fd/3 -n --image-opts --target-image-opts driver=raw,file.filename=$DIR/src/mail-a.raw driver=luks,key-secret=sec0,file.filename=$DIR/pool/mail-vda.luks",
-		"qemu-img compare --object secret,id=sec0,file=/proc/self/fd/3 --image-opts driver=raw,file.filename=$DIR/src/mail-a.raw driver=luks,key-secret=sec0,file.filename=$DIR/pool/mail-vda.luks",
-		"qemu-img convert -q --object secret,id=sec0,file=/proc/self/fd/3 -n --target-is-zero --image-opts --target-image-opts driver=qcow2,file.filename=$DIR/src/mail-b.qcow2 driver=qcow2,encrypt.format=luks,encrypt.key-secret=sec0,file.filename=$DIR/pool/mail-vdb.qcow2",
-		"qemu-img compare --object secret,id=sec0,file=/proc/self/fd/3 --image-opts driver=qcow2,file.filename=$DIR/src/mail-b.qcow2 driver=qcow2,encrypt.format=luks,encrypt.key-secret=sec0,file.filename=$DIR/pool/mail-vdb.qcow2",
+		"qemu-img convert -q --object secret,id=sec0,file=/proc/self/fd/3 -n --image-opts --target-image-opts driver=raw,file.filename=$DIR/src/mail-a.raw driver=luks,key-secret=sec0,file.filename=$DIR/pool/mail-vda.luks,cache.direct=on",
+		"qemu-img compare --object secret,id=sec0,file=/proc/self/fd/3 --image-opts driver=raw,file.filename=$DIR/src/mail-a.raw driver=luks,key-secret=sec0,file.filename=$DIR/pool/mail-vda.luks,cache.direct=on",
+		"qemu-img convert -q --object secret,id=sec0,file=/proc/self/fd/3 -n --target-is-zero --image-opts --target-image-opts driver=qcow2,file.filename=$DIR/src/mail-b.qcow2 driver=qcow2,encrypt.format=luks,encrypt.key-secret=sec0,file.filename=$DIR/pool/mail-vdb.qcow2,cache.direct=on",
+		"qemu-img compare --object secret,id=sec0,file=/proc/self/fd/3 --image-opts driver=qcow2,file.filename=$DIR/src/mail-b.qcow2 driver=qcow2,encrypt.format=luks,encrypt.key-secret=sec0,file.filename=$DIR/pool/mail-vdb.qcow2,cache.direct=on",
 	}
 	if got := f.scrub(strings.Join(f.img.rec.Lines(), "\n")); got != strings.Join(wantCmds, "\n") {
 		t.Errorf("qemu-img calls:\n%s\nwant:\n%s", got, strings.Join(wantCmds, "\n"))

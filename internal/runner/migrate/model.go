@@ -107,6 +107,11 @@ type Disk struct {
 	// encrypt.format=luks, holding only the data). Empty in vg: disks and
 	// in journals written before it existed: luks.
 	TargetFormat string `json:"targetFormat,omitempty"`
+	// TargetDirect: the pool's filesystem takes O_DIRECT, so the copy
+	// writes the target and the verification reads it bypassing the page
+	// cache (the verification decrypts what is on the disk, and the
+	// host's cache keeps its own data).
+	TargetDirect bool   `json:"targetDirect,omitempty"`
 	TargetVolume string `json:"targetVolume"` // its name in the pool
 	SecretUUID   string `json:"secretUUID"`   // the libvirt secret holding its key
 	// Live mode (snapshot engine): the encrypted overlay that collects the

@@ -65,6 +65,11 @@ func TestHostMigrateQcow2ChainSparse(t *testing.T) {
 			}
 			o := migrate.Options{Domain: name, Connect: e.d.Socket, To: "pool:enc", AllowPlaintextSecretStore: plaintextStoreOK, Mode: mode,
 				JournalPath: filepath.Join(e.dir, "journal", name+".journal"), IterTimeMS: iterTime}
+			if !live {
+				// As in production: qemu's default LUKS parameters, and
+				// libvirt creates the target as a volume.
+				o.IterTimeMS = 0
+			}
 			var out bytes.Buffer
 			o.Out = &out
 			res, err := migrate.Run(ctx, o)
@@ -74,6 +79,11 @@ func TestHostMigrateQcow2ChainSparse(t *testing.T) {
 			target := filepath.Join(e.pool, name+"-vda.qcow2")
 			if d := res.Plan.Disks[0]; d.TargetFormat != "qcow2" || d.TargetPath != target {
 				t.Fatalf("planned target %s (%s), want the encrypted qcow2 %s", d.TargetPath, d.TargetFormat, target)
+			}
+			for _, s := range res.Plan.Steps {
+				if s.Action == "create-target" && (s.Command[0] == "libvirt:StorageVolCreateXML") == live {
+					t.Fatalf("%s: the target was created by %s; want libvirt offline (default iteration time), qemu-img live (--iter-time)", mode, s.Command[0])
+				}
 			}
 			for _, want := range []string{"allocation tables are not encrypted", "allocates"} {
 				if !strings.Contains(out.String(), want) {

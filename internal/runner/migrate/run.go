@@ -88,6 +88,9 @@ type Options struct {
 	// Root is where /dev, /sys and /proc are read and device nodes opened
 	// ("" is "/"), so unit tests replay a machine.
 	Root string
+	// DirectIO says whether the filesystem of a pool directory takes
+	// O_DIRECT; nil: its type decides (directIOFS).
+	DirectIO func(dir string) bool
 }
 
 // Result is what a migration did.
@@ -159,6 +162,7 @@ type runtime struct {
 
 	// allowPlaintextSecretStore: Options.AllowPlaintextSecretStore.
 	allowPlaintextSecretStore bool
+	directIO                  func(dir string) bool // Options.DirectIO
 
 	checkpoints map[string]*copier.Checkpoint // disk → last durable copy checkpoint
 	copySums    map[string]string             // disk → SHA-256 of the source as copied
@@ -237,7 +241,10 @@ func newRuntime(o *Options) (*runtime, func(), error) {
 		verified: map[string]bool{}, noted: map[string]bool{}, shutdownTimeout: o.ShutdownTimeout,
 		lockWait: 30 * time.Minute, run: o.Runner, root: o.Root, recoveryFn: o.RecoveryKey,
 		checkpoints: map[string]*copier.Checkpoint{}, copySums: map[string]string{},
-		allowPlaintextSecretStore: o.AllowPlaintextSecretStore}
+		allowPlaintextSecretStore: o.AllowPlaintextSecretStore, directIO: o.DirectIO}
+	if rt.directIO == nil {
+		rt.directIO = directIOFS
+	}
 	if rt.run == nil {
 		rt.run = execx.Exec{}
 	}

@@ -49,6 +49,59 @@ func TestPoolRefusesPlaintextSecretStore(t *testing.T) {
 	}
 }
 
+// When libvirt creates the targets (qemu's default iteration time), it
+// writes each key for qemu-img create into /run/libvirt/storage for a few
+// seconds: a plaintext /run is refused like a plaintext secret store, a
+// tmpfs /run is fine, and with --iter-time qemu-img creates the targets
+// (the key on a pipe), so /run does not matter.
+func TestPoolLibvirtKeyFileStorage(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		fs, dev  string
+		iterTime int
+		refused  bool
+	}{
+		{name: "plaintext /run", fs: "ext4", dev: "/dev/sdc", refused: true},
+		{name: "tmpfs /run", fs: "tmpfs", dev: "tmpfs"},
+		{name: "plaintext /run, --iter-time", fs: "ext4", dev: "/dev/sdc", iterTime: 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, libvirt.ShutOff, ModeOffline)
+			// encryptedHostRoot's tree, with /run mounted on its own.
+			f.opts.Root = filepath.Join(t.TempDir(), "host")
+			tr := blockstacktest.New(f.opts.Root)
+			tr.Disk("sda", "8:0", 20<<30)
+			tr.Crypt("dm-0", "253:0", "LUKS2", "root_crypt", 20<<30, "sda")
+			tr.Mount("/", "ext4", "/dev/mapper/root_crypt", "253:0", "rw")
+			tr.Disk("sdc", "8:32", 1<<30)
+			majMin := "0:30"
+			if tc.dev == "/dev/sdc" {
+				majMin = "8:32"
+			}
+			tr.Mount("/run", tc.fs, tc.dev, majMin, "rw")
+			if err := tr.Finish(); err != nil {
+				t.Fatal(err)
+			}
+			f.opts.DryRun, f.opts.IterTimeMS = true, tc.iterTime
+			_, err := Run(context.Background(), f.opts)
+			if !tc.refused {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want := "libvirt's storage state directory /run/libvirt/storage is on plaintext storage (plaintext on sdc): libvirtd writes each new volume's key there"
+			if err == nil || !strings.Contains(err.Error(), want) || exitcode.Of(err) != exitcode.Invalid {
+				t.Fatalf("got %v (exit %d), want %q", err, exitcode.Of(err), want)
+			}
+			f.opts.AllowPlaintextSecretStore = true
+			if _, err := Run(context.Background(), f.opts); err != nil {
+				t.Fatalf("with --allow-plaintext-secret-store: %v", err)
+			}
+		})
+	}
+}
+
 // --allow-plaintext-secret-store is the explicit way past it.
 func TestPoolPlaintextSecretStoreAllowed(t *testing.T) {
 	f := newFixture(t, libvirt.ShutOff, ModeOffline)

@@ -186,8 +186,17 @@ func (d *Disk) convertCmd(dst qemuimg.Image) execx.Cmd {
 	return qemuimg.ConvertCmd(d.sourceImage(), dst)
 }
 
+// targetImage is how the copy and the verification open a disk's target:
+// the target's image with its key, with O_DIRECT where the pool's
+// filesystem takes it (Disk.TargetDirect).
+func (rt *runtime) targetImage(ctx context.Context, d *Disk) (qemuimg.Image, error) {
+	im, err := rt.t.Image(ctx, d)
+	im.Direct = d.TargetDirect
+	return im, err
+}
+
 func (rt *runtime) copyStep(d *Disk) *Step {
-	dst := qemuimg.Image{Path: d.TargetPath, Format: d.targetImageFormat(), Secret: placeholderKey}
+	dst := qemuimg.Image{Path: d.TargetPath, Format: d.targetImageFormat(), Secret: placeholderKey, Direct: d.TargetDirect}
 	what := "the disk"
 	if rt.h.Mode == ModeLive {
 		what = "the frozen base (the guest writes to the encrypted overlay meanwhile)"
@@ -196,13 +205,16 @@ func (rt *runtime) copyStep(d *Disk) *Step {
 	if d.sparse() {
 		how = "flattening the chain and writing only its data (holes and zero blocks stay unallocated)"
 	}
+	if d.TargetDirect {
+		how += "; the target is written with O_DIRECT (the host's page cache keeps its own data)"
+	}
 	s := &Step{Step: plan.Step{ID: d.Target + ".copy", Action: "copy", Target: d.TargetPath,
 		Description: fmt.Sprintf("copy %s of %s (%s) into the encrypted target, %s", what, d.Target, chainString(d.Chain), how),
 		Command:     d.convertCmd(dst).Argv(),
 		Secrets:     []plan.SecretRef{{FD: 3, Secret: d.Target + "-key"}}},
 		Disk: d.Target, State: StateCopied}
 	s.Run = func(ctx context.Context) error {
-		dst, err := rt.t.Image(ctx, d)
+		dst, err := rt.targetImage(ctx, d)
 		if err != nil {
 			return err
 		}
@@ -229,10 +241,13 @@ func (rt *runtime) copyStep(d *Disk) *Step {
 // cluster of a qcow2 target reads zeros only because the target has no
 // backing file — verify checks that the target has none.
 func (rt *runtime) verifyStep(d *Disk) *Step {
-	dst := qemuimg.Image{Path: d.TargetPath, Format: d.targetImageFormat(), Secret: placeholderKey}
+	dst := qemuimg.Image{Path: d.TargetPath, Format: d.targetImageFormat(), Secret: placeholderKey, Direct: d.TargetDirect}
 	desc := fmt.Sprintf("compare the source of %s with the decrypted target, byte for byte", d.Target)
 	if d.sparse() {
 		desc = fmt.Sprintf("check that the target of %s has no backing file (its unallocated clusters read zeros) and compare the source with the decrypted target, byte for byte as the guest reads them (qemu-img compare, not strict: unallocated = zeros)", d.Target)
+	}
+	if d.TargetDirect {
+		desc += "; the target is read from the disk with O_DIRECT"
 	}
 	s := &Step{Step: plan.Step{ID: d.Target + ".verify", Action: "verify", Target: d.TargetPath,
 		Description: desc,
@@ -240,7 +255,7 @@ func (rt *runtime) verifyStep(d *Disk) *Step {
 		Secrets:     []plan.SecretRef{{FD: 3, Secret: d.Target + "-key"}}},
 		Disk: d.Target, State: StateVerified}
 	s.Run = func(ctx context.Context) error {
-		dst, err := rt.t.Image(ctx, d)
+		dst, err := rt.targetImage(ctx, d)
 		if err != nil {
 			return err
 		}
@@ -249,8 +264,11 @@ func (rt *runtime) verifyStep(d *Disk) *Step {
 				return err
 			}
 		}
-		// qemu-img reads through the page cache: drop what the copy left
-		// there, so the compare decrypts what is on the disk.
+		// The compare must decrypt what is on the disk: write back what the
+		// copy left dirty and drop the target's cached pages (only the
+		// target's: the source stays cached, and so does the host's own
+		// data). With O_DIRECT the compare reads the disk anyway and this
+		// finds nothing to do.
 		if err := syncAndDrop(d.TargetPath); err != nil {
 			return err
 		}

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"golang.org/x/sys/unix"
 	"libvirt.org/go/libvirtxml"
 
 	"github.com/cryptshift/cryptshift/internal/doors/qemuimg"
@@ -16,6 +17,7 @@ import (
 	"github.com/cryptshift/cryptshift/internal/hostview/blockstack"
 	"github.com/cryptshift/cryptshift/internal/hostview/rootfs"
 	"github.com/cryptshift/cryptshift/internal/model/plan"
+	"github.com/cryptshift/cryptshift/libvirt"
 )
 
 // Target is where the encrypted disks go: pool:NAME (a libvirt storage pool;
@@ -73,6 +75,11 @@ type Target interface {
 // secret values.
 const LibvirtSecretStore = "/etc/libvirt/secrets"
 
+// LibvirtStorageState is a system libvirtd's storage state directory:
+// when it creates an encrypted volume it writes the volume's key there
+// (mode 0600) for qemu-img create, and removes it when qemu-img is done.
+const LibvirtStorageState = "/run/libvirt/storage"
+
 // luksHeaderBytes is the room qemu's LUKS1 header with its 8 keyslots takes
 // in front of the payload (a 512-bit aes-xts key: payload offset 2068480
 // bytes, rounded up to 2 MiB).
@@ -100,9 +107,10 @@ func newTarget(spec string, rt *runtime) (Target, error) {
 // storage pool. The key is a random 256-bit value stored as a libvirt
 // secret, so libvirtd hands it to qemu at every start and nobody types it.
 type poolTarget struct {
-	name string
-	rt   *runtime
-	path string // the pool's directory
+	name   string
+	rt     *runtime
+	path   string // the pool's directory
+	direct bool   // its filesystem takes O_DIRECT
 }
 
 func (p *poolTarget) Spec() string { return "pool:" + p.name }
@@ -128,7 +136,29 @@ func (p *poolTarget) Prepare(ctx context.Context, h *Header) []string {
 		problems = append(problems, fmt.Sprintf("storage pool %q has no target path", p.name))
 	}
 	p.path = pool.Path
+	p.direct = pool.Path != "" && p.rt.directIO(pool.Path)
 	return problems
+}
+
+// directIOFilesystems are the filesystems (statfs f_type, linux/magic.h)
+// whose O_DIRECT support cryptshift relies on: qemu refuses to open an
+// image with cache.direct=on where the filesystem lacks it (tmpfs before
+// Linux 6.6, some FUSE filesystems), so any other filesystem keeps the
+// page cache.
+var directIOFilesystems = map[int64]bool{
+	0xEF53:     true, // ext2, ext3, ext4
+	0x58465342: true, // xfs
+	0x9123683E: true, // btrfs
+	0x6969:     true, // nfs
+}
+
+// directIOFS reports whether the filesystem holding dir takes O_DIRECT.
+func directIOFS(dir string) bool {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return false
+	}
+	return directIOFilesystems[int64(st.Type)]
 }
 
 func (p *poolTarget) Assign(h *Header, d *Disk) error {
@@ -139,6 +169,7 @@ func (p *poolTarget) Assign(h *Header, d *Disk) error {
 	}
 	d.TargetVolume = base + "." + d.TargetFormat
 	d.TargetPath = filepath.Join(p.path, d.TargetVolume)
+	d.TargetDirect = p.direct
 	if h.Mode == ModeLive {
 		d.BackOverlayPath = filepath.Join(p.path, base+".back-overlay.qcow2")
 		if h.Engine == EngineSnapshot {
@@ -174,6 +205,12 @@ func (p *poolTarget) Check(ctx context.Context, h *Header) []string {
 			problems = append(problems, fmt.Sprintf("cannot tell whether the libvirt secret store %s is on encrypted storage: %v", LibvirtSecretStore, err))
 		} else {
 			problems = append(problems, mustBeEncrypted(sys, LibvirtSecretStore, "libvirt secret store", "libvirtd would keep the disks' keys there in the clear; keep /etc on the encrypted root, use --to vg:NAME, or accept it with --allow-plaintext-secret-store")...)
+			if p.anyLibvirtCreates(h) {
+				// Memory (a tmpfs /run, as systemd mounts it) or encrypted.
+				if loc := sys.Locate(LibvirtStorageState); loc.Class != blockstack.Encrypted && loc.Class != blockstack.RAM {
+					problems = append(problems, fmt.Sprintf("libvirt's storage state directory %s is on %s storage (%s): libvirtd writes each new volume's key there for qemu-img create, for seconds; mount /run as a tmpfs, give --iter-time (qemu-img then creates the targets itself, the key on a pipe), or accept it with --allow-plaintext-secret-store", LibvirtStorageState, loc.Class, loc.Reason))
+				}
+			}
 		}
 	}
 	// libvirt's figure is only as fresh as the last refresh.
@@ -259,20 +296,107 @@ func (p *poolTarget) CreateSteps(h *Header, d *Disk) []*Step {
 	}, Disk: d.Target}
 	key.Run = func(ctx context.Context) error { return p.defineKey(ctx, h, d) }
 
-	format := d.targetImageFormat()
-	opts := qemuimg.CreateOptions{Path: d.TargetPath, Format: format, Size: d.VirtualSize, Secret: placeholderKey, IterTimeMS: h.IterTimeMS}
 	desc := fmt.Sprintf("create the LUKS-encrypted image %s (%s, qemu's LUKS1 format, every block allocated) in pool %s", d.TargetPath, human(d.VirtualSize), p.name)
-	if format == qemuimg.QCOW2 {
-		desc = fmt.Sprintf("create the encrypted qcow2 image %s (%s virtual, LUKS1 inside qcow2, no backing file; it grows with the data) in pool %s; libvirt describes it as a volume", d.TargetPath, human(d.VirtualSize), p.name)
+	if d.targetImageFormat() == qemuimg.QCOW2 {
+		desc = fmt.Sprintf("create the encrypted qcow2 image %s (%s virtual, LUKS1 inside qcow2, no backing file; it grows with the data) in pool %s", d.TargetPath, human(d.VirtualSize), p.name)
 	}
-	create := &Step{Step: plan.Step{
+	var create *Step
+	if p.libvirtCreates(h, d) {
+		create = p.createVolumeStep(d, desc)
+	} else {
+		create = p.createImageStep(h, d, desc)
+	}
+	create.Disk, create.State = d.Target, StateTargetCreated
+	return []*Step{key, create}
+}
+
+// libvirtCreates reports whether libvirt creates a disk's target
+// (createVolumeStep): libvirt's volume XML has no LUKS iteration time, so
+// --iter-time needs qemu-img create; and libvirt passes the size to
+// qemu-img in KiB, rounded up, so a virtual size that is not a whole
+// number of KiB would grow.
+func (p *poolTarget) libvirtCreates(h *Header, d *Disk) bool {
+	return h.IterTimeMS == 0 && d.VirtualSize%1024 == 0
+}
+
+func (p *poolTarget) anyLibvirtCreates(h *Header) bool {
+	for i := range h.Disks {
+		if p.libvirtCreates(h, &h.Disks[i]) {
+			return true
+		}
+	}
+	return false
+}
+
+// volume is the storage volume XML of a disk's target.
+func (p *poolTarget) volume(d *Disk) *libvirtxml.StorageVolume {
+	format := qemuimg.Raw // libvirt's raw format with LUKS encryption is qemu's luks format
+	if d.targetImageFormat() == qemuimg.QCOW2 {
+		format = qemuimg.QCOW2
+	}
+	return libvirt.NewEncryptedVolume(d.TargetVolume, format, uint64(d.VirtualSize), d.SecretUUID)
+}
+
+// createVolumeStep has libvirt create the target as a storage volume
+// (StorageVolCreateXML): libvirtd runs qemu-img create with qemu's default
+// LUKS parameters and the key from the disk's secret, which it passes in
+// a file of its own (0600, in /run/libvirt/storage, removed when qemu-img
+// is done; docs/pool-targets.md).
+func (p *poolTarget) createVolumeStep(d *Disk, desc string) *Step {
+	vol := p.volume(d)
+	s := &Step{Step: plan.Step{
 		ID: d.Target + ".target", Action: "create-target", Target: d.TargetPath,
-		Description: desc,
+		Description: desc + "; libvirt creates it as a storage volume (qemu-img create with qemu's default LUKS parameters and the key of secret " + d.SecretUUID + ")",
+		Command:     libvirt.CreateVolumeCommand(p.name, vol),
+		Undo:        []string{"libvirt:StorageVolDelete", "pool=" + p.name, "name=" + d.TargetVolume},
+	}}
+	s.Run = func(ctx context.Context) error {
+		// A volume or a file here is a half-made target from a crash (Check
+		// refused any file that existed before the journal did); libvirt
+		// refuses to create over either.
+		if err := p.rt.hv.DeleteVolume(p.name, d.TargetVolume); err != nil {
+			return err
+		}
+		if err := removeIfExists(d.TargetPath); err != nil {
+			return err
+		}
+		v, err := p.rt.hv.CreateVolume(p.name, vol)
+		if err != nil {
+			return err
+		}
+		if v.Path != d.TargetPath || v.Capacity != uint64(d.VirtualSize) {
+			return fmt.Errorf("cannot use volume %s in pool %s: libvirt made %s of %d bytes, the plan wants %s of %d bytes; remove it and resume", d.TargetVolume, p.name, v.Path, v.Capacity, d.TargetPath, d.VirtualSize)
+		}
+		if err := p.checkVolume(d, v); err != nil {
+			return err
+		}
+		// Not readable by others: it is ciphertext, but its header tells
+		// an attacker what to brute-force (the XML asks for 0600).
+		st, err := os.Stat(d.TargetPath)
+		if err != nil {
+			return fmt.Errorf("cannot check the new volume %s: %w", d.TargetPath, err)
+		}
+		if st.Mode().Perm()&0o077 != 0 {
+			return fmt.Errorf("cannot use volume %s: libvirt made it with mode %v, readable by others; remove it and resume", d.TargetPath, st.Mode().Perm())
+		}
+		return nil
+	}
+	return s
+}
+
+// createImageStep creates the target with qemu-img, the key on a pipe,
+// for what libvirt cannot express (libvirtCreates); a pool refresh makes
+// it a volume.
+func (p *poolTarget) createImageStep(h *Header, d *Disk, desc string) *Step {
+	opts := qemuimg.CreateOptions{Path: d.TargetPath, Format: d.targetImageFormat(), Size: d.VirtualSize, Secret: placeholderKey, IterTimeMS: h.IterTimeMS}
+	s := &Step{Step: plan.Step{
+		ID: d.Target + ".target", Action: "create-target", Target: d.TargetPath,
+		Description: desc + "; qemu-img creates it (libvirt's volume XML cannot set --iter-time or a size that is not a whole number of KiB) and libvirt describes it as a volume",
 		Command:     qemuimg.CreateCmd(opts).Argv(),
 		Secrets:     []plan.SecretRef{{FD: 3, Secret: d.Target + "-key"}},
 		Undo:        []string{"rm", "-f", d.TargetPath},
-	}, Disk: d.Target, State: StateTargetCreated}
-	create.Run = func(ctx context.Context) error {
+	}}
+	s.Run = func(ctx context.Context) error {
 		key, err := p.rt.key(d.SecretUUID)
 		if err != nil {
 			return err
@@ -295,20 +419,20 @@ func (p *poolTarget) CreateSteps(h *Header, d *Disk) []*Step {
 		if err := p.rt.hv.RefreshPool(p.name); err != nil {
 			return err
 		}
-		return p.describeVolume(d)
+		v, err := p.rt.hv.Volume(p.name, d.TargetVolume)
+		if err != nil {
+			return err
+		}
+		return p.checkVolume(d, v)
 	}
-	return []*Step{key, create}
+	return s
 }
 
-// describeVolume checks that libvirt's storage driver sees the new target
+// checkVolume checks that libvirt's storage driver sees the new target
 // as the volume the plan promised: in the pool, encrypted with LUKS, in the
 // planned format. The guest definition then names a volume libvirt itself
 // describes, not just a file.
-func (p *poolTarget) describeVolume(d *Disk) error {
-	v, err := p.rt.hv.Volume(p.name, d.TargetVolume)
-	if err != nil {
-		return err
-	}
+func (p *poolTarget) checkVolume(d *Disk, v libvirt.Volume) error {
 	if v.Encryption != "luks" {
 		return fmt.Errorf("cannot use volume %s in pool %s: libvirt does not see it as LUKS-encrypted (encryption %q); remove it and resume", d.TargetVolume, p.name, v.Encryption)
 	}
@@ -429,6 +553,10 @@ func (p *poolTarget) RemoveOverlay(ctx context.Context, d *Disk, path string) er
 }
 
 func (p *poolTarget) Remove(ctx context.Context, d *Disk) error {
+	// Through libvirt first, so that the pool forgets the volume at once.
+	// Should libvirt fail (an inactive pool, say), removing the file is
+	// what matters: the next pool refresh (Finish) forgets it then.
+	_ = p.rt.hv.DeleteVolume(p.name, d.TargetVolume)
 	for _, f := range []string{d.OverlayPath, d.BackOverlayPath, d.TargetPath} {
 		if f != "" {
 			if err := removeIfExists(f); err != nil {
