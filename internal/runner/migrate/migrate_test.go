@@ -100,6 +100,14 @@ func encryptedHostRoot(t *testing.T) string {
 	return root
 }
 
+// checkCalls compares the libvirt calls that changed something with want.
+func (f *fixture) checkCalls(t *testing.T, want []string) {
+	t.Helper()
+	if got := f.scrub(strings.Join(f.hv.mutations(), "\n")); got != strings.Join(want, "\n") {
+		t.Errorf("libvirt calls:\n%s\nwant:\n%s", got, strings.Join(want, "\n"))
+	}
+}
+
 // scrub makes paths stable for golden files.
 func (f *fixture) scrub(s string) string { return strings.ReplaceAll(s, f.dir, "$DIR") }
 
@@ -315,9 +323,7 @@ func TestOfflineRunLibvirtCreatesTargets(t *testing.T) {
 		"CreateVolume libvirt:StorageVolCreateXML pool=enc name=mail-vdb.qcow2 capacity=33554432 format=qcow2 encryption=luks secret=11121314-1516-4718-991a-1b1c1d1e1f20 mode=0600",
 		"DefineDomain mail vda=$DIR/pool/mail-vda.luks+luks vdb=$DIR/pool/mail-vdb.qcow2+luks sda=$DIR/src/debian.iso",
 	}
-	if got := f.scrub(strings.Join(f.hv.mutations(), "\n")); got != strings.Join(want, "\n") {
-		t.Errorf("libvirt calls:\n%s\nwant:\n%s", got, strings.Join(want, "\n"))
-	}
+	f.checkCalls(t, want)
 	cmds := f.scrub(strings.Join(f.img.rec.Lines(), "\n"))
 	if strings.Contains(cmds, "qemu-img create") || strings.Contains(cmds, "cache.direct") || strings.Count(cmds, "qemu-img compare") != 2 {
 		t.Errorf("qemu-img calls: want no create, no O_DIRECT, two compares:\n%s", cmds)
@@ -345,9 +351,7 @@ func TestOfflineRun(t *testing.T) {
 		"SetSecretValue 11121314-1516-4718-991a-1b1c1d1e1f20",
 		"DefineDomain mail vda=$DIR/pool/mail-vda.luks+luks vdb=$DIR/pool/mail-vdb.qcow2+luks sda=$DIR/src/debian.iso",
 	}
-	if got := f.scrub(strings.Join(f.hv.mutations(), "\n")); got != strings.Join(want, "\n") {
-		t.Errorf("libvirt calls:\n%s\nwant:\n%s", got, strings.Join(want, "\n"))
-	}
+	f.checkCalls(t, want)
 	wantCmds := []string{
 		"qemu-img create -q --object secret,id=sec0,file=/proc/self/fd/3 -f luks -o key-secret=sec0,iter-time=10 $DIR/pool/mail-vda.luks 33554432",
 		"qemu-img create -q --object secret,id=sec0,file=/proc/self/fd/3 -f qcow2 -o encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10 $DIR/pool/mail-vdb.qcow2 33554432",
