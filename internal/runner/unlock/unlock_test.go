@@ -117,6 +117,9 @@ func TestAddTPM2WithATPM(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(sys, "sys/class/tpm/tpm0"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.WriteFile(filepath.Join(sys, "sys/class/tpm/tpm0/tpm_version_major"), []byte("2\n"), 0o444); err != nil {
+		t.Fatal(err)
+	}
 	rec := statusRec()
 	o := opts(rec, TPM2)
 	o.SysRoot = sys
