@@ -150,6 +150,9 @@ func CheckTang(ctx context.Context, client *http.Client, server, thumbprint stri
 	if err != nil {
 		return fmt.Errorf("cannot reach tang server %s: %w", server, err)
 	}
+	// A fresh connection each time: a pooled one to a server that has
+	// since stopped (its forked handler still alive) would answer for it.
+	req.Close = true
 	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("cannot reach tang server %s: %w; check the URL and that the server runs, nothing was bound", server, err)
