@@ -24,6 +24,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/cryptshift/cryptshift/internal/doors/clevis"
 	"github.com/cryptshift/cryptshift/internal/doors/execx"
 	"github.com/cryptshift/cryptshift/internal/hostview/blockstack"
 	"github.com/cryptshift/cryptshift/internal/hostview/sysconf"
@@ -417,6 +418,11 @@ func (m *Move) checkBindings() error {
 		res, err := unlock.Add(context.Background(), o)
 		if err != nil {
 			return refuse("%v", err)
+		}
+		// apply binds the root from the same layout: a binding that is
+		// there already is kept, not made a second time.
+		if h, err := o.ReadHeader(res.Device); err == nil && len(clevis.Bound(h, o.Pin())) > 0 {
+			continue
 		}
 		e := res.Steps[0]
 		e.ID = fmt.Sprintf("%s-%d", e.ID, i)

@@ -331,9 +331,10 @@ func TestClevisBindingsFromTheLayout(t *testing.T) {
 	pass := []byte("the root passphrase")
 	prepare := func(edit func(root string, o *Options)) (*Move, *execx.Recorder, error) {
 		root := fakeHost(t, mountinfo)
-		for _, p := range []string{"usr/share/initramfs-tools/hooks/clevis", "usr/bin/clevis-luks-bind", "usr/bin/clevis-decrypt-tang", "usr/bin/clevis-decrypt-tpm2", "sys/class/tpm/tpm0/x"} {
+		for _, p := range []string{"usr/share/initramfs-tools/hooks/clevis", "usr/bin/clevis-luks-bind", "usr/bin/clevis-decrypt-tang", "usr/bin/clevis-decrypt-tpm2"} {
 			write(t, root, p, "")
 		}
+		write(t, root, "sys/class/tpm/tpm0/tpm_version_major", "2\n")
 		rec := &execx.Recorder{Responses: map[string]execx.Result{"cryptsetup status root_crypt": {Stdout: []byte("  device:  /dev/mapper/vg0-root\n")}}}
 		o := options(root, f.Layout, rec)
 		o.Passphrase = pass
@@ -373,6 +374,26 @@ func TestClevisBindingsFromTheLayout(t *testing.T) {
 	}
 	if got := m.cmdline(); strings.Join(got, " ") != "ip=:::::ens3:dhcp console=ttyS0" {
 		t.Errorf("kernel command line %q", got)
+	}
+	// A binding apply made already (from the same layout) is not made
+	// again: only tpm2 is left to bind.
+	m, _, err = prepare(func(_ string, o *Options) {
+		o.ReadHeader = func(string) (*luks.Header, error) {
+			return &luks.Header{Version: 2, Keyslots: []luks.Keyslot{{ID: 0}, {ID: 1}, {ID: 2}},
+				TokenInfo: []luks.Token{{Type: "clevis", Keyslots: []int{2}, Clevis: &luks.ClevisPin{Pin: "tang", URLs: []string{srv.URL}}}}}, nil
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	binds = nil
+	for _, s := range m.Plan().Steps {
+		if strings.HasPrefix(s.ID, "bind-") {
+			binds = append(binds, execx.Quote(s.Command))
+		}
+	}
+	if strings.Join(binds, "\n") != want[1] {
+		t.Errorf("with tang bound already, binding steps:\n%s\nwant only:\n%s", strings.Join(binds, "\n"), want[1])
 	}
 	// Refusals: tang unreachable, thumbprint mismatch, no TPM, no passphrase.
 	for name, edit := range map[string]func(root string, o *Options){
