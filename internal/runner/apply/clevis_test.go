@@ -13,22 +13,11 @@ import (
 	"github.com/cryptshift/cryptshift/internal/doors/clevis"
 	"github.com/cryptshift/cryptshift/internal/doors/execx"
 	"github.com/cryptshift/cryptshift/internal/exitcode"
+	"github.com/cryptshift/cryptshift/internal/harness/tangtest"
 	"github.com/cryptshift/cryptshift/internal/model/plan"
 )
 
-// The thumbprint of the signing key in ../../doors/clevis/testdata/adv.json.
-const advThp = "voU6475c-6TIakg7U7LoBHrS9ESNwU98S-1Gr2IDA2k"
-
-func advServer(t *testing.T) string {
-	t.Helper()
-	adv, err := os.ReadFile("../../doors/clevis/testdata/adv.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write(adv) }))
-	t.Cleanup(srv.Close)
-	return srv.URL
-}
+const advThp = tangtest.Thumbprint
 
 func bindPlan(dev string, pins ...clevis.Pin) *plan.Plan {
 	p := &plan.Plan{APIVersion: plan.APIVersion, Kind: plan.Kind, Layout: "t", Root: "/target"}
@@ -62,7 +51,7 @@ func TestBindStepRendering(t *testing.T) {
 // An unreachable Tang server, a thumbprint mismatch and a missing TPM
 // refuse the apply before the journal is created or any tool runs.
 func TestApplyRefusesBindingsItCannotMake(t *testing.T) {
-	url := advServer(t)
+	url := tangtest.Server(t)
 	dead := httptest.NewServer(http.NotFoundHandler())
 	deadURL := dead.URL
 	dead.Close()
@@ -101,7 +90,7 @@ func TestApplyRefusesBindingsItCannotMake(t *testing.T) {
 // The bind runs clevis with the passphrase on stdin, never in argv, once
 // the pin checked out.
 func TestApplyBindRoutesThePassphrase(t *testing.T) {
-	url := advServer(t)
+	url := tangtest.Server(t)
 	rec := &execx.Recorder{}
 	e := newEnv(bindPlan("/dev/vg0/root"), Options{Run: rec, Secrets: Secrets{Passphrase: []byte(testPass)}})
 	b := clevis.Bind{Device: "/dev/vg0/root", Pin: clevis.Tang(url, advThp), Slot: 2}

@@ -8,13 +8,13 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/cryptshift/cryptshift/internal/doors/execx"
+	"github.com/cryptshift/cryptshift/internal/harness/tangtest"
 	"github.com/cryptshift/cryptshift/internal/model/layout"
 	"github.com/cryptshift/cryptshift/luks"
 	"github.com/cryptshift/cryptshift/playbooks"
@@ -315,15 +315,10 @@ func TestCheckRefusesAnIncompleteInitramfs(t *testing.T) {
 // TestClevisBindingsFromTheLayout: tang and tpm2 in keys.unlock become
 // binding steps (no secret in them) checked before anything changes.
 func TestClevisBindingsFromTheLayout(t *testing.T) {
-	adv, err := os.ReadFile("../../doors/clevis/testdata/adv.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(adv) }))
-	defer srv.Close()
-	const thp = "voU6475c-6TIakg7U7LoBHrS9ESNwU98S-1Gr2IDA2k"
+	srvURL := tangtest.Server(t)
+	const thp = tangtest.Thumbprint
 	e, _ := playbooks.Load("mail-host")
-	data := bytes.Replace(e.Layout, []byte("\nkeys:\n"), []byte("\nkeys:\n  unlock:\n    ip: \":::::ens3:dhcp\"\n    tang:\n      - {url: \""+srv.URL+"\", thumbprint: "+thp+"}\n    tpm2: {pcrs: \"7\"}\n"), 1)
+	data := bytes.Replace(e.Layout, []byte("\nkeys:\n"), []byte("\nkeys:\n  unlock:\n    ip: \":::::ens3:dhcp\"\n    tang:\n      - {url: \""+srvURL+"\", thumbprint: "+thp+"}\n    tpm2: {pcrs: \"7\"}\n"), 1)
 	f, rep := layout.Parse("mail-host.yaml", data)
 	if rep.HasErrors() {
 		t.Fatal(rep)
@@ -361,7 +356,7 @@ func TestClevisBindingsFromTheLayout(t *testing.T) {
 		}
 	}
 	want := []string{
-		`clevis luks bind -y -d /dev/mapper/vg0-root -k - tang '{"thp":"` + thp + `","url":"` + srv.URL + `"}'`,
+		`clevis luks bind -y -d /dev/mapper/vg0-root -k - tang '{"thp":"` + thp + `","url":"` + srvURL + `"}'`,
 		`clevis luks bind -y -d /dev/mapper/vg0-root -k - tpm2 '{"pcr_bank":"sha256","pcr_ids":"7"}'`,
 	}
 	if strings.Join(binds, "\n") != strings.Join(want, "\n") {
@@ -380,7 +375,7 @@ func TestClevisBindingsFromTheLayout(t *testing.T) {
 	m, _, err = prepare(func(_ string, o *Options) {
 		o.ReadHeader = func(string) (*luks.Header, error) {
 			return &luks.Header{Version: 2, Keyslots: []luks.Keyslot{{ID: 0}, {ID: 1}, {ID: 2}},
-				TokenInfo: []luks.Token{{Type: "clevis", Keyslots: []int{2}, Clevis: &luks.ClevisPin{Pin: "tang", URLs: []string{srv.URL}}}}}, nil
+				TokenInfo: []luks.Token{{Type: "clevis", Keyslots: []int{2}, Clevis: &luks.ClevisPin{Pin: "tang", URLs: []string{srvURL}}}}}, nil
 		}
 	})
 	if err != nil {
