@@ -2,6 +2,7 @@ package apply
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -45,6 +46,18 @@ func TestBindStepRendering(t *testing.T) {
 	}
 	if err := s.CheckRendering(); err != nil {
 		t.Error(err)
+	}
+	// apply --plan reads the step back from JSON: it must render the same.
+	b, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back plan.Step
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if err := back.CheckRendering(); err != nil {
+		t.Errorf("after a JSON round trip: %v", err)
 	}
 }
 
