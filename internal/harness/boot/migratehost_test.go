@@ -252,11 +252,16 @@ func (r *moveRun) move(t *testing.T, ctx context.Context) [2]string {
 	start := time.Now()
 	// Every process's command line is recorded while apply runs (and
 	// binds the root to Tang): the passphrase must be on none.
-	run("watch command lines", "touch /run/watch; (while [ -e /run/watch ]; do cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' '\\n'; sleep 0.05; done | sort -u >/run/cmdlines.txt) >/dev/null 2>&1 </dev/null & echo $! >/run/watch.pid")
+	if err := vm.SSH.WriteFile(ctx, "/run/watch.sh", []byte(cmdlineWatcher), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// setsid, as for the move below: a background job left in the ssh
+	// session's process group kept the session open.
+	run("watch command lines", "touch /run/watch; setsid sh /run/watch.sh >/dev/null 2>&1 </dev/null &")
 	applyOut := run("cryptshift apply", "/root/cryptshift apply -f /root/mail-host.yaml --device disk0=/dev/disk/by-id/virtio-newdisk0 "+
 		"--device disk1=/dev/disk/by-id/virtio-newdisk1 --allow-destroy --yes --passphrase-file /run/luks.pass "+
 		"--recovery-key-file /run/recovery.key --target /target && findmnt -R /target")
-	cmdlines := run("stop watching", "rm /run/watch; while kill -0 $(cat /run/watch.pid) 2>/dev/null; do sleep 0.2; done; cat /run/cmdlines.txt")
+	cmdlines := run("stop watching", "rm /run/watch; for i in $(seq 600); do [ -e /run/cmdlines.txt ] && break; sleep 0.2; done; cat /run/cmdlines.txt")
 	bindings := run("clevis bindings made by apply", "clevis luks list -d /dev/vg0/root; cryptsetup luksDump /dev/vg0/root | grep -E '^ +[0-9]+: (luks2|clevis)'")
 	if want := "2: tang '{\"url\":\"" + r.tang.URL() + "\"}'"; !strings.Contains(bindings, want) || strings.Count(bindings, "luks2") != 3 {
 		t.Fatalf("apply did not bind keyslot 2 of the root to tang from the layout (want %q and three keyslots):\n%s", want, bindings)
@@ -310,6 +315,16 @@ func (r *moveRun) move(t *testing.T, ctx context.Context) [2]string {
 	}
 	return disks
 }
+
+// cmdlineWatcher records every process's arguments (one a line, each
+// once) every 50 ms until /run/watch is removed, then publishes them as
+// /run/cmdlines.txt.
+const cmdlineWatcher = `#!/bin/sh
+while [ -e /run/watch ]; do
+  cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\0' '\n'
+  sleep 0.05
+done | sort -u >/run/cmdlines.tmp && mv /run/cmdlines.tmp /run/cmdlines.txt
+`
 
 // sshUnlock adds the layout's unlock methods: dropbear in the initramfs
 // with the test key, DHCP, the virtio NIC's driver, and the test's Tang
