@@ -372,12 +372,11 @@ func TestClevisBindingsFromTheLayout(t *testing.T) {
 	}
 	// A binding apply made already (from the same layout) is not made
 	// again: only tpm2 is left to bind.
-	m, _, err = prepare(func(_ string, o *Options) {
-		o.ReadHeader = func(string) (*luks.Header, error) {
-			return &luks.Header{Version: 2, Keyslots: []luks.Keyslot{{ID: 0}, {ID: 1}, {ID: 2}},
-				TokenInfo: []luks.Token{{Type: "clevis", Keyslots: []int{2}, Clevis: &luks.ClevisPin{Pin: "tang", URLs: []string{srvURL}}}}}, nil
-		}
-	})
+	tangBound := func(string) (*luks.Header, error) {
+		return &luks.Header{Version: 2, Keyslots: []luks.Keyslot{{ID: 0}, {ID: 1}, {ID: 2}},
+			TokenInfo: []luks.Token{{Type: "clevis", Keyslots: []int{2}, Clevis: &luks.ClevisPin{Pin: "tang", URLs: []string{srvURL}}}}}, nil
+	}
+	m, _, err = prepare(func(_ string, o *Options) { o.ReadHeader = tangBound })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -389,6 +388,20 @@ func TestClevisBindingsFromTheLayout(t *testing.T) {
 	}
 	if strings.Join(binds, "\n") != want[1] {
 		t.Errorf("with tang bound already, binding steps:\n%s\nwant only:\n%s", strings.Join(binds, "\n"), want[1])
+	}
+	// With every binding made already, the move needs no passphrase.
+	m, _, err = prepare(func(root string, o *Options) {
+		o.ReadHeader = tangBound
+		o.Passphrase = nil
+		o.Layout = func() *layout.Layout { l := *o.Layout; u := *l.Keys.Unlock; u.TPM2 = nil; l.Keys.Unlock = &u; return &l }()
+	})
+	if err != nil {
+		t.Fatalf("everything bound, no passphrase: %v", err)
+	}
+	for _, s := range m.Plan().Steps {
+		if strings.HasPrefix(s.ID, "bind-") {
+			t.Errorf("everything bound, yet %s", s.ID)
+		}
 	}
 	// Refusals: tang unreachable, thumbprint mismatch, no TPM, no passphrase.
 	for name, edit := range map[string]func(root string, o *Options){
