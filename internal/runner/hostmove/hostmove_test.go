@@ -393,7 +393,13 @@ func TestClevisBindingsFromTheLayout(t *testing.T) {
 	m, _, err = prepare(func(root string, o *Options) {
 		o.ReadHeader = tangBound
 		o.Passphrase = nil
-		o.Layout = func() *layout.Layout { l := *o.Layout; u := *l.Keys.Unlock; u.TPM2 = nil; l.Keys.Unlock = &u; return &l }()
+		o.Layout = func() *layout.Layout {
+			l := *o.Layout
+			u := *l.Keys.Unlock
+			u.TPM2 = nil
+			l.Keys.Unlock = &u
+			return &l
+		}()
 	})
 	if err != nil {
 		t.Fatalf("everything bound, no passphrase: %v", err)
