@@ -19,6 +19,9 @@ PKGS=(
   # the old host, OVMF boots the moved disks, swtpm is the TPM, tang + socat
   # (+ jose for the key thumbprint) the Tang server, ssh drives the guests
   debootstrap ovmf swtpm swtpm-tools tang socat jose openssh-client
+  # Clevis on the host: apply's Clevis bindings on LUKS2 image files
+  # (internal/runner/apply TestHostApplyClevis)
+  clevis clevis-luks
 )
 
 missing=()

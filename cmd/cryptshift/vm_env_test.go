@@ -6,8 +6,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -17,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cryptshift/cryptshift/internal/harness/secretscan"
 	"github.com/cryptshift/cryptshift/internal/harness/vmtest"
 	"github.com/cryptshift/cryptshift/internal/model/inventory"
 	"github.com/cryptshift/cryptshift/internal/model/plan"
@@ -116,14 +115,7 @@ func (e *vmEnv) planJSON() *plan.Plan {
 	return p
 }
 
-func containsSecret(hay []byte, secret []byte) bool {
-	for _, form := range [][]byte{secret, []byte(hex.EncodeToString(secret)), []byte(base64.StdEncoding.EncodeToString(secret))} {
-		if len(form) >= 8 && bytes.Contains(hay, form) {
-			return true
-		}
-	}
-	return false
-}
+func containsSecret(hay []byte, secret []byte) bool { return secretscan.Find(hay, secret) != "" }
 
 // inventory is the loop devices' state as "cryptshift inventory" reports
 // it, without what is random by design (LVM's own UUIDs, the UUID mkswap

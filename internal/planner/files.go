@@ -188,9 +188,10 @@ func fstabEntry(spec, file, typ string, options []string, pass int) plan.FstabEn
 	}
 }
 
-// noteUnlock says where keys.unlock takes effect: the boot path of the
-// moved system, which cryptshift migrate-host sets up (apply lays out
-// empty disks, so there is no initramfs to put dropbear or Clevis into).
+// noteUnlock says where keys.unlock takes effect: apply binds the root's
+// Clevis keyslots (planBindings); the boot path of the moved system
+// (dropbear and Clevis in its initramfs) is set up by cryptshift
+// migrate-host (apply lays out empty disks, with no initramfs).
 func (p *planner) noteUnlock() {
 	u := p.l.Keys.Unlock
 	if u == nil {
@@ -204,14 +205,14 @@ func (p *planner) noteUnlock() {
 		p.note("unlock over SSH: cryptshift migrate-host puts dropbear into the new system's initramfs with %d authorized key(s), ip=%s and no password logins; unlock with ssh root@HOST cryptroot-unlock", len(u.SSH.AuthorizedKeys), ip)
 	}
 	for _, t := range u.Tang {
-		p.note("unlock by Tang: cryptshift migrate-host binds the root to %s (thumbprint %s) with clevis luks bind, after checking the server answers with that key; ip=%s in the initramfs", t.URL, t.Thumbprint, ip)
+		p.note("unlock by Tang: apply binds the root to %s (thumbprint %s) with clevis luks bind, after checking the server answers with that key (cryptshift migrate-host binds it if apply has not); ip=%s in the initramfs", t.URL, t.Thumbprint, ip)
 	}
 	if t := u.TPM2; t != nil {
 		pcrs := t.PCRs
 		if pcrs == "" {
 			pcrs = "7"
 		}
-		p.note("unlock by TPM2: cryptshift migrate-host binds the root to the TPM (clevis tpm2 pin, PCRs %s); without a PIN it unlocks for anyone who boots the machine unchanged, and more PCRs mean a re-bind after firmware or kernel updates", pcrs)
+		p.note("unlock by TPM2: apply binds the root to the TPM (clevis tpm2 pin, PCRs %s); without a PIN it unlocks for anyone who boots the machine unchanged, and more PCRs mean a re-bind after firmware or kernel updates", pcrs)
 	}
 	if len(u.Tang) > 0 || u.TPM2 != nil {
 		p.note("the passphrase and recovery keyslots stay: the passphrase unlocks on the console or over SSH whenever Tang or the TPM cannot")

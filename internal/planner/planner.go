@@ -179,7 +179,9 @@ func (p *planner) device(d layout.Disk) *inventory.Device {
 // add appends a step made of its typed parameters (its command lines are
 // rendered from them); ids are "action:target", unique within a plan.
 func (p *planner) add(s plan.Step, params, undo *plan.Params) {
-	s.ID = s.Action + ":" + s.Target
+	if s.ID == "" {
+		s.ID = s.Action + ":" + s.Target
+	}
 	s = plan.NewStep(s, params, undo)
 	for _, prev := range p.steps {
 		if prev.ID == s.ID {

@@ -297,11 +297,15 @@ func (p *planner) planVolume(st *volState) {
 		}, &plan.Params{LUKSFormat: &luks.Format{Device: st.lvPath, Params: params, Key: key}},
 			&plan.Params{Wipe: &fs.Wipe{Device: st.lvPath}})
 	}
-	if *p.l.Keys.RecoveryKey && (st.format || st.dev.Content.LUKS == nil || len(st.dev.Content.LUKS.Keyslots) < 2) {
+	recovery := *p.l.Keys.RecoveryKey && (st.format || st.dev.Content.LUKS == nil || len(st.dev.Content.LUKS.Keyslots) < 2)
+	if recovery {
 		p.add(plan.Step{
 			Action: plan.ActAddRecovery, Target: st.lvPath,
 			Description: fmt.Sprintf("add the recovery key to a second keyslot of %s (keyslot KDF: %s)", st.lvPath, passKDF),
 		}, &plan.Params{LUKSAddKey: &luks.AddKey{Device: st.lvPath, KDF: passKDF, Key: key, NewKey: luks.Key{Secret: plan.SecretRecoveryKey}}}, nil)
+	}
+	if v.Mount == "/" && e.Key == layout.KeyPassphrase {
+		p.planBindings(st, recovery)
 	}
 	if m := p.inv.Mapping(e.Name); m != nil {
 		if st.dev != nil && (m.Parent == st.dev.Path || m.Parent == st.lvPath) && !st.format {

@@ -195,12 +195,28 @@ func (e *env) checkCryptNode(d *blockstack.Device) {
 		e.add("luks.cipher", Pass, subj, cev)
 	}
 
-	// luks.kdf: the weakest keyslot decides.
+	// luks.kdf: the weakest keyslot decides. A keyslot a Clevis,
+	// systemd-tpm2 or systemd-fido2 token unlocks holds a random key the
+	// tool generated (clevis luks bind: pwmake of the volume key's
+	// entropy; systemd-cryptenroll: 256 bits), which both store with
+	// PBKDF2 at the least cost on purpose: nobody types it, so there is
+	// nothing for a slow KDF to protect, and every unattended boot pays it.
+	machineKey := map[int]bool{}
+	for _, t := range h.TokenInfo {
+		if t.Type == "clevis" || t.Type == "systemd-tpm2" || t.Type == "systemd-fido2" {
+			for _, ks := range t.Keyslots {
+				machineKey[ks] = true
+			}
+		}
+	}
 	kst := Pass
 	var kev []string
 	for _, k := range h.Keyslots {
 		s := Pass
 		switch {
+		case machineKey[k.ID]:
+			kev = append(kev, fmt.Sprintf("Keyslot %s: %s", kdfString(k), e.t("ev.luks.kdftoken")))
+			continue
 		case k.KDF == "pbkdf2" && k.Iterations < pbkdf2Broken:
 			s = Fail
 		case k.KDF == "pbkdf2":

@@ -24,12 +24,13 @@ import (
 	"time"
 
 	"github.com/cryptshift/cryptshift/internal/doors/execx"
+	"github.com/cryptshift/cryptshift/luks"
 )
 
 // Pin is one Clevis pin and its public configuration.
 type Pin struct {
-	Name   string         // tang or tpm2
-	Config map[string]any // {"url":..,"thp":..} or {"pcr_bank":..,"pcr_ids":..}
+	Name   string         `json:"pin"`    // tang or tpm2
+	Config map[string]any `json:"config"` // {"url":..,"thp":..} or {"pcr_bank":..,"pcr_ids":..}
 }
 
 // Tang pins the server at url by its signing key's S256 thumbprint.
@@ -73,19 +74,36 @@ func orDefault(v any, d string) any {
 	return v
 }
 
+// Op is a Clevis operation with its command line (a plan step's typed
+// parameters).
+type Op interface {
+	Argv() []string
+}
+
 // Bind adds a keyslot to Device unlocked by Pin. Existing is a key that
 // opens the device now (the passphrase); it goes on stdin.
 type Bind struct {
-	Device string
-	Pin    Pin
+	Device string `json:"device"`
+	Pin    Pin    `json:"pin"`
+	// Slot is the keyslot to bind (clevis luks bind -s, clevis 12 and
+	// later); 0, which is always the passphrase's, lets clevis take the
+	// first free one. A plan names it, so that its undo can name it too.
+	Slot int `json:"slot,omitempty"`
 }
 
 // Args renders the command line: -y answers clevis's own questions (the
 // Tang advertisement is trusted only because thp pins it, checked by
 // CheckTang first and by clevis again).
 func (b Bind) Args() []string {
-	return []string{"luks", "bind", "-y", "-d", b.Device, "-k", "-", b.Pin.Name, b.Pin.JSON()}
+	args := []string{"luks", "bind", "-y", "-d", b.Device}
+	if b.Slot > 0 {
+		args = append(args, "-s", strconv.Itoa(b.Slot))
+	}
+	return append(args, "-k", "-", b.Pin.Name, b.Pin.JSON())
 }
+
+// Argv is the whole command line.
+func (b Bind) Argv() []string { return append([]string{"clevis"}, b.Args()...) }
 
 // Cmd is the invocation with the existing key on stdin.
 func (b Bind) Cmd(existing []byte) execx.Cmd {
@@ -94,8 +112,8 @@ func (b Bind) Cmd(existing []byte) execx.Cmd {
 
 // Unbind removes the Clevis binding in Slot (keyslot and token).
 type Unbind struct {
-	Device string
-	Slot   int
+	Device string `json:"device"`
+	Slot   int    `json:"slot"`
 }
 
 // Args: -f, no confirmation (the caller has checked that a passphrase
@@ -103,6 +121,9 @@ type Unbind struct {
 func (u Unbind) Args() []string {
 	return []string{"luks", "unbind", "-f", "-d", u.Device, "-s", strconv.Itoa(u.Slot)}
 }
+
+// Argv is the whole command line.
+func (u Unbind) Argv() []string { return append([]string{"clevis"}, u.Args()...) }
 
 // Cmd is the invocation.
 func (u Unbind) Cmd() execx.Cmd { return execx.Cmd{Tool: "clevis", Args: u.Args()} }
@@ -129,6 +150,9 @@ func CheckTang(ctx context.Context, client *http.Client, server, thumbprint stri
 	if err != nil {
 		return fmt.Errorf("cannot reach tang server %s: %w", server, err)
 	}
+	// A fresh connection each time: a pooled one to a server that has
+	// since stopped (its forked handler still alive) would answer for it.
+	req.Close = true
 	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("cannot reach tang server %s: %w; check the URL and that the server runs, nothing was bound", server, err)
@@ -218,4 +242,26 @@ func Thumbprint(jwk map[string]any) (string, error) {
 	b.WriteByte('}')
 	sum := sha256.Sum256([]byte(b.String()))
 	return base64.RawURLEncoding.EncodeToString(sum[:]), nil
+}
+
+// Bound returns the keyslots of h that a Clevis token binds to pin (for
+// Tang: to the same server URL), read from the tokens' JWE protected
+// headers (luks.Token).
+func Bound(h *luks.Header, pin Pin) []int {
+	var slots []int
+	for _, t := range h.TokenInfo {
+		if t.Clevis == nil {
+			continue
+		}
+		match := false
+		t.Clevis.Walk(func(c luks.ClevisPin) {
+			if c.Pin == pin.Name && (pin.Name != "tang" || slices.Contains(c.URLs, fmt.Sprint(pin.Config["url"]))) {
+				match = true
+			}
+		})
+		if match {
+			slots = append(slots, t.Keyslots...)
+		}
+	}
+	return slots
 }

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cryptshift/cryptshift/internal/harness/secretscan"
 )
 
 // testPassphrase unlocks the test's root volume. A fixed test-only value:
@@ -32,28 +34,35 @@ type moveRun struct {
 	oh   *OldHost
 	tang *Tang
 	port int // tang's port, stable across restarts
+	// keys is Tang's key directory, kept next to the cached old host: its
+	// thumbprint is pinned in the layout, so the moved disks' binding
+	// stays valid for later runs that reuse them.
+	keys string
 	// mails is how many mails alice had when the old host was moved.
 	mails int
 }
 
 // TestBootMigrateHost moves the old host onto the encrypted mail-host
 // layout with the real verbs, inside the running old host: cryptshift
-// apply on two fresh disks, then cryptshift migrate-host (killed with
-// SIGKILL during its first copy pass and resumed). It first proves that a
-// move onto an unmounted or an unencrypted target is refused and changes
-// nothing. Then it boots the two new disks alone through OVMF, GRUB and
-// the moved system's own initramfs and unlocks the root every way the
-// layout and Clevis offer.
+// apply on two fresh disks (binding the root to the test's Tang server,
+// as the layout's keys.unlock.tang asks), then cryptshift migrate-host
+// (killed with SIGKILL during its first copy pass and resumed). It first
+// proves that a move onto an unmounted or an unencrypted target is
+// refused and changes nothing. Then it boots the two new disks alone
+// through OVMF, GRUB and the moved system's own initramfs and unlocks the
+// root every way the layout and Clevis offer.
 //
 // Boots, each on copy-on-write overlays so the moved disks stay as the
-// move left them (S0):
+// move left them (S0: passphrase, recovery key, tang):
 //
-//	dropbear  on S0: unlock over SSH into dropbear-initramfs; every check,
-//	                 the mails, cryptshift verify inside; bind Tang (-> S1)
-//	tang      on S1: unlocked by Tang with no console input; swap the Tang
-//	                 binding for a tpm2 one on the swtpm (-> S2)
-//	fallback  on S1: Tang stopped; the passphrase typed on the console
-//	                 unlocks; every volume, swap, /tmp and the mails checked
+//	dropbear  on S0: Tang stopped, so clevis cannot unlock: unlock over
+//	                 SSH into dropbear-initramfs; every check, the mails,
+//	                 cryptshift verify inside; with the swtpm attached,
+//	                 cryptshift unlock add tpm2 (-> S1: + tpm2)
+//	tang      on S1: no TPM attached: unlocked by Tang with no console
+//	                 input; cryptshift unlock remove tang (-> S2: tpm2)
+//	fallback  on S1: Tang stopped, no TPM: the passphrase typed on the
+//	                 console unlocks; every volume, swap, /tmp, the mails
 //	tpm2      on S2: unlocked by the software TPM with no console input
 func TestBootMigrateHost(t *testing.T) {
 	Require(t)
@@ -62,18 +71,24 @@ func TestBootMigrateHost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &moveRun{dir: RunDir(t), oh: oh}
-	if err := NewTangKeys(ctx, filepath.Join(r.dir, "tang-keys")); err != nil {
-		t.Fatal(err)
+	r := &moveRun{dir: RunDir(t), oh: oh, keys: filepath.Join(filepath.Dir(oh.Dir), "tang-keys")}
+	if jwks, _ := filepath.Glob(filepath.Join(r.keys, "*.jwk")); len(jwks) < 2 {
+		os.RemoveAll(r.keys)
+		if err := NewTangKeys(ctx, r.keys); err != nil {
+			t.Fatal(err)
+		}
 	}
 	r.startTang(t)
+	// Subtests stop and start Tang; whichever instance runs last is
+	// stopped here (by PID).
+	t.Cleanup(func() { r.tang.Stop() })
 	s0 := r.move(t, ctx)
 
 	var s1, s2 [2]string
 	if !t.Run("dropbear", func(t *testing.T) { s1 = r.dropbear(t, ctx, s0) }) {
 		return
 	}
-	if !t.Run("tang", func(t *testing.T) { s2 = r.tang2tpm(t, ctx, s1) }) {
+	if !t.Run("tang", func(t *testing.T) { s2 = r.tangBoot(t, ctx, s1) }) {
 		return
 	}
 	t.Run("fallback", func(t *testing.T) { r.fallback(t, ctx, s1) })
@@ -82,13 +97,17 @@ func TestBootMigrateHost(t *testing.T) {
 
 func (r *moveRun) startTang(t *testing.T) {
 	t.Helper()
-	tg, err := StartTang(context.Background(), filepath.Join(r.dir, "tang-keys"), r.dir, "host", r.port)
+	tg, err := StartTang(context.Background(), r.keys, r.dir, "host", r.port)
 	if err != nil {
 		t.Fatal(err)
 	}
+	tg.GuestPort = tangGuestPort
 	r.tang, r.port = tg, tg.Port
-	t.Cleanup(tg.Stop)
 }
+
+// tangGuestPort is where guests reach the test's Tang server (at
+// GuestFwdAddr): fixed, because its URL is in the layout.
+const tangGuestPort = 7500
 
 // moveArgs are the migrate-host options of the test: the serial console
 // for the harness, MODULES=dep (MODULES=most copies about a thousand
@@ -128,7 +147,11 @@ func (r *moveRun) move(t *testing.T, ctx context.Context) [2]string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	layout = sshUnlock(testKDF(layout), strings.TrimSpace(string(pub)))
+	thp, err := r.tang.Thumbprint(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layout = sshUnlock(testKDF(layout), strings.TrimSpace(string(pub)), r.tang.URL(), thp)
 	binData, err := os.ReadFile(bin)
 	if err != nil {
 		t.Fatal(err)
@@ -175,8 +198,10 @@ func (r *moveRun) move(t *testing.T, ctx context.Context) [2]string {
 		t.Fatal(err)
 	}
 	d0.Serial, d1.Serial = "newdisk0", "newdisk1"
+	// Tang is forwarded: apply binds the root to it (keys.unlock.tang).
+	port, fwd := r.tang.Forward()
 	vm := Boot(t, ctx, Machine{Name: "oldhost", Dir: r.dir, Kernel: r.oh.Kernel, Initrd: r.oh.Initrd, Append: r.oh.Append(),
-		Disks: []Disk{root, d0, d1}}, r.oh.Key)
+		Disks: []Disk{root, d0, d1}, GuestFwd: map[int]string{port: fwd}}, r.oh.Key)
 	if _, err := vm.WaitMultiUser(ctx, bootTimeout); err != nil {
 		t.Fatal(err)
 	}
@@ -225,9 +250,35 @@ func (r *moveRun) move(t *testing.T, ctx context.Context) [2]string {
 	}
 
 	start := time.Now()
-	run("cryptshift apply", "/root/cryptshift apply -f /root/mail-host.yaml --device disk0=/dev/disk/by-id/virtio-newdisk0 "+
+	// Every process's command line is recorded while apply runs (and
+	// binds the root to Tang): the passphrase must be on none.
+	if err := vm.SSH.WriteFile(ctx, "/run/watch.sh", []byte(cmdlineWatcher), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// setsid, as for the move below: a background job left in the ssh
+	// session's process group kept the session open.
+	run("watch command lines", "touch /run/watch; setsid sh /run/watch.sh >/dev/null 2>&1 </dev/null &")
+	applyOut := run("cryptshift apply", "/root/cryptshift apply -f /root/mail-host.yaml --device disk0=/dev/disk/by-id/virtio-newdisk0 "+
 		"--device disk1=/dev/disk/by-id/virtio-newdisk1 --allow-destroy --yes --passphrase-file /run/luks.pass "+
 		"--recovery-key-file /run/recovery.key --target /target && findmnt -R /target")
+	cmdlines := run("stop watching", "rm /run/watch; for i in $(seq 600); do [ -e /run/cmdlines.txt ] && break; sleep 0.2; done; cat /run/cmdlines.txt")
+	bindings := run("clevis bindings made by apply", "clevis luks list -d /dev/vg0/root; cryptsetup luksDump /dev/vg0/root | grep -E '^ +[0-9]+: (luks2|clevis)'")
+	if want := "2: tang '{\"url\":\"" + r.tang.URL() + "\"}'"; !strings.Contains(bindings, want) || strings.Count(bindings, "luks2") != 3 {
+		t.Fatalf("apply did not bind keyslot 2 of the root to tang from the layout (want %q and three keyslots):\n%s", want, bindings)
+	}
+	if !strings.Contains(cmdlines, "clevis-luks-bind") {
+		t.Fatalf("the command-line watcher never saw clevis luks bind:\n%s", lastLines(cmdlines, 20))
+	}
+	journal := run("the system journal and apply's journal", "journalctl -b -o cat --no-pager | tail -n 3000; cat /var/lib/cryptshift/apply-*.journal")
+	if !strings.Contains(journal, `"clevisBind`) {
+		t.Fatalf("apply's journal does not record the binding step:\n%s", lastLines(journal, 20))
+	}
+	for where, b := range map[string]string{"process command lines": cmdlines, "apply's output": applyOut, "the journal (system and apply)": journal} {
+		if enc := secretscan.Find([]byte(b), testPassphrase); enc != "" {
+			t.Fatalf("the passphrase appears in %s (%s)", where, enc)
+		}
+	}
+	fmt.Println("host move proof: apply bound the root to tang from the layout (keyslot 2; passphrase and recovery keyslots kept), the passphrase in no command line, output or journal")
 
 	// Refused, nothing changed: /target/boot is mounted but plaintext.
 	out = run("refuse an unencrypted target", "touch /root/before-refusal; "+strings.Replace(mh, "--target /target", "--target /target/boot", 1)+
@@ -265,10 +316,22 @@ func (r *moveRun) move(t *testing.T, ctx context.Context) [2]string {
 	return disks
 }
 
-// sshUnlock adds the layout's SSH unlock: dropbear in the initramfs with
-// the test key, DHCP, and the virtio NIC's driver.
-func sshUnlock(layout []byte, pub string) []byte {
-	return regexp.MustCompile(`(?m)^keys:\n`).ReplaceAll(layout, []byte("keys:\n  unlock:\n    ip: dhcp\n    networkModules: [virtio_net]\n    ssh:\n      authorizedKeys:\n        - \""+pub+"\"\n"))
+// cmdlineWatcher records every process's arguments (one a line, each
+// once) every 50 ms until /run/watch is removed, then publishes them as
+// /run/cmdlines.txt.
+const cmdlineWatcher = `#!/bin/sh
+while [ -e /run/watch ]; do
+  cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\0' '\n'
+  sleep 0.05
+done | sort -u >/run/cmdlines.tmp && mv /run/cmdlines.tmp /run/cmdlines.txt
+`
+
+// sshUnlock adds the layout's unlock methods: dropbear in the initramfs
+// with the test key, DHCP, the virtio NIC's driver, and the test's Tang
+// server pinned by its thumbprint.
+func sshUnlock(layout []byte, pub, tangURL, thp string) []byte {
+	return regexp.MustCompile(`(?m)^keys:\n`).ReplaceAll(layout, []byte("keys:\n  unlock:\n    ip: dhcp\n    networkModules: [virtio_net]\n    ssh:\n      authorizedKeys:\n        - \""+pub+"\"\n"+
+		"    tang:\n      - url: "+tangURL+"\n        thumbprint: "+thp+"\n"))
 }
 
 // movedKey names a moved disk set after what made it.
@@ -363,8 +426,13 @@ func (tl *timeline) multiUser(ctx context.Context) {
 }
 
 func (r *moveRun) dropbear(t *testing.T, ctx context.Context, s0 [2]string) [2]string {
-	// Tang is forwarded: this boot binds it once the system is up.
-	vm, disks := r.bootMoved(t, ctx, "dropbear", s0, true, nil)
+	// The root is bound to Tang (by apply, from the layout): with Tang
+	// stopped clevis cannot unlock, and the passphrase over SSH does. The
+	// TPM is attached so that this boot can bind tpm2 for the later ones.
+	r.tang.Stop()
+	tpm := r.swtpm(t, ctx, "dropbear")
+	before := r.tang.Requests()
+	vm, disks := r.bootMoved(t, ctx, "dropbear", s0, true, tpm)
 	tl := newTimeline(t, vm)
 	tl.expect(ctx, kernelStarted, "kernel")
 	tl.expect(ctx, UnlockPrompt, "prompt")
@@ -386,26 +454,34 @@ func (r *moveRun) dropbear(t *testing.T, ctx context.Context, s0 [2]string) [2]s
 	}
 	tl.mark("unlocked over ssh")
 	tl.multiUser(ctx)
+	if n := r.tang.Requests() - before; n != 0 {
+		t.Fatalf("tang answered %d requests while stopped", n)
+	}
+	r.startTang(t)
 	r.checkSystem(t, ctx, vm)
 	fmt.Println("boot proof: unlocked over ssh (dropbear) and reached multi-user")
 	fmt.Printf("host move proof: %d mails readable after the move\n", r.mails)
 	r.verifyInside(t, ctx, vm)
 
-	// Bind Tang to the root volume for the next boots: the existing
-	// passphrase goes in as a key file (-k), never on the command line.
-	thp, err := r.tang.Thumbprint(ctx)
-	if err != nil {
+	// cryptshift unlock checks Tang's advertisement first: a wrong
+	// thumbprint is refused and changes nothing (the header is compared).
+	if err := vm.SSH.WriteFile(ctx, "/run/luks.pass", testPassphrase, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	// Tang's reachability and the pinned thumbprint are checked first:
-	// a wrong thumbprint is refused and changes nothing.
-	if err := vm.SSH.WriteFile(ctx, "/run/luks.pass", testPassphrase, 0o600); err != nil {
+	hdr := "dev=$(cryptsetup status root_crypt | awk '$1==\"device:\"{print $2}'); cryptsetup luksDump --dump-json-metadata \"$dev\" | sha256sum"
+	was, err := vm.SSH.Run(ctx, hdr, nil)
+	if err != nil {
 		t.Fatal(err)
 	}
 	if out, err := r.cryptshift(t, ctx, vm, "unlock add tang --volume root_crypt --url "+r.tang.URL()+" --thumbprint AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA --passphrase-file /run/luks.pass"); err == nil || !strings.Contains(out, "does not advertise the pinned thumbprint") {
 		t.Fatalf("a thumbprint mismatch was not refused: %v\n%s", err, out)
 	}
-	r.unlock(t, ctx, vm, "add tang --volume root_crypt --url "+r.tang.URL()+" --thumbprint "+thp+" --passphrase-file /run/luks.pass")
+	if now, err := vm.SSH.Run(ctx, hdr, nil); err != nil || now != was {
+		t.Fatalf("the refused binding changed the root's LUKS2 metadata (%v)", err)
+	}
+	// The TPM binding for the later boots is made in this real OVMF boot,
+	// so PCR 7 is what those boots measure (see docs/boot-tier.md).
+	r.unlock(t, ctx, vm, "add tpm2 --volume root_crypt --pcrs 7 --pcr-bank sha256 --passphrase-file /run/luks.pass")
 	if err := vm.PowerOff(ctx, 3*time.Minute); err != nil {
 		t.Fatal(err)
 	}
@@ -443,17 +519,28 @@ func (r *moveRun) unlock(t *testing.T, ctx context.Context, vm *VM, args string)
 	t.Logf("cryptshift unlock %s: %s; clevis bindings now: %s", args, strings.TrimSpace(out), list)
 }
 
-// autoUnlock boots base with the software TPM (its state shared by every
-// boot of the run) and, if withTang, the forward to Tang, and expects
-// clevis to unlock the root with no console input and the system to reach
-// multi-user.
-func (r *moveRun) autoUnlock(t *testing.T, ctx context.Context, name string, base [2]string, withTang bool) (*VM, [2]string) {
+// swtpm starts the software TPM for a boot; its state is shared by every
+// boot of the run, so what one boot seals the next can unseal.
+func (r *moveRun) swtpm(t *testing.T, ctx context.Context, name string) *SWTPM {
 	t.Helper()
 	tpm, err := StartSWTPM(ctx, filepath.Join(r.dir, "tpm-state"), r.dir, name)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(tpm.Stop)
+	return tpm
+}
+
+// autoUnlock boots base with the software TPM if withTPM and the forward
+// to Tang if withTang, and expects clevis to unlock the root with no
+// console input and the system to reach multi-user. What is not attached
+// cannot unlock: each proof is isolated by what the guest can reach.
+func (r *moveRun) autoUnlock(t *testing.T, ctx context.Context, name string, base [2]string, withTang, withTPM bool) (*VM, [2]string) {
+	t.Helper()
+	var tpm *SWTPM
+	if withTPM {
+		tpm = r.swtpm(t, ctx, name)
+	}
 	vm, disks := r.bootMoved(t, ctx, name, base, withTang, tpm)
 	tl := newTimeline(t, vm)
 	tl.expect(ctx, kernelStarted, "kernel")
@@ -465,10 +552,10 @@ func (r *moveRun) autoUnlock(t *testing.T, ctx context.Context, name string, bas
 	return vm, disks
 }
 
-func (r *moveRun) tang2tpm(t *testing.T, ctx context.Context, s1 [2]string) [2]string {
+func (r *moveRun) tangBoot(t *testing.T, ctx context.Context, s1 [2]string) [2]string {
 	before := r.tang.Requests()
-	// The TPM is attached already, so the tpm2 pin can be bound in this boot.
-	vm, disks := r.autoUnlock(t, ctx, "tang", s1, true)
+	// No TPM attached: the tpm2 binding cannot unlock, only Tang can.
+	vm, disks := r.autoUnlock(t, ctx, "tang", s1, true, false)
 	if n := r.tang.Requests() - before; n < 1 {
 		t.Fatalf("the root was unlocked without a key recovery request to tang (log %s)", r.tang.Log)
 	}
@@ -476,10 +563,9 @@ func (r *moveRun) tang2tpm(t *testing.T, ctx context.Context, s1 [2]string) [2]s
 	t.Logf("root from %s", root)
 	fmt.Println("boot proof: unlocked by tang with no console input")
 
-	// Replace the Tang binding by a tpm2 one sealed to PCR 7 (Secure Boot
-	// state: unchanged by kernel or initramfs updates, unlike PCRs 4, 8, 9).
+	// Leave the tpm2 binding alone for the last boot (the one made from
+	// the layout goes: cryptshift unlock remove, keyslot and token).
 	r.unlock(t, ctx, vm, "remove tang --volume root_crypt")
-	r.unlock(t, ctx, vm, "add tpm2 --volume root_crypt --pcrs 7 --pcr-bank sha256 --passphrase-file /run/luks.pass")
 	if err := vm.PowerOff(ctx, 3*time.Minute); err != nil {
 		t.Fatal(err)
 	}
@@ -516,7 +602,7 @@ func (r *moveRun) fallback(t *testing.T, ctx context.Context, s1 [2]string) {
 }
 
 func (r *moveRun) tpm2(t *testing.T, ctx context.Context, s2 [2]string) {
-	vm, _ := r.autoUnlock(t, ctx, "tpm2", s2, false)
+	vm, _ := r.autoUnlock(t, ctx, "tpm2", s2, false, true)
 	root := r.checkSystem(t, ctx, vm)
 	if _, err := vm.SSH.Run(ctx, "dev=$(cryptsetup status root_crypt | awk '$1==\"device:\"{print $2}'); clevis luks list -d \"$dev\" | grep -q tpm2 && ! clevis luks list -d \"$dev\" | grep -q tang", nil); err != nil {
 		t.Fatalf("the root volume is not bound to tpm2 alone: %v", err)

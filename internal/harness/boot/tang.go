@@ -27,8 +27,12 @@ var (
 type Tang struct {
 	KeyDir string
 	Port   int
-	Log    string
-	p      *proc
+	// GuestPort is the port guests use at GuestFwdAddr (0: Port). A fixed
+	// one keeps a URL written into a layout valid across runs, whatever
+	// free port the host listener got.
+	GuestPort int
+	Log       string
+	p         *proc
 }
 
 // NewTangKeys makes a Tang key directory (a signing and an exchange key)
@@ -88,11 +92,18 @@ func (t *Tang) Stop() { t.p.Stop(3 * time.Second) }
 // server at GuestFwdAddr:Port: qemu runs one socat per guest connection,
 // relaying it to the host's listener.
 func (t *Tang) Forward() (int, string) {
-	return t.Port, fmt.Sprintf("socat - TCP:127.0.0.1:%d", t.Port)
+	return t.guestPort(), fmt.Sprintf("socat - TCP:127.0.0.1:%d", t.Port)
+}
+
+func (t *Tang) guestPort() int {
+	if t.GuestPort != 0 {
+		return t.GuestPort
+	}
+	return t.Port
 }
 
 // URL is the server's address as a guest sees it.
-func (t *Tang) URL() string { return fmt.Sprintf("http://%s:%d", GuestFwdAddr, t.Port) }
+func (t *Tang) URL() string { return fmt.Sprintf("http://%s:%d", GuestFwdAddr, t.guestPort()) }
 
 // Thumbprint is the SHA-256 thumbprint of the signing key, which
 // `clevis luks bind ... tang '{"url":...,"thp":...}'` pins so that the bind

@@ -122,6 +122,8 @@ func Gather(ctx context.Context, opt Options) (*Inventory, error) {
 		}
 		inv.Swaps = append(inv.Swaps, Swap{Path: p, Type: s.Type, Size: int64(s.SizeKiB) * 1024})
 	}
+	tpm, _ := HasTPM2(rootfs.Dir("/"))
+	inv.TPM2 = &tpm
 	if opt.Target != "" {
 		inv.Target = gatherTarget(opt)
 	}

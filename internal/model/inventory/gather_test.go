@@ -67,6 +67,11 @@ func TestHostGatherLoopDevices(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The TPM is recorded either way; ls /sys/class/tpm is the oracle.
+	tpms, _ := filepath.Glob("/sys/class/tpm/tpm[0-9]*")
+	if inv.TPM2 == nil || *inv.TPM2 != (len(tpms) > 0) {
+		t.Errorf("inventory tpm2 = %v, but /sys/class/tpm lists %q", inv.TPM2, tpms)
+	}
 	g := inv.Device(gptDev)
 	if g == nil || g.Kind != KindLoop || g.Size != 64<<20 || g.Table == nil || g.Table.Type != "gpt" {
 		t.Fatalf("got %+v", g)

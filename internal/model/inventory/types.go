@@ -26,6 +26,11 @@ type Inventory struct {
 	Mounts     []Mount  `json:"mounts"`
 	Swaps      []Swap   `json:"swaps"`
 	Target     *Target  `json:"target,omitempty"`
+	// TPM2 says whether the host has a TPM 2.0 (a keys.unlock.tpm2 binding
+	// needs one): true or false as found in /sys/class/tpm and /dev;
+	// absent in inventories made before it was recorded (unknown: apply
+	// checks before it changes anything).
+	TPM2 *bool `json:"tpm2,omitempty"`
 }
 
 // Device kinds.

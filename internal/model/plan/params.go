@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/cryptshift/cryptshift/internal/doors/clevis"
 	"github.com/cryptshift/cryptshift/internal/doors/fs"
 	"github.com/cryptshift/cryptshift/internal/doors/gpt"
 	"github.com/cryptshift/cryptshift/luks"
@@ -54,6 +55,8 @@ type Params struct {
 	WriteBlock   *Block             `json:"writeBlock,omitempty"`
 	RestoreBlock *Block             `json:"restoreBlock,omitempty"`
 	Initramfs    *Initramfs         `json:"initramfs,omitempty"`
+	ClevisBind   *clevis.Bind       `json:"clevisBind,omitempty"`
+	ClevisUnbind *clevis.Unbind     `json:"clevisUnbind,omitempty"`
 }
 
 // op returns the one operation p holds (a value of a door's type, or of
@@ -103,6 +106,8 @@ func (p *Params) Command() ([]string, error) {
 		return lvm.Argv(o), nil
 	case fs.Op:
 		return o.Argv(), nil
+	case clevis.Op:
+		return o.Argv(), nil
 	case internalOp:
 		return append([]string{"cryptshift", "step", o.verb()}, o.flags()...), nil
 	}
@@ -130,6 +135,9 @@ func (p *Params) SecretRefs() []SecretRef {
 		add(0, p.LUKSOpen.Key)
 	case p.CryptResize != nil:
 		add(0, p.CryptResize.Key)
+	case p.ClevisBind != nil:
+		// clevis luks bind -k - reads a key that opens the volume now.
+		refs = append(refs, SecretRef{FD: 0, Secret: SecretPassphrase})
 	}
 	return refs
 }

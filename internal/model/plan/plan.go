@@ -125,6 +125,7 @@ const (
 	ActLVRemove      = "lvremove"
 	ActLUKSFormat    = "luksFormat"
 	ActAddRecovery   = "addRecoveryKey"
+	ActClevisBind    = "clevisBind"
 	ActHeaderBackup  = "luksHeaderBackup"
 	ActOpen          = "open"
 	ActOpenPlain     = "openPlain"

@@ -23,6 +23,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"sort"
 
 	"github.com/cryptshift/cryptshift/internal/doors/execx"
@@ -84,6 +85,10 @@ type Options struct {
 	Report      Reporter
 	Out         io.Writer   // notices (e.g. from the initramfs step, re-established effects)
 	Stop        func() bool // test seam: true stops at the next step boundary (SIGINT/SIGTERM do that for real)
+	// HTTP fetches Tang advertisements (nil: a client with a timeout).
+	HTTP *http.Client
+	// SysRoot is where /sys and /dev are read for the TPM ("" = "/").
+	SysRoot string
 }
 
 // NeedsSecret reports whether any step of p reads the named secret.
@@ -112,6 +117,9 @@ func Run(ctx context.Context, p *plan.Plan, opt Options) error {
 	}
 	disks, err := identifyDisks(p)
 	if err != nil {
+		return err
+	}
+	if err := preflightBindings(ctx, p, opt); err != nil {
 		return err
 	}
 	eo := opt.engine()

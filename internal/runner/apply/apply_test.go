@@ -3,8 +3,6 @@ package apply
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"os"
@@ -17,6 +15,7 @@ import (
 	"github.com/cryptshift/cryptshift/internal/doors/execx"
 	"github.com/cryptshift/cryptshift/internal/doors/fs"
 	"github.com/cryptshift/cryptshift/internal/exitcode"
+	"github.com/cryptshift/cryptshift/internal/harness/secretscan"
 	"github.com/cryptshift/cryptshift/internal/harness/testtier"
 	"github.com/cryptshift/cryptshift/internal/model/plan"
 	"github.com/cryptshift/cryptshift/internal/runner/engine"
@@ -138,10 +137,8 @@ func assertNoSecrets(t *testing.T, path string, secrets [][]byte) {
 	t.Helper()
 	b := mustRead(t, path)
 	for _, s := range secrets {
-		for _, form := range [][]byte{s, []byte(hex.EncodeToString(s)), []byte(base64.StdEncoding.EncodeToString(s))} {
-			if len(form) >= 8 && bytes.Contains(b, form) {
-				t.Errorf("%s contains a secret", path)
-			}
+		if enc := secretscan.Find(b, s); enc != "" {
+			t.Errorf("%s contains a secret (%s)", path, enc)
 		}
 	}
 }

@@ -174,6 +174,11 @@ func (e *env) run(ctx context.Context, p *plan.Params, input string) error {
 		return fs.Run(ctx, e.opt.Run, *p.Swapon)
 	case p.Swapoff != nil:
 		return fs.Run(ctx, e.opt.Run, *p.Swapoff)
+	case p.ClevisBind != nil:
+		return e.bind(ctx, *p.ClevisBind)
+	case p.ClevisUnbind != nil:
+		_, err := e.opt.Run.Run(ctx, p.ClevisUnbind.Cmd())
+		return err
 	case p.KeyFile != nil:
 		if err := e.keyDirEncrypted(p.KeyFile.Path); err != nil {
 			return err
@@ -220,6 +225,8 @@ func (e *env) verify(ctx context.Context, s plan.Step) error {
 			return err
 		}
 		return e.checkSlot(a.Device, h, a.NewKey, a.KDF)
+	case p.ClevisBind != nil:
+		return verifyBind(*p.ClevisBind)
 	case p.KeyFile != nil:
 		path := p.KeyFile.Path
 		st, err := os.Stat(path)
@@ -266,6 +273,10 @@ func (e *env) satisfied(ctx context.Context, p *plan.Params) (bool, error) {
 			return false, err
 		}
 		return e.cs().TestKey(ctx, p.LUKSAddKey.Device, k) == nil, nil
+	case p.ClevisBind != nil:
+		// A crash after clevis bound the keyslot must not bind again.
+		ok, err := bound(p.ClevisBind.Device, p.ClevisBind.Slot, &p.ClevisBind.Pin)
+		return err == nil && ok, nil
 	case p.PVCreate != nil:
 		r, err := probeDevice(p.PVCreate.Device)
 		return err == nil && r != nil && r.Type == "LVM2_member", nil
@@ -377,6 +388,9 @@ func (e *env) undoNeeded(ctx context.Context, u *plan.Params) bool {
 		return mountPoint(u.Umount.Target) != nil
 	case u.Swapoff != nil:
 		return swapActive(u.Swapoff.Device)
+	case u.ClevisUnbind != nil:
+		ok, err := bound(u.ClevisUnbind.Device, u.ClevisUnbind.Slot, nil)
+		return err == nil && ok
 	case u.Close != nil:
 		return exists("/dev/mapper/" + u.Close.Name)
 	case u.Wipe != nil:

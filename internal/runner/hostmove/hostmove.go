@@ -24,6 +24,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/cryptshift/cryptshift/internal/doors/clevis"
 	"github.com/cryptshift/cryptshift/internal/doors/execx"
 	"github.com/cryptshift/cryptshift/internal/hostview/blockstack"
 	"github.com/cryptshift/cryptshift/internal/hostview/sysconf"
@@ -380,7 +381,9 @@ func (m *Move) unlock() *layout.Unlock { return m.o.Layout.Keys.Unlock }
 // checkBindings prepares the layout's Clevis bindings of the root volume
 // (tang, tpm2): each Tang server must answer now and advertise its pinned
 // thumbprint, a TPM must be present, and the root must be LUKS2, or the
-// move is refused before anything changes.
+// move is refused before anything changes. A binding the root has
+// already (apply made it from the same layout) is kept, and then needs no
+// passphrase.
 func (m *Move) checkBindings() error {
 	u := m.unlock()
 	if u == nil || (len(u.Tang) == 0 && u.TPM2 == nil) {
@@ -397,9 +400,6 @@ func (m *Move) checkBindings() error {
 		if _, err := os.Stat(m.host(p)); err != nil {
 			return refuse("the layout binds the root with Clevis, but the running system lacks %s (package %s); install it first", p, pkg)
 		}
-	}
-	if len(m.o.Passphrase) == 0 {
-		return refuse("the layout binds the root with Clevis (keys.unlock), which needs the root's passphrase: give --passphrase-file")
 	}
 	base := unlock.Options{Volume: m.RootMapping, Run: m.o.Run, HTTP: m.o.HTTP, SysRoot: m.o.Root, ReadHeader: m.o.ReadHeader, DryRun: true}
 	var opts []unlock.Options
@@ -418,10 +418,19 @@ func (m *Move) checkBindings() error {
 		if err != nil {
 			return refuse("%v", err)
 		}
+		// apply binds the root from the same layout: a binding that is
+		// there already is kept, not made a second time.
+		if h, err := o.ReadHeader(res.Device); err == nil && len(clevis.Bound(h, o.Pin())) > 0 {
+			continue
+		}
 		e := res.Steps[0]
 		e.ID = fmt.Sprintf("%s-%d", e.ID, i)
 		o.DryRun = false
 		m.binds = append(m.binds, &bindStep{m: m, o: o, dev: res.Device, e: e})
+	}
+	// Only a binding still to make needs the passphrase.
+	if len(m.binds) > 0 && len(m.o.Passphrase) == 0 {
+		return refuse("the layout binds the root with Clevis (keys.unlock), which needs the root's passphrase: give --passphrase-file")
 	}
 	return nil
 }

@@ -8,13 +8,13 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/cryptshift/cryptshift/internal/doors/execx"
+	"github.com/cryptshift/cryptshift/internal/harness/tangtest"
 	"github.com/cryptshift/cryptshift/internal/model/layout"
 	"github.com/cryptshift/cryptshift/luks"
 	"github.com/cryptshift/cryptshift/playbooks"
@@ -315,15 +315,10 @@ func TestCheckRefusesAnIncompleteInitramfs(t *testing.T) {
 // TestClevisBindingsFromTheLayout: tang and tpm2 in keys.unlock become
 // binding steps (no secret in them) checked before anything changes.
 func TestClevisBindingsFromTheLayout(t *testing.T) {
-	adv, err := os.ReadFile("../../doors/clevis/testdata/adv.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(adv) }))
-	defer srv.Close()
-	const thp = "voU6475c-6TIakg7U7LoBHrS9ESNwU98S-1Gr2IDA2k"
+	srvURL := tangtest.Server(t)
+	const thp = tangtest.Thumbprint
 	e, _ := playbooks.Load("mail-host")
-	data := bytes.Replace(e.Layout, []byte("\nkeys:\n"), []byte("\nkeys:\n  unlock:\n    ip: \":::::ens3:dhcp\"\n    tang:\n      - {url: \""+srv.URL+"\", thumbprint: "+thp+"}\n    tpm2: {pcrs: \"7\"}\n"), 1)
+	data := bytes.Replace(e.Layout, []byte("\nkeys:\n"), []byte("\nkeys:\n  unlock:\n    ip: \":::::ens3:dhcp\"\n    tang:\n      - {url: \""+srvURL+"\", thumbprint: "+thp+"}\n    tpm2: {pcrs: \"7\"}\n"), 1)
 	f, rep := layout.Parse("mail-host.yaml", data)
 	if rep.HasErrors() {
 		t.Fatal(rep)
@@ -331,9 +326,10 @@ func TestClevisBindingsFromTheLayout(t *testing.T) {
 	pass := []byte("the root passphrase")
 	prepare := func(edit func(root string, o *Options)) (*Move, *execx.Recorder, error) {
 		root := fakeHost(t, mountinfo)
-		for _, p := range []string{"usr/share/initramfs-tools/hooks/clevis", "usr/bin/clevis-luks-bind", "usr/bin/clevis-decrypt-tang", "usr/bin/clevis-decrypt-tpm2", "sys/class/tpm/tpm0/x"} {
+		for _, p := range []string{"usr/share/initramfs-tools/hooks/clevis", "usr/bin/clevis-luks-bind", "usr/bin/clevis-decrypt-tang", "usr/bin/clevis-decrypt-tpm2"} {
 			write(t, root, p, "")
 		}
+		write(t, root, "sys/class/tpm/tpm0/tpm_version_major", "2\n")
 		rec := &execx.Recorder{Responses: map[string]execx.Result{"cryptsetup status root_crypt": {Stdout: []byte("  device:  /dev/mapper/vg0-root\n")}}}
 		o := options(root, f.Layout, rec)
 		o.Passphrase = pass
@@ -360,7 +356,7 @@ func TestClevisBindingsFromTheLayout(t *testing.T) {
 		}
 	}
 	want := []string{
-		`clevis luks bind -y -d /dev/mapper/vg0-root -k - tang '{"thp":"` + thp + `","url":"` + srv.URL + `"}'`,
+		`clevis luks bind -y -d /dev/mapper/vg0-root -k - tang '{"thp":"` + thp + `","url":"` + srvURL + `"}'`,
 		`clevis luks bind -y -d /dev/mapper/vg0-root -k - tpm2 '{"pcr_bank":"sha256","pcr_ids":"7"}'`,
 	}
 	if strings.Join(binds, "\n") != strings.Join(want, "\n") {
@@ -373,6 +369,45 @@ func TestClevisBindingsFromTheLayout(t *testing.T) {
 	}
 	if got := m.cmdline(); strings.Join(got, " ") != "ip=:::::ens3:dhcp console=ttyS0" {
 		t.Errorf("kernel command line %q", got)
+	}
+	// A binding apply made already (from the same layout) is not made
+	// again: only tpm2 is left to bind.
+	tangBound := func(string) (*luks.Header, error) {
+		return &luks.Header{Version: 2, Keyslots: []luks.Keyslot{{ID: 0}, {ID: 1}, {ID: 2}},
+			TokenInfo: []luks.Token{{Type: "clevis", Keyslots: []int{2}, Clevis: &luks.ClevisPin{Pin: "tang", URLs: []string{srvURL}}}}}, nil
+	}
+	m, _, err = prepare(func(_ string, o *Options) { o.ReadHeader = tangBound })
+	if err != nil {
+		t.Fatal(err)
+	}
+	binds = nil
+	for _, s := range m.Plan().Steps {
+		if strings.HasPrefix(s.ID, "bind-") {
+			binds = append(binds, execx.Quote(s.Command))
+		}
+	}
+	if strings.Join(binds, "\n") != want[1] {
+		t.Errorf("with tang bound already, binding steps:\n%s\nwant only:\n%s", strings.Join(binds, "\n"), want[1])
+	}
+	// With every binding made already, the move needs no passphrase.
+	m, _, err = prepare(func(root string, o *Options) {
+		o.ReadHeader = tangBound
+		o.Passphrase = nil
+		o.Layout = func() *layout.Layout {
+			l := *o.Layout
+			u := *l.Keys.Unlock
+			u.TPM2 = nil
+			l.Keys.Unlock = &u
+			return &l
+		}()
+	})
+	if err != nil {
+		t.Fatalf("everything bound, no passphrase: %v", err)
+	}
+	for _, s := range m.Plan().Steps {
+		if strings.HasPrefix(s.ID, "bind-") {
+			t.Errorf("everything bound, yet %s", s.ID)
+		}
 	}
 	// Refusals: tang unreachable, thumbprint mismatch, no TPM, no passphrase.
 	for name, edit := range map[string]func(root string, o *Options){

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/cryptshift/cryptshift/internal/doors/clevis"
 	"github.com/cryptshift/cryptshift/internal/doors/execx"
 	"github.com/cryptshift/cryptshift/internal/doors/rsync"
 	"github.com/cryptshift/cryptshift/internal/hostview/blockstack"
@@ -18,7 +19,6 @@ import (
 	"github.com/cryptshift/cryptshift/internal/model/plan"
 	"github.com/cryptshift/cryptshift/internal/runner/engine"
 	"github.com/cryptshift/cryptshift/internal/runner/unlock"
-	"github.com/cryptshift/cryptshift/luks"
 )
 
 // Actions of host-move steps (the plan's ACTION column).
@@ -182,21 +182,7 @@ func (s *bindStep) Done(context.Context) (bool, error) {
 	if err != nil {
 		return false, nil
 	}
-	for _, t := range h.TokenInfo {
-		if t.Clevis == nil {
-			continue
-		}
-		found := false
-		t.Clevis.Walk(func(p luks.ClevisPin) {
-			if p.Pin == s.o.Method && (s.o.Method != unlock.Tang || slices.Contains(p.URLs, s.o.URL)) {
-				found = true
-			}
-		})
-		if found {
-			return true, nil
-		}
-	}
-	return false, nil
+	return len(clevis.Bound(h, s.o.Pin())) > 0, nil
 }
 
 func (m *Move) initramfsWhy() string {

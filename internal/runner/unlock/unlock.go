@@ -11,12 +11,13 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"path/filepath"
 	"regexp"
 	"strings"
 
 	"github.com/cryptshift/cryptshift/internal/doors/clevis"
 	"github.com/cryptshift/cryptshift/internal/doors/execx"
+	"github.com/cryptshift/cryptshift/internal/hostview/rootfs"
+	"github.com/cryptshift/cryptshift/internal/model/inventory"
 	"github.com/cryptshift/cryptshift/internal/model/plan"
 	"github.com/cryptshift/cryptshift/luks"
 )
@@ -125,6 +126,35 @@ func (o *Options) volume(ctx context.Context) (string, *luks.Header, error) {
 	return dev, h, nil
 }
 
+// Pin is the Clevis pin the options name.
+func (o Options) Pin() clevis.Pin {
+	if o.Method == TPM2 {
+		return clevis.TPM2(o.PCRBank, o.PCRs)
+	}
+	return clevis.Tang(o.URL, o.Thumbprint)
+}
+
+// Preflight checks, before anything is bound, what the pin needs on this
+// machine now: a Tang server that answers with the pinned thumbprint, or
+// a TPM 2.0 (read below sysRoot, "/" live). An unreachable server, a
+// mismatch or a missing TPM is an error and nothing is changed.
+func Preflight(ctx context.Context, client *http.Client, sysRoot string, pin clevis.Pin) error {
+	switch pin.Name {
+	case Tang:
+		url, _ := pin.Config["url"].(string)
+		thp, _ := pin.Config["thp"].(string)
+		if url == "" || thp == "" {
+			return errors.New("cannot bind tang: give the server's --url and its pinned --thumbprint (tang-show-keys on the server)")
+		}
+		return clevis.CheckTang(ctx, client, url, thp)
+	case TPM2:
+		if ok, why := inventory.HasTPM2(rootfs.Dir(sysRoot)); !ok {
+			return fmt.Errorf("cannot bind tpm2: this machine has no TPM 2.0 (%s); enable it in the firmware or unlock by tang, nothing was changed", why)
+		}
+	}
+	return nil
+}
+
 // Add binds the method to a new keyslot of the volume. Everything that
 // can be checked first is: the volume is LUKS2, a Tang server is
 // reachable and advertises the pinned thumbprint, a TPM is present.
@@ -136,22 +166,9 @@ func Add(ctx context.Context, o Options) (*Result, error) {
 	if h.Version != 2 {
 		return nil, fmt.Errorf("cannot bind %s to %s: it is LUKS%d; Clevis tokens need LUKS2", o.Method, dev, h.Version)
 	}
-	var pin clevis.Pin
-	switch o.Method {
-	case Tang:
-		if o.URL == "" || o.Thumbprint == "" {
-			return nil, errors.New("cannot bind tang: give the server's --url and its pinned --thumbprint (tang-show-keys on the server)")
-		}
-		if err := clevis.CheckTang(ctx, o.HTTP, o.URL, o.Thumbprint); err != nil {
-			return nil, err
-		}
-		pin = clevis.Tang(o.URL, o.Thumbprint)
-	case TPM2:
-		tpms, _ := filepath.Glob(filepath.Join(o.SysRoot, "sys/class/tpm/tpm*"))
-		if len(tpms) == 0 {
-			return nil, errors.New("cannot bind tpm2: this machine has no TPM (/sys/class/tpm is empty); enable it in the firmware or use tang")
-		}
-		pin = clevis.TPM2(o.PCRBank, o.PCRs)
+	pin := o.Pin()
+	if err := Preflight(ctx, o.HTTP, o.SysRoot, pin); err != nil {
+		return nil, err
 	}
 	b := clevis.Bind{Device: dev, Pin: pin}
 	step := plan.Step{ID: "bind-" + o.Method, Action: "clevisBind", Target: dev,

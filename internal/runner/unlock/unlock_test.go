@@ -4,31 +4,21 @@ import (
 	"context"
 	"errors"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/cryptshift/cryptshift/internal/doors/execx"
+	"github.com/cryptshift/cryptshift/internal/harness/tangtest"
 	"github.com/cryptshift/cryptshift/luks"
 )
 
-const thp = "voU6475c-6TIakg7U7LoBHrS9ESNwU98S-1Gr2IDA2k" // of ../../doors/clevis/testdata/adv.json
+const thp = tangtest.Thumbprint
 
 var pass = []byte("correct horse battery staple")
 
-func tangServer(t *testing.T) string {
-	t.Helper()
-	adv, err := os.ReadFile("../../doors/clevis/testdata/adv.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(adv) }))
-	t.Cleanup(srv.Close)
-	return srv.URL
-}
+func tangServer(t *testing.T) string { return tangtest.Server(t) }
 
 func header(tokens ...luks.Token) func(string) (*luks.Header, error) {
 	return func(string) (*luks.Header, error) {
@@ -115,6 +105,9 @@ func TestAddRefusesBeforeAnythingChanges(t *testing.T) {
 func TestAddTPM2WithATPM(t *testing.T) {
 	sys := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(sys, "sys/class/tpm/tpm0"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(sys, "sys/class/tpm/tpm0/tpm_version_major"), []byte("2\n"), 0o444); err != nil {
 		t.Fatal(err)
 	}
 	rec := statusRec()
