@@ -3,6 +3,7 @@ package luks
 import (
 	"encoding/base64"
 	"encoding/json"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -177,4 +178,18 @@ func (p ClevisPin) Walk(f func(ClevisPin)) {
 	for _, c := range p.Pins {
 		c.Walk(f)
 	}
+}
+
+// TokenKeyslots returns the keyslots that tokens of the given types
+// unlock (for example "clevis": the keyslots Clevis bound).
+func (h *Header) TokenKeyslots(types ...string) map[int]bool {
+	slots := map[int]bool{}
+	for _, t := range h.TokenInfo {
+		if slices.Contains(types, t.Type) {
+			for _, ks := range t.Keyslots {
+				slots[ks] = true
+			}
+		}
+	}
+	return slots
 }

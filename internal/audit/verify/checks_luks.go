@@ -201,14 +201,7 @@ func (e *env) checkCryptNode(d *blockstack.Device) {
 	// entropy; systemd-cryptenroll: 256 bits), which both store with
 	// PBKDF2 at the least cost on purpose: nobody types it, so there is
 	// nothing for a slow KDF to protect, and every unattended boot pays it.
-	machineKey := map[int]bool{}
-	for _, t := range h.TokenInfo {
-		if t.Type == "clevis" || t.Type == "systemd-tpm2" || t.Type == "systemd-fido2" {
-			for _, ks := range t.Keyslots {
-				machineKey[ks] = true
-			}
-		}
-	}
+	machineKey := h.TokenKeyslots("clevis", "systemd-tpm2", "systemd-fido2")
 	kst := Pass
 	var kev []string
 	for _, k := range h.Keyslots {

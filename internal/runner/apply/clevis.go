@@ -63,12 +63,7 @@ func bound(dev string, slot int, pin *clevis.Pin) (bool, error) {
 	if pin != nil {
 		return slices.Contains(clevis.Bound(h, *pin), slot), nil
 	}
-	for _, t := range h.TokenInfo {
-		if t.Type == "clevis" && slices.Contains(t.Keyslots, slot) {
-			return true, nil
-		}
-	}
-	return false, nil
+	return h.TokenKeyslots("clevis")[slot], nil
 }
 
 // verifyBind checks, in the header and not by clevis's word, that the
@@ -82,14 +77,7 @@ func verifyBind(b clevis.Bind) error {
 	if !slices.Contains(clevis.Bound(h, b.Pin), b.Slot) {
 		return fmt.Errorf("clevis reported success, but keyslot %d of %s has no Clevis token for %s", b.Slot, b.Device, b.Pin)
 	}
-	clevisSlots := map[int]bool{}
-	for _, t := range h.TokenInfo {
-		if t.Type == "clevis" {
-			for _, s := range t.Keyslots {
-				clevisSlots[s] = true
-			}
-		}
-	}
+	clevisSlots := h.TokenKeyslots("clevis")
 	for _, k := range h.Keyslots {
 		if !clevisSlots[k.ID] {
 			return nil
