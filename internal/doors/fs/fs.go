@@ -1,5 +1,5 @@
-// Package fs is the door to the filesystem tools cryptshift runs: mkfs,
-// mkswap, mount, umount, swapon, swapoff and wipefs. Each operation is a
+// Package fs is the door to the filesystem and block tools cryptshift
+// runs: mkfs, mkswap, mount, umount, swapon, swapoff, wipefs and blkdiscard. Each operation is a
 // typed value whose command line is rendered here and nowhere else, for
 // plans, scripts and execution alike.
 package fs
@@ -28,6 +28,22 @@ type Wipe struct {
 }
 
 func (w Wipe) Argv() []string { return []string{"wipefs", "--all", w.Device} }
+
+// Discard discards every block of Device (blkdiscard), or with ZeroOut
+// writes zeros over them, for a device that takes no discards. blkdiscard
+// opens the device O_EXCL: it refuses one that is mounted or held by
+// another device, so nothing in use is discarded.
+type Discard struct {
+	Device  string `json:"device"`
+	ZeroOut bool   `json:"zeroout,omitempty"`
+}
+
+func (d Discard) Argv() []string {
+	if d.ZeroOut {
+		return []string{"blkdiscard", "--zeroout", d.Device}
+	}
+	return []string{"blkdiscard", d.Device}
+}
 
 // Filesystems Mkfs makes.
 const (

@@ -11,6 +11,8 @@ func TestArgv(t *testing.T) {
 		want string
 	}{
 		{Wipe{Device: "/dev/sdb"}, "wipefs --all /dev/sdb"},
+		{Discard{Device: "/dev/vg0/old"}, "blkdiscard /dev/vg0/old"},
+		{Discard{Device: "/dev/vg0/old", ZeroOut: true}, "blkdiscard --zeroout /dev/vg0/old"},
 		{Mkfs{FS: Ext4, Device: "/dev/mapper/root_crypt", UUID: "u-1", Label: "root"}, "mkfs.ext4 -q -F -b 4096 -U u-1 -L root /dev/mapper/root_crypt"},
 		{Mkfs{FS: Ext4, Device: "/dev/sda2", UUID: "u-1"}, "mkfs.ext4 -q -F -b 4096 -U u-1 /dev/sda2"},
 		{Mkfs{FS: XFS, Device: "/dev/mapper/v", UUID: "u-2", Label: "mail"}, "mkfs.xfs -q -f -m uuid=u-2 -L mail /dev/mapper/v"},

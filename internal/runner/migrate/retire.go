@@ -13,6 +13,7 @@ import (
 	"libvirt.org/go/libvirtxml"
 
 	"github.com/cryptshift/cryptshift/internal/doors/execx"
+	"github.com/cryptshift/cryptshift/internal/doors/fs"
 	"github.com/cryptshift/cryptshift/libvirt"
 	"github.com/cryptshift/cryptshift/lvm"
 )
@@ -110,14 +111,13 @@ func (rt *runtime) retireLV(ctx context.Context, l Layer) (bool, error) {
 	if !exists {
 		return false, nil
 	}
-	// blkdiscard opens the device O_EXCL: it refuses an LV that is mounted
-	// or held by another device, so nothing in use is discarded.
-	if _, err := rt.run.Run(ctx, execx.Cmd{Tool: "blkdiscard", Args: []string{l.Path}}); err != nil {
+	// fs.Discard refuses an LV that is in use (O_EXCL).
+	if err := fs.Run(ctx, rt.run, fs.Discard{Device: l.Path}); err != nil {
 		var xe *execx.Error
 		if !errors.As(err, &xe) || !strings.Contains(xe.Stderr, "not supported") {
 			return false, fmt.Errorf("cannot discard %s: %w", l.Path, err)
 		}
-		if _, err := rt.run.Run(ctx, execx.Cmd{Tool: "blkdiscard", Args: []string{"--zeroout", l.Path}}); err != nil {
+		if err := fs.Run(ctx, rt.run, fs.Discard{Device: l.Path, ZeroOut: true}); err != nil {
 			return false, fmt.Errorf("cannot zero %s: %w", l.Path, err)
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"libvirt.org/go/libvirtxml"
 
 	"github.com/cryptshift/cryptshift/internal/doors/execx"
+	"github.com/cryptshift/cryptshift/internal/doors/fs"
 	"github.com/cryptshift/cryptshift/internal/doors/qemuimg"
 	"github.com/cryptshift/cryptshift/internal/model/plan"
 	"github.com/cryptshift/cryptshift/internal/runner/engine"
@@ -415,7 +416,7 @@ func (rt *runtime) retireStep(d *Disk) *Step {
 			switch {
 			case l.LV != "":
 				vg, name, _ := strings.Cut(l.LV, "/")
-				cmd = append(cmd, "blkdiscard", l.Path)
+				cmd = append(cmd, fs.Discard{Device: l.Path}.Argv()...)
 				cmd = append(cmd, lvm.Argv(lvm.LVRemove{VG: vg, Name: name})...)
 			case l.Type == "file":
 				cmd = append(cmd, "cryptshift:overwrite-zeros-and-remove", l.Path)
