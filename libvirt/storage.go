@@ -298,30 +298,6 @@ func NewEncryptedVolume(name, format string, size uint64, secretUUID string) *li
 	}
 }
 
-// CreateVolumeCommand renders a CreateVolume call for plans: the pool and
-// what the volume XML asks for, the secret by UUID only.
-func CreateVolumeCommand(pool string, vol *libvirtxml.StorageVolume) []string {
-	cmd := []string{"libvirt:StorageVolCreateXML", "pool=" + pool, "name=" + vol.Name}
-	if vol.Capacity != nil {
-		cmd = append(cmd, fmt.Sprintf("capacity=%d", scale(vol.Capacity)))
-	}
-	if t := vol.Target; t != nil {
-		if t.Format != nil {
-			cmd = append(cmd, "format="+t.Format.Type)
-		}
-		if e := t.Encryption; e != nil {
-			cmd = append(cmd, "encryption="+e.Format)
-			if e.Secret != nil {
-				cmd = append(cmd, "secret="+e.Secret.UUID)
-			}
-		}
-		if t.Permissions != nil && t.Permissions.Mode != "" {
-			cmd = append(cmd, "mode="+t.Permissions.Mode)
-		}
-	}
-	return cmd
-}
-
 // CreateVolume creates a volume in a pool from its description. For an
 // encrypted file volume libvirtd runs qemu-img create itself, with the
 // passphrase it reads from its secret store (see docs/pool-targets.md for

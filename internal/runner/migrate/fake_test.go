@@ -447,7 +447,7 @@ func (f *fakeHV) CreateVolume(pool string, vol *libvirtxml.StorageVolume) (libvi
 	if err := f.fail("CreateVolume"); err != nil {
 		return libvirt.Volume{}, err
 	}
-	f.log("CreateVolume %s", strings.Join(libvirt.CreateVolumeCommand(pool, vol), " "))
+	f.log("CreateVolume %s", strings.Join(libvirt.CreateVolume{Pool: pool, Vol: vol}.Argv(), " "))
 	path := filepath.Join(f.pool.Path, vol.Name)
 	if _, err := os.Lstat(path); err == nil {
 		return libvirt.Volume{}, fmt.Errorf("cannot create volume %q in pool %q: storage volume name '%s' already in use", vol.Name, pool, vol.Name)

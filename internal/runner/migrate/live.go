@@ -3,6 +3,7 @@ package migrate
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"libvirt.org/go/libvirtxml"
@@ -34,14 +35,13 @@ import (
 
 func (rt *runtime) snapshotStep(all []string) *Step {
 	h := rt.h
-	cmd := []string{"libvirt:DomainSnapshotCreateXML", "domain=" + h.Domain,
-		"flags=disk-only,reuse-external,no-metadata,atomic,quiesce-when-the-guest-agent-answers"}
+	op := libvirt.Snapshot{Domain: h.Domain}
 	for _, n := range all {
-		cmd = append(cmd, n+"="+rt.disk(n).OverlayPath)
+		op.Overlays = append(op.Overlays, libvirt.DiskSource{Disk: n, Source: rt.disk(n).OverlayPath})
 	}
 	s := &Step{Step: plan.Step{ID: "domain.snapshot", Action: "snapshot", Target: "domain " + h.Domain,
 		Description: "freeze the source disks with one atomic external disk-only snapshot onto the encrypted overlays (quiesced through the guest agent when it answers); the guest keeps running",
-		Command:     cmd}, State: StateSnapshot, Disks: all}
+		Command:     op.Argv()}, State: StateSnapshot, Disks: all}
 	s.Run = func(ctx context.Context) error {
 		if err := rt.mustRun(); err != nil {
 			return err
@@ -136,12 +136,12 @@ func (rt *runtime) liveSwitchStep(d *Disk) *Step {
 	h := rt.h
 	s := &Step{Step: plan.Step{ID: d.Target + ".switch", Action: "switch", Target: d.TargetPath,
 		Description: fmt.Sprintf("move the running guest's %s onto the target: shallow block copy of the encrypted overlay onto the verified target and pivot; remove the overlay and define the domain on the target", d.Target),
-		Command: []string{
-			"libvirt:DomainBlockCopy", "domain=" + h.Domain, "disk=" + d.Target, "dest=" + rt.t.Describe(d), "flags=shallow,reuse-external,transient-job",
-			"libvirt:DomainBlockJobAbort", "flags=pivot",
-			"rm", d.OverlayPath,
-			"libvirt:DomainDefineXML", d.Target + "=" + d.TargetPath,
-		}}, Disk: d.Target, State: StateSwitched}
+		Command: slices.Concat(
+			libvirt.BlockCopy{Domain: h.Domain, Disk: d.Target, Dest: rt.t.Describe(d), Shallow: true}.Argv(),
+			libvirt.Pivot{}.Argv(),
+			[]string{"rm", d.OverlayPath},
+			libvirt.DefineDisks{Disks: []libvirt.DiskSource{{Disk: d.Target, Source: d.TargetPath}}}.Argv(),
+		)}, Disk: d.Target, State: StateSwitched}
 	s.Run = func(ctx context.Context) error {
 		if err := rt.liveMove(ctx, d); err != nil {
 			return err
@@ -232,7 +232,7 @@ func (rt *runtime) mirrorStep(d *Disk) *Step {
 	h := rt.h
 	s := &Step{Step: plan.Step{ID: d.Target + ".mirror", Action: "copy", Target: d.TargetPath,
 		Description: fmt.Sprintf("mirror %s of the running guest into the encrypted target (full block copy) until both are in sync", d.Target),
-		Command:     []string{"libvirt:DomainBlockCopy", "domain=" + h.Domain, "disk=" + d.Target, "dest=" + rt.t.Describe(d), "flags=reuse-external,transient-job"}},
+		Command:     libvirt.BlockCopy{Domain: h.Domain, Disk: d.Target, Dest: rt.t.Describe(d)}.Argv()},
 		Disk: d.Target, State: StateCopied}
 	s.Run = func(ctx context.Context) error {
 		live, err := rt.hv.DomainXML(h.Domain, libvirt.XMLFlags{})
@@ -266,13 +266,13 @@ func (rt *runtime) mirrorStep(d *Disk) *Step {
 
 func (rt *runtime) mirrorSwitchStep(all []string) *Step {
 	h := rt.h
-	cmd := []string{"libvirt:DomainSuspend", "domain=" + h.Domain}
+	cmd := libvirt.SuspendDomain{Domain: h.Domain}.Argv()
 	for _, n := range all {
 		d := rt.disk(n)
 		cmd = append(cmd, qemuimg.CompareCmd(d.sourceImage(), qemuimg.Image{Path: d.TargetPath, Format: d.targetImageFormat(), Secret: placeholderKey}, true).Argv()...)
-		cmd = append(cmd, "libvirt:DomainBlockJobAbort", "disk="+n, "flags=pivot")
+		cmd = append(cmd, libvirt.Pivot{Disk: n}.Argv()...)
 	}
-	cmd = append(cmd, "libvirt:DomainResume", "domain="+h.Domain, "libvirt:DomainDefineXML")
+	cmd = append(cmd, libvirt.Argv(libvirt.ResumeDomain{Domain: h.Domain}, libvirt.DefineDisks{})...)
 	s := &Step{Step: plan.Step{ID: "domain.verify-switch", Action: "verify-switch", Target: "domain " + h.Domain,
 		Description: "pause the guest, compare every source with its decrypted target, pivot each mirror onto its target, resume the guest (the pause lasts as long as the compare), define the domain on the targets",
 		Command:     cmd}, State: StateSwitched, Disks: all}

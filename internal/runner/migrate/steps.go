@@ -118,15 +118,12 @@ func (d *Disk) sourceImage() qemuimg.Image {
 
 func (rt *runtime) shutdownStep() *Step {
 	h := rt.h
-	cmd := []string{"libvirt:DomainShutdown", "domain=" + h.Domain, "wait=" + rt.shutdownTimeout.String()}
-	if h.ForceOff {
-		cmd = append(cmd, "then:libvirt:DomainDestroy")
-	}
+	op := libvirt.ShutdownDomain{Domain: h.Domain, Wait: rt.shutdownTimeout, ThenDestroy: h.ForceOff}
 	s := &Step{Step: plan.Step{ID: "domain.shutdown", Action: "shutdown", Target: "domain " + h.Domain,
-		Description: fmt.Sprintf("shut domain %s down gracefully (ACPI or guest agent), waiting up to %s", h.Domain, rt.shutdownTimeout),
-		Command:     cmd, Undo: []string{"libvirt:DomainCreate", "domain=" + h.Domain}}}
+		Description: fmt.Sprintf("shut domain %s down gracefully (ACPI or guest agent), waiting up to %s", h.Domain, op.Wait),
+		Command:     op.Argv(), Undo: libvirt.StartDomain{Domain: h.Domain}.Argv()}}
 	s.Run = func(ctx context.Context) error {
-		st, err := rt.hv.DomainState(h.Domain)
+		st, err := rt.hv.DomainState(op.Domain)
 		if err != nil {
 			return err
 		}
@@ -134,41 +131,42 @@ func (rt *runtime) shutdownStep() *Step {
 			return nil
 		}
 		rt.event(map[string]any{"event": "shutdown"})
-		if err := rt.hv.ShutdownDomain(h.Domain); err != nil {
+		if err := rt.hv.ShutdownDomain(op.Domain); err != nil {
 			return err
 		}
-		wctx, cancel := context.WithTimeout(ctx, rt.shutdownTimeout)
+		wctx, cancel := context.WithTimeout(ctx, op.Wait)
 		defer cancel()
-		err = rt.hv.WaitState(wctx, h.Domain, libvirt.ShutOff, 250*time.Millisecond)
+		err = rt.hv.WaitState(wctx, op.Domain, libvirt.ShutOff, 250*time.Millisecond)
 		if err == nil {
 			return nil
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if !h.ForceOff {
+		if !op.ThenDestroy {
 			return fmt.Errorf("cannot shut domain %s down: the guest did not power off within %s; it may still be shutting down. Shut it down yourself, give it longer with --shutdown-timeout, or pass --force-off to power it off (like pulling the plug)", h.Domain, rt.shutdownTimeout)
 		}
 		rt.printf("domain %s did not shut down within %s: powering it off (--force-off)\n", h.Domain, rt.shutdownTimeout)
-		return rt.hv.DestroyDomain(h.Domain)
+		return rt.hv.DestroyDomain(op.Domain)
 	}
 	return s
 }
 
 func (rt *runtime) startStep() *Step {
 	h := rt.h
+	op := libvirt.StartDomain{Domain: h.Domain}
 	s := &Step{Step: plan.Step{ID: "domain.start", Action: "start", Target: "domain " + h.Domain,
 		Description: fmt.Sprintf("start domain %s again, now on its encrypted disks", h.Domain),
-		Command:     []string{"libvirt:DomainCreate", "domain=" + h.Domain}}}
+		Command:     op.Argv()}}
 	s.Run = func(ctx context.Context) error {
-		st, err := rt.hv.DomainState(h.Domain)
+		st, err := rt.hv.DomainState(op.Domain)
 		if err != nil {
 			return err
 		}
 		if st != libvirt.ShutOff {
 			return nil
 		}
-		return rt.hv.StartDomain(h.Domain)
+		return rt.hv.StartDomain(op.Domain)
 	}
 	return s
 }
@@ -379,13 +377,13 @@ func (rt *runtime) disk(name string) *Disk {
 
 func (rt *runtime) switchOfflineStep(disks []string) *Step {
 	h := rt.h
-	cmd := []string{"libvirt:DomainDefineXML", "domain=" + h.Domain}
+	op := libvirt.DefineDisks{Domain: h.Domain}
 	for _, n := range disks {
-		cmd = append(cmd, n+"="+rt.t.Describe(rt.disk(n)))
+		op.Disks = append(op.Disks, libvirt.DiskSource{Disk: n, Source: rt.t.Describe(rt.disk(n))})
 	}
 	s := &Step{Step: plan.Step{ID: "domain.switch", Action: "switch", Target: "domain " + h.Domain,
 		Description: fmt.Sprintf("define domain %s with its disks on the encrypted targets; the old definition is saved in %s", h.Domain, h.OrigXMLPath),
-		Command:     cmd, Undo: []string{"virsh", "define", h.OrigXMLPath}},
+		Command:     op.Argv(), Undo: libvirt.DefineFile{File: h.OrigXMLPath}.Argv()},
 		State: StateSwitched, Disks: disks}
 	s.Run = func(ctx context.Context) error {
 		if st, err := rt.hv.DomainState(h.Domain); err != nil {

@@ -290,9 +290,8 @@ func (p *poolTarget) CreateSteps(h *Header, d *Disk) []*Step {
 	key := &Step{Step: plan.Step{
 		ID: d.Target + ".key", Action: "define-secret", Target: "secret " + d.SecretUUID,
 		Description: fmt.Sprintf("define libvirt secret %s (usage volume %s) and store a new random 256-bit key in it; libvirtd gives it to qemu at every start", d.SecretUUID, d.TargetPath),
-		Command: []string{"libvirt:SecretDefineXML", "uuid=" + d.SecretUUID, "usage=volume:" + d.TargetPath, "private=no",
-			"libvirt:SecretSetValue", "uuid=" + d.SecretUUID, "value=<random key, never shown>"},
-		Secrets: []plan.SecretRef{{FD: 0, Secret: d.Target + "-key"}},
+		Command:     libvirt.Argv(libvirt.DefineSecret{UUID: d.SecretUUID, Volume: d.TargetPath}, libvirt.SetSecretValue{UUID: d.SecretUUID}),
+		Secrets:     []plan.SecretRef{{FD: 0, Secret: d.Target + "-key"}},
 	}, Disk: d.Target}
 	key.Run = func(ctx context.Context) error { return p.defineKey(ctx, h, d) }
 
@@ -343,24 +342,25 @@ func (p *poolTarget) volume(d *Disk) *libvirtxml.StorageVolume {
 // a file of its own (0600, in /run/libvirt/storage, removed when qemu-img
 // is done; docs/pool-targets.md).
 func (p *poolTarget) createVolumeStep(d *Disk, desc string) *Step {
-	vol := p.volume(d)
+	op := libvirt.CreateVolume{Pool: p.name, Vol: p.volume(d)}
+	undo := libvirt.DeleteVolume{Pool: p.name, Name: d.TargetVolume}
 	s := &Step{Step: plan.Step{
 		ID: d.Target + ".target", Action: "create-target", Target: d.TargetPath,
 		Description: desc + "; libvirt creates it as a storage volume (qemu-img create with qemu's default LUKS parameters and the key of secret " + d.SecretUUID + ")",
-		Command:     libvirt.CreateVolumeCommand(p.name, vol),
-		Undo:        []string{"libvirt:StorageVolDelete", "pool=" + p.name, "name=" + d.TargetVolume},
+		Command:     op.Argv(),
+		Undo:        undo.Argv(),
 	}}
 	s.Run = func(ctx context.Context) error {
 		// A volume or a file here is a half-made target from a crash (Check
 		// refused any file that existed before the journal did); libvirt
 		// refuses to create over either.
-		if err := p.rt.hv.DeleteVolume(p.name, d.TargetVolume); err != nil {
+		if err := p.rt.hv.DeleteVolume(undo.Pool, undo.Name); err != nil {
 			return err
 		}
 		if err := removeIfExists(d.TargetPath); err != nil {
 			return err
 		}
-		v, err := p.rt.hv.CreateVolume(p.name, vol)
+		v, err := p.rt.hv.CreateVolume(op.Pool, op.Vol)
 		if err != nil {
 			return err
 		}

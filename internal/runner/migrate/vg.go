@@ -19,6 +19,7 @@ import (
 	"github.com/cryptshift/cryptshift/internal/model/layout"
 	"github.com/cryptshift/cryptshift/internal/model/plan"
 	"github.com/cryptshift/cryptshift/internal/runner/guard"
+	"github.com/cryptshift/cryptshift/libvirt"
 	"github.com/cryptshift/cryptshift/luks"
 	"github.com/cryptshift/cryptshift/lvm"
 )
@@ -556,10 +557,9 @@ func (v *vgTarget) GuestDisk(d *Disk) (string, *libvirtxml.DomainDiskSource) {
 func (v *vgTarget) overlayKeyStep(h *Header, d *Disk) *Step {
 	s := &Step{Step: plan.Step{ID: d.Target + ".overlay-key", Action: "define-secret", Target: "secret " + d.SecretUUID,
 		Description: fmt.Sprintf("define libvirt secret %s and store a new random 256-bit key in it: the key of the encrypted overlays of %s while the guest runs on them", d.SecretUUID, d.Target),
-		Command: []string{"libvirt:SecretDefineXML", "uuid=" + d.SecretUUID, "usage=volume:" + v.secretUsage(d), "private=no",
-			"libvirt:SecretSetValue", "uuid=" + d.SecretUUID, "value=<random key, never shown>"},
-		Secrets: []plan.SecretRef{{FD: 0, Secret: d.Target + "-overlay-key"}},
-		Undo:    []string{"libvirt:SecretUndefine", "uuid=" + d.SecretUUID}}, Disk: d.Target}
+		Command:     libvirt.Argv(libvirt.DefineSecret{UUID: d.SecretUUID, Volume: v.secretUsage(d)}, libvirt.SetSecretValue{UUID: d.SecretUUID}),
+		Secrets:     []plan.SecretRef{{FD: 0, Secret: d.Target + "-overlay-key"}},
+		Undo:        libvirt.UndefineSecret{UUID: d.SecretUUID}.Argv()}, Disk: d.Target}
 	s.Run = func(ctx context.Context) error { return v.ensureSecret(h, d) }
 	return s
 }
