@@ -236,3 +236,19 @@ func Zero(device string, head, tail int64) error {
 	}
 	return nil
 }
+
+// Remove removes the file at Path if it is there, as rm -f does: Argv
+// renders it for plans, Run does it (cryptshift does not run rm).
+type Remove struct {
+	Path string `json:"path"`
+}
+
+func (r Remove) Argv() []string { return []string{"rm", "-f", r.Path} }
+
+// Run removes the file; a file that is not there is no error.
+func (r Remove) Run() error {
+	if err := os.Remove(r.Path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("cannot remove %s: %w", r.Path, err)
+	}
+	return nil
+}

@@ -3,6 +3,7 @@ package files
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -112,5 +113,31 @@ func TestRemoveBlockKeepsOtherBlocks(t *testing.T) {
 	}
 	if st, _ := os.Stat(f); st.Mode().Perm() != 0o600 {
 		t.Errorf("mode %v", st.Mode())
+	}
+}
+
+func TestRemove(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "a.img")
+	if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := Remove{Path: p}
+	if got, want := strings.Join(r.Argv(), " "), "rm -f "+p; got != want {
+		t.Errorf("Argv: got %q, want %q", got, want)
+	}
+	for i := 0; i < 2; i++ { // the second time there is nothing to remove
+		if err := r.Run(); err != nil {
+			t.Fatalf("run %d: %v", i, err)
+		}
+	}
+	if _, err := os.Stat(p); !os.IsNotExist(err) {
+		t.Errorf("%s still there: %v", p, err)
+	}
+	dir := filepath.Join(t.TempDir(), "d")
+	if err := os.MkdirAll(filepath.Join(dir, "x"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := (Remove{Path: dir}).Run(); err == nil || !strings.Contains(err.Error(), "cannot remove "+dir) {
+		t.Errorf("non-empty directory: got %v", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"libvirt.org/go/libvirtxml"
 
+	"github.com/cryptshift/cryptshift/internal/doors/files"
 	"github.com/cryptshift/cryptshift/internal/doors/qemuimg"
 	"github.com/cryptshift/cryptshift/internal/model/plan"
 	"github.com/cryptshift/cryptshift/internal/runner/engine"
@@ -139,7 +140,7 @@ func (rt *runtime) liveSwitchStep(d *Disk) *Step {
 		Command: slices.Concat(
 			libvirt.BlockCopy{Domain: h.Domain, Disk: d.Target, Dest: rt.t.Describe(d), Shallow: true}.Argv(),
 			libvirt.Pivot{}.Argv(),
-			[]string{"rm", d.OverlayPath},
+			files.Remove{Path: d.OverlayPath}.Argv(),
 			libvirt.DefineDisks{Disks: []libvirt.DiskSource{{Disk: d.Target, Source: d.TargetPath}}}.Argv(),
 		)}, Disk: d.Target, State: StateSwitched}
 	s.Run = func(ctx context.Context) error {

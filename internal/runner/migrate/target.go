@@ -2,7 +2,6 @@ package migrate
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 	"libvirt.org/go/libvirtxml"
 
+	"github.com/cryptshift/cryptshift/internal/doors/files"
 	"github.com/cryptshift/cryptshift/internal/doors/qemuimg"
 	"github.com/cryptshift/cryptshift/internal/doors/secrets"
 	"github.com/cryptshift/cryptshift/internal/hostview/blockstack"
@@ -394,7 +394,7 @@ func (p *poolTarget) createImageStep(h *Header, d *Disk, desc string) *Step {
 		Description: desc + "; qemu-img creates it (libvirt's volume XML cannot set --iter-time or a size that is not a whole number of KiB) and libvirt describes it as a volume",
 		Command:     qemuimg.CreateCmd(opts).Argv(),
 		Secrets:     []plan.SecretRef{{FD: 3, Secret: d.Target + "-key"}},
-		Undo:        []string{"rm", "-f", d.TargetPath},
+		Undo:        files.Remove{Path: d.TargetPath}.Argv(),
 	}}
 	s.Run = func(ctx context.Context) error {
 		key, err := p.rt.key(d.SecretUUID)
@@ -489,7 +489,7 @@ func (p *poolTarget) OverlayStep(h *Header, d *Disk, id, path string, backing La
 		Description: fmt.Sprintf("create the encrypted qcow2 overlay %s on top of %s (same key as the target)", path, backing.Path),
 		Command:     qemuimg.CreateCmd(opts).Argv(),
 		Secrets:     []plan.SecretRef{{FD: 3, Secret: d.Target + "-key"}},
-		Undo:        []string{"rm", "-f", path},
+		Undo:        files.Remove{Path: path}.Argv(),
 	}, Disk: d.Target}
 	s.Run = func(ctx context.Context) error {
 		key, err := p.rt.key(d.SecretUUID)
@@ -597,12 +597,7 @@ func (p *poolTarget) Notes(h *Header) []string {
 	return notes
 }
 
-func removeIfExists(path string) error {
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("cannot remove %s: %w", path, err)
-	}
-	return nil
-}
+func removeIfExists(path string) error { return files.Remove{Path: path}.Run() }
 
 // newKey returns the key for a new target: the --passphrase-file content,
 // or a random key.

@@ -611,7 +611,7 @@ func (v *vgTarget) OverlayStep(h *Header, d *Disk, id, path string, backing Laye
 		Description: fmt.Sprintf("create the encrypted qcow2 overlay %s on top of %s (key in libvirt secret %s; the directory is on encrypted storage)", path, bpath, d.SecretUUID),
 		Command:     qemuimg.CreateCmd(opts).Argv(),
 		Secrets:     []plan.SecretRef{{FD: 3, Secret: d.Target + "-overlay-key"}},
-		Undo:        []string{"rm", "-f", path}}, Disk: d.Target}
+		Undo:        files.Remove{Path: path}.Argv()}, Disk: d.Target}
 	s.Run = func(ctx context.Context) error {
 		if err := v.ensureSecret(h, d); err != nil {
 			return err
