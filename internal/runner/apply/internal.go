@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/cryptshift/cryptshift/internal/doors/chroot"
 	"github.com/cryptshift/cryptshift/internal/doors/execx"
 	"github.com/cryptshift/cryptshift/internal/doors/files"
 	"github.com/cryptshift/cryptshift/internal/doors/gpt"
@@ -80,17 +81,10 @@ var errNotInternal = errors.New("not an action cryptshift does itself")
 // Initramfs regenerates the initramfs of the system at root, or says why
 // it cannot yet: a freshly laid-out target root has no OS installed.
 func Initramfs(ctx context.Context, run execx.Runner, root string, w io.Writer) error {
-	tool := filepath.Join(root, "usr/sbin/update-initramfs")
-	if _, err := os.Stat(tool); err != nil {
-		fmt.Fprintf(w, "notice: %s has no update-initramfs yet; after installing the system there, run: chroot %s update-initramfs -u -k all\n", root, root)
+	op := chroot.UpdateInitramfs{Root: root}
+	if _, err := os.Stat(filepath.Join(root, op.Tool())); err != nil {
+		fmt.Fprintf(w, "notice: %s has no update-initramfs yet; after installing the system there, run: %s\n", root, chroot.Cmd(op))
 		return nil
 	}
-	var cmd execx.Cmd
-	if root == "/" {
-		cmd = execx.Cmd{Tool: "update-initramfs", Args: []string{"-u", "-k", "all"}}
-	} else {
-		cmd = execx.Cmd{Tool: "chroot", Args: []string{root, "update-initramfs", "-u", "-k", "all"}}
-	}
-	_, err := run.Run(ctx, cmd)
-	return err
+	return chroot.Run(ctx, run, op)
 }

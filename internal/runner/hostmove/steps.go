@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/cryptshift/cryptshift/internal/doors/chroot"
 	"github.com/cryptshift/cryptshift/internal/doors/clevis"
 	"github.com/cryptshift/cryptshift/internal/doors/execx"
 	"github.com/cryptshift/cryptshift/internal/doors/rsync"
@@ -117,22 +118,22 @@ func (m *Move) build() {
 	}
 	m.addFiles("grub-config", ActGrubConf, "kernel command line for the new system: "+strings.Join(m.cmdline(), " "), m.grubFiles())
 
-	chroot := func(id, what string, args ...string) {
-		c := execx.Cmd{Tool: "chroot", Args: append([]string{m.o.Target}, args...)}
+	inChroot := func(id, what string, op chroot.Op) {
+		c := chroot.Cmd(op)
 		m.add(&cmdStep{m: m, chroot: true, cmds: []execx.Cmd{c}, e: plan.Step{
 			ID: id, Action: ActChroot, Target: m.o.Target, Description: what + " (in a chroot of the new system, with /dev, /proc, /sys and /run bound)",
 			Command: c.Argv(),
 		}})
 	}
-	chroot("update-initramfs", "regenerate the new system's initramfs", "update-initramfs", "-u", "-k", "all")
+	inChroot("update-initramfs", "regenerate the new system's initramfs", chroot.UpdateInitramfs{Root: m.o.Target})
 	if m.esp != "" {
-		chroot("grub-install-efi", fmt.Sprintf("install GRUB for UEFI on the layout's ESP (%s) at the firmware's fallback path EFI/BOOT/BOOTX64.EFI, which boots with no NVRAM entry (add one with efibootmgr if the firmware wants it)", m.esp),
-			"grub-install", "--target=x86_64-efi", "--efi-directory="+m.esp, "--boot-directory=/boot", "--removable", "--no-nvram")
+		inChroot("grub-install-efi", fmt.Sprintf("install GRUB for UEFI on the layout's ESP (%s) at the firmware's fallback path EFI/BOOT/BOOTX64.EFI, which boots with no NVRAM entry (add one with efibootmgr if the firmware wants it)", m.esp),
+			chroot.GrubInstallEFI{Root: m.o.Target, ESP: m.esp})
 	}
 	for i, d := range m.biosDisks {
-		chroot(fmt.Sprintf("grub-install-bios-%d", i), "install GRUB for BIOS into the bios-boot partition of "+d, "grub-install", "--target=i386-pc", "--boot-directory=/boot", d)
+		inChroot(fmt.Sprintf("grub-install-bios-%d", i), "install GRUB for BIOS into the bios-boot partition of "+d, chroot.GrubInstallBIOS{Root: m.o.Target, Disk: d})
 	}
-	chroot("update-grub", "write the new system's grub.cfg (root=/dev/mapper/"+m.RootMapping+", /boot found by its filesystem UUID)", "update-grub")
+	inChroot("update-grub", "write the new system's grub.cfg (root=/dev/mapper/"+m.RootMapping+", /boot found by its filesystem UUID)", chroot.UpdateGrub{Root: m.o.Target})
 	m.add(&checkStep{m: m, e: plan.Step{
 		ID: "check-initramfs", Action: ActCheck, Target: m.onTarget("/boot"),
 		Description: "check every initramfs of the new system: cryptsetup, dm-crypt, the root's crypttab entry " + m.RootMapping + " and the unlock method(s) (" + strings.Join(m.unlockMethods(), ", ") + ") are in it, and grub.cfg boots from /dev/mapper/" + m.RootMapping,
