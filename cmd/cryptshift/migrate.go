@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -170,10 +168,11 @@ func runMigrate(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, 
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	// Ctrl-C or SIGTERM stops at the next step boundary (a running qemu-img
-	// is killed; its step reruns on --resume) and exits with status 6.
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	// No signal handling here: while the journalled steps run, the engine
+	// owns SIGINT and SIGTERM (the running step is cut short and reruns on
+	// --resume; exit status 6). Before them migrate only reads, saves the
+	// domain definition and asks, and Ctrl-C ends the process as for every
+	// verb (it used to be swallowed at the prompts).
 	o := f.o
 	if err := f.validate(); err != nil {
 		return err
