@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -145,11 +146,28 @@ func compact(s []string) []string {
 // door (and outside tests, which play the tools) that is one of these
 // options (an element of an argv) is a command line built by hand; prose
 // that names an option (help texts, advice in reports) is not.
+//
+// The same holds for the tools below, by name: a literal that starts a
+// []string (an argv), is a Tool of an execx.Cmd, or is the program of
+// exec.Command outside the tool's door is a command line built by hand.
+// Only there, because a tool's name is also a word: hostmove's step IDs
+// "update-initramfs" and "update-grub", the table of tool paths in execx.
+// The harness may run virsh itself, as an oracle independent of the door.
 func TestToolArgumentsOnlyInTheirDoors(t *testing.T) {
 	doors := map[string][]string{
 		"luks": {"--pbkdf", "--pbkdf-memory", "--pbkdf-parallel", "--pbkdf-force-iterations", "--iter-time", "--sector-size",
 			"--key-size", "--key-file", "--allow-discards", "--header-backup-file", "--test-passphrase", "--batch-mode"},
 		"lvm": {"--reportformat", "--wipesignatures", "--physicalextentsize", "--extents", "--nosuffix"},
+	}
+	tools := []struct {
+		door  string
+		names []string
+		also  []string // packages that may name the tool too
+	}{
+		{"internal/doors/fs", []string{"blkdiscard", "wipefs", "mkfs.ext4", "mkfs.xfs", "mkfs.vfat", "mkswap", "swapon", "swapoff"}, nil},
+		{"internal/doors/chroot", []string{"chroot", "update-initramfs", "grub-install", "update-grub"}, nil},
+		{"internal/doors/files", []string{"rm"}, nil},
+		{"libvirt", []string{"virsh"}, []string{"internal/harness/libvirttest"}},
 	}
 	fset := token.NewFileSet()
 	checked := 0
@@ -163,6 +181,18 @@ func TestToolArgumentsOnlyInTheirDoors(t *testing.T) {
 			}
 			checked++
 			ast.Inspect(file, func(n ast.Node) bool {
+				for _, lit := range programs(n) {
+					v, err := strconv.Unquote(lit.Value)
+					if err != nil {
+						continue
+					}
+					for _, tl := range tools {
+						if rel == tl.door || slices.Contains(tl.also, rel) || !slices.Contains(tl.names, v) {
+							continue
+						}
+						t.Errorf("%s: %q starts a command line; render it in package %s", fset.Position(lit.Pos()), v, tl.door)
+					}
+				}
 				lit, ok := n.(*ast.BasicLit)
 				if !ok || lit.Kind != token.STRING {
 					return true
@@ -170,6 +200,11 @@ func TestToolArgumentsOnlyInTheirDoors(t *testing.T) {
 				v, err := strconv.Unquote(lit.Value)
 				if err != nil {
 					return true
+				}
+				// The libvirt calls plans show ("libvirt:DomainCreate") are
+				// rendered by the libvirt door's ops.
+				if rel != "libvirt" && strings.HasPrefix(v, "libvirt:") {
+					t.Errorf("%s: %q is a libvirt call as plans show it; render it with an op of package libvirt", fset.Position(lit.Pos()), v)
 				}
 				for door, flags := range doors {
 					if rel == door {
@@ -188,6 +223,54 @@ func TestToolArgumentsOnlyInTheirDoors(t *testing.T) {
 	if checked < 100 {
 		t.Fatalf("checked only %d files", checked)
 	}
+}
+
+// programs returns the string literals n names as the program of a
+// command line: the first element of a []string, the Tool of a composite
+// literal (execx.Cmd), the program of exec.Command(Context).
+func programs(n ast.Node) []*ast.BasicLit {
+	str := func(e ast.Expr) *ast.BasicLit {
+		if l, ok := e.(*ast.BasicLit); ok && l.Kind == token.STRING {
+			return l
+		}
+		return nil
+	}
+	var out []*ast.BasicLit
+	switch x := n.(type) {
+	case *ast.CompositeLit:
+		if a, ok := x.Type.(*ast.ArrayType); ok {
+			if id, ok := a.Elt.(*ast.Ident); ok && id.Name == "string" && len(x.Elts) > 0 {
+				if l := str(x.Elts[0]); l != nil {
+					out = append(out, l)
+				}
+			}
+		}
+		for _, e := range x.Elts {
+			if kv, ok := e.(*ast.KeyValueExpr); ok {
+				if k, ok := kv.Key.(*ast.Ident); ok && k.Name == "Tool" {
+					if l := str(kv.Value); l != nil {
+						out = append(out, l)
+					}
+				}
+			}
+		}
+	case *ast.CallExpr:
+		if sel, ok := x.Fun.(*ast.SelectorExpr); ok {
+			if pkg, ok := sel.X.(*ast.Ident); ok && pkg.Name == "exec" {
+				switch {
+				case sel.Sel.Name == "Command" && len(x.Args) > 0:
+					if l := str(x.Args[0]); l != nil {
+						out = append(out, l)
+					}
+				case sel.Sel.Name == "CommandContext" && len(x.Args) > 1:
+					if l := str(x.Args[1]); l != nil {
+						out = append(out, l)
+					}
+				}
+			}
+		}
+	}
+	return out
 }
 
 // The groups named here are the ones docs/DEVELOPING.md describes.
