@@ -15,17 +15,16 @@ import (
 // Op is a command run in the system at a root.
 type Op interface{ Argv() []string }
 
-// Run runs op through the exec door.
-func Run(ctx context.Context, run execx.Runner, op Op) error {
-	argv := op.Argv()
-	_, err := run.Run(ctx, execx.Cmd{Tool: argv[0], Args: argv[1:]})
-	return err
-}
-
 // Cmd is op as the exec door runs it.
 func Cmd(op Op) execx.Cmd {
 	argv := op.Argv()
 	return execx.Cmd{Tool: argv[0], Args: argv[1:]}
+}
+
+// Run runs op through the exec door.
+func Run(ctx context.Context, run execx.Runner, op Op) error {
+	_, err := run.Run(ctx, Cmd(op))
+	return err
 }
 
 // in renders argv run in the system at root.
