@@ -346,17 +346,21 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	if _, err := os.Stat(o.JournalPath); err == nil {
 		return nil, fmt.Errorf("cannot create journal %s: it exists; use --resume to continue it or remove it after a rollback", o.JournalPath)
 	}
-	if err := saveDefinition(rt, h); err != nil {
-		return nil, err
+	if _, err := os.Stat(h.OrigXMLPath); err == nil {
+		return nil, fmt.Errorf("cannot save the definition of domain %s: %s exists from an earlier migration; resume it with --resume, or remove it (and its journal) after a rollback", h.Domain, h.OrigXMLPath)
 	}
 	if h.VG != nil {
 		// Asked for only now that every check passed, and before anything
-		// changes: a recovery key written to a file or shown for a
-		// migration that then refuses to start would be a stray secret.
+		// is written: a recovery key written to a file or shown for a
+		// migration that then refuses to start would be a stray secret,
+		// and Ctrl-C at the prompt leaves nothing behind that would block
+		// the next run.
 		if _, err := rt.recoveryKey(false); err != nil {
-			os.Remove(h.OrigXMLPath) // saved just now; nothing started
 			return nil, err
 		}
+	}
+	if err := saveDefinition(rt, h); err != nil {
+		return nil, err
 	}
 	j, err := engine.Create(o.JournalPath, h)
 	if err != nil {

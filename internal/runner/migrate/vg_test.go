@@ -364,6 +364,11 @@ func TestVGValidationErrors(t *testing.T) {
 			want: []string{"--passphrase-file is for pool: targets", "--recovery-key-file"}, code: exitcode.Usage},
 		{name: "no recovery key", mode: ModeOffline, adjust: func(f *vgFixture) {
 			f.opts.RecoveryKey = func(bool, string) ([]byte, error) {
+				// Nothing is written before the prompt: Ctrl-C here (which
+				// ends the process) must leave nothing that blocks the next run.
+				if _, err := os.Stat(strings.TrimSuffix(f.opts.JournalPath, ".journal") + ".orig.xml"); !os.IsNotExist(err) {
+					t.Errorf("the domain definition was saved before the recovery key was asked for")
+				}
 				return nil, errors.New("cannot show the recovery key: there is no terminal; pass --recovery-key-file FILE")
 			}
 		}, want: []string{"--recovery-key-file"}, code: exitcode.Failure},
