@@ -158,7 +158,19 @@ func TestCLIContract(t *testing.T) {
 	usage(t, "capture into a deep missing path", "capture", filepath.Join(t.TempDir(), "a", "b", "c"))
 	usage(t, "missing journal", "rollback", filepath.Join(t.TempDir(), "missing"))
 	usage(t, "missing header file", "inspect", filepath.Join(t.TempDir(), "missing"))
-	usage(t, "verify --root on a missing directory", "verify", "--root", filepath.Join(t.TempDir(), "missing"))
+	// A --root that cannot be checked is exit 2 in every verb that reads one.
+	missingRoot, notHost := filepath.Join(t.TempDir(), "missing"), t.TempDir()
+	usage(t, "verify --root on a missing directory", "verify", "--root", missingRoot)
+	usage(t, "verify --root on a directory that is not a host tree", "verify", "--root", notHost)
+	usage(t, "inspect --root on a missing directory", "inspect", "--root", missingRoot)
+	usage(t, "inspect --root on a directory that is not a host tree", "inspect", "--root", notHost)
+	usage(t, "doctor --root on a missing directory", "doctor", "--root", missingRoot)
+	dest := filepath.Join(t.TempDir(), "capture")
+	usage(t, "capture --root on a missing directory", "capture", "--root", missingRoot, dest)
+	usage(t, "capture --root on a directory that is not a host tree", "capture", "--root", notHost, dest)
+	if _, err := os.Lstat(dest); !os.IsNotExist(err) {
+		t.Errorf("capture with a bad --root left %s behind (stat: %v)", dest, err)
+	}
 	usage(t, "resume without a journal", "apply", "--resume")
 	usage(t, "bad --passphrase-fd", "apply", "--passphrase-fd", "-1", "--resume", "--journal", "j")
 }

@@ -132,6 +132,8 @@ func runVerify(cmd *cobra.Command, o verifyOptions) error {
 	root := o.root
 	if o.image != "" {
 		root = ""
+	} else if err := hostRoot("verify", root); err != nil {
+		return err
 	}
 	r, err := verify.Run(verify.Options{Root: root, Image: o.image, Lang: o.lang, Date: o.date, Version: version, Commit: buildCommit()})
 	if err != nil {
