@@ -200,9 +200,11 @@ func TestDeprecatedFlagsStillWork(t *testing.T) {
 		t.Errorf("-o table: exit %d", r.code)
 	}
 	// Help shows --target, not the deprecated --root, and no "-1" default.
-	h := run(t, "apply", "--help").stdout
-	if !strings.Contains(h, "--target DIR") || strings.Contains(h, "--root") || strings.Contains(h, "(default -1)") {
-		t.Errorf("apply --help:\n%s", h)
+	for _, verb := range []string{"plan", "apply", "migrate-host"} {
+		h := run(t, verb, "--help").stdout
+		if !strings.Contains(h, "--target DIR") || strings.Contains(h, "--root") || strings.Contains(h, "(default -1)") {
+			t.Errorf("%s --help:\n%s", verb, h)
+		}
 	}
 	if h := run(t, "migrate", "--help").stdout; !strings.Contains(h, "--mode offline|live") || !strings.Contains(h, "--to pool:NAME|vg:NAME") || !strings.Contains(h, "-y, --yes") || !strings.Contains(h, "-c, --connect") {
 		t.Errorf("migrate --help lacks the placeholders or short flags:\n%s", h)
