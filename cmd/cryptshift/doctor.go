@@ -68,7 +68,7 @@ Exit status:
 			if output == "json" {
 				err = r.WriteJSON(w)
 			} else {
-				err = r.WriteText(w)
+				err = r.WriteText(w, textfmt.For(w))
 			}
 			if err != nil {
 				return err
