@@ -315,3 +315,33 @@ func TestMigrateDryRunFromDomainXML(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "junk.xml"), []byte("not xml"), 0o600)
 	usage("not a definition", append(base, "--dry-run", "--domain-xml", filepath.Join(dir, "junk.xml"))...)
 }
+
+// TestChoiceFlagsSayTheirValues: --target-format is a choice like --mode
+// (placeholder, completion, other values a usage error), and apply takes
+// migrate's --progress bar.
+func TestChoiceFlagsSayTheirValues(t *testing.T) {
+	if h := run(t, "migrate", "--help").stdout; !strings.Contains(h, "--target-format raw|qcow2") {
+		t.Errorf("migrate --help has no --target-format raw|qcow2:\n%s", h)
+	}
+	m, _, err := newRootCmd().Find([]string{"migrate"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	complete, ok := m.GetFlagCompletionFunc("target-format")
+	if !ok {
+		t.Fatal("--target-format offers no completion")
+	}
+	if values, _ := complete(m, nil, ""); !slices.Equal(values, []string{"raw", "qcow2"}) {
+		t.Errorf("--target-format completes %q, want raw and qcow2", values)
+	}
+	usage := run(t, "migrate", "web1", "--to", "pool:enc", "--target-format", "vmdk")
+	if usage.code != 2 || !strings.Contains(usage.stderr, "use raw or qcow2") {
+		t.Errorf("--target-format vmdk: exit %d, stderr %q", usage.code, usage.stderr)
+	}
+	if err := parseOnly([]string{"apply", "-f", "x.yaml", "--progress", "bar"}); err != nil {
+		t.Errorf("apply --progress bar: %v", err)
+	}
+	if err := parseOnly([]string{"apply", "-f", "x.yaml", "--progress", "dots"}); err == nil {
+		t.Error("apply --progress dots parsed")
+	}
+}
