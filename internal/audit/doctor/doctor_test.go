@@ -5,7 +5,6 @@ import (
 	"compress/gzip"
 	"context"
 	"errors"
-	"flag"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -13,10 +12,9 @@ import (
 	"testing"
 
 	"github.com/cryptshift/cryptshift/internal/doors/execx"
+	"github.com/cryptshift/cryptshift/internal/harness/golden"
 	"github.com/cryptshift/cryptshift/internal/textfmt"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files")
 
 // A host as these development machines are: a microVM kernel without
 // device-mapper or module support, loop built in, XTS-AES built in.
@@ -459,23 +457,7 @@ func TestGolden(t *testing.T) {
 			t.Fatal(err)
 		}
 		got := strings.ReplaceAll(b.String(), root, "$ROOT")
-		golden := filepath.Join("testdata", "microvm."+format)
-		if *update {
-			if err := os.MkdirAll("testdata", 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			continue
-		}
-		want, err := os.ReadFile(golden)
-		if err != nil {
-			t.Fatalf("%v (go test ./doctor -update writes it)", err)
-		}
-		if got != string(want) {
-			t.Errorf("%s report differs from %s (go test ./doctor -update to accept):\n%s", format, golden, got)
-		}
+		golden.Check(t, filepath.Join("testdata", "microvm."+format), []byte(got))
 	}
 	// Deterministic: a second run gives the same bytes.
 	r2, _ := Run(context.Background(), o)
