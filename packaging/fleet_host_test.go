@@ -275,7 +275,7 @@ func TestHostPlaybooks(t *testing.T) {
 				"--device=disk0=/dev/vda"},
 		} {
 			for ext, format := range map[string]string{"json": "json", "txt": "table", "sh": "script"} {
-				want, err := exec.Command("/usr/bin/cryptshift", append(args, "-o", format, "--root", "/target")...).Output()
+				want, err := exec.Command("/usr/bin/cryptshift", append(args, "-o", format, "--target", "/target")...).Output()
 				if err != nil {
 					t.Fatalf("cryptshift %v -o %s: %v", args, format, err)
 				}

@@ -384,9 +384,10 @@ func contains(list []string, s string) bool {
 
 // userDocs are the documents an admin reads (the layout reference, the
 // command-line contract, the plan and verify formats and their JSON
-// schemas), relative to the repository; not the developer notes.
+// schemas, the choice between raw and qcow2 pool: targets), relative to
+// the repository; not the developer notes.
 func userDocs(repo string) ([]string, error) {
-	files := []string{"docs/layout.md", "docs/cli.md", "docs/plan-schema.md", "docs/verify.md"}
+	files := []string{"docs/layout.md", "docs/cli.md", "docs/plan-schema.md", "docs/verify.md", "docs/pool-targets.md"}
 	schemas, err := filepath.Glob(filepath.Join(repo, "docs", "schema", "*.schema.json"))
 	if err != nil {
 		return nil, err

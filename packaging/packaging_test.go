@@ -86,7 +86,7 @@ func TestUserDocs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"docs/layout.md", "docs/cli.md", "docs/schema/verify-report.schema.json", "docs/schema/inventory.schema.json", "docs/schema/doctor.schema.json"} {
+	for _, want := range []string{"docs/layout.md", "docs/cli.md", "docs/pool-targets.md", "docs/schema/verify-report.schema.json", "docs/schema/inventory.schema.json", "docs/schema/doctor.schema.json"} {
 		found := false
 		for _, d := range docs {
 			found = found || d == want

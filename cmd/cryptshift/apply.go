@@ -91,7 +91,9 @@ Secrets go to cryptsetup on stdin or fd 3 and never into logs or journals.`,
 	f.Var(newFDValue(&o.passphraseFD), "passphrase-fd", "read the passphrase from file descriptor `N`")
 	f.StringVar(&o.recoveryKeyFile, "recovery-key-file", "", "write the new recovery key to `FILE` (on --resume: read it from there)")
 	f.StringVar(&o.journal, "journal", "", "journal `FILE` (default "+DefaultJournalDir+"/apply-LAYOUT.journal; needed with --resume)")
-	choiceFlag(cmd, &o.progress, "progress", "", "auto", []string{"auto", "json", "none"}, nil, "progress on standard error (auto: a line per step; json: one event per line, and log records as JSON)")
+	// bar is accepted as in migrate, so one --progress serves both verbs;
+	// apply's steps report no byte counts, so its bar is the step line.
+	choiceFlag(cmd, &o.progress, "progress", "", "auto", []string{"auto", "json", "none"}, []string{"bar"}, "progress on standard error (auto, or bar as in migrate: a line per step; json: one event per line, and log records as JSON)")
 	f.StringVar(&o.lvmConfig, "lvm-config", "", "extra lvm --config `STRING` (e.g. for systems without udev)")
 	f.MarkHidden("lvm-config")
 	markInput(f, "file", "plan", "passphrase-file")
@@ -117,7 +119,9 @@ func (o applyOptions) validate() error {
 	if modes != 1 {
 		return usageError("give exactly one of -f LAYOUT, --plan PLAN.json or --resume")
 	}
-	if o.progress != "auto" && o.progress != "json" && o.progress != "none" {
+	switch o.progress {
+	case "auto", "bar", "json", "none":
+	default:
 		return usageError("--progress must be auto, json or none")
 	}
 	if o.passphraseFile != "" && o.passphraseFD >= 0 {

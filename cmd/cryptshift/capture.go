@@ -51,6 +51,10 @@ differs from the live system's.`,
 			if parent := filepath.Dir(filepath.Clean(args[0])); !isDir(parent) {
 				return usageError("cannot capture into %s: its parent directory %s does not exist; create it first (mkdir -p %s) or fix the path", args[0], parent, parent)
 			}
+			// A root that cannot be checked fails before DIR is made.
+			if err := hostRoot("capture", o.root); err != nil {
+				return err
+			}
 			res, err := capture.Capture(capture.Options{Root: o.root, Dest: args[0], Tool: versionString(), Comment: o.comment, Now: time.Now})
 			if err != nil {
 				return err

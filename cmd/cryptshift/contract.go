@@ -10,6 +10,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/cryptshift/cryptshift/internal/exitcode"
+	"github.com/cryptshift/cryptshift/internal/hostview/blockstack"
+	"github.com/cryptshift/cryptshift/internal/hostview/rootfs"
 )
 
 // The command-line contract every verb keeps (docs/cli.md): usage errors
@@ -153,4 +155,36 @@ func unwrapPath(err error) error {
 		return pe.Err
 	}
 	return err
+}
+
+// readableRoot is the check of a --root DIR that verify, inspect, capture
+// and doctor share: a missing directory, or one that is not a directory,
+// cannot be checked (exit 2), before anything is read or created.
+func readableRoot(verb, root string) error {
+	fi, err := os.Stat(root)
+	switch {
+	case err != nil:
+		return usageError("cannot %s %s: %w; check the --root path", verb, root, unwrapPath(err))
+	case !fi.IsDir():
+		return usageError("cannot %s %s: not a directory; give --root a directory (for a disk image: verify --image)", verb, root)
+	}
+	return nil
+}
+
+// hostRoot is readableRoot plus what verify needs of a host tree (a mount
+// table with "/", the swap table, /sys/class/block): a tree without them
+// is a usage error (exit 2), not a result about a host.
+func hostRoot(verb, root string) error {
+	if err := readableRoot(verb, root); err != nil {
+		return err
+	}
+	sys, err := blockstack.Scan(rootfs.Dir(root))
+	if err != nil {
+		return exitcode.With(exitcode.Usage, fmt.Errorf("cannot %s %s: %w", verb, root, err))
+	}
+	if gaps := sys.HostTreeGaps(); len(gaps) > 0 {
+		return usageError("cannot %s %s: not a host tree (no %s); fix: give the top of a tree made by `cryptshift capture` (the directory holding proc/, sys/ and etc/; for a test fixture its root/), or run %s on the host itself without --root",
+			verb, root, strings.Join(gaps, ", no "), verb)
+	}
+	return nil
 }

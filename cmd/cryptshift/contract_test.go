@@ -158,7 +158,19 @@ func TestCLIContract(t *testing.T) {
 	usage(t, "capture into a deep missing path", "capture", filepath.Join(t.TempDir(), "a", "b", "c"))
 	usage(t, "missing journal", "rollback", filepath.Join(t.TempDir(), "missing"))
 	usage(t, "missing header file", "inspect", filepath.Join(t.TempDir(), "missing"))
-	usage(t, "verify --root on a missing directory", "verify", "--root", filepath.Join(t.TempDir(), "missing"))
+	// A --root that cannot be checked is exit 2 in every verb that reads one.
+	missingRoot, notHost := filepath.Join(t.TempDir(), "missing"), t.TempDir()
+	usage(t, "verify --root on a missing directory", "verify", "--root", missingRoot)
+	usage(t, "verify --root on a directory that is not a host tree", "verify", "--root", notHost)
+	usage(t, "inspect --root on a missing directory", "inspect", "--root", missingRoot)
+	usage(t, "inspect --root on a directory that is not a host tree", "inspect", "--root", notHost)
+	usage(t, "doctor --root on a missing directory", "doctor", "--root", missingRoot)
+	dest := filepath.Join(t.TempDir(), "capture")
+	usage(t, "capture --root on a missing directory", "capture", "--root", missingRoot, dest)
+	usage(t, "capture --root on a directory that is not a host tree", "capture", "--root", notHost, dest)
+	if _, err := os.Lstat(dest); !os.IsNotExist(err) {
+		t.Errorf("capture with a bad --root left %s behind (stat: %v)", dest, err)
+	}
 	usage(t, "resume without a journal", "apply", "--resume")
 	usage(t, "bad --passphrase-fd", "apply", "--passphrase-fd", "-1", "--resume", "--journal", "j")
 }
@@ -188,9 +200,11 @@ func TestDeprecatedFlagsStillWork(t *testing.T) {
 		t.Errorf("-o table: exit %d", r.code)
 	}
 	// Help shows --target, not the deprecated --root, and no "-1" default.
-	h := run(t, "apply", "--help").stdout
-	if !strings.Contains(h, "--target DIR") || strings.Contains(h, "--root") || strings.Contains(h, "(default -1)") {
-		t.Errorf("apply --help:\n%s", h)
+	for _, verb := range []string{"plan", "apply", "migrate-host"} {
+		h := run(t, verb, "--help").stdout
+		if !strings.Contains(h, "--target DIR") || strings.Contains(h, "--root") || strings.Contains(h, "(default -1)") {
+			t.Errorf("%s --help:\n%s", verb, h)
+		}
 	}
 	if h := run(t, "migrate", "--help").stdout; !strings.Contains(h, "--mode offline|live") || !strings.Contains(h, "--to pool:NAME|vg:NAME") || !strings.Contains(h, "-y, --yes") || !strings.Contains(h, "-c, --connect") {
 		t.Errorf("migrate --help lacks the placeholders or short flags:\n%s", h)
@@ -300,4 +314,34 @@ func TestMigrateDryRunFromDomainXML(t *testing.T) {
 	usage("another domain", append(other, "--dry-run", "--domain-xml", xml)...)
 	os.WriteFile(filepath.Join(dir, "junk.xml"), []byte("not xml"), 0o600)
 	usage("not a definition", append(base, "--dry-run", "--domain-xml", filepath.Join(dir, "junk.xml"))...)
+}
+
+// TestChoiceFlagsSayTheirValues: --target-format is a choice like --mode
+// (placeholder, completion, other values a usage error), and apply takes
+// migrate's --progress bar.
+func TestChoiceFlagsSayTheirValues(t *testing.T) {
+	if h := run(t, "migrate", "--help").stdout; !strings.Contains(h, "--target-format raw|qcow2") {
+		t.Errorf("migrate --help has no --target-format raw|qcow2:\n%s", h)
+	}
+	m, _, err := newRootCmd().Find([]string{"migrate"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	complete, ok := m.GetFlagCompletionFunc("target-format")
+	if !ok {
+		t.Fatal("--target-format offers no completion")
+	}
+	if values, _ := complete(m, nil, ""); !slices.Equal(values, []string{"raw", "qcow2"}) {
+		t.Errorf("--target-format completes %q, want raw and qcow2", values)
+	}
+	usage := run(t, "migrate", "web1", "--to", "pool:enc", "--target-format", "vmdk")
+	if usage.code != 2 || !strings.Contains(usage.stderr, "use raw or qcow2") {
+		t.Errorf("--target-format vmdk: exit %d, stderr %q", usage.code, usage.stderr)
+	}
+	if err := parseOnly([]string{"apply", "-f", "x.yaml", "--progress", "bar"}); err != nil {
+		t.Errorf("apply --progress bar: %v", err)
+	}
+	if err := parseOnly([]string{"apply", "-f", "x.yaml", "--progress", "dots"}); err == nil {
+		t.Error("apply --progress dots parsed")
+	}
 }

@@ -53,6 +53,11 @@ Exit status:
 					return usageError("cannot check readiness for %q: the capabilities are %s", f, strings.Join(doctor.Capabilities(), ", "))
 				}
 			}
+			// doctor's --root is a fixture of /proc, /sys, /lib/modules
+			// and /boot, not a whole host tree: it must exist.
+			if err := readableRoot("check", o.Root); err != nil {
+				return err
+			}
 			o.For = forCaps
 			o.Version = versionString()
 			r, err := doctor.Run(cmd.Context(), o)
@@ -63,7 +68,7 @@ Exit status:
 			if output == "json" {
 				err = r.WriteJSON(w)
 			} else {
-				err = r.WriteText(w)
+				err = r.WriteText(w, textfmt.For(w))
 			}
 			if err != nil {
 				return err

@@ -5,12 +5,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // An example is one cryptshift command line from --help or the README.
@@ -201,6 +203,47 @@ func TestHelpExamplesRun(t *testing.T) {
 	t.Logf("%d examples ran, %d were parsed and flag-checked", ran, parsed)
 	if ran < 15 || parsed < 20 {
 		t.Errorf("only %d examples ran and %d were checked: are the examples still found?", ran, parsed)
+	}
+	checkUseLines(t)
+}
+
+// useFlag is a flag named in a Use: line ("-f LAYOUT", "[--target DIR]").
+var useFlag = regexp.MustCompile(`(?:^|[\s\[|(])(--?[a-zA-Z][a-zA-Z0-9-]*)`)
+
+// checkUseLines: every flag a verb's usage line names is one of its own
+// flags, and neither hidden nor deprecated (the line is the first thing
+// a user copies).
+func checkUseLines(t *testing.T) {
+	t.Helper()
+	n := 0
+	walk(newRootCmd(), func(c *cobra.Command) {
+		for _, m := range useFlag.FindAllStringSubmatch(c.Use, -1) {
+			name := m[1]
+			lookup := func(c *cobra.Command) *pflag.Flag {
+				if long, ok := strings.CutPrefix(name, "--"); ok {
+					return c.Flags().Lookup(long)
+				}
+				return c.Flags().ShorthandLookup(strings.TrimPrefix(name, "-"))
+			}
+			// A group's line (unlock (add|remove) ... --volume NAME) names
+			// the flags all of its verbs have.
+			holders := []*cobra.Command{c}
+			if lookup(c) == nil && c.HasSubCommands() {
+				holders = c.Commands()
+			}
+			n++
+			for _, h := range holders {
+				switch f := lookup(h); {
+				case f == nil:
+					t.Errorf("%s: its usage line %q names %s, which it does not have", h.CommandPath(), c.Use, name)
+				case f.Deprecated != "" || f.Hidden:
+					t.Errorf("%s: its usage line %q names %s, which is deprecated or hidden", h.CommandPath(), c.Use, name)
+				}
+			}
+		}
+	})
+	if n < 5 {
+		t.Errorf("only %d flags found in the usage lines: is the pattern still right?", n)
 	}
 }
 

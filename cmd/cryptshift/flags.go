@@ -41,7 +41,7 @@ func outputFlag(cmd *cobra.Command, p *string, def string, values []string, usag
 }
 
 // targetFlag adds --target DIR (the mount target of the layout's root) and
-// the deprecated --root that plan and apply used to call it: --root means
+// the deprecated --root that plan, apply and migrate-host used to call it: --root means
 // a host tree to read everywhere else.
 func targetFlag(f *pflag.FlagSet, p *string, usage string) {
 	f.StringVar(p, "target", planner.DefaultRoot, usage)

@@ -42,6 +42,9 @@ encryption) — never keyslot material.`,
 			}
 			w := cmd.OutOrStdout()
 			if len(args) == 0 {
+				if err := hostRoot("inspect", root); err != nil {
+					return err
+				}
 				nodes, err := verify.Inspect(root)
 				if err != nil {
 					return err

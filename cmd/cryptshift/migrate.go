@@ -126,7 +126,7 @@ Progress goes to standard error: a bar on a terminal, or JSON lines with
 	fl.BoolVar(&f.o.RetireSource, "retire-source", false, "after verify and switch, overwrite the plaintext source image files with zeros and remove them; discard and remove source LVs")
 	fl.StringVar(&f.o.PassphraseFile, "passphrase-file", "", "pool: targets: use the passphrase in `FILE` for the new targets instead of a random key per disk")
 	fl.BoolVar(&f.o.AllowPlaintextSecretStore, "allow-plaintext-secret-store", false, "pool: targets: accept that libvirtd keeps the disks' keys in "+migrate.LibvirtSecretStore+" on storage that is not encrypted")
-	fl.StringVar(&f.o.TargetFormat, "target-format", "", "pool: targets: raw (a LUKS image of the full virtual size: hides which parts hold data) or qcow2 (LUKS inside qcow2: stores only the data, but its allocation tables are not encrypted); default: each disk keeps its source's format")
+	choiceFlag(cmd, &f.o.TargetFormat, "target-format", "", "", []string{"raw", "qcow2"}, nil, "pool: targets: raw (a LUKS image of the full virtual size: hides which parts hold data) or qcow2 (LUKS inside qcow2: stores only the data, but its allocation tables are not encrypted); default: each disk keeps its source's format")
 	fl.IntVar(&f.o.IterTimeMS, "iter-time", 0, "LUKS PBKDF2 iteration time in `ms` for qemu-encrypted images (default: qemu's 2000)")
 	fl.StringVar(&f.o.KeyDir, "key-dir", "", "vg: targets: `DIR` for the disks' key files, on encrypted storage (default /etc/cryptsetup-keys.d)")
 	fl.StringVar(&f.o.RecoveryKeyFile, "recovery-key-file", "", "vg: targets: write the new recovery key to `FILE` (mode 0400; keep it offline); on --resume: read it from there")

@@ -28,10 +28,10 @@ type migrateHostOptions struct {
 func newMigrateHostCmd() *cobra.Command {
 	var o migrateHostOptions
 	cmd := &cobra.Command{
-		Use:   "migrate-host -f LAYOUT [--root /target] [--stop-service UNIT]... [--dry-run | --yes | --resume]",
+		Use:   "migrate-host -f LAYOUT [--target DIR] [--stop-service UNIT]... [--dry-run | --yes | --resume]",
 		Short: "Move the running host's operating system onto the applied encrypted layout and make it boot",
 		Long: `migrate-host copies the running system onto the layout that apply laid out
-and mounted at --root (default /target), then makes the copy boot and unlock:
+and mounted at --target (default /target), then makes the copy boot and unlock:
 
   - each source filesystem is copied onto its planned volume with rsync
     (owners, modes, ACLs, extended attributes and capabilities, hard links,

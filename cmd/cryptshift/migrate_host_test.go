@@ -25,7 +25,9 @@ func TestMigrateHostAndUnlockStatuses(t *testing.T) {
 		{[]string{"migrate-host", "-f", ly, "-o", "yaml"}, 2, "invalid argument \"yaml\" for \"-o, --output\" flag: use text or json"},
 		{[]string{"migrate-host", "-f", ly, "--dry-run", "--resume"}, 2, "either --dry-run or --resume"},
 		{[]string{"migrate-host", "-f", filepath.Join(dir, "missing.yaml")}, 3, "cannot read layout"},
-		{[]string{"migrate-host", "-f", ly, "--root", filepath.Join(dir, "not-mounted"), "--dry-run"}, 4, "is not mounted; lay the layout out first"},
+		{[]string{"migrate-host", "-f", ly, "--target", filepath.Join(dir, "not-mounted"), "--dry-run"}, 4, "is not mounted; lay the layout out first with: cryptshift apply -f LAYOUT --target "},
+		// The deprecated alias still works.
+		{[]string{"migrate-host", "-f", ly, "--root", filepath.Join(dir, "not-mounted"), "--dry-run"}, 4, "is not mounted"},
 		{[]string{"unlock", "add", "fido2", "--volume", "root_crypt", "--dry-run"}, 2, "invalid argument"},
 		{[]string{"unlock", "add", "tang", "--volume", "root_crypt"}, 2, "--passphrase-file"},
 	} {

@@ -60,6 +60,8 @@ func TestNoEscapeSequencesUnlessTerminal(t *testing.T) {
 		{"plan", "--example", "mail-host", "--inventory", usedFile, "--allow-destroy"},
 		{"verify", "--root", fixtures + "swap-plain-partition/root"},
 		{"verify", "--root", fixtures + "swap-plain-partition/root", "--lang", "de"},
+		{"doctor", "--for", "plan"},
+		{"inventory"},
 	}
 	for _, args := range cases {
 		if r := run(t, args...); strings.Contains(r.stdout+r.stderr, "\033[") {

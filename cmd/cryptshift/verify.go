@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -132,6 +133,8 @@ func runVerify(cmd *cobra.Command, o verifyOptions) error {
 	root := o.root
 	if o.image != "" {
 		root = ""
+	} else if err := hostRoot("verify", root); err != nil {
+		return err
 	}
 	r, err := verify.Run(verify.Options{Root: root, Image: o.image, Lang: o.lang, Date: o.date, Version: version, Commit: buildCommit()})
 	if err != nil {
@@ -158,11 +161,37 @@ func runVerify(cmd *cobra.Command, o verifyOptions) error {
 	s := r.Summary
 	switch {
 	case s.Fail > 0:
-		return exitcode.With(exitcode.Failure, fmt.Errorf("verification failed: %d FAIL, %d WARN (see the report)", s.Fail, s.Warn))
+		return exitcode.With(exitcode.Failure, errors.New(failedLine(o.lang, false, s.Fail, s.Warn)))
 	case r.Incomplete():
 		return exitcode.With(exitcode.Usage, fmt.Errorf("cannot verify completely: %s (see the report's coverage); no PASS without evidence", verify.Headline(r)))
 	case r.Failed(o.strict):
-		return exitcode.With(exitcode.Failure, fmt.Errorf("verification failed with --strict: %d WARN (see the report)", s.Warn))
+		return exitcode.With(exitcode.Failure, errors.New(failedLine(o.lang, true, 0, s.Warn)))
 	}
 	return nil
+}
+
+// failedLine is the verdict verify leaves on standard error, in the
+// report's language and its words (a FAIL is a "Mangel" in the German
+// report): "verification failed: 3 failures, 1 warning (see the report)".
+func failedLine(lang string, strict bool, fail, warn int) string {
+	type words struct{ failOne, failMany, warnOne, warnMany, failed, strict, see string }
+	w := map[string]words{
+		"en": {"failure", "failures", "warning", "warnings", "verification failed", "verification failed with --strict", "see the report"},
+		"de": {"Mangel", "Mängel", "Warnung", "Warnungen", "Prüfung nicht bestanden", "Prüfung mit --strict nicht bestanden", "siehe den Bericht"},
+	}[lang]
+	if w.failOne == "" {
+		return failedLine("en", strict, fail, warn)
+	}
+	var counts []string
+	if fail > 0 {
+		counts = append(counts, textfmt.Plural(fail, w.failOne, w.failMany))
+	}
+	if warn > 0 || fail == 0 {
+		counts = append(counts, textfmt.Plural(warn, w.warnOne, w.warnMany))
+	}
+	head := w.failed
+	if strict {
+		head = w.strict
+	}
+	return fmt.Sprintf("%s: %s (%s)", head, strings.Join(counts, ", "), w.see)
 }

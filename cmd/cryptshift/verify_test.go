@@ -45,6 +45,38 @@ func TestVerifyExitStatuses(t *testing.T) {
 	}
 }
 
+// TestVerifyFailedLine: the verdict on standard error counts in words with
+// their plurals, in the report's language and its terms.
+func TestVerifyFailedLine(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--root", fixtures + "swap-plain-partition/root"}, "cryptshift: verification failed: 4 failures, 1 warning (see the report)\n"},
+		{[]string{"--root", fixtures + "swap-plain-partition/root", "--lang", "de"}, "cryptshift: Prüfung nicht bestanden: 4 Mängel, 1 Warnung (siehe den Bericht)\n"},
+		{[]string{"--root", fixtures + "swap-lv-in-luks-pv/root", "--strict"}, "cryptshift: verification failed with --strict: 1 warning (see the report)\n"},
+	} {
+		if r := run(t, append([]string{"verify"}, tt.args...)...); !strings.HasSuffix(r.stderr, tt.want) {
+			t.Errorf("verify %v: stderr %q, want it to end in %q", tt.args, r.stderr, tt.want)
+		}
+	}
+	for _, tt := range []struct {
+		lang       string
+		strict     bool
+		fail, warn int
+		want       string
+	}{
+		{"en", false, 1, 0, "verification failed: 1 failure (see the report)"},
+		{"en", false, 2, 3, "verification failed: 2 failures, 3 warnings (see the report)"},
+		{"de", false, 1, 2, "Prüfung nicht bestanden: 1 Mangel, 2 Warnungen (siehe den Bericht)"},
+		{"de", true, 0, 2, "Prüfung mit --strict nicht bestanden: 2 Warnungen (siehe den Bericht)"},
+	} {
+		if got := failedLine(tt.lang, tt.strict, tt.fail, tt.warn); got != tt.want {
+			t.Errorf("failedLine(%s, %v, %d, %d) = %q, want %q", tt.lang, tt.strict, tt.fail, tt.warn, got, tt.want)
+		}
+	}
+}
+
 // TestVerifyRefusesWhatIsNoHostTree: an empty directory, or the fixture
 // folder instead of its root/, is no host: verify exits 2, names what is
 // missing and how to fix it, and prints no report at all (so nothing can

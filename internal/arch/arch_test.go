@@ -9,7 +9,9 @@ import (
 	"go/token"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -286,5 +288,25 @@ func TestDevelopingNamesTheGroups(t *testing.T) {
 	want := "doors < hostview < model < planner < audit < runner < harness < cmd"
 	if !strings.Contains(string(b), want) {
 		t.Errorf("docs/DEVELOPING.md does not state the group order %q (groups here: %s)", want, fmt.Sprint(names))
+	}
+	// Every package is named in its group's row of the table, so the
+	// table cannot fall behind a package added later.
+	rows := map[string]string{}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Split(l, "|"); len(f) > 3 && l[0] == '|' {
+			rows[strings.TrimSpace(f[1])] = f[2]
+		}
+	}
+	word := func(row, name string) bool {
+		return regexp.MustCompile(`(^|[^a-z0-9])` + regexp.QuoteMeta(name) + `([^a-z0-9]|$)`).MatchString(row)
+	}
+	for _, p := range goList(t) {
+		g := groupOf(p.ImportPath)
+		if g < 0 {
+			continue // TestLayering reports it
+		}
+		if name := path.Base(p.ImportPath); !word(rows[groups[g].name], name) {
+			t.Errorf("docs/DEVELOPING.md: the %s row of the package table does not name %s (%s)", groups[g].name, name, p.ImportPath)
+		}
 	}
 }

@@ -98,9 +98,9 @@ func Plan(f *layout.File, inv *inventory.Inventory, opt Options) (*plan.Plan, *l
 	layout.Validate(f, check)
 	p.rep.Problems = append(p.rep.Problems, check.Errors()...)
 	if what, at, bad := layout.BadChar(opt.Root); bad {
-		p.rep.Errorf("$", "use an absolute --root such as /target", "target root %s contains %s at byte %d", layout.Short(opt.Root), what, at)
+		p.rep.Errorf("$", "use an absolute --target such as /target", "target root %s contains %s at byte %d", layout.Short(opt.Root), what, at)
 	} else if !path.IsAbs(root) {
-		p.rep.Errorf("$", "use an absolute --root such as /target", "target root %s is not absolute", layout.Short(opt.Root))
+		p.rep.Errorf("$", "use an absolute --target such as /target", "target root %s is not absolute", layout.Short(opt.Root))
 	}
 	checkDeviceOverrides(p.l, p.opt.Devices, p.rep)
 	p.seed()

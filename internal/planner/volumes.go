@@ -192,7 +192,7 @@ func (p *planner) planVolumes() {
 		p.planVolume(root)
 		p.emitMount(p.volMount(root))
 		if p.root == "/" && root.format {
-			p.rep.Errorf(root.lp, "apply with --root /target (or another empty directory)",
+			p.rep.Errorf(root.lp, "apply with --target /target (or another empty directory)",
 				"a new root volume cannot be mounted over the running system's /")
 		}
 	}
@@ -483,7 +483,7 @@ func (p *planner) emitMount(m mountSpec) {
 			p.addFstab(m)
 			return
 		}
-		p.rep.Errorf(m.layoutPath, "unmount it, or apply with another --root", "%s is already mounted at %s", cur.Source, target)
+		p.rep.Errorf(m.layoutPath, "unmount it, or apply with another --target", "%s is already mounted at %s", cur.Source, target)
 		return
 	}
 	p.add(plan.Step{

@@ -59,16 +59,23 @@ type Result struct {
 const maxCopy = 8 << 20
 
 // Capture records what verify reads from o.Root and writes it under o.Dest.
-func Capture(o Options) (*Result, error) {
+func Capture(o Options) (res *Result, err error) {
 	if o.Root == "" {
 		o.Root = "/"
 	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	if err := checkDest(o.Dest); err != nil {
+	created, err := checkDest(o.Dest)
+	if err != nil {
 		return nil, err
 	}
+	// A failed run leaves no directory of its own making behind.
+	defer func() {
+		if err != nil && created {
+			_ = os.RemoveAll(o.Dest)
+		}
+	}()
 	src := rootfs.Dir(o.Root)
 	rec := newRecorder(src)
 	isLive := src.Live()
@@ -114,7 +121,7 @@ func Capture(o Options) (*Result, error) {
 	if err := writeManifest(o.Dest, m); err != nil {
 		return nil, err
 	}
-	res := &Result{Dest: o.Dest, Files: c.n, Skipped: m.Skipped, Manifest: m, LiveCheck: live}
+	res = &Result{Dest: o.Dest, Files: c.n, Skipped: m.Skipped, Manifest: m, LiveCheck: live}
 	// Self-check: the capture must give the same verdicts as the system.
 	again, err := verify.Run(verify.Options{Root: o.Dest, Version: o.Tool})
 	if err != nil {
@@ -191,9 +198,11 @@ func worse(a, b verify.Status) verify.Status {
 	return a
 }
 
-func checkDest(dest string) error {
+// checkDest makes sure dest is a new or empty directory, and says whether
+// it made it.
+func checkDest(dest string) (created bool, err error) {
 	if dest == "" {
-		return errors.New("cannot capture: no destination directory given")
+		return false, errors.New("cannot capture: no destination directory given")
 	}
 	ents, err := os.ReadDir(dest)
 	switch {
@@ -201,15 +210,15 @@ func checkDest(dest string) error {
 		// Only DIR itself is made: a missing parent is a mistyped path
 		// more often than a wish for a new tree.
 		if err := os.Mkdir(dest, 0o700); err != nil {
-			return fmt.Errorf("cannot capture into %s: %w; create its parent directory first", dest, err)
+			return false, fmt.Errorf("cannot capture into %s: %w; create its parent directory first", dest, err)
 		}
-		return nil
+		return true, nil
 	case err != nil:
-		return fmt.Errorf("cannot capture into %s: %w", dest, err)
+		return false, fmt.Errorf("cannot capture into %s: %w", dest, err)
 	case len(ents) > 0:
-		return fmt.Errorf("cannot capture into %s: the directory is not empty; give a new or empty directory", dest)
+		return false, fmt.Errorf("cannot capture into %s: the directory is not empty; give a new or empty directory", dest)
 	}
-	return nil
+	return false, nil
 }
 
 func writeManifest(dest string, m *manifest.Manifest) error {

@@ -100,6 +100,26 @@ func TestCaptureRefusesNonEmpty(t *testing.T) {
 	}
 }
 
+// TestFailedCaptureLeavesNoDirectory: a run that fails removes the DIR it
+// made, and never a DIR that was there before.
+func TestFailedCaptureLeavesNoDirectory(t *testing.T) {
+	bad := filepath.Join(t.TempDir(), "missing-root")
+	dest := filepath.Join(t.TempDir(), "new")
+	if _, err := Capture(Options{Root: bad, Dest: dest}); err == nil {
+		t.Fatal("capture of a missing root succeeded")
+	}
+	if _, err := os.Lstat(dest); !os.IsNotExist(err) {
+		t.Errorf("%s left behind after a failed capture (stat: %v)", dest, err)
+	}
+	empty := t.TempDir()
+	if _, err := Capture(Options{Root: bad, Dest: empty}); err == nil {
+		t.Fatal("capture of a missing root succeeded")
+	}
+	if fi, err := os.Stat(empty); err != nil || !fi.IsDir() {
+		t.Errorf("the empty DIR the user made is gone after a failed capture: %v", err)
+	}
+}
+
 // TestCaptureLive captures this machine: whatever it is, the capture must
 // give the same verdicts.
 func TestCaptureLive(t *testing.T) {

@@ -5,7 +5,6 @@ import (
 	"compress/gzip"
 	"context"
 	"errors"
-	"flag"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -13,9 +12,9 @@ import (
 	"testing"
 
 	"github.com/cryptshift/cryptshift/internal/doors/execx"
+	"github.com/cryptshift/cryptshift/internal/harness/golden"
+	"github.com/cryptshift/cryptshift/internal/textfmt"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files")
 
 // A host as these development machines are: a microVM kernel without
 // device-mapper or module support, loop built in, XTS-AES built in.
@@ -452,29 +451,13 @@ func TestGolden(t *testing.T) {
 		if format == "json" {
 			err = r.WriteJSON(&b)
 		} else {
-			err = r.WriteText(&b)
+			err = r.WriteText(&b, textfmt.Style{})
 		}
 		if err != nil {
 			t.Fatal(err)
 		}
 		got := strings.ReplaceAll(b.String(), root, "$ROOT")
-		golden := filepath.Join("testdata", "microvm."+format)
-		if *update {
-			if err := os.MkdirAll("testdata", 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			continue
-		}
-		want, err := os.ReadFile(golden)
-		if err != nil {
-			t.Fatalf("%v (go test ./doctor -update writes it)", err)
-		}
-		if got != string(want) {
-			t.Errorf("%s report differs from %s (go test ./doctor -update to accept):\n%s", format, golden, got)
-		}
+		golden.Check(t, filepath.Join("testdata", "microvm."+format), []byte(got))
 	}
 	// Deterministic: a second run gives the same bytes.
 	r2, _ := Run(context.Background(), o)
@@ -483,5 +466,38 @@ func TestGolden(t *testing.T) {
 	r2.WriteJSON(&b)
 	if a.String() != b.String() {
 		t.Errorf("two runs on the same host differ:\n%s\n---\n%s", a.String(), b.String())
+	}
+}
+
+// TestWriteTextColour: with colour the verdicts are painted, and without
+// the escape sequences the text is the plain report byte for byte (the
+// colour never shifts a column).
+func TestWriteTextColour(t *testing.T) {
+	r := &Report{Host: "h", Kernel: "6.1", Root: "/", For: []string{"plan", "apply"},
+		Checks: []Check{
+			{ID: "cryptsetup", Status: OK, Found: "2.6.1"},
+			{ID: "dm-crypt", Status: Fail, Found: "missing", Fix: "modprobe dm-crypt"},
+			{ID: "libvirt", Status: Warn, Found: "not reachable"},
+			{ID: "rng", Status: Skip, Found: "not checked"},
+		},
+		Capabilities: []Capability{{Name: "plan", Ready: true, Summary: "plan"}, {Name: "apply", Summary: "apply", Blockers: []string{"dm-crypt"}}},
+	}
+	var plain, colour bytes.Buffer
+	if err := r.WriteText(&plain, textfmt.Style{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.WriteText(&colour, textfmt.Style{Color: true}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(plain.String(), "\033[") {
+		t.Errorf("escape sequences without colour:\n%s", plain.String())
+	}
+	for _, want := range []string{"\033[32mOK\033[0m", "\033[1;31mFAIL\033[0m", "\033[33mWARN\033[0m", "\033[1;31mNO\033[0m", "\033[32myes\033[0m", "\033[1;31mNot ready for:\033[0m"} {
+		if !strings.Contains(colour.String(), want) {
+			t.Errorf("coloured report lacks %q:\n%s", want, colour.String())
+		}
+	}
+	if got := regexp.MustCompile("\033\\[[0-9;]*m").ReplaceAllString(colour.String(), ""); got != plain.String() {
+		t.Errorf("without its colour codes the report differs from the plain one:\n%s\nwant:\n%s", got, plain.String())
 	}
 }

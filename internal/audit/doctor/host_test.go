@@ -8,6 +8,7 @@ import (
 	"github.com/cryptshift/cryptshift/internal/harness/libvirttest"
 	"github.com/cryptshift/cryptshift/internal/harness/testtier"
 	"github.com/cryptshift/cryptshift/internal/hostview/rootfs"
+	"github.com/cryptshift/cryptshift/internal/textfmt"
 )
 
 // TestHostDoctor runs every probe for real: cryptsetup formats its argon2id
@@ -37,6 +38,6 @@ func TestHostDoctor(t *testing.T) {
 		t.Errorf("kernel.device-mapper %s (%q) but /proc/devices lists device-mapper: %v", dm.Status, dm.Found, hasDM)
 	}
 	var text strings.Builder
-	r.WriteText(&text)
+	r.WriteText(&text, textfmt.Style{})
 	t.Logf("doctor with a private libvirtd:\n%s", text.String())
 }

@@ -218,6 +218,9 @@ func TestScanMissing(t *testing.T) {
 		t.Errorf("got have sysfs/mounts/swaps %v/%v/%v on an empty tree, want all false (missing: %v)",
 			s.HaveSysfs(), s.HaveMounts(), s.HaveSwaps(), s.Missing)
 	}
+	if got, want := s.HostTreeGaps(), []string{"proc/self/mountinfo", "proc/swaps", "sys/class/block"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("gaps of an empty tree: got %q, want %q", got, want)
+	}
 	if l := s.Locate("/tmp"); l.Class != blockstack.Unknown {
 		t.Errorf("/tmp on an empty tree: got %s, want unknown", l.Class)
 	}

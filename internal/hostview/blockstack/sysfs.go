@@ -193,6 +193,26 @@ func (s *System) HaveMounts() bool { return !s.missing("mountinfo") }
 // HaveSwaps reports whether /proc/swaps was readable.
 func (s *System) HaveSwaps() bool { return !s.missing("/proc/swaps") }
 
+// HostTreeGaps names what the tree lacks of every Linux host: a mount
+// table with "/", the swap table and the block devices under /sys. A tree
+// with gaps is not a host tree (a mistyped --root, a half copy): no
+// verdict on it can rest on evidence. Empty means it is one.
+func (s *System) HostTreeGaps() []string {
+	var gaps []string
+	if !s.HaveMounts() {
+		gaps = append(gaps, "proc/self/mountinfo")
+	} else if m := s.MountFor("/"); m == nil || m.MountPoint != "/" {
+		gaps = append(gaps, "a mount on / in proc/self/mountinfo")
+	}
+	if !s.HaveSwaps() {
+		gaps = append(gaps, "proc/swaps")
+	}
+	if !s.HaveSysfs() {
+		gaps = append(gaps, "sys/class/block")
+	}
+	return gaps
+}
+
 func (s *System) missing(what string) bool {
 	for _, m := range s.Missing {
 		if strings.Contains(m, what) {

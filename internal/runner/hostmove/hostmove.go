@@ -203,7 +203,7 @@ func (m *Move) check() error {
 	}
 	tgt, ok := byPoint[o.Target]
 	if !ok {
-		return refuse("%s is not mounted; lay the layout out first with: cryptshift apply -f LAYOUT --root %s", o.Target, o.Target)
+		return refuse("%s is not mounted; lay the layout out first with: cryptshift apply -f LAYOUT --target %s", o.Target, o.Target)
 	}
 	if err := o.CheckEncrypted(o.Target); err != nil {
 		return refuse("%s is not on an encrypted volume (%v); the host move copies only onto a layout apply encrypted", o.Target, err)

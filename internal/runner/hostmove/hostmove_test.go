@@ -5,7 +5,6 @@ import (
 	"compress/gzip"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"net/http"
 	"os"
@@ -14,13 +13,12 @@ import (
 	"testing"
 
 	"github.com/cryptshift/cryptshift/internal/doors/execx"
+	"github.com/cryptshift/cryptshift/internal/harness/golden"
 	"github.com/cryptshift/cryptshift/internal/harness/tangtest"
 	"github.com/cryptshift/cryptshift/internal/model/layout"
 	"github.com/cryptshift/cryptshift/luks"
 	"github.com/cryptshift/cryptshift/playbooks"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files")
 
 // mountinfo is a moved-to-be host: the old root on /dev/vda, the applied
 // mail-host layout under /target.
@@ -110,24 +108,7 @@ func TestPlanGolden(t *testing.T) {
 			b.WriteString(s.Input)
 		}
 	}
-	golden(t, "plan.golden", b.String())
-}
-
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	p := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(p, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got != string(want) {
-		t.Errorf("%s differs (go test -update to rewrite):\n%s", name, got)
-	}
+	golden.Check(t, filepath.Join("testdata", "plan.golden"), []byte(b.String()))
 }
 
 func TestRefusals(t *testing.T) {
@@ -247,7 +228,7 @@ func TestRunWritesTheNewRoot(t *testing.T) {
 	if err := m.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "run-commands.golden", strings.Join(rec.Lines(), "\n")+"\n")
+	golden.Check(t, filepath.Join("testdata", "run-commands.golden"), []byte(strings.Join(rec.Lines(), "\n")+"\n"))
 	for p, want := range map[string]string{
 		"target/etc/crypttab":                                      "root_crypt UUID=1111 none luks,initramfs\n",
 		"target/etc/initramfs-tools/conf.d/cryptshift":             "RESUME=none\nMODULES=dep\n",
