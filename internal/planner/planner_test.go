@@ -302,3 +302,32 @@ func BenchmarkPlan200Volumes(b *testing.B) {
 		}
 	}
 }
+
+// A plan names each disk by what the inventory knew of it (size, serial,
+// WWID, by-id links), so apply can refuse another disk under the name.
+func TestDiskIDsCarrySerialAndWWID(t *testing.T) {
+	f, inv := loadExample(t, "mail-host")
+	for i := range inv.Devices {
+		if inv.Devices[i].Path == "/dev/sdb" {
+			inv.Devices[i].Serial = "WD-111"
+			inv.Devices[i].WWID = "naa.5000c500a1b2c3d4"
+		}
+	}
+	p, rep, err := Plan(f, inv, Options{})
+	if err != nil {
+		t.Fatalf("plan: %v\n%v", err, rep.Problems)
+	}
+	found := false
+	for name, dev := range p.Devices {
+		if dev != "/dev/sdb" {
+			continue
+		}
+		found = true
+		if id := p.DiskIDs[name]; id.Serial != "WD-111" || id.WWID != "naa.5000c500a1b2c3d4" {
+			t.Errorf("disk %s: got %+v, want serial WD-111 and WWID naa.5000c500a1b2c3d4", name, id)
+		}
+	}
+	if !found {
+		t.Fatalf("no planned disk is /dev/sdb: %v", p.Devices)
+	}
+}

@@ -391,8 +391,69 @@ func TestResumeRefusesAnotherDiskUnderTheSameName(t *testing.T) {
 		t.Fatalf("fresh apply on another disk: %v", err)
 	}
 	disk.ByID = []string{"/dev/disk/by-id/ata-WD-111"}
+	// A disk without by-id links (no udev in a rescue system, a virtio
+	// disk without a serial link) is told apart by its serial or WWID
+	// alone: same size, another disk.
+	for _, c := range []struct {
+		what string
+		id   guard.Identity
+		want string
+	}{
+		{"serial", guard.Identity{Path: "/dev/sdb", Size: 100 << 30, Serial: "WD-222", WWID: "naa.5000c5001"}, "serial WD-222, was WD-111"},
+		{"WWID", guard.Identity{Path: "/dev/sdb", Size: 100 << 30, Serial: "WD-111", WWID: "naa.5000c5002"}, "WWID naa.5000c5002, was naa.5000c5001"},
+	} {
+		saved := disk
+		p.DiskIDs = map[string]plan.DiskID{"disk0": {Size: 100 << 30, Serial: "WD-111", WWID: "naa.5000c5001"}}
+		disk = c.id
+		if err := Run(context.Background(), p, Options{JournalPath: filepath.Join(dir, "j-"+c.what), Run: &execx.Recorder{}}); exitcode.Of(err) != exitcode.Drift ||
+			!strings.Contains(err.Error(), "cannot apply: disk disk0: /dev/sdb is not the disk it was: "+c.want) {
+			t.Fatalf("fresh apply on a disk with another %s: %v", c.what, err)
+		}
+		disk = saved
+	}
+	p.DiskIDs = map[string]plan.DiskID{"disk0": {Size: 100 << 30, ByID: []string{"/dev/disk/by-id/ata-WD-111"}}}
+	// The journal recorded the disk as identify read it when the apply
+	// started; a resume on a disk whose serial differs is refused even
+	// when the by-id links agree.
+	disk.Serial = "WD-222"
+	saved := disk
+	func() {
+		recorded := guard.Identity{Path: "/dev/sdb", Size: 100 << 30, Serial: "WD-111", ByID: []string{"/dev/disk/by-id/ata-WD-111"}}
+		disk = recorded
+		jp3 := filepath.Join(dir, "j3")
+		calls = 0
+		o3 := opt
+		o3.JournalPath = jp3
+		o3.Stop = func() bool { calls++; return calls == 2 }
+		if err := Run(context.Background(), p, o3); !errors.Is(err, engine.ErrInterrupted) {
+			t.Fatal(err)
+		}
+		disk = saved
+		o3.Stop = nil
+		if err := Resume(context.Background(), o3); err == nil || !strings.Contains(err.Error(), "cannot resume: disk disk0: /dev/sdb is not the disk it was: serial WD-222, was WD-111") {
+			t.Fatalf("resume on a disk with another serial: got %v", err)
+		}
+	}()
+	disk.Serial = ""
 	if err := Resume(context.Background(), opt); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// An inventory made before serials and WWIDs were recorded plans disks
+// without them: what it does not know is unknown, not a mismatch.
+func TestApplyWithoutRecordedSerialComparesWhatIsKnown(t *testing.T) {
+	allowKeyDirs(t)
+	dir := t.TempDir()
+	p := syntheticPlan(dir)
+	p.Devices = map[string]string{"disk0": "/dev/sdb"}
+	p.DiskIDs = map[string]plan.DiskID{"disk0": {Size: 100 << 30}}
+	defer setIdentify(func(string) (guard.Identity, error) {
+		return guard.Identity{Path: "/dev/sdb", Size: 100 << 30, Serial: "WD-111", WWID: "naa.5000c5001"}, nil
+	})()
+	opt := Options{JournalPath: filepath.Join(dir, "j"), Run: &execx.Recorder{}, Secrets: Secrets{Passphrase: []byte(testPass), RecoveryKey: []byte(testRecovery)}}
+	if err := Run(context.Background(), p, opt); err != nil {
+		t.Fatalf("apply with a plan that knows only the size: %v", err)
 	}
 }
 
