@@ -110,8 +110,14 @@ func (st *step) Check(ctx context.Context) error { return st.e.check(ctx, st.s) 
 
 // Reestablish redoes a step whose effect a reboot ended: opening a
 // mapping, mounting, turning swap on, and making swap again on a
-// random-key mapping that was just reopened.
-func (st *step) Reestablish(ctx context.Context) error { return st.Do(ctx) }
+// random-key mapping that was just reopened. An LV a reboot left
+// inactive is activated with its volume group (never created again).
+func (st *step) Reestablish(ctx context.Context) error {
+	if lv := st.s.Params.LVCreate; lv != nil {
+		return st.e.lvm().Do(ctx, lvm.VGActivate{VG: lv.VG})
+	}
+	return st.Do(ctx)
+}
 
 func (e *env) lvm() lvm.LVM { return lvm.LVM{Run: e.opt.Run, Config: e.opt.LVM.Config} }
 
@@ -479,7 +485,7 @@ func (e *env) check(ctx context.Context, s plan.Step) error {
 		}
 	case p.LVCreate != nil:
 		if _, err := os.Stat(s.Target); err != nil {
-			return gone(s.Target, err)
+			return e.lvLapsed(ctx, *p.LVCreate, gone(s.Target, err))
 		}
 	case p.LUKSFormat != nil:
 		if _, err := os.Stat(p.LUKSFormat.Device); err != nil {
@@ -518,6 +524,23 @@ func (e *env) check(ctx context.Context, s plan.Step) error {
 		}
 	}
 	return nil
+}
+
+// lvLapsed tells, for an LV whose device node is missing, an inactive LV
+// (a reboot that left its volume group inactive: a lapsed effect,
+// re-established by activating the group) from one that is gone (the
+// error gone).
+func (e *env) lvLapsed(ctx context.Context, lv lvm.LVCreate, gone error) error {
+	lvs, err := e.lvm().LVs(ctx)
+	if err != nil {
+		return gone
+	}
+	for _, l := range lvs {
+		if l.VG == lv.VG && l.Name == lv.Name && !l.Active {
+			return fmt.Errorf("logical volume %s/%s is not active: %w", lv.VG, lv.Name, engine.ErrLapsed)
+		}
+	}
+	return gone
 }
 
 // randomKey reports whether the plan opens dev with a fresh random key.
