@@ -353,6 +353,43 @@ func TestKeyFileRefusedOffTheEncryptedRoot(t *testing.T) {
 	}
 }
 
+// A header backup opens its volume with any key it ever held: written
+// after a reboot with the target unmounted, it landed on the plaintext
+// root unchecked. It is now refused like a key file, before cryptsetup
+// runs.
+func TestHeaderBackupRefusedOffTheEncryptedRoot(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "target")
+	hb := filepath.Join(target, "root", "luks-header-backups", "var_crypt.luksheader")
+	p := &plan.Plan{APIVersion: plan.APIVersion, Kind: plan.Kind, Layout: "t", Root: target, Steps: []plan.Step{
+		plan.NewStep(plan.Step{ID: "mount:" + target, Action: plan.ActMount, Target: target},
+			&plan.Params{Mount: &fs.Mount{Device: "/dev/mapper/root_crypt", Target: target, FSType: "ext4"}}, &plan.Params{Umount: &fs.Umount{Target: target}}),
+		plan.NewStep(plan.Step{ID: "luksHeaderBackup:" + hb, Action: plan.ActHeaderBackup, Target: hb},
+			&plan.Params{HeaderBackup: &luks.HeaderBackup{Device: "/dev/vg0/var", File: hb}}, &plan.Params{Remove: &plan.Remove{Path: hb}}),
+	}}
+	rec := &execx.Recorder{}
+	e := newEnv(p, Options{Run: rec})
+	err := e.run(context.Background(), p.Steps[1].Params, "")
+	if err == nil || !strings.Contains(err.Error(), "cannot write header backup "+hb+": ") || !strings.Contains(err.Error(), "storage") ||
+		!strings.Contains(err.Error(), "the header backups belong on the encrypted root") {
+		t.Fatalf("got %v", err)
+	}
+	if len(rec.Cmds) != 0 {
+		t.Fatalf("cryptsetup ran anyway: %v", rec.Lines())
+	}
+	var asked []string
+	defer setKeyDirCheck(func(d string, m ...string) error { asked = append([]string{d}, m...); return nil })()
+	if err := e.run(context.Background(), p.Steps[1].Params, ""); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(asked, " "); got != filepath.Dir(hb)+" /dev/mapper/root_crypt" {
+		t.Errorf("checked %q", got)
+	}
+	if got := strings.Join(rec.Lines(), "\n"); !strings.Contains(got, "luksHeaderBackup") {
+		t.Errorf("ran %q, want the luksHeaderBackup", got)
+	}
+}
+
 // A resume after a reboot must not act on /dev/sdb when the kernel now
 // calls another disk so: the journal records the disks as apply found
 // them, and a resume (or a rollback) compares.

@@ -149,6 +149,12 @@ func (e *env) run(ctx context.Context, p *plan.Params, input string) error {
 	case p.Close != nil:
 		return e.cs().Do(ctx, *p.Close, nil, nil)
 	case p.HeaderBackup != nil:
+		// A header backup opens its volume with any of the keys it holds
+		// once, and a passphrase's slot stays crackable offline: it
+		// belongs on encrypted storage like the key files.
+		if err := e.onEncryptedRoot("header backup", p.HeaderBackup.File); err != nil {
+			return err
+		}
 		return e.cs().Do(ctx, *p.HeaderBackup, nil, nil)
 	case p.PVCreate != nil:
 		return e.lvm().Do(ctx, *p.PVCreate)
@@ -186,7 +192,7 @@ func (e *env) run(ctx context.Context, p *plan.Params, input string) error {
 		_, err := e.opt.Run.Run(ctx, p.ClevisUnbind.Cmd())
 		return err
 	case p.KeyFile != nil:
-		if err := e.keyDirEncrypted(p.KeyFile.Path); err != nil {
+		if err := e.onEncryptedRoot("key file", p.KeyFile.Path); err != nil {
 			return err
 		}
 	}
@@ -570,13 +576,13 @@ func (e *env) checkSecret(ctx context.Context, secret, dev string) error {
 	return nil
 }
 
-// keyDirEncrypted refuses to write a key file into a directory that is
-// not on the encrypted volume the plan mounts there (or, when the plan
-// mounts nothing there, not on encrypted storage at all): a resume after a
-// reboot once wrote key files onto the plaintext root because the target
-// was no longer mounted. Migrate checks its key directory the same way
-// (guard.EncryptedDir).
-func (e *env) keyDirEncrypted(path string) error {
+// onEncryptedRoot refuses to write a key file or a header backup (what)
+// into a directory that is not on the encrypted volume the plan mounts
+// there (or, when the plan mounts nothing there, not on encrypted storage
+// at all): a resume after a reboot once wrote key files onto the
+// plaintext root because the target was no longer mounted. Migrate checks
+// its key directory the same way (guard.EncryptedDir).
+func (e *env) onEncryptedRoot(what, path string) error {
 	dir := filepath.Dir(path)
 	var want []string
 	best := ""
@@ -586,7 +592,7 @@ func (e *env) keyDirEncrypted(path string) error {
 		}
 	}
 	if err := keyDirCheck(dir, want...); err != nil {
-		return fmt.Errorf("cannot write key file %s: %w; the key files belong on the encrypted root: mount it there (apply --resume re-establishes the plan's mounts) and try again", path, err)
+		return fmt.Errorf("cannot write %s %s: %w; the %ss belong on the encrypted root: mount it there (apply --resume re-establishes the plan's mounts) and try again", what, path, err, what)
 	}
 	return nil
 }
@@ -596,7 +602,7 @@ func within(p, dir string) bool {
 	return p == dir || dir == "/" || strings.HasPrefix(p, strings.TrimSuffix(dir, "/")+"/")
 }
 
-// keyDirCheck is the check keyDirEncrypted makes; unit tests, whose key
+// keyDirCheck is the check onEncryptedRoot makes; unit tests, whose key
 // files live in temporary directories, replace it with setKeyDirCheck.
 var keyDirCheck = func(dir string, mappings ...string) error { return guard.EncryptedDir("/", dir, mappings...) }
 
