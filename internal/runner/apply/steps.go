@@ -257,8 +257,10 @@ func (e *env) checkSlot(dev string, h *luks.Header, k luks.Key, kdf luks.KDF) er
 		return err
 	}
 	if k.File != "" {
-		if key, err = os.ReadFile(k.File); err != nil {
-			return fmt.Errorf("cannot read key file %s: %w", k.File, err)
+		// Through the secrets reader: locked memory, mode and size
+		// checked, nothing trimmed (random bytes), wiped after use.
+		if key, err = secrets.KeyFromFile(k.File); err != nil {
+			return err
 		}
 		defer secrets.Wipe(key)
 	}
