@@ -331,3 +331,34 @@ func TestDiskIDsCarrySerialAndWWID(t *testing.T) {
 		t.Fatalf("no planned disk is /dev/sdb: %v", p.Devices)
 	}
 }
+
+// A disk in a hand-written inventory (or one from an older cryptshift)
+// that shows no signature and no "blank" was taken for blank and
+// partitioned without --allow-destroy; like an LV, it now has to be
+// shown probed and blank, else the plan is refused.
+func TestUnprobedDiskIsNotBlank(t *testing.T) {
+	f, inv := loadExample(t, "mail-host")
+	inv.Device("/dev/sdb").Blank = ""
+	_, _, err := Plan(f, inv, Options{})
+	var refused *RefusedError
+	if !errors.As(err, &refused) {
+		t.Fatalf("got %v, want a refusal", err)
+	}
+	for _, want := range []string{"/dev/sdb", "the inventory does not show that it was probed and found blank; re-run cryptshift inventory", "--allow-destroy"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("refusal %q does not mention %q", err, want)
+		}
+	}
+	p, _, err := Plan(f, inv, Options{AllowDestroy: true})
+	if err != nil {
+		t.Fatalf("with AllowDestroy: %v", err)
+	}
+	if w := p.Step("wipe:/dev/sdb"); w == nil || !w.Destructive {
+		t.Fatalf("got wipe step %+v, want a destructive wipe of /dev/sdb", w)
+	}
+	// The same disk probed blank plans without the flag.
+	inv.Device("/dev/sdb").Blank = "first and last MiB"
+	if _, _, err := Plan(f, inv, Options{}); err != nil {
+		t.Fatalf("probed blank: %v", err)
+	}
+}
