@@ -42,6 +42,9 @@ func (f *fakeLVM) Run(ctx context.Context, c execx.Cmd) (execx.Result, error) {
 	case strings.HasPrefix(line, "lvm lvcreate "):
 		f.exists = true
 		f.activate()
+	case strings.HasPrefix(line, "lvm lvremove "):
+		f.exists, f.active = false, false
+		os.Remove(f.node)
 	case line == "lvm vgchange --activate y "+f.vg:
 		if f.exists {
 			f.activate()
