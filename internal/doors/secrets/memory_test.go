@@ -95,11 +95,8 @@ func TestReadAllGrows(t *testing.T) {
 func TestLockRefusedWarnsOnce(t *testing.T) {
 	var mu sync.Mutex
 	var warnings []string
-	oldLock, oldWarn := mlock, warn
-	mlock = func([]byte) error { return unix.EPERM }
-	warn = func(m string) { mu.Lock(); warnings = append(warnings, m); mu.Unlock() }
-	lockOnce = sync.Once{}
-	t.Cleanup(func() { mlock, warn, lockOnce = oldLock, oldWarn, sync.Once{} })
+	t.Cleanup(setMemoryLock(func([]byte) error { return unix.EPERM },
+		func(m string) { mu.Lock(); warnings = append(warnings, m); mu.Unlock() }))
 	for i := 0; i < 3; i++ {
 		k, err := NewRecoveryKey()
 		if err != nil || len(k) != 47 {
