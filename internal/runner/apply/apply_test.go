@@ -318,6 +318,15 @@ func TestKeysGoOnPipes(t *testing.T) {
 	}
 }
 
+// mountedRootPlan mounts root_crypt on target, then does step.
+func mountedRootPlan(target string, step plan.Step) *plan.Plan {
+	return &plan.Plan{APIVersion: plan.APIVersion, Kind: plan.Kind, Layout: "t", Root: target, Steps: []plan.Step{
+		plan.NewStep(plan.Step{ID: "mount:" + target, Action: plan.ActMount, Target: target},
+			&plan.Params{Mount: &fs.Mount{Device: "/dev/mapper/root_crypt", Target: target, FSType: "ext4"}}, &plan.Params{Umount: &fs.Umount{Target: target}}),
+		step,
+	}}
+}
+
 // A resume after a reboot once wrote key files onto the plaintext root:
 // the target was no longer mounted, so its key directory was a plain
 // directory of the running system. A key file is now written only into a
@@ -326,12 +335,8 @@ func TestKeyFileRefusedOffTheEncryptedRoot(t *testing.T) {
 	dir := t.TempDir()
 	target := filepath.Join(dir, "target")
 	kf := filepath.Join(target, "etc", "cryptsetup-keys.d", "var_crypt.key")
-	p := &plan.Plan{APIVersion: plan.APIVersion, Kind: plan.Kind, Layout: "t", Root: target, Steps: []plan.Step{
-		plan.NewStep(plan.Step{ID: "mount:" + target, Action: plan.ActMount, Target: target},
-			&plan.Params{Mount: &fs.Mount{Device: "/dev/mapper/root_crypt", Target: target, FSType: "ext4"}}, &plan.Params{Umount: &fs.Umount{Target: target}}),
-		plan.NewStep(plan.Step{ID: "keyfile:" + kf, Action: plan.ActKeyFile, Target: kf},
-			&plan.Params{KeyFile: &plan.KeyFile{Path: kf, Bytes: 4096}}, &plan.Params{Remove: &plan.Remove{Path: kf}}),
-	}}
+	p := mountedRootPlan(target, plan.NewStep(plan.Step{ID: "keyfile:" + kf, Action: plan.ActKeyFile, Target: kf},
+		&plan.Params{KeyFile: &plan.KeyFile{Path: kf, Bytes: 4096}}, &plan.Params{Remove: &plan.Remove{Path: kf}}))
 	// The real check, on this test machine's temporary directory.
 	e := newEnv(p, Options{Run: &execx.Recorder{}})
 	err := e.run(context.Background(), p.Steps[1].Params, "")
@@ -361,12 +366,8 @@ func TestHeaderBackupRefusedOffTheEncryptedRoot(t *testing.T) {
 	dir := t.TempDir()
 	target := filepath.Join(dir, "target")
 	hb := filepath.Join(target, "root", "luks-header-backups", "var_crypt.luksheader")
-	p := &plan.Plan{APIVersion: plan.APIVersion, Kind: plan.Kind, Layout: "t", Root: target, Steps: []plan.Step{
-		plan.NewStep(plan.Step{ID: "mount:" + target, Action: plan.ActMount, Target: target},
-			&plan.Params{Mount: &fs.Mount{Device: "/dev/mapper/root_crypt", Target: target, FSType: "ext4"}}, &plan.Params{Umount: &fs.Umount{Target: target}}),
-		plan.NewStep(plan.Step{ID: "luksHeaderBackup:" + hb, Action: plan.ActHeaderBackup, Target: hb},
-			&plan.Params{HeaderBackup: &luks.HeaderBackup{Device: "/dev/vg0/var", File: hb}}, &plan.Params{Remove: &plan.Remove{Path: hb}}),
-	}}
+	p := mountedRootPlan(target, plan.NewStep(plan.Step{ID: "luksHeaderBackup:" + hb, Action: plan.ActHeaderBackup, Target: hb},
+		&plan.Params{HeaderBackup: &luks.HeaderBackup{Device: "/dev/vg0/var", File: hb}}, &plan.Params{Remove: &plan.Remove{Path: hb}}))
 	rec := &execx.Recorder{}
 	e := newEnv(p, Options{Run: rec})
 	err := e.run(context.Background(), p.Steps[1].Params, "")
