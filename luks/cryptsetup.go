@@ -3,6 +3,7 @@ package luks
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"strconv"
 	"strings"
 
@@ -314,11 +315,35 @@ func Unseal(path string, key []byte) (int, error) {
 	}
 	defer dev.Close()
 	for _, slot := range dev.Slots() {
-		if _, err := dev.UnsealVolume(slot, key); err == nil {
+		if v, err := dev.UnsealVolume(slot, key); err == nil {
+			wipeVolumeKey(v)
 			return slot, nil
 		}
 	}
 	return -1, fmt.Errorf("cannot unlock %s: the key opens no keyslot", path)
+}
+
+// wipeVolumeKey zeroes the volume key luks.go hands back inside a Volume
+// (an unexported field, and luks.go has no method to clear it): Unseal
+// only needs to know that a keyslot opens, and the key must not stay on
+// the heap until the collector reuses it. It reports false when the field
+// is not there (a luks.go update renamed it: TestWipeVolumeKey fails).
+// What it cannot reach: luks.go's own intermediate buffers (the derived
+// keyslot key, the anti-forensic split material) stay unwiped on the Go
+// heap until reused; docs/DEVELOPING.md lists the limit.
+func wipeVolumeKey(v *luksgo.Volume) bool {
+	if v == nil {
+		return false
+	}
+	f := reflect.ValueOf(v).Elem().FieldByName("key")
+	if !f.IsValid() || f.Kind() != reflect.Slice || f.Type().Elem().Kind() != reflect.Uint8 {
+		return false
+	}
+	b := f.Bytes() // shares the field's backing array
+	for i := range b {
+		b[i] = 0
+	}
+	return true
 }
 
 // CheckVolume compares a header read back from a device with the volume

@@ -1,8 +1,13 @@
 package luks
 
 import (
+	"bytes"
+	"reflect"
 	"strings"
 	"testing"
+	"unsafe"
+
+	luksgo "github.com/anatol/luks.go"
 )
 
 var testParams = Params{Cipher: "aes-xts-plain64", KeySize: 512, Hash: "sha256",
@@ -101,5 +106,27 @@ func TestKeyFileKDF(t *testing.T) {
 		if got := KeyFileKDF(tt.pass); got != tt.want {
 			t.Errorf("KeyFileKDF(%+v) = %+v, want %+v", tt.pass, got, tt.want)
 		}
+	}
+}
+
+// Unseal zeroes the volume key luks.go returns; the field it reaches by
+// reflection must exist in the pinned luks.go, or the wipe silently does
+// nothing: this test fails first.
+func TestWipeVolumeKey(t *testing.T) {
+	v := &luksgo.Volume{}
+	f := reflect.ValueOf(v).Elem().FieldByName("key")
+	if !f.IsValid() {
+		t.Fatal("luks.go's Volume has no key field any more: wipeVolumeKey wipes nothing")
+	}
+	key := []byte("0123456789abcdef0123456789abcdef")
+	reflect.NewAt(f.Type(), unsafe.Pointer(f.UnsafeAddr())).Elem().Set(reflect.ValueOf(key))
+	if !wipeVolumeKey(v) {
+		t.Fatal("wipeVolumeKey reported the field missing")
+	}
+	if !bytes.Equal(key, make([]byte, len(key))) {
+		t.Fatalf("volume key after the wipe: %q, want zeros", key)
+	}
+	if wipeVolumeKey(nil) {
+		t.Error("a nil volume reported wiped")
 	}
 }

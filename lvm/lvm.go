@@ -226,6 +226,15 @@ type LVRemove struct {
 
 func (o LVRemove) Args() []string { return []string{"lvremove", "--yes", o.VG + "/" + o.Name} }
 
+// VGActivate activates every logical volume of a volume group, as boot
+// does; after a reboot that left VG inactive its LVs exist but have no
+// device nodes.
+type VGActivate struct {
+	VG string `json:"vg"`
+}
+
+func (o VGActivate) Args() []string { return []string{"vgchange", "--activate", "y", o.VG} }
+
 // LVActivate activates a logical volume.
 type LVActivate struct {
 	VG   string `json:"vg"`

@@ -60,6 +60,7 @@ func TestOpsRenderAndRun(t *testing.T) {
 		{LVExtend{VG: "vg0", Name: "root", Extents: 3000}, "lvm lvextend --extents 3000 vg0/root"},
 		{LVRemove{VG: "vg0", Name: "root"}, "lvm lvremove --yes vg0/root"},
 		{LVActivate{VG: "vg0", Name: "root"}, "lvm lvchange --activate y vg0/root"},
+		{VGActivate{VG: "vg0"}, "lvm vgchange --activate y vg0"},
 	} {
 		if got := strings.Join(Argv(tt.op), " "); got != tt.want {
 			t.Errorf("%T:\ngot  %s\nwant %s", tt.op, got, tt.want)

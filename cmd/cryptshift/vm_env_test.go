@@ -282,8 +282,25 @@ func reboot(t *testing.T, e *vmEnv) {
 			}
 		}
 	}
+	// Boot activates volume groups only when something asks for them
+	// (an initramfs that unlocks only the root, a rescue system): the
+	// layout's VG is left inactive, so its LVs have no device nodes.
+	if out, err := exec.Command("vgchange", "--activate", "n", vmVG).CombinedOutput(); err != nil {
+		t.Fatalf("vgchange -an %s: %v %s", vmVG, err, out)
+	}
 	if b, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(b), " "+e.root) {
 		t.Fatalf("%s is still mounted", e.root)
+	}
+}
+
+// vmVG is the volume group of the layout the VM tests apply (mail-host).
+const vmVG = "vg0"
+
+// activateVG activates the layout's VG again, as a boot that asks for it does.
+func activateVG(t *testing.T) {
+	t.Helper()
+	if out, err := exec.Command("vgchange", "--activate", "y", vmVG).CombinedOutput(); err != nil {
+		t.Fatalf("vgchange -ay %s: %v %s", vmVG, err, out)
 	}
 }
 

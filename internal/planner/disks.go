@@ -156,20 +156,18 @@ func contentText(inv *inventory.Inventory, devPath string, c *inventory.Content)
 	return b.String()
 }
 
-// content is what the planner may assume a device holds. A volume (an LV,
-// or a mapping on one) that existed before this plan counts as empty only
-// when its inventory says probe.Blank found it blank: an inventory written
-// by hand or by an older cryptshift that merely shows no signature does not
-// prove that nothing is there, and formatting it needs --allow-destroy.
+// content is what the planner may assume a device holds. A device that
+// existed before this plan (a disk, a partition, a loop device, an LV or a
+// mapping) counts as empty only when its inventory says probe.Blank found
+// it blank: an inventory written by hand or by an older cryptshift that
+// merely shows no signature does not prove that nothing is there, and
+// wiping or formatting it needs --allow-destroy.
 func (p *planner) content(d *inventory.Device) *inventory.Content {
 	if d == nil {
 		return nil
 	}
 	if d.Content == nil && d.Blank == "" && d.Table == nil {
-		switch d.Kind {
-		case inventory.KindLVM, inventory.KindCrypt, inventory.KindDM:
-			return &inventory.Content{Type: "unknown", Note: "the inventory does not show that it was probed and found blank; re-run cryptshift inventory"}
-		}
+		return &inventory.Content{Type: "unknown", Note: "the inventory does not show that it was probed and found blank; re-run cryptshift inventory"}
 	}
 	return d.Content
 }
@@ -320,7 +318,7 @@ func (p *planner) planGPT(lp string, d layout.Disk, dev *inventory.Device) {
 	}
 	fresh := !match
 	if fresh {
-		if dev.Table != nil || dev.Content != nil {
+		if dev.Table != nil || p.content(dev) != nil {
 			if !p.wipe(lp+".device", dev) {
 				return
 			}
@@ -328,7 +326,7 @@ func (p *planner) planGPT(lp string, d layout.Disk, dev *inventory.Device) {
 		// The new partitions may start where old ones did: with
 		// WipePartitions their first and last MiB are cleared so no stale
 		// signature shows through.
-		pt := &plan.Partition{Device: dev.Path, TableUUID: p.ids.uuid("gpt", d.Name), WipePartitions: dev.Table != nil || dev.Content != nil}
+		pt := &plan.Partition{Device: dev.Path, TableUUID: p.ids.uuid("gpt", d.Name), WipePartitions: dev.Table != nil || p.content(dev) != nil}
 		for j, part := range d.Partitions {
 			pt.Partitions = append(pt.Partitions, gpt.Partition{Number: j + 1, Start: wants[j].start, Size: wants[j].size,
 				Type: partTypeGUID[part.Type], Name: part.Name, UUID: p.ids.uuid("part", d.Name+"/"+part.Name)})
@@ -433,7 +431,7 @@ func (p *planner) addPV(lp, device string, size int64, vg string, fresh bool) {
 		}
 	}
 	dev := p.inv.Device(device)
-	if dev != nil && (dev.Content != nil || dev.Table != nil) {
+	if dev != nil && (p.content(dev) != nil || dev.Table != nil) {
 		if !p.wipe(lp, dev) {
 			return
 		}

@@ -259,7 +259,7 @@ func (p *planner) diskIDs() map[string]plan.DiskID {
 		if dev == nil {
 			continue
 		}
-		id := plan.DiskID{Size: dev.Size, Serial: dev.Serial}
+		id := plan.DiskID{Size: dev.Size, Serial: dev.Serial, WWID: dev.WWID}
 		for _, a := range dev.Aliases {
 			if strings.HasPrefix(a, "/dev/disk/by-id/") {
 				id.ByID = append(id.ByID, a)

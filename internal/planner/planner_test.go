@@ -302,3 +302,63 @@ func BenchmarkPlan200Volumes(b *testing.B) {
 		}
 	}
 }
+
+// A plan names each disk by what the inventory knew of it (size, serial,
+// WWID, by-id links), so apply can refuse another disk under the name.
+func TestDiskIDsCarrySerialAndWWID(t *testing.T) {
+	f, inv := loadExample(t, "mail-host")
+	for i := range inv.Devices {
+		if inv.Devices[i].Path == "/dev/sdb" {
+			inv.Devices[i].Serial = "WD-111"
+			inv.Devices[i].WWID = "naa.5000c500a1b2c3d4"
+		}
+	}
+	p, rep, err := Plan(f, inv, Options{})
+	if err != nil {
+		t.Fatalf("plan: %v\n%v", err, rep.Problems)
+	}
+	found := false
+	for name, dev := range p.Devices {
+		if dev != "/dev/sdb" {
+			continue
+		}
+		found = true
+		if id := p.DiskIDs[name]; id.Serial != "WD-111" || id.WWID != "naa.5000c500a1b2c3d4" {
+			t.Errorf("disk %s: got %+v, want serial WD-111 and WWID naa.5000c500a1b2c3d4", name, id)
+		}
+	}
+	if !found {
+		t.Fatalf("no planned disk is /dev/sdb: %v", p.Devices)
+	}
+}
+
+// A disk in a hand-written inventory (or one from an older cryptshift)
+// that shows no signature and no "blank" was taken for blank and
+// partitioned without --allow-destroy; like an LV, it now has to be
+// shown probed and blank, else the plan is refused.
+func TestUnprobedDiskIsNotBlank(t *testing.T) {
+	f, inv := loadExample(t, "mail-host")
+	inv.Device("/dev/sdb").Blank = ""
+	_, _, err := Plan(f, inv, Options{})
+	var refused *RefusedError
+	if !errors.As(err, &refused) {
+		t.Fatalf("got %v, want a refusal", err)
+	}
+	for _, want := range []string{"/dev/sdb", "the inventory does not show that it was probed and found blank; re-run cryptshift inventory", "--allow-destroy"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("refusal %q does not mention %q", err, want)
+		}
+	}
+	p, _, err := Plan(f, inv, Options{AllowDestroy: true})
+	if err != nil {
+		t.Fatalf("with AllowDestroy: %v", err)
+	}
+	if w := p.Step("wipe:/dev/sdb"); w == nil || !w.Destructive {
+		t.Fatalf("got wipe step %+v, want a destructive wipe of /dev/sdb", w)
+	}
+	// The same disk probed blank plans without the flag.
+	inv.Device("/dev/sdb").Blank = "first and last MiB"
+	if _, _, err := Plan(f, inv, Options{}); err != nil {
+		t.Fatalf("probed blank: %v", err)
+	}
+}

@@ -281,7 +281,7 @@ func (p *planner) planVolume(st *volState) {
 	// Each keyslot gets the KDF its key needs: a passphrase (and the
 	// recovery key, which people write down) the layout's slow argon2id;
 	// a key file of random bytes the least argon2id (luks.KeyFileKDF).
-	params := luksParams(e)
+	params := e.LUKSParams()
 	passKDF := params.KDF
 	if e.Key == layout.KeyFile {
 		params.KDF = luks.KeyFileKDF(passKDF)
@@ -512,13 +512,6 @@ func contains(s []string, x string) bool {
 		}
 	}
 	return false
-}
-
-func luksParams(e layout.Encryption) luks.Params {
-	return luks.Params{
-		Cipher: e.Cipher, KeySize: e.KeySize, Hash: e.Hash, SectorSize: e.SectorSize, Label: e.Label,
-		KDF: luks.KDF{PBKDF: e.PBKDF, IterTimeMs: e.IterTimeMs, MemoryKiB: e.MemoryKiB, Parallel: e.Parallel, Iterations: e.Iterations},
-	}
 }
 
 func keyDesc(e layout.Encryption, keyFile string) string {

@@ -47,6 +47,20 @@ var Tools = map[string]string{
 	"clevis":     "clevis",
 }
 
+// SetTool points the tool name at prog (tests: a stub) and returns the
+// function that puts the previous entry back (or removes a new one).
+func SetTool(name, prog string) (restore func()) {
+	prev, had := Tools[name]
+	Tools[name] = prog
+	return func() {
+		if had {
+			Tools[name] = prev
+		} else {
+			delete(Tools, name)
+		}
+	}
+}
+
 // Cmd is one invocation of a tool.
 type Cmd struct {
 	Tool string   // key into Tools, e.g. "cryptsetup"

@@ -58,11 +58,26 @@ func TestScrub(t *testing.T) {
 	}
 }
 
+// SetTool's restore puts back a repointed entry and removes a new one.
+func TestSetToolRestores(t *testing.T) {
+	restore := SetTool("lvm", "/opt/lvm")
+	if Tools["lvm"] != "/opt/lvm" {
+		t.Fatalf("got %q", Tools["lvm"])
+	}
+	restore()
+	if Tools["lvm"] != "lvm" {
+		t.Errorf("after restore: got %q, want lvm", Tools["lvm"])
+	}
+	SetTool("new-test-tool", "/bin/true")()
+	if _, ok := Tools["new-test-tool"]; ok {
+		t.Error("a new entry outlived its restore")
+	}
+}
+
 // What a failed tool printed reaches the error (and the log) scrubbed of
 // the secrets it was given on stdin, on extra descriptors and in Redact.
 func TestRunScrubsErrors(t *testing.T) {
-	Tools["sh-test"] = "/bin/sh"
-	defer delete(Tools, "sh-test")
+	defer SetTool("sh-test", "/bin/sh")()
 	secret := []byte("s3cret-passphrase")
 	extra := []byte("fd3-recovery-key")
 	_, err := Exec{}.Run(context.Background(), Cmd{Tool: "sh-test", Args: []string{"-c", `read x; echo "bad key $x" >&2; cat <&3 >&2; echo "$x" | tr a-z A-Z >&2; exit 3`},

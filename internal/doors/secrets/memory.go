@@ -20,10 +20,20 @@ var (
 	hardenErr  error
 	lockOnce   sync.Once
 
-	// Seams for tests: a system that refuses mlock, and where warnings go.
+	// Seams for tests (set with setMemoryLock): a system that refuses
+	// mlock, and where warnings go.
 	mlock = unix.Mlock
 	warn  = func(msg string) { slog.Warn(msg) }
 )
+
+// setMemoryLock replaces the mlock call and the warning sink, arms the
+// once-only lock warning again, and returns the function that puts all
+// three back.
+func setMemoryLock(lock func([]byte) error, w func(string)) (restore func()) {
+	prevLock, prevWarn := mlock, warn
+	mlock, warn, lockOnce = lock, w, sync.Once{}
+	return func() { mlock, warn, lockOnce = prevLock, prevWarn, sync.Once{} }
+}
 
 // Harden sets RLIMIT_CORE to 0 (soft and hard, so no child tool can raise
 // it: cryptsetup and qemu-img hold the same keys) and makes the process

@@ -78,14 +78,14 @@ func TestSecretsAreLockedAndUndumpable(t *testing.T) {
 // the smaller copies are unmapped (their pages wiped first).
 func TestReadAllGrows(t *testing.T) {
 	want := strings.Repeat("0123456789abcdef", 1000) // 16000 bytes
-	b, err := readAll(strings.NewReader(want+"\n"), "test")
+	b, err := readAll(strings.NewReader(want+"\n"), "test", true)
 	if err != nil || string(b) != want {
 		t.Fatalf("got %d bytes, %v", len(b), err)
 	}
 	if fl := vmFlags(t, addrOf(b)); !strings.Contains(fl, " lo") {
 		t.Errorf("got %q", fl)
 	}
-	if _, err := readAll(strings.NewReader(strings.Repeat("x", MaxLen+1)), "big"); err == nil || !strings.Contains(err.Error(), "longer than") {
+	if _, err := readAll(strings.NewReader(strings.Repeat("x", MaxLen+1)), "big", true); err == nil || !strings.Contains(err.Error(), "longer than") {
 		t.Errorf("got %v", err)
 	}
 }
@@ -95,11 +95,8 @@ func TestReadAllGrows(t *testing.T) {
 func TestLockRefusedWarnsOnce(t *testing.T) {
 	var mu sync.Mutex
 	var warnings []string
-	oldLock, oldWarn := mlock, warn
-	mlock = func([]byte) error { return unix.EPERM }
-	warn = func(m string) { mu.Lock(); warnings = append(warnings, m); mu.Unlock() }
-	lockOnce = sync.Once{}
-	t.Cleanup(func() { mlock, warn, lockOnce = oldLock, oldWarn, sync.Once{} })
+	t.Cleanup(setMemoryLock(func([]byte) error { return unix.EPERM },
+		func(m string) { mu.Lock(); warnings = append(warnings, m); mu.Unlock() }))
 	for i := 0; i < 3; i++ {
 		k, err := NewRecoveryKey()
 		if err != nil || len(k) != 47 {

@@ -33,19 +33,30 @@ func trimNewlines(b []byte) []byte { return bytes.TrimRight(b, "\r\n") }
 // file must not be readable or writable by group or others; its mode is
 // checked on the opened file, so it cannot be swapped in between.
 func FromFile(path string) ([]byte, error) {
+	return fromFile(path, "passphrase file", "600", true)
+}
+
+// KeyFromFile reads a binary key file (random bytes: nothing trimmed)
+// into locked memory, with FromFile's checks: group and others must have
+// no access (checked on the opened file), at most MaxLen bytes, not empty.
+func KeyFromFile(path string) ([]byte, error) {
+	return fromFile(path, "key file", "400", false)
+}
+
+func fromFile(path, what, mode string, trim bool) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("cannot read passphrase file: %w", err)
+		return nil, fmt.Errorf("cannot read %s: %w", what, err)
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("cannot read passphrase file: %w", err)
+		return nil, fmt.Errorf("cannot read %s: %w", what, err)
 	}
 	if st.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("cannot use passphrase file %s: its mode %04o lets other users read it; chmod 600 it", path, st.Mode().Perm())
+		return nil, fmt.Errorf("cannot use %s %s: its mode %04o lets other users read it; chmod %s it", what, path, st.Mode().Perm(), mode)
 	}
-	return readAll(f, "passphrase file "+path)
+	return readAll(f, what+" "+path, trim)
 }
 
 // FromFD reads a passphrase from an inherited descriptor until EOF.
@@ -55,12 +66,13 @@ func FromFD(fd int) ([]byte, error) {
 		return nil, fmt.Errorf("cannot read passphrase from fd %d: not open", fd)
 	}
 	defer f.Close()
-	return readAll(f, fmt.Sprintf("fd %d", fd))
+	return readAll(f, fmt.Sprintf("fd %d", fd), true)
 }
 
 // readAll reads r into locked memory (alloc), growing the buffer by
-// doubling and wiping every smaller copy, up to MaxLen bytes.
-func readAll(r io.Reader, what string) ([]byte, error) {
+// doubling and wiping every smaller copy, up to MaxLen bytes; trim drops
+// trailing newlines (passphrases, not binary keys).
+func readAll(r io.Reader, what string, trim bool) ([]byte, error) {
 	b, err := alloc(4096)
 	if err != nil {
 		return nil, err
@@ -95,9 +107,11 @@ func readAll(r io.Reader, what string) ([]byte, error) {
 		release(b)
 		return nil, fmt.Errorf("cannot use %s: longer than %d bytes", what, MaxLen)
 	}
-	full := len(b)
-	b = trimNewlines(b)
-	Wipe(b[len(b):full])
+	if trim {
+		full := len(b)
+		b = trimNewlines(b)
+		Wipe(b[len(b):full])
+	}
 	if len(b) == 0 {
 		release(b)
 		return nil, fmt.Errorf("cannot use %s: it is empty", what)

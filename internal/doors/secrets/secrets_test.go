@@ -159,3 +159,28 @@ func TestKeyFile(t *testing.T) {
 		t.Fatalf("temporary files left: %v", tmp)
 	}
 }
+
+// A key file is random bytes: read whole (a trailing newline is part of
+// the key), into locked memory, and refused when others may read it.
+func TestKeyFromFile(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "k.key")
+	want := []byte("\x00\x01binary\r\n")
+	if err := os.WriteFile(p, want, 0o400); err != nil {
+		t.Fatal(err)
+	}
+	got, err := KeyFromFile(p)
+	if err != nil || string(got) != string(want) {
+		t.Fatalf("got %q, %v; want %q", got, err, want)
+	}
+	Wipe(got)
+	os.Chmod(p, 0o644)
+	if _, err := KeyFromFile(p); err == nil || !strings.Contains(err.Error(), "cannot use key file "+p+": its mode 0644 lets other users read it") {
+		t.Fatalf("mode 0644: got %v", err)
+	}
+	empty := filepath.Join(dir, "empty")
+	os.WriteFile(empty, nil, 0o400)
+	if _, err := KeyFromFile(empty); err == nil || !strings.Contains(err.Error(), "is empty") {
+		t.Fatalf("empty key file: got %v", err)
+	}
+}

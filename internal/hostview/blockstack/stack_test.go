@@ -239,3 +239,40 @@ func TestLiveRoot(t *testing.T) {
 		t.Errorf("/ has no mount: %+v", l)
 	}
 }
+
+// A disk's WWID and serial are read where the kernel puts them: under
+// device/ for SCSI/SATA, on the disk itself for NVMe and virtio; a disk
+// that has neither reads as unknown ("").
+func TestScanDiskIdentifiers(t *testing.T) {
+	dir := t.TempDir()
+	b := blockstacktest.New(dir)
+	b.Disk("sda", "8:0", 10*G).Part("sda", 1, "8:1", G, G)
+	b.Disk("nvme0n1", "259:0", 10*G)
+	b.Disk("vda", "254:0", 10*G)
+	sda := "/sys/devices/pci0000:00/0000:00:01.0/block/sda"
+	b.File(sda+"/device/wwid", "naa.5000c500a1b2c3d4\n", 0o444)
+	b.File(sda+"/device/serial", "WD-WCC4N1234567\n", 0o444)
+	b.File("/sys/devices/pci0000:00/0000:00:01.0/block/nvme0n1/wwid", "eui.0025388b91b2c3d4\n", 0o444)
+	b.File("/sys/devices/pci0000:00/0000:00:01.0/block/nvme0n1/serial", "S4EWNX0N123456\n", 0o444)
+	if err := b.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := blockstack.Scan(rootfs.Dir(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ dev, wwid, serial string }{
+		{"sda", "naa.5000c500a1b2c3d4", "WD-WCC4N1234567"},
+		{"sda1", "", ""}, // partitions are known by their disk
+		{"nvme0n1", "eui.0025388b91b2c3d4", "S4EWNX0N123456"},
+		{"vda", "", ""},
+	} {
+		d := s.Device(tt.dev)
+		if d == nil {
+			t.Fatalf("%s not scanned", tt.dev)
+		}
+		if d.WWID != tt.wwid || d.Serial != tt.serial {
+			t.Errorf("%s: got WWID %q serial %q, want %q %q", tt.dev, d.WWID, d.Serial, tt.wwid, tt.serial)
+		}
+	}
+}

@@ -54,6 +54,8 @@ type Device struct {
 	Holders            []string `json:"holders,omitempty"`         // devices built on this one
 	DMName             string   `json:"dmName,omitempty"`
 	DMUUID             string   `json:"dmUUID,omitempty"`
+	WWID               string   `json:"wwid,omitempty"`   // disks: the device's world-wide ID, see DiskIDs
+	Serial             string   `json:"serial,omitempty"` // disks: the serial number the device reports
 	LoopBackingFile    string   `json:"loopBackingFile,omitempty"`
 	LoopOffset         uint64   `json:"loopOffset,omitempty"`
 	LoopDeleted        bool     `json:"loopDeleted,omitempty"` // the backing file was unlinked
@@ -320,6 +322,9 @@ func (s *System) readDevice(name string) (*Device, error) {
 	default:
 		d.Kind = KindDisk
 	}
+	if d.Kind == KindDisk {
+		d.WWID, d.Serial = DiskIDs(read)
+	}
 	if d.Kind == KindLoop {
 		// The kernel appends " (deleted)" when the backing file was unlinked (d_path).
 		bf := read("loop/backing_file")
@@ -348,6 +353,24 @@ func (s *System) readDevice(name string) (*Device, error) {
 	d.Slaves = s.listDir(path.Join(dir, "slaves"))
 	d.Holders = s.listDir(path.Join(dir, "holders"))
 	return d, nil
+}
+
+// DiskIDs reads a disk's WWID and serial number through read, which
+// returns the trimmed content of an attribute relative to the disk's
+// /sys/class/block directory ("" when absent). SCSI and SATA disks put
+// them under device/ (scsi_sysfs.c wwid, vpd pages); NVMe namespaces and
+// virtio disks carry them on the disk itself (nvme "wwid", virtio_blk
+// "serial"). "" means unknown, never "no such disk".
+func DiskIDs(read func(rel string) string) (wwid, serial string) {
+	wwid = read("device/wwid")
+	if wwid == "" {
+		wwid = read("wwid")
+	}
+	serial = read("device/serial")
+	if serial == "" {
+		serial = read("serial")
+	}
+	return wwid, serial
 }
 
 func (s *System) listDir(p string) []string {

@@ -72,7 +72,7 @@ func Gather(ctx context.Context, opt Options) (*Inventory, error) {
 			Path: paths[d.Name], Kind: kind, Size: int64(d.Size),
 			LogicalSectorSize: d.LogicalSectorSize, PhysicalSectorSize: d.PhysicalSectorSize,
 			Rotational: d.Rotational, ReadOnly: d.ReadOnly, DMName: d.DMName, DMUUID: d.DMUUID,
-			PartitionNumber: d.Partition,
+			PartitionNumber: d.Partition, Serial: d.Serial, WWID: d.WWID,
 		}
 		if d.Parent != "" {
 			dev.Parent = paths[d.Parent]

@@ -52,6 +52,7 @@ type Device struct {
 	LogicalSectorSize  int      `json:"logicalSectorSize,omitempty"`
 	PhysicalSectorSize int      `json:"physicalSectorSize,omitempty"`
 	Serial             string   `json:"serial,omitempty"`
+	WWID               string   `json:"wwid,omitempty"` // world-wide ID (sysfs wwid); "" unknown
 	Model              string   `json:"model,omitempty"`
 	Rotational         bool     `json:"rotational,omitempty"`
 	ReadOnly           bool     `json:"readOnly,omitempty"`

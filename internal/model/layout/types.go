@@ -5,6 +5,8 @@
 // place in the user's file.
 package layout
 
+import "github.com/cryptshift/cryptshift/luks"
+
 // APIVersion is the only layout schema version this build understands.
 const APIVersion = "cryptshift/v1"
 
@@ -133,6 +135,20 @@ type LUKS struct {
 	Iterations int `yaml:"iterations" json:"iterations,omitempty"`
 	SectorSize int `yaml:"sectorSize" json:"sectorSize,omitempty"`
 }
+
+// Params is l as the luks door formats with it (label: the LUKS2 label).
+// It is the one translation: the planner and migrate both use it, so a
+// field added here (Iterations was once lost on migrate's copy) reaches
+// every luksFormat.
+func (l LUKS) Params(label string) luks.Params {
+	return luks.Params{
+		Cipher: l.Cipher, KeySize: l.KeySize, Hash: l.Hash, SectorSize: l.SectorSize, Label: label,
+		KDF: luks.KDF{PBKDF: l.PBKDF, IterTimeMs: l.IterTimeMs, MemoryKiB: l.MemoryKiB, Parallel: l.Parallel, Iterations: l.Iterations},
+	}
+}
+
+// LUKSParams is the volume's LUKS2 parameters, with its label.
+func (e Encryption) LUKSParams() luks.Params { return e.LUKS.Params(e.Label) }
 
 // Keys is the key-management policy.
 type Keys struct {

@@ -45,6 +45,7 @@ type Plan struct {
 type DiskID struct {
 	Size   int64    `json:"size"`
 	Serial string   `json:"serial,omitempty"`
+	WWID   string   `json:"wwid,omitempty"`
 	ByID   []string `json:"byID,omitempty"`
 }
 

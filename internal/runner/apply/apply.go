@@ -197,7 +197,7 @@ func setIdentify(f func(string) (guard.Identity, error)) (restore func()) {
 
 // identifyDisks reads the identity of every disk the plan names and
 // refuses a device that is not the disk the plan was made for: its size,
-// or its udev by-id links, differ from the inventory's.
+// WWID, serial or udev by-id links differ from the inventory's.
 func identifyDisks(p *plan.Plan) (map[string]guard.Identity, error) {
 	out := map[string]guard.Identity{}
 	for _, name := range sortedKeys(p.Devices) {
@@ -207,7 +207,10 @@ func identifyDisks(p *plan.Plan) (map[string]guard.Identity, error) {
 			return nil, fmt.Errorf("cannot apply: disk %s: %w", name, err)
 		}
 		if want, ok := p.DiskIDs[name]; ok {
-			was := guard.Identity{Path: path, Size: want.Size, ByID: want.ByID}
+			// What the inventory did not know (an old inventory without
+			// serial or WWID) is unknown, not a mismatch: Same compares
+			// only identifiers both sides have.
+			was := guard.Identity{Path: path, Size: want.Size, Serial: want.Serial, WWID: want.WWID, ByID: want.ByID}
 			if err := was.Same(id); err != nil {
 				return nil, exitcode.With(exitcode.Drift, fmt.Errorf("cannot apply: disk %s: %w since the plan was made; nothing was changed; check which disk this is, and plan again", name, err))
 			}

@@ -318,6 +318,15 @@ func TestKeysGoOnPipes(t *testing.T) {
 	}
 }
 
+// mountedRootPlan mounts root_crypt on target, then does step.
+func mountedRootPlan(target string, step plan.Step) *plan.Plan {
+	return &plan.Plan{APIVersion: plan.APIVersion, Kind: plan.Kind, Layout: "t", Root: target, Steps: []plan.Step{
+		plan.NewStep(plan.Step{ID: "mount:" + target, Action: plan.ActMount, Target: target},
+			&plan.Params{Mount: &fs.Mount{Device: "/dev/mapper/root_crypt", Target: target, FSType: "ext4"}}, &plan.Params{Umount: &fs.Umount{Target: target}}),
+		step,
+	}}
+}
+
 // A resume after a reboot once wrote key files onto the plaintext root:
 // the target was no longer mounted, so its key directory was a plain
 // directory of the running system. A key file is now written only into a
@@ -326,12 +335,8 @@ func TestKeyFileRefusedOffTheEncryptedRoot(t *testing.T) {
 	dir := t.TempDir()
 	target := filepath.Join(dir, "target")
 	kf := filepath.Join(target, "etc", "cryptsetup-keys.d", "var_crypt.key")
-	p := &plan.Plan{APIVersion: plan.APIVersion, Kind: plan.Kind, Layout: "t", Root: target, Steps: []plan.Step{
-		plan.NewStep(plan.Step{ID: "mount:" + target, Action: plan.ActMount, Target: target},
-			&plan.Params{Mount: &fs.Mount{Device: "/dev/mapper/root_crypt", Target: target, FSType: "ext4"}}, &plan.Params{Umount: &fs.Umount{Target: target}}),
-		plan.NewStep(plan.Step{ID: "keyfile:" + kf, Action: plan.ActKeyFile, Target: kf},
-			&plan.Params{KeyFile: &plan.KeyFile{Path: kf, Bytes: 4096}}, &plan.Params{Remove: &plan.Remove{Path: kf}}),
-	}}
+	p := mountedRootPlan(target, plan.NewStep(plan.Step{ID: "keyfile:" + kf, Action: plan.ActKeyFile, Target: kf},
+		&plan.Params{KeyFile: &plan.KeyFile{Path: kf, Bytes: 4096}}, &plan.Params{Remove: &plan.Remove{Path: kf}}))
 	// The real check, on this test machine's temporary directory.
 	e := newEnv(p, Options{Run: &execx.Recorder{}})
 	err := e.run(context.Background(), p.Steps[1].Params, "")
@@ -350,6 +355,39 @@ func TestKeyFileRefusedOffTheEncryptedRoot(t *testing.T) {
 	}
 	if got := strings.Join(asked, " "); got != filepath.Dir(kf)+" /dev/mapper/root_crypt" {
 		t.Errorf("checked %q", got)
+	}
+}
+
+// A header backup opens its volume with any key it ever held: written
+// after a reboot with the target unmounted, it landed on the plaintext
+// root unchecked. It is now refused like a key file, before cryptsetup
+// runs.
+func TestHeaderBackupRefusedOffTheEncryptedRoot(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "target")
+	hb := filepath.Join(target, "root", "luks-header-backups", "var_crypt.luksheader")
+	p := mountedRootPlan(target, plan.NewStep(plan.Step{ID: "luksHeaderBackup:" + hb, Action: plan.ActHeaderBackup, Target: hb},
+		&plan.Params{HeaderBackup: &luks.HeaderBackup{Device: "/dev/vg0/var", File: hb}}, &plan.Params{Remove: &plan.Remove{Path: hb}}))
+	rec := &execx.Recorder{}
+	e := newEnv(p, Options{Run: rec})
+	err := e.run(context.Background(), p.Steps[1].Params, "")
+	if err == nil || !strings.Contains(err.Error(), "cannot write header backup "+hb+": ") || !strings.Contains(err.Error(), "storage") ||
+		!strings.Contains(err.Error(), "the header backups belong on the encrypted root") {
+		t.Fatalf("got %v", err)
+	}
+	if len(rec.Cmds) != 0 {
+		t.Fatalf("cryptsetup ran anyway: %v", rec.Lines())
+	}
+	var asked []string
+	defer setKeyDirCheck(func(d string, m ...string) error { asked = append([]string{d}, m...); return nil })()
+	if err := e.run(context.Background(), p.Steps[1].Params, ""); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(asked, " "); got != filepath.Dir(hb)+" /dev/mapper/root_crypt" {
+		t.Errorf("checked %q", got)
+	}
+	if got := strings.Join(rec.Lines(), "\n"); !strings.Contains(got, "luksHeaderBackup") {
+		t.Errorf("ran %q, want the luksHeaderBackup", got)
 	}
 }
 
@@ -391,8 +429,69 @@ func TestResumeRefusesAnotherDiskUnderTheSameName(t *testing.T) {
 		t.Fatalf("fresh apply on another disk: %v", err)
 	}
 	disk.ByID = []string{"/dev/disk/by-id/ata-WD-111"}
+	// A disk without by-id links (no udev in a rescue system, a virtio
+	// disk without a serial link) is told apart by its serial or WWID
+	// alone: same size, another disk.
+	for _, c := range []struct {
+		what string
+		id   guard.Identity
+		want string
+	}{
+		{"serial", guard.Identity{Path: "/dev/sdb", Size: 100 << 30, Serial: "WD-222", WWID: "naa.5000c5001"}, "serial WD-222, was WD-111"},
+		{"WWID", guard.Identity{Path: "/dev/sdb", Size: 100 << 30, Serial: "WD-111", WWID: "naa.5000c5002"}, "WWID naa.5000c5002, was naa.5000c5001"},
+	} {
+		saved := disk
+		p.DiskIDs = map[string]plan.DiskID{"disk0": {Size: 100 << 30, Serial: "WD-111", WWID: "naa.5000c5001"}}
+		disk = c.id
+		if err := Run(context.Background(), p, Options{JournalPath: filepath.Join(dir, "j-"+c.what), Run: &execx.Recorder{}}); exitcode.Of(err) != exitcode.Drift ||
+			!strings.Contains(err.Error(), "cannot apply: disk disk0: /dev/sdb is not the disk it was: "+c.want) {
+			t.Fatalf("fresh apply on a disk with another %s: %v", c.what, err)
+		}
+		disk = saved
+	}
+	p.DiskIDs = map[string]plan.DiskID{"disk0": {Size: 100 << 30, ByID: []string{"/dev/disk/by-id/ata-WD-111"}}}
+	// The journal recorded the disk as identify read it when the apply
+	// started; a resume on a disk whose serial differs is refused even
+	// when the by-id links agree.
+	disk.Serial = "WD-222"
+	saved := disk
+	func() {
+		recorded := guard.Identity{Path: "/dev/sdb", Size: 100 << 30, Serial: "WD-111", ByID: []string{"/dev/disk/by-id/ata-WD-111"}}
+		disk = recorded
+		jp3 := filepath.Join(dir, "j3")
+		calls = 0
+		o3 := opt
+		o3.JournalPath = jp3
+		o3.Stop = func() bool { calls++; return calls == 2 }
+		if err := Run(context.Background(), p, o3); !errors.Is(err, engine.ErrInterrupted) {
+			t.Fatal(err)
+		}
+		disk = saved
+		o3.Stop = nil
+		if err := Resume(context.Background(), o3); err == nil || !strings.Contains(err.Error(), "cannot resume: disk disk0: /dev/sdb is not the disk it was: serial WD-222, was WD-111") {
+			t.Fatalf("resume on a disk with another serial: got %v", err)
+		}
+	}()
+	disk.Serial = ""
 	if err := Resume(context.Background(), opt); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// An inventory made before serials and WWIDs were recorded plans disks
+// without them: what it does not know is unknown, not a mismatch.
+func TestApplyWithoutRecordedSerialComparesWhatIsKnown(t *testing.T) {
+	allowKeyDirs(t)
+	dir := t.TempDir()
+	p := syntheticPlan(dir)
+	p.Devices = map[string]string{"disk0": "/dev/sdb"}
+	p.DiskIDs = map[string]plan.DiskID{"disk0": {Size: 100 << 30}}
+	defer setIdentify(func(string) (guard.Identity, error) {
+		return guard.Identity{Path: "/dev/sdb", Size: 100 << 30, Serial: "WD-111", WWID: "naa.5000c5001"}, nil
+	})()
+	opt := Options{JournalPath: filepath.Join(dir, "j"), Run: &execx.Recorder{}, Secrets: Secrets{Passphrase: []byte(testPass), RecoveryKey: []byte(testRecovery)}}
+	if err := Run(context.Background(), p, opt); err != nil {
+		t.Fatalf("apply with a plan that knows only the size: %v", err)
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/cryptshift/cryptshift/internal/exitcode"
 	"io"
 	"io/fs"
 	"os"
@@ -15,6 +14,7 @@ import (
 	"github.com/cryptshift/cryptshift/internal/doors/files"
 	"github.com/cryptshift/cryptshift/internal/doors/gpt"
 	"github.com/cryptshift/cryptshift/internal/doors/secrets"
+	"github.com/cryptshift/cryptshift/internal/exitcode"
 	"github.com/cryptshift/cryptshift/internal/model/plan"
 )
 
@@ -36,6 +36,16 @@ func Step(ctx context.Context, run execx.Runner, args []string, stdin io.Reader,
 	if err != nil {
 		// Bad arguments to an internal step: a usage error (exit 2).
 		return exitcode.With(exitcode.Usage, err)
+	}
+	if p.KeyFile != nil {
+		// The script form knows no plan, so it cannot name the mapping
+		// that belongs there; it still refuses a directory that is not
+		// on encrypted storage at all: a script re-run after a reboot,
+		// with the target no longer mounted, would otherwise write the
+		// key onto the plaintext root.
+		if err := keyDirCheck(filepath.Dir(p.KeyFile.Path)); err != nil {
+			return fmt.Errorf("cannot write key file %s: %w; the key files belong on the encrypted root: open and mount it there (the script's earlier steps do) and run this step again", p.KeyFile.Path, err)
+		}
 	}
 	return internal(ctx, run, p, stdin, stdout)
 }

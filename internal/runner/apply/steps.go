@@ -110,8 +110,14 @@ func (st *step) Check(ctx context.Context) error { return st.e.check(ctx, st.s) 
 
 // Reestablish redoes a step whose effect a reboot ended: opening a
 // mapping, mounting, turning swap on, and making swap again on a
-// random-key mapping that was just reopened.
-func (st *step) Reestablish(ctx context.Context) error { return st.Do(ctx) }
+// random-key mapping that was just reopened. An LV a reboot left
+// inactive is activated with its volume group (never created again).
+func (st *step) Reestablish(ctx context.Context) error {
+	if lv := st.s.Params.LVCreate; lv != nil {
+		return st.e.lvm().Do(ctx, lvm.VGActivate{VG: lv.VG})
+	}
+	return st.Do(ctx)
+}
 
 func (e *env) lvm() lvm.LVM { return lvm.LVM{Run: e.opt.Run, Config: e.opt.LVM.Config} }
 
@@ -143,6 +149,12 @@ func (e *env) run(ctx context.Context, p *plan.Params, input string) error {
 	case p.Close != nil:
 		return e.cs().Do(ctx, *p.Close, nil, nil)
 	case p.HeaderBackup != nil:
+		// A header backup opens its volume with any of the keys it holds
+		// once, and a passphrase's slot stays crackable offline: it
+		// belongs on encrypted storage like the key files.
+		if err := e.onEncryptedRoot("header backup", p.HeaderBackup.File); err != nil {
+			return err
+		}
 		return e.cs().Do(ctx, *p.HeaderBackup, nil, nil)
 	case p.PVCreate != nil:
 		return e.lvm().Do(ctx, *p.PVCreate)
@@ -180,7 +192,7 @@ func (e *env) run(ctx context.Context, p *plan.Params, input string) error {
 		_, err := e.opt.Run.Run(ctx, p.ClevisUnbind.Cmd())
 		return err
 	case p.KeyFile != nil:
-		if err := e.keyDirEncrypted(p.KeyFile.Path); err != nil {
+		if err := e.onEncryptedRoot("key file", p.KeyFile.Path); err != nil {
 			return err
 		}
 	}
@@ -245,8 +257,10 @@ func (e *env) checkSlot(dev string, h *luks.Header, k luks.Key, kdf luks.KDF) er
 		return err
 	}
 	if k.File != "" {
-		if key, err = os.ReadFile(k.File); err != nil {
-			return fmt.Errorf("cannot read key file %s: %w", k.File, err)
+		// Through the secrets reader: locked memory, mode and size
+		// checked, nothing trimmed (random bytes), wiped after use.
+		if key, err = secrets.KeyFromFile(k.File); err != nil {
+			return err
 		}
 		defer secrets.Wipe(key)
 	}
@@ -479,7 +493,7 @@ func (e *env) check(ctx context.Context, s plan.Step) error {
 		}
 	case p.LVCreate != nil:
 		if _, err := os.Stat(s.Target); err != nil {
-			return gone(s.Target, err)
+			return e.lvLapsed(ctx, *p.LVCreate, gone(s.Target, err))
 		}
 	case p.LUKSFormat != nil:
 		if _, err := os.Stat(p.LUKSFormat.Device); err != nil {
@@ -520,6 +534,23 @@ func (e *env) check(ctx context.Context, s plan.Step) error {
 	return nil
 }
 
+// lvLapsed tells, for an LV whose device node is missing, an inactive LV
+// (a reboot that left its volume group inactive: a lapsed effect,
+// re-established by activating the group) from one that is gone (the
+// error gone).
+func (e *env) lvLapsed(ctx context.Context, lv lvm.LVCreate, gone error) error {
+	lvs, err := e.lvm().LVs(ctx)
+	if err != nil {
+		return gone
+	}
+	for _, l := range lvs {
+		if l.VG == lv.VG && l.Name == lv.Name && !l.Active {
+			return fmt.Errorf("logical volume %s/%s is not active: %w", lv.VG, lv.Name, engine.ErrLapsed)
+		}
+	}
+	return gone
+}
+
 // randomKey reports whether the plan opens dev with a fresh random key.
 func (e *env) randomKey(dev string) bool {
 	for _, s := range e.p.Steps {
@@ -547,13 +578,13 @@ func (e *env) checkSecret(ctx context.Context, secret, dev string) error {
 	return nil
 }
 
-// keyDirEncrypted refuses to write a key file into a directory that is
-// not on the encrypted volume the plan mounts there (or, when the plan
-// mounts nothing there, not on encrypted storage at all): a resume after a
-// reboot once wrote key files onto the plaintext root because the target
-// was no longer mounted. Migrate checks its key directory the same way
-// (guard.EncryptedDir).
-func (e *env) keyDirEncrypted(path string) error {
+// onEncryptedRoot refuses to write a key file or a header backup (what)
+// into a directory that is not on the encrypted volume the plan mounts
+// there (or, when the plan mounts nothing there, not on encrypted storage
+// at all): a resume after a reboot once wrote key files onto the
+// plaintext root because the target was no longer mounted. Migrate checks
+// its key directory the same way (guard.EncryptedDir).
+func (e *env) onEncryptedRoot(what, path string) error {
 	dir := filepath.Dir(path)
 	var want []string
 	best := ""
@@ -563,7 +594,7 @@ func (e *env) keyDirEncrypted(path string) error {
 		}
 	}
 	if err := keyDirCheck(dir, want...); err != nil {
-		return fmt.Errorf("cannot write key file %s: %w; the key files belong on the encrypted root: mount it there (apply --resume re-establishes the plan's mounts) and try again", path, err)
+		return fmt.Errorf("cannot write %s %s: %w; the %ss belong on the encrypted root: mount it there (apply --resume re-establishes the plan's mounts) and try again", what, path, err, what)
 	}
 	return nil
 }
@@ -573,7 +604,7 @@ func within(p, dir string) bool {
 	return p == dir || dir == "/" || strings.HasPrefix(p, strings.TrimSuffix(dir, "/")+"/")
 }
 
-// keyDirCheck is the check keyDirEncrypted makes; unit tests, whose key
+// keyDirCheck is the check onEncryptedRoot makes; unit tests, whose key
 // files live in temporary directories, replace it with setKeyDirCheck.
 var keyDirCheck = func(dir string, mappings ...string) error { return guard.EncryptedDir("/", dir, mappings...) }
 

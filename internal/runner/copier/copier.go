@@ -143,6 +143,20 @@ var (
 	testHookAfterHash  func(off int64, data []byte)
 )
 
+// setHookAfterWrite and setHookAfterHash set a test hook and return the
+// function that clears it again.
+func setHookAfterWrite(h func(d *dev, off int64, n int)) (restore func()) {
+	prev := testHookAfterWrite
+	testHookAfterWrite = h
+	return func() { testHookAfterWrite = prev }
+}
+
+func setHookAfterHash(h func(off int64, data []byte)) (restore func()) {
+	prev := testHookAfterHash
+	testHookAfterHash = h
+	return func() { testHookAfterHash = prev }
+}
+
 func (o *Options) check() error {
 	if o.ChunkSize == 0 {
 		o.ChunkSize = DefaultChunkSize

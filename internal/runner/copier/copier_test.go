@@ -429,14 +429,13 @@ func TestCopyVerifyCatchesDamage(t *testing.T) {
 			dir := t.TempDir()
 			src, _ := image(t, dir, "src", 4*miB, []seg{{128 * kiB, 256 * kiB, 'r'}}, 5)
 			dst, _ := oldPlaintext(t, dir, "dst", 6*miB)
-			testHookAfterWrite = func(d *dev, off int64, n int) {
+			defer setHookAfterWrite(func(d *dev, off int64, n int) {
 				if tc.at >= off && tc.at < off+int64(n) {
 					if _, err := unix.Pwrite(d.bfd, []byte{0x5A}, tc.at); err != nil {
 						t.Error(err)
 					}
 				}
-			}
-			defer func() { testHookAfterWrite = nil }()
+			})()
 			res, err := Copy(context.Background(), src, dst, Options{ChunkSize: 64 * kiB, Verify: true})
 			if err == nil || !strings.Contains(err.Error(), "differ") {
 				t.Fatalf("Copy = %v, want a verification error", err)
@@ -459,12 +458,11 @@ func TestCopyVerifyCatchesChangedBuffer(t *testing.T) {
 	dir := t.TempDir()
 	src, _ := image(t, dir, "src", 2*miB, []seg{{0, 2 * miB, 'r'}}, 5)
 	dst, _ := oldPlaintext(t, dir, "dst", 2*miB)
-	testHookAfterHash = func(off int64, data []byte) {
+	defer setHookAfterHash(func(off int64, data []byte) {
 		if off == miB {
 			data[100] ^= 0xFF
 		}
-	}
-	defer func() { testHookAfterHash = nil }()
+	})()
 	_, err := Copy(context.Background(), src, dst, Options{ChunkSize: 64 * kiB, Verify: true})
 	if err == nil || !strings.Contains(err.Error(), "bytes 1048576 to 1114112 read back differ") {
 		t.Fatalf("Copy = %v, want a verification error for the changed chunk", err)
@@ -641,8 +639,7 @@ func TestCopyDirectRefused(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			openFile, pread, pwrite = tc.open, tc.pread, tc.pwrite
-			defer func() { openFile, pread, pwrite = os.OpenFile, unix.Pread, unix.Pwrite }()
+			defer setIO(tc.open, tc.pread, tc.pwrite)()
 			dir := t.TempDir()
 			src, want := image(t, dir, "src", 2*miB+100, []seg{{miB, miB, 'r'}, {2 * miB, 100, 'r'}}, 9)
 			dst, old := oldPlaintext(t, dir, "dst", 3*miB)

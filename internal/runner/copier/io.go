@@ -286,12 +286,20 @@ func alloc(n int) []byte {
 // bounds them on x86).
 const maxAlign = 64 << 10
 
-// Seams for tests that make the kernel refuse O_DIRECT.
+// Seams for tests that make the kernel refuse O_DIRECT (set with setIO).
 var (
 	openFile = os.OpenFile
 	pread    = unix.Pread
 	pwrite   = unix.Pwrite
 )
+
+// setIO replaces the file open, pread and pwrite calls and returns the
+// function that puts the previous ones back.
+func setIO(open func(string, int, os.FileMode) (*os.File, error), pr, pw func(int, []byte, int64) (int, error)) (restore func()) {
+	prevOpen, prevRead, prevWrite := openFile, pread, pwrite
+	openFile, pread, pwrite = open, pr, pw
+	return func() { openFile, pread, pwrite = prevOpen, prevRead, prevWrite }
+}
 
 // extents walks the data extents of a file with SEEK_DATA/SEEK_HOLE, forward
 // only. Filesystems without real support report the whole file as data

@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/cryptshift/cryptshift/internal/hostview/blockstack"
 )
 
 // Identity is what tells one disk from another besides its /dev name,
@@ -45,14 +47,7 @@ func Identify(root, path string) (Identity, error) {
 		return id, fmt.Errorf("cannot read the size of %s (%s): %w", path, name, err)
 	}
 	id.Size = sectors * 512 // sysfs counts 512-byte sectors whatever the device's
-	id.WWID = read("device/wwid")
-	if id.WWID == "" {
-		id.WWID = read("wwid")
-	}
-	id.Serial = read("device/serial")
-	if id.Serial == "" {
-		id.Serial = read("serial")
-	}
+	id.WWID, id.Serial = blockstack.DiskIDs(read)
 	id.Backing = read("loop/backing_file")
 	byID := filepath.Join(root, "dev/disk/by-id")
 	ents, _ := os.ReadDir(byID)

@@ -97,8 +97,7 @@ func vgConfig(o *Options) *VGConfig {
 		}
 	}
 	d := layout.DefaultLUKS
-	c.LUKS = luks.Params{Cipher: d.Cipher, KeySize: d.KeySize, Hash: d.Hash, SectorSize: d.SectorSize,
-		KDF: luks.KDF{PBKDF: d.PBKDF, IterTimeMs: d.IterTimeMs, MemoryKiB: d.MemoryKiB, Parallel: d.Parallel}}
+	c.LUKS = d.Params("")
 	if o.PBKDFIterations > 0 {
 		c.LUKS.Iterations, c.LUKS.IterTimeMs = o.PBKDFIterations, 0
 	}
