@@ -393,6 +393,8 @@ var catalog = map[string]msg{
 	"ev.kdump.raw":                  {"the vmcore (all of RAM, volume keys included) is written raw onto this device", "das vmcore (der gesamte Arbeitsspeicher samt Volume-Schlüsseln) wird roh auf dieses Gerät geschrieben"},
 	"ev.kdump.fs":                   {"the crash kernel mounts this %s filesystem and writes the vmcore under %s on it", "der Crash-Kernel hängt dieses %s-Dateisystem ein und schreibt das vmcore darauf unter %s"},
 	"ev.notmounted":                 {"not mounted now; mounted when needed", "derzeit nicht eingehängt; wird bei Bedarf eingehängt"},
+	"ev.homes.unknown":              {"homes unknown (%s): a path under ~ cannot be judged", "Home-Verzeichnisse unbekannt (%s): ein Pfad unter ~ kann nicht beurteilt werden"},
+	"ev.dovecot.noplace":            {"the configured mailbox paths name no fixed directory; Dovecot's defaults do not apply", "die eingestellten Postfachpfade nennen kein festes Verzeichnis; Dovecots Voreinstellungen gelten nicht"},
 	"ev.dovecot.nohome":             {"the userdb returns no home: ~ is undefined", "die userdb liefert kein Home-Verzeichnis: ~ ist undefiniert"},
 	"ev.dovecot.dbhome":             {"homes come from the %s userdb, which cannot be read here: set mail_home or check where its query points", "Home-Verzeichnisse stammen aus der %s-userdb, die hier nicht lesbar ist: mail_home setzen oder das Ziel der Abfrage prüfen"},
 	"ev.core.nextboot":              {"what sysctl.d sets at the next boot", "was sysctl.d beim nächsten Start setzt"},

@@ -249,6 +249,7 @@ type env struct {
 	crypttab    []sysconf.CrypttabEntry
 	crypttabErr error
 	passwd      []sysconf.PasswdEntry
+	passwdErr   error // why /etc/passwd could not be read: the homes are unknown
 
 	results []Result
 	volumes []Volume
@@ -272,6 +273,8 @@ func (e *env) load() {
 	}
 	if b, err := rootfs.ReadFile(e.fs, "/etc/passwd"); err == nil {
 		e.passwd = sysconf.ParsePasswd(string(b))
+	} else {
+		e.passwdErr = err
 	}
 }
 
@@ -387,6 +390,16 @@ func (e *env) refusedEvidence(ev string) bool {
 
 // skip records that a check could not run because its inputs are missing
 // (or were refused), and why.
+// has reports whether a result for id has been recorded.
+func (e *env) has(id string) bool {
+	for _, r := range e.results {
+		if r.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
 func (e *env) skip(id, subject string, why ...string) { e.add(id, Skip, subject, why...) }
 
 // na records that a check read its inputs and found nothing of its kind.
@@ -606,6 +619,19 @@ func (e *env) fstabSwapLocation(f sysconf.FstabEntry) blockstack.Location {
 
 // homes returns the home directories of login users (UID 1000..59999 on
 // Debian, adduser.conf FIRST_UID..LAST_UID) and root, sorted.
+// homesUnknown says why the system accounts' homes cannot be listed
+// ("" when they can): without /etc/passwd a path under "~" names no
+// directory verify could judge, and no default stands in for it.
+func (e *env) homesUnknown() string {
+	if e.passwdErr == nil {
+		return ""
+	}
+	if rootfs.Refused(e.passwdErr) {
+		return e.t("ev.homes.unknown", e.passwdErr.Error())
+	}
+	return e.t("ev.homes.unknown", e.t("ev.notcaptured", "/etc/passwd"))
+}
+
 func (e *env) homes() []string {
 	var out []string
 	for _, p := range e.passwd {
