@@ -99,3 +99,16 @@ func TestTildeWithoutHomesIsSkip(t *testing.T) {
 		t.Errorf("verdict PASS although the mailboxes' homes are unknown")
 	}
 }
+
+// TestLibvirtWithoutInputsIsSkip: a pool directory, qemu.conf or image
+// header missing from the tree is no evidence of an empty pool, of
+// libvirt's defaults or of an image without backing file.
+func TestLibvirtWithoutInputsIsSkip(t *testing.T) {
+	r := verifyEdited(t, "mailhost-luks-on-lvm", func(root string) {
+		removeIn(t, root, "/var/lib/libvirt/images", "/etc/libvirt/qemu.conf", "/etc/default/libvirt-guests")
+	})
+	wantResult(t, r, "libvirt.leftover", "", Skip, "cannot read /var/lib/libvirt/images")
+	wantResult(t, r, "libvirt.dump", "", Skip, "/etc/libvirt/qemu.conf is not in this tree")
+	wantResult(t, r, "libvirt.dump-guest-core", "", Skip, "/etc/libvirt/qemu.conf is not in this tree")
+	wantResult(t, r, "libvirt.disk.backing", "", Skip, "cannot read the image header of /var/lib/libvirt/images/")
+}

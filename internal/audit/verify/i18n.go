@@ -395,6 +395,8 @@ var catalog = map[string]msg{
 	"ev.notmounted":                 {"not mounted now; mounted when needed", "derzeit nicht eingehängt; wird bei Bedarf eingehängt"},
 	"ev.homes.unknown":              {"homes unknown (%s): a path under ~ cannot be judged", "Home-Verzeichnisse unbekannt (%s): ein Pfad unter ~ kann nicht beurteilt werden"},
 	"ev.dovecot.noplace":            {"the configured mailbox paths name no fixed directory; Dovecot's defaults do not apply", "die eingestellten Postfachpfade nennen kein festes Verzeichnis; Dovecots Voreinstellungen gelten nicht"},
+	"ev.libvirt.noheader":           {"cannot read the image header of %s (%v): its backing chain is unknown", "Image-Kopf von %s nicht lesbar (%v): seine Backing-Kette ist unbekannt"},
+	"ev.libvirt.nopooldirs":         {"no pool directory exists", "kein Pool-Verzeichnis vorhanden"},
 	"ev.dovecot.nohome":             {"the userdb returns no home: ~ is undefined", "die userdb liefert kein Home-Verzeichnis: ~ ist undefiniert"},
 	"ev.dovecot.dbhome":             {"homes come from the %s userdb, which cannot be read here: set mail_home or check where its query points", "Home-Verzeichnisse stammen aus der %s-userdb, die hier nicht lesbar ist: mail_home setzen oder das Ziel der Abfrage prüfen"},
 	"ev.core.nextboot":              {"what sysctl.d sets at the next boot", "was sysctl.d beim nächsten Start setzt"},
