@@ -496,6 +496,42 @@ var leakClassFixtures = []fixture{
 		want: []want{{"kdump.target", "/dev/mapper/dump_crypt", Pass}, {"coredump.crash-dir", "", Fail}},
 	},
 	{
+		name:    "kdump-tools-plain",
+		comment: "Debian kdump-tools KDUMP_COREDIR=/var/dump: the crash kernel's initramfs mounts /var/dump from fstab (noauto, so today the directory sits on the encrypted /var) and writes the vmcore, all RAM with the volume keys, onto that plaintext partition",
+		build: func(f *fx) {
+			f.std("mx23", stdOpts{})
+			f.plainDisk()
+			f.fst = append(f.fst, "/dev/sdb1              /var/dump ext4 noauto 0 2")
+			f.File("/proc/cmdline", "BOOT_IMAGE=/vmlinuz-6.1.0-28-amd64 root=/dev/mapper/root_crypt ro quiet crashkernel=512M\n", 0o444)
+			f.File("/sys/kernel/kexec_crash_loaded", "1\n", 0o444)
+			f.File("/etc/default/kdump-tools", "USE_KDUMP=1\nKDUMP_COREDIR=\"/var/dump\"\n", 0o644)
+			f.Mkdir("/var/dump")
+			f.m.Signatures["sdb1"], f.m.Signatures["sdb2"] = "", ""
+		},
+		want: []want{{"kdump.target", "/var/dump", Fail}},
+	},
+	{
+		name:    "kdump-tools-encrypted",
+		comment: "clean counterpart: KDUMP_COREDIR=/srv/dump lies today on the plaintext /srv a naive auditor would judge, but fstab mounts the encrypted dump_crypt there (noauto) and that is where the crash kernel writes the vmcore",
+		build: func(f *fx) {
+			f.std("mx24", stdOpts{})
+			f.plainDisk()
+			f.Mount("/srv", "ext4", "/dev/sdb1", "8:17", "rw")
+			f.LV("dm-8", "253:8", "vg0", "dump", 8*G, "sda2")
+			f.Crypt("dm-9", "253:9", "LUKS2", "dump_crypt", 8*G-16<<20, "dm-8")
+			f.luks2("/dev/dm-8", "dump_crypt")
+			f.keyFile("/etc/keys/dump.key", 0o400)
+			f.ct = append(f.ct, "dump_crypt /dev/vg0/dump /etc/keys/dump.key luks,noauto")
+			f.fst = append(f.fst, "/dev/mapper/dump_crypt /srv/dump ext4 noauto 0 2")
+			f.File("/proc/cmdline", "BOOT_IMAGE=/vmlinuz-6.1.0-28-amd64 root=/dev/mapper/root_crypt ro quiet crashkernel=512M\n", 0o444)
+			f.File("/sys/kernel/kexec_crash_loaded", "1\n", 0o444)
+			f.File("/etc/default/kdump-tools", "USE_KDUMP=1\nKDUMP_COREDIR=\"/srv/dump\"\n", 0o644)
+			f.Mkdir("/srv/dump")
+			f.m.Signatures["sdb2"] = ""
+		},
+		want: []want{{"kdump.target", "/srv/dump", Pass}},
+	},
+	{
 		name:    "dovecot-userdb-home",
 		comment: "Dovecot's ~ is the home its userdb returns: a static userdb home=/data/vmail/%d/%n on a plaintext disk, while /etc/passwd homes are encrypted",
 		build: func(f *fx) {
