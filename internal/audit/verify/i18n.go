@@ -476,6 +476,8 @@ var catalog = map[string]msg{
 	"ui.subtitle":       {"Evidence for the technical and organisational measures under Art. 32 GDPR", "Nachweis der technischen und organisatorischen Maßnahmen nach Art. 32 DSGVO"},
 	"ui.host":           {"Host", "System"},
 	"ui.date":           {"Date", "Datum"},
+	"ui.commit":         {"commit %s", "Commit %s"},
+	"ui.commit.unknown": {"commit unknown", "Commit unbekannt"},
 	"ui.tool":           {"Tool", "Werkzeug"},
 	"ui.source":         {"Source", "Quelle"},
 	"ui.kernel":         {"Kernel", "Kernel"},
