@@ -10,10 +10,6 @@ import (
 	"github.com/cryptshift/cryptshift/internal/hostview/sysconf"
 )
 
-func init() {
-	register(false, checkCorePattern, checkSystemdCoredump, checkCrashDir, checkKdump)
-}
-
 // corePattern returns the live kernel.core_pattern (if readable) and the
 // persistent one from sysctl.d (if set).
 func (e *env) corePattern() (live string, haveLive bool, conf sysconf.SysctlSetting, haveConf bool) {

@@ -13,8 +13,6 @@ import (
 	"github.com/cryptshift/cryptshift/luks"
 )
 
-func init() { register(false, checkCrypttabKeys, checkInitramfsKeys, checkHeaderBackups) }
-
 // keys.crypttab: a key file is as strong as the storage it sits on; on
 // plaintext storage it unlocks its volume for anyone holding the disk.
 func checkCrypttabKeys(e *env) {

@@ -12,8 +12,6 @@ import (
 	"github.com/cryptshift/cryptshift/internal/hostview/sysconf"
 )
 
-func init() { register(false, checkLibvirt) }
-
 // libvirt's state directories (Debian's libvirt-daemon 9.0 layout).
 const (
 	libvirtSaveDir     = "/var/lib/libvirt/qemu/save"

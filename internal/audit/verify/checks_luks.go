@@ -11,11 +11,6 @@ import (
 	"github.com/cryptshift/cryptshift/luks"
 )
 
-func init() {
-	register(true, checkLUKS)
-	register(false, checkCrypttabCiphers)
-}
-
 // luks.cipher (crypttab): a crypttab entry with cipher=cipher_null sets up
 // a mapping that stores every sector as it is, whether or not it is open
 // now (cryptsetup accepts it for plain mode).

@@ -8,8 +8,6 @@ import (
 	"github.com/cryptshift/cryptshift/internal/hostview/sysconf"
 )
 
-func init() { register(false, checkPostfix, checkDovecot, checkFilters) }
-
 // mail.postfix.*: the queue holds every message in transit; the spool
 // (local delivery) every mailbox. With multi-instance Postfix
 // (postmulti(1)) every instance listed in multi_instance_directories has

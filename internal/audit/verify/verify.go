@@ -218,16 +218,49 @@ func (w *watch) OpenDevice(name string) (rootfs.File, error) {
 
 // check is one family of checks; run adds its results to the env.
 type check struct {
+	name     string
 	run      func(*env)
 	liveOnly bool // needs a running system (proc, sys): not for --image
 }
 
-// checks in report order; each file registers its own in init.
-var checks []check
+// checks is every check family in the order it runs (the report groups
+// results by area afterwards). A new check goes here, nowhere else;
+// TestCheckOrder pins the list. liveOnly: the family needs the running
+// (or captured) host's block stack and does not run on --image.
+var checks = []check{
+	{"core-pattern", checkCorePattern, false},
+	{"systemd-coredump", checkSystemdCoredump, false},
+	{"crash-dir", checkCrashDir, false},
+	{"kdump", checkKdump, false},
+	{"crypttab-keys", checkCrypttabKeys, false},
+	{"initramfs-keys", checkInitramfsKeys, false},
+	{"header-backups", checkHeaderBackups, false},
+	{"libvirt", checkLibvirt, false},
+	{"luks", checkLUKS, true},
+	{"crypttab-ciphers", checkCrypttabCiphers, false},
+	{"lvm-snapshots", checkLVMSnapshots, true},
+	{"lvm-leftovers", checkLVMLeftovers, true},
+	{"lvm-metadata", checkLVMMetadata, true},
+	{"postfix", checkPostfix, false},
+	{"dovecot", checkDovecot, false},
+	{"filters", checkFilters, false},
+	{"mounts", checkMounts, true},
+	{"disk-leftovers", checkDiskLeftovers, true},
+	{"swap-active", checkSwapActive, true},
+	{"zram", checkZram, true},
+	{"swap-fstab", checkSwapFstab, false},
+	{"swap-crypttab", checkSwapCrypttab, false},
+	{"resume", checkResume, false},
+	{"tmp", checkTmp, false},
+	{"logs", checkLogs, false},
+	{"shm", checkShm, true},
+	{"image-partitions", checkImageParts, false},
+}
 
-func register(liveOnly bool, fns ...func(*env)) {
-	for _, f := range fns {
-		checks = append(checks, check{run: f, liveOnly: liveOnly})
+// checkImageParts judges a guest image's partitions; nothing on a host.
+func checkImageParts(e *env) {
+	if e.image != nil {
+		checkImagePartitions(e)
 	}
 }
 
