@@ -12,7 +12,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cryptshift/cryptshift/internal/audit/capture/manifest"
+	"github.com/cryptshift/cryptshift/internal/audit/manifest"
 	"github.com/cryptshift/cryptshift/internal/hostview/rootfs"
 )
 
