@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"path"
@@ -76,6 +77,9 @@ func checkInitramfsKeys(e *env) {
 	}
 	for _, img := range images {
 		members, err := e.initramfsMembers(img)
+		if errors.Is(err, sysconf.ErrInitramfsBomb) {
+			e.refused[rootfs.Clean(img)] = sysconf.ErrInitramfsBomb.Error()
+		}
 		if err != nil {
 			e.skip(id, img, err.Error())
 			continue

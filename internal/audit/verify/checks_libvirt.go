@@ -83,6 +83,10 @@ func (e *env) checkGuestDisks(doms []domainInfo, problems []string, used map[str
 			}
 			for i, l := range g.Chain {
 				nChains++
+				if l.Kind == "problem" {
+					e.add("libvirt.disk.backing", Warn, subj, l.Note)
+					continue
+				}
 				used[e.resolved(l.Path)] = true
 				st, ev := e.layerStatus(l)
 				what := subj + ": " + e.t("subj.backing-layer", i+1)

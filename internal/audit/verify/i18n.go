@@ -397,6 +397,8 @@ var catalog = map[string]msg{
 	"ev.dovecot.noplace":            {"the configured mailbox paths name no fixed directory; Dovecot's defaults do not apply", "die eingestellten Postfachpfade nennen kein festes Verzeichnis; Dovecots Voreinstellungen gelten nicht"},
 	"ev.libvirt.noheader":           {"cannot read the image header of %s (%v): its backing chain is unknown", "Image-Kopf von %s nicht lesbar (%v): seine Backing-Kette ist unbekannt"},
 	"ev.libvirt.nopooldirs":         {"no pool directory exists", "kein Pool-Verzeichnis vorhanden"},
+	"ev.libvirt.chainloop":          {"the backing chain comes back to %s: a loop qemu refuses to open; not followed further", "die Backing-Kette führt zurück zu %s: eine Schleife, die qemu nicht öffnet; nicht weiter verfolgt"},
+	"ev.libvirt.chainlong":          {"backing chain longer than %d layers: not followed further", "Backing-Kette länger als %d Ebenen: nicht weiter verfolgt"},
 	"ev.dovecot.nohome":             {"the userdb returns no home: ~ is undefined", "die userdb liefert kein Home-Verzeichnis: ~ ist undefiniert"},
 	"ev.dovecot.dbhome":             {"homes come from the %s userdb, which cannot be read here: set mail_home or check where its query points", "Home-Verzeichnisse stammen aus der %s-userdb, die hier nicht lesbar ist: mail_home setzen oder das Ziel der Abfrage prüfen"},
 	"ev.core.nextboot":              {"what sysctl.d sets at the next boot", "was sysctl.d beim nächsten Start setzt"},

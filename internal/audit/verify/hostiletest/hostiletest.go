@@ -196,7 +196,7 @@ func Cases() []Case {
 		{"luks2-json-without-nul", "JSON area not terminated by a NUL", func(root, out string) error {
 			return os.WriteFile(filepath.Join(root, "dev/sda2"), LUKS2WithoutNUL(), 0o600)
 		}},
-		{"qcow2-crafted", "", func(root, out string) error {
+		{"qcow2-crafted", "a loop qemu refuses to open", func(root, out string) error {
 			img := filepath.Join(root, "var/lib/libvirt/images")
 			for name, b := range map[string][]byte{
 				"g.qcow2":     QCOW2("loop.qcow2", 0),
