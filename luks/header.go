@@ -55,6 +55,10 @@ var ErrNotLUKS = errors.New("no LUKS header")
 var magic = []byte("LUKS\xba\xbe")
 
 // IsLUKS reports whether the first bytes carry the LUKS magic.
+// ErrMalformed marks a header that is not what cryptsetup writes (a
+// crafted one): readers refuse it rather than guess.
+var ErrMalformed = errors.New("invalid LUKS2 header")
+
 func IsLUKS(first []byte) bool { return len(first) >= 6 && bytes.Equal(first[:6], magic) }
 
 // ReadHeader reads and validates the LUKS header at the start of path (a
@@ -231,7 +235,7 @@ func parseV2(r io.ReaderAt) (*Header, error) {
 	// rest with zeros); without one the header is malformed.
 	i := bytes.IndexByte(area, 0)
 	if i < 0 {
-		return nil, errors.New("invalid LUKS2 header: JSON area not terminated by a NUL")
+		return nil, fmt.Errorf("%w: JSON area not terminated by a NUL", ErrMalformed)
 	}
 	area = area[:i]
 	var j v2JSON

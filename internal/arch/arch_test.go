@@ -108,6 +108,79 @@ func TestLayering(t *testing.T) {
 	}
 }
 
+// TestNoFolderCycles: folders are read as units (a package and the
+// packages in folders below it, e.g. internal/audit/capture and
+// internal/audit/capture/x): no two units import each other, directly or
+// around a loop. Go forbids package cycles; this forbids the ones a folder
+// hides (capture imported verify while verify imported capture/manifest).
+func TestNoFolderCycles(t *testing.T) {
+	pkgs := goList(t)
+	isPkg := map[string]bool{}
+	for _, p := range pkgs {
+		isPkg[p.ImportPath] = true
+	}
+	unit := func(pkg string) string {
+		u := pkg
+		for d := pkg; strings.HasPrefix(d, module+"/"); d = d[:strings.LastIndexByte(d, '/')] {
+			if isPkg[d] {
+				u = d
+			}
+		}
+		return u
+	}
+	edges := map[string]map[string]bool{}
+	for _, p := range pkgs {
+		from := unit(p.ImportPath)
+		for _, imp := range p.Imports {
+			if !isPkg[imp] {
+				continue
+			}
+			if to := unit(imp); to != from {
+				if edges[from] == nil {
+					edges[from] = map[string]bool{}
+				}
+				edges[from][to] = true
+			}
+		}
+	}
+	state := map[string]int{} // 1: on the current path, 2: done
+	var path []string
+	var visit func(u string)
+	visit = func(u string) {
+		state[u] = 1
+		path = append(path, u)
+		var next []string
+		for v := range edges[u] {
+			next = append(next, v)
+		}
+		sort.Strings(next)
+		for _, v := range next {
+			switch state[v] {
+			case 1:
+				i := len(path) - 1
+				for path[i] != v {
+					i--
+				}
+				t.Errorf("folder cycle: %s -> %s", strings.Join(path[i:], " -> "), v)
+			case 0:
+				visit(v)
+			}
+		}
+		path = path[:len(path)-1]
+		state[u] = 2
+	}
+	var units []string
+	for u := range edges {
+		units = append(units, u)
+	}
+	sort.Strings(units)
+	for _, u := range units {
+		if state[u] == 0 {
+			visit(u)
+		}
+	}
+}
+
 // The journal is read and written by the step engine alone: apply,
 // migrate and every later runner go through it (one vocabulary, one
 // resume, one rollback).

@@ -134,6 +134,8 @@ func contentText(inv *inventory.Inventory, devPath string, c *inventory.Content)
 		b.WriteString("an md RAID member")
 	case "swap":
 		b.WriteString("a swap area")
+	case "qcow2":
+		b.WriteString("a qcow2 image")
 	case "gpt", "dos":
 		fmt.Fprintf(&b, "a %s partition table", strings.ToUpper(c.Type))
 	case "unknown":

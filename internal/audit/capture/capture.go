@@ -27,7 +27,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cryptshift/cryptshift/internal/audit/capture/manifest"
+	"github.com/cryptshift/cryptshift/internal/audit/manifest"
 	"github.com/cryptshift/cryptshift/internal/audit/verify"
 	"github.com/cryptshift/cryptshift/internal/hostview/blockstack"
 	"github.com/cryptshift/cryptshift/internal/hostview/rootfs"

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cryptshift/cryptshift/internal/audit/capture/manifest"
+	"github.com/cryptshift/cryptshift/internal/audit/manifest"
 )
 
 func fixedNow() time.Time { return time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC) }

@@ -10,10 +10,6 @@ import (
 	"github.com/cryptshift/cryptshift/internal/hostview/sysconf"
 )
 
-func init() {
-	register(false, checkCorePattern, checkSystemdCoredump, checkCrashDir, checkKdump)
-}
-
 // corePattern returns the live kernel.core_pattern (if readable) and the
 // persistent one from sysctl.d (if set).
 func (e *env) corePattern() (live string, haveLive bool, conf sysconf.SysctlSetting, haveConf bool) {
@@ -283,11 +279,12 @@ func (e *env) locateConfigured(dir string) blockstack.Location {
 func checkKdump(e *env) {
 	const id = "kdump.target"
 	var evidence []string
-	armed := false
+	armed, loadedKnown := false, false
 	if e.sys != nil {
 		if s, ok := e.read("/sys/kernel/kexec_crash_loaded"); ok {
 			evidence = append(evidence, "/sys/kernel/kexec_crash_loaded = "+strings.TrimSpace(s))
 			armed = strings.TrimSpace(s) == "1"
+			loadedKnown = true
 		}
 		if s, ok := e.read("/proc/cmdline"); ok {
 			if v, ok := cmdlineParam(s, "crashkernel"); ok {
@@ -327,9 +324,12 @@ func checkKdump(e *env) {
 		e.add(id, Warn, "kdump", append(evidence, e.t("ev.kdump.armedunknown"))...)
 		return
 	}
-	if e.sys != nil && len(evidence) == 0 {
+	// Only the kernel's own word says no crash kernel is loaded: a
+	// crashkernel= reservation on the command line says memory is set
+	// aside, not that nothing was loaded into it.
+	if e.sys != nil && !loadedKnown {
 		if !e.absent("/sys/kernel/kexec_crash_loaded") {
-			e.skip(id, "kdump", e.t("ev.notcaptured", "/sys/kernel/kexec_crash_loaded"))
+			e.skip(id, "kdump", append(evidence, e.t("ev.notcaptured", "/sys/kernel/kexec_crash_loaded"))...)
 			return
 		}
 		// CONFIG_CRASH_DUMP off: the kernel cannot load a crash kernel at all.

@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"path"
@@ -12,8 +13,6 @@ import (
 	"github.com/cryptshift/cryptshift/internal/hostview/sysconf"
 	"github.com/cryptshift/cryptshift/luks"
 )
-
-func init() { register(false, checkCrypttabKeys, checkInitramfsKeys, checkHeaderBackups) }
 
 // keys.crypttab: a key file is as strong as the storage it sits on; on
 // plaintext storage it unlocks its volume for anyone holding the disk.
@@ -78,6 +77,9 @@ func checkInitramfsKeys(e *env) {
 	}
 	for _, img := range images {
 		members, err := e.initramfsMembers(img)
+		if errors.Is(err, sysconf.ErrInitramfsBomb) {
+			e.refused[rootfs.Clean(img)] = sysconf.ErrInitramfsBomb.Error()
+		}
 		if err != nil {
 			e.skip(id, img, err.Error())
 			continue

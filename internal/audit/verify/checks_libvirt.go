@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"errors"
 	"fmt"
 	"path"
 	"strings"
@@ -10,8 +11,6 @@ import (
 	"github.com/cryptshift/cryptshift/internal/hostview/rootfs"
 	"github.com/cryptshift/cryptshift/internal/hostview/sysconf"
 )
-
-func init() { register(false, checkLibvirt) }
 
 // libvirt's state directories (Debian's libvirt-daemon 9.0 layout).
 const (
@@ -28,9 +27,14 @@ func checkLibvirt(e *env) {
 		return
 	}
 	doms, problems := e.readDomains()
-	qconf := map[string]string{}
+	// Without qemu.conf libvirt uses its built-in defaults, but only a
+	// qemu.conf known to be absent means that: one missing from a tree
+	// may set auto_dump_path or dump_guest_core, and its checks say SKIP.
+	qconf, qconfMissing := map[string]string{}, ""
 	if s, ok := e.read("/etc/libvirt/qemu.conf"); ok {
 		qconf = sysconf.ParseLibvirtConf(s)
+	} else if !e.absent("/etc/libvirt/qemu.conf") {
+		qconfMissing = e.t("ev.notcaptured", "/etc/libvirt/qemu.conf")
 	}
 	used := map[string]bool{}
 	e.checkGuestDisks(doms, problems, used)
@@ -39,9 +43,14 @@ func checkLibvirt(e *env) {
 	for p := range snapUsed {
 		used[p] = true
 	}
-	e.checkAutoDump(qconf)
-	e.checkDumpGuestCore(qconf, doms)
-	e.checkMemoryBacking(qconf, doms)
+	if qconfMissing != "" {
+		e.skip("libvirt.dump", "qemu", qconfMissing)
+		e.skip("libvirt.dump-guest-core", "qemu", qconfMissing)
+	} else {
+		e.checkAutoDump(qconf)
+		e.checkDumpGuestCore(qconf, doms)
+	}
+	e.checkMemoryBacking(qconf, qconfMissing, doms)
 	e.checkSecrets()
 	e.checkPools()
 	e.checkLeftovers(used)
@@ -52,7 +61,7 @@ func (e *env) checkGuestDisks(doms []domainInfo, problems []string, used map[str
 	for _, p := range problems {
 		e.add("libvirt.disk.storage", Warn, "/etc/libvirt/qemu", p)
 	}
-	nDisks, nChains := 0, 0
+	nDisks, nChains, nUnread := 0, 0, 0
 	for _, d := range doms {
 		for _, g := range d.Disks {
 			nDisks++
@@ -60,8 +69,24 @@ func (e *env) checkGuestDisks(doms []domainInfo, problems []string, used map[str
 			st, ev := e.layerStatus(g.Source)
 			used[e.resolved(g.Source.Path)] = true
 			e.add("libvirt.disk.storage", st, subj, append([]string{d.File}, ev...)...)
+			if len(g.Chain) == 0 && g.Source.Kind == "file" {
+				// No chain because the header was not read is no
+				// evidence that there is none.
+				if img := e.probeImage(g.Source.Path); !img.exists || img.err != nil {
+					why := img.err
+					if why == nil {
+						why = errors.New(e.t("ev.absent", g.Source.Path))
+					}
+					nUnread++
+					e.skip("libvirt.disk.backing", subj, e.t("ev.libvirt.noheader", g.Source.Path, why))
+				}
+			}
 			for i, l := range g.Chain {
 				nChains++
+				if l.Kind == "problem" {
+					e.add("libvirt.disk.backing", Warn, subj, l.Note)
+					continue
+				}
 				used[e.resolved(l.Path)] = true
 				st, ev := e.layerStatus(l)
 				what := subj + ": " + e.t("subj.backing-layer", i+1)
@@ -75,7 +100,7 @@ func (e *env) checkGuestDisks(doms []domainInfo, problems []string, used map[str
 	if nDisks == 0 && len(problems) == 0 {
 		e.na("libvirt.disk.storage", "libvirt", e.t("ev.libvirt.nodomains"))
 	}
-	if nChains == 0 {
+	if nChains == 0 && nUnread == 0 {
 		e.na("libvirt.disk.backing", "libvirt", e.t("ev.libvirt.nochains"))
 	}
 }
@@ -268,7 +293,7 @@ func (e *env) systemdCoredumpStatus() (Status, []string) {
 
 // libvirt.memory-backing: <memoryBacking><source type='file'/> keeps guest
 // RAM in files under qemu.conf memory_backing_dir.
-func (e *env) checkMemoryBacking(q map[string]string, doms []domainInfo) {
+func (e *env) checkMemoryBacking(q map[string]string, qMissing string, doms []domainInfo) {
 	const id = "libvirt.memory-backing"
 	dir := libvirtRAMDefault
 	if v := q["memory_backing_dir"]; v != "" {
@@ -280,6 +305,10 @@ func (e *env) checkMemoryBacking(q map[string]string, doms []domainInfo) {
 			continue
 		}
 		n++
+		if qMissing != "" {
+			e.skip(id, d.Name, "memoryBacking source type='file'", qMissing)
+			continue
+		}
 		e.locationCheck(id, d.Name, dir, "memoryBacking source type='file', memory_backing_dir = "+dir)
 	}
 	if n == 0 {
@@ -363,7 +392,7 @@ func (e *env) vgStatus(vg string) (Status, []string) {
 // disk, still holding every mail the guest stored.
 func (e *env) checkLeftovers(used map[string]bool) {
 	const id = "libvirt.leftover"
-	n := 0
+	n, skipped := 0, 0
 	var dirs []string
 	for _, p := range e.pools() {
 		if p.Path == "" || p.VG != "" {
@@ -372,6 +401,11 @@ func (e *env) checkLeftovers(used map[string]bool) {
 		dirs = append(dirs, p.Path)
 		ents, err := rootfs.ReadDir(e.fs, p.Path)
 		if err != nil {
+			dirs = dirs[:len(dirs)-1]
+			if !e.absent(p.Path) {
+				skipped++
+				e.skip(id, p.Path, e.t("ev.unreadable", p.Path, err))
+			}
 			continue
 		}
 		for _, ent := range ents {
@@ -390,8 +424,10 @@ func (e *env) checkLeftovers(used map[string]bool) {
 			e.add(id, st, f, append([]string{e.t("ev.libvirt.unused")}, ev...)...)
 		}
 	}
-	if n == 0 {
+	if n == 0 && len(dirs) > 0 {
 		e.add(id, Pass, strings.Join(dirs, ", "), e.t("ev.libvirt.noleftovers", strings.Join(dirs, ", ")))
+	} else if n == 0 && skipped == 0 {
+		e.na(id, "libvirt", e.t("ev.libvirt.nopooldirs"))
 	}
 }
 

@@ -11,11 +11,6 @@ import (
 	"github.com/cryptshift/cryptshift/luks"
 )
 
-func init() {
-	register(true, checkLUKS)
-	register(false, checkCrypttabCiphers)
-}
-
 // luks.cipher (crypttab): a crypttab entry with cipher=cipher_null sets up
 // a mapping that stores every sector as it is, whether or not it is open
 // now (cryptsetup accepts it for plain mode).
@@ -308,6 +303,9 @@ func (e *env) readHeader(d *blockstack.Device) (*luks.Header, string, error) {
 		return nil, "", errors.New(e.t("ev.luks.notcaptured", devPath))
 	}
 	h, err := luks.ReadHeaderFile(o, devPath)
+	if errors.Is(err, luks.ErrMalformed) {
+		e.refused[rootfs.Clean(devPath)] = err.Error() // a crafted header: refused, listed in coverage
+	}
 	if err != nil {
 		return nil, "", err
 	}

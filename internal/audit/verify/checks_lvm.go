@@ -10,8 +10,6 @@ import (
 	"github.com/cryptshift/cryptshift/internal/hostview/sysconf"
 )
 
-func init() { register(true, checkLVMSnapshots, checkLVMLeftovers, checkLVMMetadata) }
-
 // lvmBackupDir holds LVM's copy of each VG's metadata, rewritten by every
 // LVM command that changes the VG (lvm.conf backup/backup_dir).
 const lvmBackupDir = "/etc/lvm/backup"

@@ -8,8 +8,6 @@ import (
 	"github.com/cryptshift/cryptshift/internal/hostview/sysconf"
 )
 
-func init() { register(false, checkPostfix, checkDovecot, checkFilters) }
-
 // mail.postfix.*: the queue holds every message in transit; the spool
 // (local delivery) every mailbox. With multi-instance Postfix
 // (postmulti(1)) every instance listed in multi_instance_directories has
@@ -41,6 +39,9 @@ func (e *env) postfixInstance(file string, c sysconf.PostfixConfig) {
 	e.locationCheck("mail.postfix.queue", q, q, file+": queue_directory = "+q)
 	if hm := c.Get("home_mailbox"); hm != "" {
 		// Local delivery into $HOME/<home_mailbox> instead of the spool.
+		if why := e.homesUnknown(); why != "" {
+			e.skip("mail.postfix.spool", "~/"+hm, file+": home_mailbox = "+hm, why)
+		}
 		for _, h := range e.homes() {
 			p := path.Join(h, hm)
 			e.locationCheck("mail.postfix.spool", p, p, file+": home_mailbox = "+hm)
@@ -58,8 +59,9 @@ func (e *env) postfixInstance(file string, c sysconf.PostfixConfig) {
 // userdb returns for each user (doc.dovecot.org, "Home directories"), not
 // /etc/passwd unless the userdb is the passwd driver. Each home comes with
 // where it was found; a userdb whose homes cannot be read from files (sql,
-// ldap, ...) is returned in unknown.
-func (e *env) dovecotHomes(c *sysconf.DovecotConfig) (homes []place, unknown []string) {
+// ldap, ...) is returned in unknown; homes that are not in the tree
+// (a passwd userdb without /etc/passwd) in missing.
+func (e *env) dovecotHomes(c *sysconf.DovecotConfig) (homes []place, unknown, missing []string) {
 	type userdb struct {
 		driver, args, fields, file string
 	}
@@ -102,6 +104,9 @@ func (e *env) dovecotHomes(c *sysconf.DovecotConfig) (homes []place, unknown []s
 		fieldHome := fieldValue(db.fields, "home")
 		switch db.driver {
 		case "passwd":
+			if why := e.homesUnknown(); why != "" {
+				missing = append(missing, src+": "+why)
+			}
 			for _, h := range e.homes() {
 				homes = append(homes, place{h, src + " (/etc/passwd)"})
 			}
@@ -164,11 +169,14 @@ func (e *env) dovecotHomes(c *sysconf.DovecotConfig) (homes []place, unknown []s
 	if len(order) == 0 && len(homes) == 0 {
 		// No userdb configured here (Debian's auth-system.conf.ext, when
 		// included, uses passwd): the system accounts.
+		if why := e.homesUnknown(); why != "" {
+			missing = append(missing, "userdb passwd ("+e.t("ev.default")+"): "+why)
+		}
 		for _, h := range e.homes() {
 			homes = append(homes, place{h, "userdb passwd (" + e.t("ev.default") + ")"})
 		}
 	}
-	return homes, unknown
+	return homes, unknown, missing
 }
 
 // fieldValue finds key=value in a space-separated Dovecot args or fields string.
@@ -210,12 +218,19 @@ func checkDovecot(e *env) {
 		return
 	}
 	var mail, index []place
-	homes, unknownHomes := e.dovecotHomes(c)
+	homes, unknownHomes, missingHomes := e.dovecotHomes(c)
+	configured := false // a mailbox path is set: Dovecot's defaults do not apply
 	addPath := func(dst *[]place, p, src string) {
 		if p == "" {
 			return
 		}
+		if dst == &mail {
+			configured = true
+		}
 		if strings.HasPrefix(p, "~") {
+			for _, m := range missingHomes {
+				e.skip("mail.dovecot.location", p, src, "~: "+m)
+			}
 			for _, h := range homes {
 				*dst = append(*dst, place{path.Join(h.p, strings.TrimPrefix(p, "~")), src + " (~ = " + h.p + ": " + h.src + ")"})
 			}
@@ -252,11 +267,16 @@ func checkDovecot(e *env) {
 			addPath(&index, s.Value, src)
 		}
 	}
-	if len(mail) == 0 {
+	if len(mail) == 0 && !configured {
 		// Dovecot's default: autodetection, which finds ~/Maildir, ~/mail
 		// or the mbox spool /var/mail/%u (doc.dovecot.org, mail_location).
 		addPath(&mail, "/var/mail", "dovecot: mail_location "+e.t("ev.default")+" ("+e.t("ev.dovecot.autodetect")+")")
 		addPath(&mail, "~/Maildir", "dovecot: mail_location "+e.t("ev.default")+" ("+e.t("ev.dovecot.autodetect")+")")
+	}
+	if len(mail) == 0 && configured && !e.has("mail.dovecot.location") {
+		// Set, but to nothing verify can place (a template without a fixed
+		// prefix): the defaults do not apply either.
+		e.skip("mail.dovecot.location", "dovecot", e.t("ev.dovecot.noplace"))
 	}
 	emit := func(id string, ps []place) {
 		sort.SliceStable(ps, func(i, j int) bool { return ps[i].p < ps[j].p })

@@ -12,8 +12,6 @@ import (
 	"github.com/cryptshift/cryptshift/internal/hostview/sysconf"
 )
 
-func init() { register(true, checkMounts, checkDiskLeftovers) }
-
 // bootMounts are the plaintext mounts a LUKS layout keeps by design: the
 // firmware reads the ESP and GRUB reads /boot before anything is unlocked.
 var bootMounts = map[string]bool{"/boot": true, "/boot/efi": true, "/efi": true}

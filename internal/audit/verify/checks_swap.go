@@ -10,11 +10,6 @@ import (
 	"github.com/cryptshift/cryptshift/internal/hostview/sysconf"
 )
 
-func init() {
-	register(true, checkSwapActive, checkZram)
-	register(false, checkSwapFstab, checkSwapCrypttab, checkResume)
-}
-
 // swap.device: every active swap area must be encrypted (or RAM). Both
 // LVM-on-LUKS (swap LV inside an encrypted PV) and LUKS-on-LVM (a crypt
 // node on the swap LV) count: the walk goes down to the disks.

@@ -6,11 +6,6 @@ import (
 	"github.com/cryptshift/cryptshift/internal/hostview/sysconf"
 )
 
-func init() {
-	register(false, checkTmp, checkLogs)
-	register(true, checkShm)
-}
-
 // tmp.*: programs that open mail attachments write temporary copies here.
 func checkTmp(e *env) {
 	for _, t := range []struct{ id, p string }{{"tmp.tmp", "/tmp"}, {"tmp.var-tmp", "/var/tmp"}} {

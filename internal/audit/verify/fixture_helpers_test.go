@@ -10,7 +10,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/cryptshift/cryptshift/internal/audit/capture/manifest"
+	"github.com/cryptshift/cryptshift/internal/audit/manifest"
 	"github.com/cryptshift/cryptshift/internal/hostview/blockstack/blockstacktest"
 	"github.com/cryptshift/cryptshift/internal/hostview/sysconf"
 	"github.com/cryptshift/cryptshift/luks"

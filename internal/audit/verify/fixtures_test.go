@@ -96,6 +96,25 @@ func (f *fx) plainPool() {
 	f.vmVolume()
 }
 
+// dumpVolume adds LV vg0/dump with a LUKS2 container dump_crypt (key file
+// on the encrypted root, crypttab options opts) for crash dumps.
+func (f *fx) dumpVolume(opts string) {
+	f.LV("dm-8", "253:8", "vg0", "dump", 8*G, "sda2")
+	f.Crypt("dm-9", "253:9", "LUKS2", "dump_crypt", 8*G-16<<20, "dm-8")
+	f.luks2("/dev/dm-8", "dump_crypt")
+	f.keyFile("/etc/keys/dump.key", 0o400)
+	f.ct = append(f.ct, "dump_crypt /dev/vg0/dump /etc/keys/dump.key "+opts)
+}
+
+// kdumpTools arms kdump (crashkernel= reserved, crash kernel loaded) with
+// Debian's kdump-tools writing the vmcore under dir.
+func (f *fx) kdumpTools(dir string) {
+	f.File("/proc/cmdline", "BOOT_IMAGE=/vmlinuz-6.1.0-28-amd64 root=/dev/mapper/root_crypt ro quiet crashkernel=512M\n", 0o444)
+	f.File("/sys/kernel/kexec_crash_loaded", "1\n", 0o444)
+	f.File("/etc/default/kdump-tools", "USE_KDUMP=1\nKDUMP_COREDIR=\""+dir+"\"\n", 0o644)
+	f.Mkdir(dir)
+}
+
 // plainDisk adds a second disk with plaintext partitions 1 and 2.
 func (f *fx) plainDisk() {
 	f.DiskWith("sdb", "8:16", 500*G, 512, 4096, 0)
@@ -484,16 +503,38 @@ var leakClassFixtures = []fixture{
 			f.std("mx14", stdOpts{})
 			f.plainDisk()
 			f.Mount("/var/crash", "ext4", "/dev/sdb1", "8:17", "rw")
-			f.LV("dm-8", "253:8", "vg0", "dump", 8*G, "sda2")
-			f.Crypt("dm-9", "253:9", "LUKS2", "dump_crypt", 8*G-16<<20, "dm-8")
-			f.luks2("/dev/dm-8", "dump_crypt")
-			f.keyFile("/etc/keys/dump.key", 0o400)
-			f.ct = append(f.ct, "dump_crypt /dev/vg0/dump /etc/keys/dump.key luks")
+			f.dumpVolume("luks")
 			f.File("/sys/kernel/kexec_crash_loaded", "1\n", 0o444)
 			f.File("/etc/kdump.conf", "ext4 /dev/mapper/dump_crypt\npath /vmcore\n", 0o644)
 			f.m.Signatures["sdb2"] = ""
 		},
 		want: []want{{"kdump.target", "/dev/mapper/dump_crypt", Pass}, {"coredump.crash-dir", "", Fail}},
+	},
+	{
+		name:    "kdump-tools-plain",
+		comment: "Debian kdump-tools KDUMP_COREDIR=/var/dump: the crash kernel's initramfs mounts /var/dump from fstab (noauto, so today the directory sits on the encrypted /var) and writes the vmcore, all RAM with the volume keys, onto that plaintext partition",
+		build: func(f *fx) {
+			f.std("mx23", stdOpts{})
+			f.plainDisk()
+			f.fst = append(f.fst, "/dev/sdb1              /var/dump ext4 noauto 0 2")
+			f.kdumpTools("/var/dump")
+			f.m.Signatures["sdb1"], f.m.Signatures["sdb2"] = "", ""
+		},
+		want: []want{{"kdump.target", "/var/dump", Fail}},
+	},
+	{
+		name:    "kdump-tools-encrypted",
+		comment: "clean counterpart: KDUMP_COREDIR=/srv/dump lies today on the plaintext /srv a naive auditor would judge, but fstab mounts the encrypted dump_crypt there (noauto) and that is where the crash kernel writes the vmcore",
+		build: func(f *fx) {
+			f.std("mx24", stdOpts{})
+			f.plainDisk()
+			f.Mount("/srv", "ext4", "/dev/sdb1", "8:17", "rw")
+			f.dumpVolume("luks,noauto")
+			f.fst = append(f.fst, "/dev/mapper/dump_crypt /srv/dump ext4 noauto 0 2")
+			f.kdumpTools("/srv/dump")
+			f.m.Signatures["sdb2"] = ""
+		},
+		want: []want{{"kdump.target", "/srv/dump", Pass}},
 	},
 	{
 		name:    "dovecot-userdb-home",

@@ -120,3 +120,41 @@ func TestGermanEvidenceHasNoEnglish(t *testing.T) {
 		}
 	}
 }
+
+// TestHeaderNamesVersionAndCommit: an auditor cites the report by the
+// tool's version and commit; both reach the text, Markdown and HTML
+// headers, in the report's language (no English "commit unknown" in a
+// German report).
+func TestHeaderNamesVersionAndCommit(t *testing.T) {
+	root := filepath.Join(fixtureDir, "swap-plain-partition", "root")
+	for _, tc := range []struct {
+		lang, commit string
+		want         []string
+		notWant      string
+	}{
+		{"en", "0123abcd4567", []string{"cryptshift verify 1.4.2, commit 0123abcd4567"}, ""},
+		{"de", "0123abcd4567", []string{"cryptshift verify 1.4.2, Commit 0123abcd4567"}, ""},
+		{"en", "unknown", []string{"cryptshift verify 1.4.2, commit unknown"}, ""},
+		{"de", "unknown", []string{"cryptshift verify 1.4.2, Commit unbekannt"}, "commit unknown"},
+	} {
+		r, err := Run(Options{Root: root, Lang: tc.lang, Version: "1.4.2", Commit: tc.commit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range []string{"text", "markdown", "html"} {
+			var b strings.Builder
+			if err := Render(&b, r, f); err != nil {
+				t.Fatal(err)
+			}
+			head := b.String()[:min(b.Len(), 4000)]
+			for _, w := range tc.want {
+				if !strings.Contains(head, w) {
+					t.Errorf("%s %s, commit %q: header lacks %q:\n%s", tc.lang, f, tc.commit, w, head[:min(len(head), 600)])
+				}
+			}
+			if tc.notWant != "" && strings.Contains(b.String(), tc.notWant) {
+				t.Errorf("%s %s: says %q", tc.lang, f, tc.notWant)
+			}
+		}
+	}
+}

@@ -525,11 +525,3 @@ func checkImagePartitions(e *env) {
 		}
 	}
 }
-
-func init() {
-	register(false, func(e *env) {
-		if e.image != nil {
-			checkImagePartitions(e)
-		}
-	})
-}

@@ -7,7 +7,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/cryptshift/cryptshift/internal/audit/capture/manifest"
+	"github.com/cryptshift/cryptshift/internal/audit/manifest"
 	"github.com/cryptshift/cryptshift/internal/hostview/blockstack"
 	"github.com/cryptshift/cryptshift/internal/hostview/rootfs"
 )

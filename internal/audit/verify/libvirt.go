@@ -177,11 +177,23 @@ func (e *env) sourceLayer(s *libvirtxml.DomainDiskSource, format string) layer {
 const maxChain = 64
 
 // headerChain follows qcow2 backing-file names (relative names resolve
-// against the directory of the image that names them, as qemu does).
+// against the directory of the image that names them, as qemu does). A
+// chain that comes back to an image already in it (qemu refuses to open
+// it) or is longer than maxChain ends there, with a "problem" layer
+// saying so.
 func (e *env) headerChain(top layer) []layer {
 	var out []layer
 	cur := top
-	for i := 0; i < maxChain && cur.Kind == "file"; i++ {
+	seen := map[string]bool{}
+	for i := 0; cur.Kind == "file"; i++ {
+		r := e.resolved(cur.Path)
+		if seen[r] {
+			return append(out, layer{Kind: "problem", Path: cur.Path, Note: e.t("ev.libvirt.chainloop", cur.Path)})
+		}
+		seen[r] = true
+		if i == maxChain {
+			return append(out, layer{Kind: "problem", Path: cur.Path, Note: e.t("ev.libvirt.chainlong", maxChain)})
+		}
 		img := e.probeImage(cur.Path)
 		if img.qcow == nil {
 			break

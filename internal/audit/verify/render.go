@@ -93,8 +93,12 @@ func dateText(r *Report) string {
 
 func toolText(r *Report) string {
 	s := r.Header.Tool + " " + r.Header.Version
-	if r.Header.Commit != "" {
-		s += ", commit " + r.Header.Commit
+	switch r.Header.Commit {
+	case "":
+	case "unknown": // the CLI's word for a build without VCS stamp
+		s += ", " + tr(r.Header.Lang, "ui.commit.unknown")
+	default:
+		s += ", " + tr(r.Header.Lang, "ui.commit", r.Header.Commit)
 	}
 	return s
 }

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cryptshift/cryptshift/internal/audit/capture/manifest"
+	"github.com/cryptshift/cryptshift/internal/audit/manifest"
 	"github.com/cryptshift/cryptshift/internal/hostview/blockstack"
 	"github.com/cryptshift/cryptshift/internal/hostview/rootfs"
 	"github.com/cryptshift/cryptshift/internal/hostview/sysconf"
@@ -218,16 +218,49 @@ func (w *watch) OpenDevice(name string) (rootfs.File, error) {
 
 // check is one family of checks; run adds its results to the env.
 type check struct {
+	name     string
 	run      func(*env)
 	liveOnly bool // needs a running system (proc, sys): not for --image
 }
 
-// checks in report order; each file registers its own in init.
-var checks []check
+// checks is every check family in the order it runs (the report groups
+// results by area afterwards). A new check goes here, nowhere else;
+// TestCheckOrder pins the list. liveOnly: the family needs the running
+// (or captured) host's block stack and does not run on --image.
+var checks = []check{
+	{"core-pattern", checkCorePattern, false},
+	{"systemd-coredump", checkSystemdCoredump, false},
+	{"crash-dir", checkCrashDir, false},
+	{"kdump", checkKdump, false},
+	{"crypttab-keys", checkCrypttabKeys, false},
+	{"initramfs-keys", checkInitramfsKeys, false},
+	{"header-backups", checkHeaderBackups, false},
+	{"libvirt", checkLibvirt, false},
+	{"luks", checkLUKS, true},
+	{"crypttab-ciphers", checkCrypttabCiphers, false},
+	{"lvm-snapshots", checkLVMSnapshots, true},
+	{"lvm-leftovers", checkLVMLeftovers, true},
+	{"lvm-metadata", checkLVMMetadata, true},
+	{"postfix", checkPostfix, false},
+	{"dovecot", checkDovecot, false},
+	{"filters", checkFilters, false},
+	{"mounts", checkMounts, true},
+	{"disk-leftovers", checkDiskLeftovers, true},
+	{"swap-active", checkSwapActive, true},
+	{"zram", checkZram, true},
+	{"swap-fstab", checkSwapFstab, false},
+	{"swap-crypttab", checkSwapCrypttab, false},
+	{"resume", checkResume, false},
+	{"tmp", checkTmp, false},
+	{"logs", checkLogs, false},
+	{"shm", checkShm, true},
+	{"image-partitions", checkImageParts, false},
+}
 
-func register(liveOnly bool, fns ...func(*env)) {
-	for _, f := range fns {
-		checks = append(checks, check{run: f, liveOnly: liveOnly})
+// checkImageParts judges a guest image's partitions; nothing on a host.
+func checkImageParts(e *env) {
+	if e.image != nil {
+		checkImagePartitions(e)
 	}
 }
 
@@ -249,6 +282,7 @@ type env struct {
 	crypttab    []sysconf.CrypttabEntry
 	crypttabErr error
 	passwd      []sysconf.PasswdEntry
+	passwdErr   error // why /etc/passwd could not be read: the homes are unknown
 
 	results []Result
 	volumes []Volume
@@ -272,6 +306,8 @@ func (e *env) load() {
 	}
 	if b, err := rootfs.ReadFile(e.fs, "/etc/passwd"); err == nil {
 		e.passwd = sysconf.ParsePasswd(string(b))
+	} else {
+		e.passwdErr = err
 	}
 }
 
@@ -387,6 +423,16 @@ func (e *env) refusedEvidence(ev string) bool {
 
 // skip records that a check could not run because its inputs are missing
 // (or were refused), and why.
+// has reports whether a result for id has been recorded.
+func (e *env) has(id string) bool {
+	for _, r := range e.results {
+		if r.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
 func (e *env) skip(id, subject string, why ...string) { e.add(id, Skip, subject, why...) }
 
 // na records that a check read its inputs and found nothing of its kind.
@@ -606,6 +652,19 @@ func (e *env) fstabSwapLocation(f sysconf.FstabEntry) blockstack.Location {
 
 // homes returns the home directories of login users (UID 1000..59999 on
 // Debian, adduser.conf FIRST_UID..LAST_UID) and root, sorted.
+// homesUnknown says why the system accounts' homes cannot be listed
+// ("" when they can): without /etc/passwd a path under "~" names no
+// directory verify could judge, and no default stands in for it.
+func (e *env) homesUnknown() string {
+	if e.passwdErr == nil {
+		return ""
+	}
+	if rootfs.Refused(e.passwdErr) {
+		return e.t("ev.homes.unknown", e.passwdErr.Error())
+	}
+	return e.t("ev.homes.unknown", e.t("ev.notcaptured", "/etc/passwd"))
+}
+
 func (e *env) homes() []string {
 	var out []string
 	for _, p := range e.passwd {

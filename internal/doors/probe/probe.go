@@ -1,7 +1,7 @@
 // Package probe identifies what a block device or image holds from its
 // first bytes, the way blkid does for the types cryptshift plans with:
-// LUKS, LVM PVs, md RAID members, ext2/3/4, XFS, btrfs, FAT, swap, GPT and
-// MBR partition tables. It reads magic numbers, UUIDs and labels only.
+// LUKS, LVM PVs, md RAID members, ext2/3/4, XFS, btrfs, FAT, swap, qcow2
+// images, GPT and MBR partition tables. It reads magic numbers, UUIDs and labels only.
 // Blank decides whether a device without a signature at its start is
 // really blank.
 package probe
@@ -17,7 +17,7 @@ import (
 
 // Result is what a device's first bytes say it holds.
 type Result struct {
-	Type    string // ext4, ext3, ext2, xfs, btrfs, vfat, swap, crypto_LUKS, LVM2_member, gpt, dos, unknown
+	Type    string // ext4, ext3, ext2, xfs, btrfs, vfat, swap, crypto_LUKS, LVM2_member, linux_raid_member, qcow2, gpt, dos, unknown
 	UUID    string
 	Label   string
 	Version string
@@ -51,6 +51,10 @@ func Bytes(b []byte) *Result {
 			r.Label = cstr(b[24:72])
 		}
 		return r
+	case at(0, "QFI\xfb") && len(b) >= 8:
+		// A qcow2 image written straight onto a device or file (qemu's
+		// docs/interop/qcow2.txt: magic, then the big-endian version).
+		return &Result{Type: "qcow2", Version: fmt.Sprint(binary.BigEndian.Uint32(b[4:8]))}
 	case at(0, "XFSB") && len(b) >= 120:
 		return &Result{Type: "xfs", UUID: uuidString(b[32:48]), Label: cstr(b[108:120])}
 	}

@@ -20,6 +20,8 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // FS is a read-only view of a root filesystem. Names are absolute,
@@ -280,33 +282,54 @@ func (d Dir) Open(name string) (File, error) { return d.open(name, false) }
 // OpenDevice implements DeviceOpener: block devices, on the live root only.
 func (d Dir) OpenDevice(name string) (File, error) { return d.open(name, d.Live()) }
 
+// open refuses what is not a regular file (or, when blockOK, a block
+// device) before anything is opened for reading: opening a character
+// device runs its driver (a /dev/watchdog node planted in a captured tree
+// arms the machine's watchdog, a tty becomes the controlling terminal). It
+// first opens the name with O_PATH, which pins the inode without opening
+// the file itself (no driver open, no FIFO rendezvous), checks that
+// inode's type, and only then opens that same inode for reading through
+// /proc/self/fd: a file swapped in after the check is never the one read.
 func (d Dir) open(name string, blockOK bool) (File, error) {
 	r, err := d.root()
 	if err != nil {
 		return nil, err
 	}
 	defer r.Close()
-	f, err := r.OpenFile(rel(name), os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOFOLLOW|syscall.O_NOCTTY, 0)
+	p, err := r.OpenFile(rel(name), unix.O_PATH|unix.O_NOFOLLOW, 0)
 	if err != nil {
 		return nil, err
 	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, err
+	defer p.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(p.Fd()), &st); err != nil {
+		return nil, &fs.PathError{Op: "stat", Path: name, Err: err}
 	}
-	m := fi.Mode()
-	switch {
-	case m.IsRegular():
-	case m&fs.ModeDevice != 0 && m&fs.ModeCharDevice == 0 && blockOK:
-	case m&fs.ModeDevice != 0 && m&fs.ModeCharDevice == 0:
-		f.Close()
-		return nil, &fs.PathError{Op: "open", Path: name, Err: ErrDevice}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+	case unix.S_IFBLK:
+		if !blockOK {
+			return nil, &fs.PathError{Op: "open", Path: name, Err: ErrDevice}
+		}
 	default:
-		f.Close()
 		return nil, &fs.PathError{Op: "open", Path: name, Err: ErrNotRegular}
 	}
+	f, err := openPinned(p, name)
+	if err != nil {
+		return nil, err
+	}
 	return f, nil
+}
+
+// openPinned opens the inode an O_PATH descriptor holds for reading.
+// The /proc/self/fd link is followed by the kernel to that inode, not
+// looked up by name again.
+func openPinned(p *os.File, name string) (*os.File, error) {
+	fd, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", p.Fd()), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: err}
+	}
+	return os.NewFile(uintptr(fd), name), nil
 }
 
 // OSFile returns the *os.File behind a File opened from a Dir, for tools

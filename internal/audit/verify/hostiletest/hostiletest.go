@@ -172,6 +172,17 @@ func Cases() []Case {
 			}
 			return link(root, "/etc/crypttab", "/dev/zero")
 		}},
+		{"chardev-as-crypttab", "not a regular file", func(root, out string) error {
+			// A character device 1:3 (/dev/null) planted where the file
+			// itself belongs, no link: refused before any open (a 10:130
+			// /dev/watchdog would be armed by the open alone).
+			p := filepath.Join(root, "etc/crypttab")
+			os.Remove(p)
+			if err := syscall.Mknod(p, syscall.S_IFCHR|0o644, 1<<8|3); err != nil {
+				return syscall.Mkfifo(p, 0o644)
+			}
+			return nil
+		}},
 		{"sparse-8GiB-config", "larger than 16 MiB", func(root, out string) error {
 			return os.Truncate(filepath.Join(root, "etc/dovecot/dovecot.conf"), 8<<30)
 		}},
@@ -185,7 +196,7 @@ func Cases() []Case {
 		{"luks2-json-without-nul", "JSON area not terminated by a NUL", func(root, out string) error {
 			return os.WriteFile(filepath.Join(root, "dev/sda2"), LUKS2WithoutNUL(), 0o600)
 		}},
-		{"qcow2-crafted", "", func(root, out string) error {
+		{"qcow2-crafted", "a loop qemu refuses to open", func(root, out string) error {
 			img := filepath.Join(root, "var/lib/libvirt/images")
 			for name, b := range map[string][]byte{
 				"g.qcow2":     QCOW2("loop.qcow2", 0),
