@@ -155,18 +155,7 @@ func Run(o Options) (*Report, error) {
 // mount table with "/", the swap table and the block devices under /sys.
 // Without them no verdict can rest on evidence.
 func hostTree(root string, sys *blockstack.System) error {
-	var missing []string
-	if !sys.HaveMounts() {
-		missing = append(missing, "proc/self/mountinfo")
-	} else if sys.MountFor("/") == nil || sys.MountFor("/").MountPoint != "/" {
-		missing = append(missing, "a mount on / in proc/self/mountinfo")
-	}
-	if !sys.HaveSwaps() {
-		missing = append(missing, "proc/swaps")
-	}
-	if !sys.HaveSysfs() {
-		missing = append(missing, "sys/class/block")
-	}
+	missing := sys.HostTreeGaps()
 	if len(missing) == 0 {
 		return nil
 	}
