@@ -61,7 +61,11 @@ func (e *env) checkUnlock(d *blockstack.Device, subj string, h *luks.Header, vol
 			freeIDs = append(freeIDs, fmt.Sprint(k.ID))
 		}
 	}
-	lines = append([]string{e.tn("ev.unlock.slots", len(h.Keyslots), free, orDash(strings.Join(freeIDs, ",")))}, lines...)
+	which := e.t("ev.unlock.slotlist.none")
+	if free > 0 {
+		which = e.tn("ev.unlock.slotlist", free, strings.Join(freeIDs, ", "))
+	}
+	lines = append([]string{e.tn("ev.unlock.slots", len(h.Keyslots), free, which)}, lines...)
 	for _, c := range e.crypttab {
 		if c.Name != d.DMName {
 			continue

@@ -158,3 +158,27 @@ func TestHeaderNamesVersionAndCommit(t *testing.T) {
 		}
 	}
 }
+
+// TestSummaryCountsByBadge: the summary line names SKIP results by the
+// badge the report shows them with ("not checked" or "not applicable"),
+// with the singular and plural of each language.
+func TestSummaryCountsByBadge(t *testing.T) {
+	r := &Report{Summary: Summary{Pass: 1, Skip: 3}, Checks: []Result{
+		{Status: Pass}, {Status: Skip, Skip: SkipMissing},
+		{Status: Skip, Skip: SkipNotApplicable}, {Status: Skip, Skip: SkipNotApplicable}}}
+	for lang, want := range map[string]string{
+		"en": "1 passed, 0 warnings, 0 failed, 1 not checked, 2 not applicable",
+		"de": "1 bestanden, 0 Warnungen, 0 Mängel, 1 nicht geprüft, 2 entfallen",
+	} {
+		r.Header.Lang = lang
+		if got := summaryText(r); got != want {
+			t.Errorf("%s: summary %q, want %q", lang, got, want)
+		}
+	}
+	// Nothing was left unchecked: no "0 nicht geprüft" beside what was N/A.
+	r.Summary.Skip, r.Checks = 1, []Result{{Status: Pass}, {Status: Skip, Skip: SkipNotApplicable}}
+	r.Header.Lang = "de"
+	if got, want := summaryText(r), "1 bestanden, 0 Warnungen, 0 Mängel, 1 entfällt"; got != want {
+		t.Errorf("de: summary %q, want %q", got, want)
+	}
+}

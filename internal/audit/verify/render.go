@@ -113,10 +113,25 @@ func plural(l, key string, n int, args ...any) string {
 	return tr(l, k, append([]any{n}, args...)...)
 }
 
+// summaryText counts the results by the badges the report shows them
+// with: a SKIP is "not checked" (its inputs were missing or refused) or
+// "not applicable" (there was nothing to check), never one word for both.
 func summaryText(r *Report) string {
 	s, l := r.Summary, r.Header.Lang
-	return strings.Join([]string{plural(l, "ui.n.pass", s.Pass), plural(l, "ui.n.warn", s.Warn),
-		plural(l, "ui.n.fail", s.Fail), plural(l, "ui.n.skip", s.Skip)}, ", ")
+	na := 0
+	for _, c := range r.Checks {
+		if c.Status == Skip && c.Skip == SkipNotApplicable {
+			na++
+		}
+	}
+	parts := []string{plural(l, "ui.n.pass", s.Pass), plural(l, "ui.n.warn", s.Warn), plural(l, "ui.n.fail", s.Fail)}
+	if s.Skip-na > 0 || na == 0 {
+		parts = append(parts, plural(l, "ui.n.skip", s.Skip-na))
+	}
+	if na > 0 {
+		parts = append(parts, plural(l, "ui.n.na", na))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // Headline says what was found, in one line: the verdict and, for FAIL

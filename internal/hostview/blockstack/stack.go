@@ -275,7 +275,10 @@ func reason(n *Node, loc *Location) string {
 }
 
 func describeMount(m *Mount) string {
-	s := fmt.Sprintf("%s: %s %s", m.MountPoint, m.FSType, m.Source)
+	s := m.MountPoint + ": " + m.FSType
+	if m.Source != m.FSType && m.Source != "" { // "tmpfs tmpfs" says the same twice
+		s += " " + m.Source
+	}
 	if m.Major != 0 {
 		s += " [" + m.MajMin() + "]"
 	}
