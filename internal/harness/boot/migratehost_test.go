@@ -264,16 +264,20 @@ func (r *moveRun) move(t *testing.T, ctx context.Context) [2]string {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("cannot build the command-line watcher: %v\n%s", err, out)
 	}
-	if err := vm.SSH.CopyFile(ctx, watcher, "/run/argwatch", 0o755); err != nil {
+	// /run itself is noexec (initramfs-tools mounts it so): a small tmpfs
+	// of its own runs the watcher, and the move skips it like all of /run.
+	run("a place to run the watcher", "mkdir -p /run/argwatch && mount -t tmpfs -o size=16m,mode=0700 argwatch /run/argwatch")
+	if err := vm.SSH.CopyFile(ctx, watcher, "/run/argwatch/argwatch", 0o755); err != nil {
 		t.Fatal(err)
 	}
 	// setsid, as for the move below: a background job left in the ssh
 	// session's process group kept the session open.
-	run("watch command lines", "touch /run/watch; setsid /run/argwatch /run/watch /run/cmdlines.txt >/dev/null 2>&1 </dev/null &")
+	run("watch command lines", "touch /run/watch; setsid /run/argwatch/argwatch /run/watch /run/cmdlines.txt >/dev/null 2>/run/argwatch.err </dev/null & sleep 1; "+
+		"pgrep -x argwatch >/dev/null || { echo the watcher did not start; cat /run/argwatch.err; exit 1; }")
 	applyOut := run("cryptshift apply", "/root/cryptshift apply -f /root/mail-host.yaml --device disk0=/dev/disk/by-id/virtio-newdisk0 "+
 		"--device disk1=/dev/disk/by-id/virtio-newdisk1 --allow-destroy --yes --passphrase-file /run/luks.pass "+
 		"--recovery-key-file /run/recovery.key --target /target && findmnt -R /target")
-	cmdlines := run("stop watching", "rm /run/watch; for i in $(seq 600); do [ -e /run/cmdlines.txt ] && break; sleep 0.2; done; cat /run/cmdlines.txt")
+	cmdlines := run("stop watching", "rm /run/watch; for i in $(seq 600); do [ -e /run/cmdlines.txt ] && break; sleep 0.2; done; cat /run/cmdlines.txt; umount /run/argwatch")
 	bindings := run("clevis bindings made by apply", "clevis luks list -d /dev/vg0/root; cryptsetup luksDump /dev/vg0/root | grep -E '^ +[0-9]+: (luks2|clevis)'")
 	if want := "2: tang '{\"url\":\"" + r.tang.URL() + "\"}'"; !strings.Contains(bindings, want) || strings.Count(bindings, "luks2") != 3 {
 		t.Fatalf("apply did not bind keyslot 2 of the root to tang from the layout (want %q and three keyslots):\n%s", want, bindings)
