@@ -3,13 +3,17 @@
 package gpt
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
 	"time"
 
 	diskfs "github.com/diskfs/go-diskfs"
 	"github.com/diskfs/go-diskfs/partition/gpt"
+
+	"github.com/cryptshift/cryptshift/internal/doors/execx"
 )
 
 // Partition is one partition of a table Write makes.
@@ -22,11 +26,54 @@ type Partition struct {
 	UUID   string `json:"uuid"`
 }
 
-// Partition writes a GPT through go-diskfs and has the kernel re-read it.
+// Write writes a GPT through go-diskfs and has the kernel re-read it.
 // With wipe it zeroes the first and last MiB of every new partition, so no
-// signature of what was there before shows through.
-func Write(device, tableUUID string, ps []Partition, wipe bool) error {
-	d, err := diskfs.Open(device, diskfs.WithOpenMode(diskfs.ReadWrite))
+// signature of what was there before shows through. It returns once the
+// partitions' nodes are there to stay: every handle on the disk is closed
+// first, because closing a disk opened for writing makes udev re-read its
+// partition table, which removes and re-adds the partition nodes; a mkfs
+// run in that moment finds no /dev/vdb1 (seen under TCG on a loaded host).
+// run carries `udevadm settle` where udev runs.
+func Write(ctx context.Context, run execx.Runner, device, tableUUID string, ps []Partition, wipe bool) error {
+	if err := writeTable(device, tableUUID, ps); err != nil {
+		return err
+	}
+	if wipe {
+		if err := wipeEnds(device, ps); err != nil {
+			return err
+		}
+	}
+	if st, err := os.Stat(device); err == nil && st.Mode().IsRegular() {
+		return nil // an image file has no partition nodes
+	}
+	// Settle, wait for the nodes, and once more: a re-read udev queues
+	// while the first settle returns would remove them again.
+	for range 2 {
+		if err := settle(ctx, run); err != nil {
+			return err
+		}
+		if err := waitForNodes(device, ps); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// settle waits for udev's event queue to drain, where udev runs; without
+// udevadm (a minimal system, devtmpfs alone) the kernel's nodes are all
+// there is and nothing re-reads behind cryptshift's back.
+func settle(ctx context.Context, run execx.Runner) error {
+	if _, err := exec.LookPath("udevadm"); err != nil {
+		return nil
+	}
+	if _, err := run.Run(ctx, execx.Cmd{Tool: "udevadm", Args: []string{"settle", "--timeout=60"}}); err != nil {
+		return fmt.Errorf("the partition table was written, but udev did not settle: %w", err)
+	}
+	return nil
+}
+
+func writeTable(device, tableUUID string, ps []Partition) error {
+	d, err := diskfs.Open(device)
 	if err != nil {
 		return fmt.Errorf("cannot open %s to partition it: %w", device, err)
 	}
@@ -48,35 +95,36 @@ func Write(device, tableUUID string, ps []Partition, wipe bool) error {
 	if err := d.Partition(table); err != nil {
 		return fmt.Errorf("cannot write the partition table of %s: %w", device, err)
 	}
-	if wipe {
-		f, err := os.OpenFile(device, os.O_WRONLY, 0)
-		if err != nil {
-			return fmt.Errorf("cannot open %s: %w", device, err)
-		}
-		defer f.Close()
-		zero := make([]byte, 1<<20)
-		for _, p := range ps {
-			for _, off := range []int64{p.Start, p.Start + p.Size - int64(len(zero))} {
-				if off < p.Start {
-					continue
-				}
-				if _, err := f.WriteAt(zero[:min(int64(len(zero)), p.Size)], off); err != nil {
-					return fmt.Errorf("cannot clear partition %d of %s: %w", p.Number, device, err)
-				}
+	return nil
+}
+
+// wipeEnds zeroes the first and last MiB of every partition, through the
+// whole disk, and closes it.
+func wipeEnds(device string, ps []Partition) error {
+	f, err := os.OpenFile(device, os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("cannot open %s: %w", device, err)
+	}
+	defer f.Close()
+	zero := make([]byte, 1<<20)
+	for _, p := range ps {
+		for _, off := range []int64{p.Start, p.Start + p.Size - int64(len(zero))} {
+			if off < p.Start {
+				continue
+			}
+			if _, err := f.WriteAt(zero[:min(int64(len(zero)), p.Size)], off); err != nil {
+				return fmt.Errorf("cannot clear partition %d of %s: %w", p.Number, device, err)
 			}
 		}
-		if err := f.Sync(); err != nil {
-			return fmt.Errorf("cannot sync %s: %w", device, err)
-		}
 	}
-	return waitForNodes(device, ps)
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("cannot sync %s: %w", device, err)
+	}
+	return f.Close()
 }
 
 // waitForNodes waits until the kernel (devtmpfs) shows the partitions.
 func waitForNodes(device string, ps []Partition) error {
-	if st, err := os.Stat(device); err == nil && st.Mode().IsRegular() {
-		return nil // an image file has no partition nodes
-	}
 	deadline := time.Now().Add(10 * time.Second)
 	for _, p := range ps {
 		node := Node(device, p.Number)

@@ -1,6 +1,7 @@
 package gpt
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -8,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cryptshift/cryptshift/internal/doors/execx"
 	"github.com/cryptshift/cryptshift/internal/harness/testtier"
 )
 
@@ -21,12 +23,16 @@ func TestHostPartitionImage(t *testing.T) {
 	f, _ := os.OpenFile(img, os.O_WRONLY, 0)
 	f.WriteAt([]byte(strings.Repeat("OLD", 1000)), 17<<20)
 	f.Close()
-	err := Write(img, "5fc49146-841c-4e88-9437-6e1c0e2f7a11", []Partition{
+	rec := &execx.Recorder{}
+	err := Write(context.Background(), rec, img, "5fc49146-841c-4e88-9437-6e1c0e2f7a11", []Partition{
 		{Number: 1, Start: 1048576, Size: 16777216, Type: "C12A7328-F81F-11D2-BA4B-00A0C93EC93B", Name: "esp", UUID: "0b6a3c0e-8d3b-4a56-9c1e-2f4a5b6c7d8e"},
 		{Number: 2, Start: 17825792, Size: 46137344, Type: "E6D6D379-F507-44C2-A23C-238F2A3DF928", Name: "pv", UUID: "1b6a3c0e-8d3b-4a56-9c1e-2f4a5b6c7d8e"},
 	}, true)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if l := rec.Lines(); len(l) != 0 {
+		t.Errorf("an image file has no partition nodes to settle, yet ran %q", l)
 	}
 	out, err := exec.Command("sfdisk", "--json", img).Output()
 	if err != nil {

@@ -56,7 +56,7 @@ func internal(ctx context.Context, run execx.Runner, p *plan.Params, stdin io.Re
 	switch {
 	case p.Partition != nil:
 		t := p.Partition
-		return gpt.Write(t.Device, t.TableUUID, t.Partitions, t.WipePartitions)
+		return gpt.Write(ctx, run, t.Device, t.TableUUID, t.Partitions, t.WipePartitions)
 	case p.Zero != nil:
 		return files.Zero(p.Zero.Device, p.Zero.Head, p.Zero.Tail)
 	case p.Mkdir != nil:
