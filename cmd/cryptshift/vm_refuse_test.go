@@ -163,6 +163,14 @@ func TestVMApplyRefusesAndFailsClearly(t *testing.T) {
 	if out, err := exec.Command("findmnt", "-no", "SOURCE", root).Output(); err != nil || strings.TrimSpace(string(out)) != "/dev/mapper/root_crypt" {
 		t.Errorf("after the resume %s is mounted from %q (%v), want /dev/mapper/root_crypt", root, strings.TrimSpace(string(out)), err)
 	}
+	// The finished apply leaves its mappings open; the signal runs below
+	// use the same mapping names on another volume group.
+	exec.Command("umount", "-R", root).Run()
+	for _, m := range []string{"var_crypt", "root_crypt"} {
+		if out, err := exec.Command("cryptsetup", "close", m).CombinedOutput(); err != nil {
+			t.Fatalf("cryptsetup close %s: %v %s", m, err, out)
+		}
+	}
 
 	// SIGINT (Ctrl-C) and SIGTERM stop at the next step boundary, with
 	// exit status 6, and --resume finishes the job.
