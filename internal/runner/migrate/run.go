@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -347,7 +348,7 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 		return nil, fmt.Errorf("cannot create journal %s: it exists; use --resume to continue it or remove it after a rollback", o.JournalPath)
 	}
 	if _, err := os.Stat(h.OrigXMLPath); err == nil {
-		return nil, fmt.Errorf("cannot save the definition of domain %s: %s exists from an earlier migration; resume it with --resume, or remove it (and its journal) after a rollback", h.Domain, h.OrigXMLPath)
+		return nil, definitionExists(h)
 	}
 	if h.VG != nil {
 		// Asked for only now that every check passed, and before anything
@@ -393,13 +394,27 @@ func saveDefinition(rt *runtime, h *Header) error {
 	if err := os.MkdirAll(filepath.Dir(h.OrigXMLPath), 0o700); err != nil {
 		return fmt.Errorf("cannot create %s: %w", filepath.Dir(h.OrigXMLPath), err)
 	}
-	if _, err := os.Stat(h.OrigXMLPath); err == nil {
-		return fmt.Errorf("cannot save the definition of domain %s: %s exists from an earlier migration; resume it with --resume, or remove it (and its journal) after a rollback", h.Domain, h.OrigXMLPath)
+	// O_EXCL: checked before the prompt already, and never overwritten.
+	f, err := os.OpenFile(h.OrigXMLPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return definitionExists(h)
 	}
-	if err := os.WriteFile(h.OrigXMLPath, []byte(doc+"\n"), 0o600); err != nil {
+	if err == nil {
+		_, err = f.WriteString(doc + "\n")
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("cannot save the definition of domain %s: %w", h.Domain, err)
 	}
 	return nil
+}
+
+// definitionExists is the refusal when an earlier migration's saved
+// definition is still there.
+func definitionExists(h *Header) error {
+	return fmt.Errorf("cannot save the definition of domain %s: %s exists from an earlier migration; resume it with --resume, or remove it (and its journal) after a rollback", h.Domain, h.OrigXMLPath)
 }
 
 func (rt *runtime) resume(ctx context.Context, o *Options) (*Result, error) {
